@@ -1,0 +1,429 @@
+//! Commands on the bus: routing in headers, the encoded packet as the payload.
+//!
+//! A producer encodes the Socket.IO packet once (an Engine.IO text message and
+//! its binary attachments, if any) and publishes it as the payload; targets and
+//! options travel in headers. An edge decodes the headers, slices the payload
+//! into the text and attachments without copying, and hands those same buffers
+//! to every local recipient.
+//!
+//! Header values that come from users (namespaces, rooms, socket ids) are
+//! escaped with [`crate::subject::token`], so they can hold anything and still
+//! never break a header line.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::subject::{token, untoken};
+use crate::Headers;
+
+const OP: &str = "rc-op";
+const NS: &str = "rc-ns";
+const ROOM: &str = "rc-room";
+const SOCKET: &str = "rc-sock";
+const EXCEPT_ROOM: &str = "rc-xroom";
+const EXCEPT_SOCKET: &str = "rc-xsock";
+const ROOMS_ARG: &str = "rc-rooms";
+const VOLATILE: &str = "rc-vol";
+const PARTS: &str = "rc-parts";
+const USER: &str = "rc-user";
+const EVENT: &str = "rc-event";
+const ACK: &str = "rc-ack";
+const REPLY_TO: &str = "rc-reply";
+const RECEIVED_AT: &str = "rc-at";
+const ERROR: &str = "rc-error";
+
+/// Which sockets a command applies to. The union of `rooms` and `sockets`
+/// (every socket of `ns` when both are empty), less the exceptions.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Target {
+    pub ns: String,
+    pub rooms: Vec<String>,
+    pub sockets: Vec<String>,
+    pub except_rooms: Vec<String>,
+    pub except_sockets: Vec<String>,
+}
+
+impl Target {
+    /// Every socket of the namespace (before exceptions).
+    pub fn is_namespace(&self) -> bool {
+        self.rooms.is_empty() && self.sockets.is_empty()
+    }
+}
+
+/// An encoded Socket.IO packet: the Engine.IO text message (`4…`) and the
+/// binary attachments that follow it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Packet {
+    pub text: Bytes,
+    pub attachments: Vec<Bytes>,
+}
+
+/// What the control plane asks of edges.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Write the packet to every target socket.
+    Emit {
+        target: Target,
+        packet: Packet,
+        volatile: bool,
+    },
+    /// Make every target socket join the rooms.
+    Join { target: Target, rooms: Vec<String> },
+    /// Make every target socket leave the rooms.
+    Leave { target: Target, rooms: Vec<String> },
+    /// Write an ack packet (the answer to a client's ack) to one socket.
+    Reply {
+        ns: String,
+        socket: String,
+        packet: Packet,
+    },
+}
+
+/// Why a message is not a valid envelope.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnvelopeError {
+    #[error("missing header {0}")]
+    Missing(&'static str),
+    #[error("invalid header {0}")]
+    Invalid(&'static str),
+    #[error("unknown operation {0:?}")]
+    UnknownOp(String),
+}
+
+fn put_all<'a>(h: &mut Headers, name: &str, values: impl IntoIterator<Item = &'a String>) {
+    for v in values {
+        h.append(name, token(v));
+    }
+}
+
+fn get_one(h: &Headers, name: &'static str) -> Result<String, EnvelopeError> {
+    let raw = h.get(name).ok_or(EnvelopeError::Missing(name))?;
+    untoken(raw).ok_or(EnvelopeError::Invalid(name))
+}
+
+fn get_all(h: &Headers, name: &'static str) -> Result<Vec<String>, EnvelopeError> {
+    h.get_all(name)
+        .map(|v| untoken(v).ok_or(EnvelopeError::Invalid(name)))
+        .collect()
+}
+
+fn put_target(h: &mut Headers, t: &Target) {
+    h.append(NS, token(&t.ns));
+    put_all(h, ROOM, &t.rooms);
+    put_all(h, SOCKET, &t.sockets);
+    put_all(h, EXCEPT_ROOM, &t.except_rooms);
+    put_all(h, EXCEPT_SOCKET, &t.except_sockets);
+}
+
+fn get_target(h: &Headers) -> Result<Target, EnvelopeError> {
+    Ok(Target {
+        ns: get_one(h, NS)?,
+        rooms: get_all(h, ROOM)?,
+        sockets: get_all(h, SOCKET)?,
+        except_rooms: get_all(h, EXCEPT_ROOM)?,
+        except_sockets: get_all(h, EXCEPT_SOCKET)?,
+    })
+}
+
+/// Joins a packet into one payload; the part lengths go in a header when there
+/// are attachments.
+fn put_packet(h: &mut Headers, p: &Packet) -> Bytes {
+    if p.attachments.is_empty() {
+        return p.text.clone();
+    }
+    let parts: Vec<String> = std::iter::once(&p.text)
+        .chain(&p.attachments)
+        .map(|b| b.len().to_string())
+        .collect();
+    h.append(PARTS, parts.join(","));
+    let total = p.text.len() + p.attachments.iter().map(Bytes::len).sum::<usize>();
+    let mut buf = BytesMut::with_capacity(total);
+    buf.put_slice(&p.text);
+    for a in &p.attachments {
+        buf.put_slice(a);
+    }
+    buf.freeze()
+}
+
+/// Splits a payload back into a packet, sharing the payload's memory.
+fn get_packet(h: &Headers, payload: Bytes) -> Result<Packet, EnvelopeError> {
+    let Some(parts) = h.get(PARTS) else {
+        return Ok(Packet {
+            text: payload,
+            attachments: Vec::new(),
+        });
+    };
+    let mut lens = Vec::new();
+    for p in parts.split(',') {
+        lens.push(
+            p.parse::<usize>()
+                .map_err(|_| EnvelopeError::Invalid(PARTS))?,
+        );
+    }
+    if lens.iter().try_fold(0usize, |a, &l| a.checked_add(l)) != Some(payload.len()) {
+        return Err(EnvelopeError::Invalid(PARTS));
+    }
+    let mut start = 0;
+    let mut slices = lens.into_iter().map(|len| {
+        let s = payload.slice(start..start + len);
+        start += len;
+        s
+    });
+    let text = slices.next().ok_or(EnvelopeError::Invalid(PARTS))?;
+    Ok(Packet {
+        text,
+        attachments: slices.collect(),
+    })
+}
+
+impl Command {
+    /// The headers and payload that carry this command.
+    pub fn encode(&self) -> (Headers, Bytes) {
+        let mut h = Headers::new();
+        let payload = match self {
+            Command::Emit {
+                target,
+                packet,
+                volatile,
+            } => {
+                h.append(OP, "emit");
+                put_target(&mut h, target);
+                if *volatile {
+                    h.append(VOLATILE, "1");
+                }
+                put_packet(&mut h, packet)
+            }
+            Command::Join { target, rooms } | Command::Leave { target, rooms } => {
+                h.append(
+                    OP,
+                    if matches!(self, Command::Join { .. }) {
+                        "join"
+                    } else {
+                        "leave"
+                    },
+                );
+                put_target(&mut h, target);
+                put_all(&mut h, ROOMS_ARG, rooms);
+                Bytes::new()
+            }
+            Command::Reply { ns, socket, packet } => {
+                h.append(OP, "reply");
+                h.append(NS, token(ns));
+                h.append(SOCKET, token(socket));
+                put_packet(&mut h, packet)
+            }
+        };
+        (h, payload)
+    }
+
+    /// Reads a command from a message's headers and payload.
+    pub fn decode(h: &Headers, payload: Bytes) -> Result<Command, EnvelopeError> {
+        let op = h.get(OP).ok_or(EnvelopeError::Missing(OP))?;
+        match op {
+            "emit" => Ok(Command::Emit {
+                target: get_target(h)?,
+                volatile: h.get(VOLATILE) == Some("1"),
+                packet: get_packet(h, payload)?,
+            }),
+            "join" => Ok(Command::Join {
+                target: get_target(h)?,
+                rooms: get_all(h, ROOMS_ARG)?,
+            }),
+            "leave" => Ok(Command::Leave {
+                target: get_target(h)?,
+                rooms: get_all(h, ROOMS_ARG)?,
+            }),
+            "reply" => Ok(Command::Reply {
+                ns: get_one(h, NS)?,
+                socket: get_one(h, SOCKET)?,
+                packet: get_packet(h, payload)?,
+            }),
+            other => Err(EnvelopeError::UnknownOp(other.to_owned())),
+        }
+    }
+}
+
+/// An event a client sent, as an edge publishes it for backends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientEvent {
+    pub ns: String,
+    pub socket: String,
+    pub user: String,
+    pub event: String,
+    /// The arguments as a JSON array (placeholders reference `attachments`).
+    pub args_json: String,
+    pub attachments: Vec<Bytes>,
+    pub ack_id: Option<u64>,
+    /// Where an ack reply goes (the edge's node subject).
+    pub reply_to: String,
+    pub received_at_ms: i64,
+}
+
+impl ClientEvent {
+    pub fn encode(&self) -> (Headers, Bytes) {
+        let mut h = Headers::new();
+        h.append(NS, token(&self.ns));
+        h.append(SOCKET, token(&self.socket));
+        h.append(USER, token(&self.user));
+        h.append(EVENT, token(&self.event));
+        h.append(REPLY_TO, token(&self.reply_to));
+        h.append(RECEIVED_AT, self.received_at_ms.to_string());
+        if let Some(id) = self.ack_id {
+            h.append(ACK, id.to_string());
+        }
+        let packet = Packet {
+            text: Bytes::copy_from_slice(self.args_json.as_bytes()),
+            attachments: self.attachments.clone(),
+        };
+        let payload = put_packet(&mut h, &packet);
+        (h, payload)
+    }
+
+    pub fn decode(h: &Headers, payload: Bytes) -> Result<ClientEvent, EnvelopeError> {
+        let packet = get_packet(h, payload)?;
+        Ok(ClientEvent {
+            ns: get_one(h, NS)?,
+            socket: get_one(h, SOCKET)?,
+            user: get_one(h, USER)?,
+            event: get_one(h, EVENT)?,
+            args_json: String::from_utf8(packet.text.to_vec())
+                .map_err(|_| EnvelopeError::Invalid("payload"))?,
+            attachments: packet.attachments,
+            ack_id: h
+                .get(ACK)
+                .map(|v| v.parse().map_err(|_| EnvelopeError::Invalid(ACK)))
+                .transpose()?,
+            reply_to: get_one(h, REPLY_TO)?,
+            received_at_ms: h
+                .get(RECEIVED_AT)
+                .ok_or(EnvelopeError::Missing(RECEIVED_AT))?
+                .parse()
+                .map_err(|_| EnvelopeError::Invalid(RECEIVED_AT))?,
+        })
+    }
+}
+
+/// A reply from an edge to a request: empty when it went well, an error
+/// message otherwise.
+pub fn reply_headers(error: Option<&str>) -> Headers {
+    let mut h = Headers::new();
+    if let Some(e) = error {
+        h.append(ERROR, token(e));
+    }
+    h
+}
+
+/// The error an edge reported in a reply, if any.
+pub fn reply_error(h: &Headers) -> Option<String> {
+    h.get(ERROR)
+        .map(|e| untoken(e).unwrap_or_else(|| e.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target() -> Target {
+        Target {
+            ns: "/chat".into(),
+            rooms: vec!["a.b".into(), "ü *".into()],
+            sockets: vec!["s1".into()],
+            except_rooms: vec!["x".into()],
+            except_sockets: vec!["s2".into(), "".into()],
+        }
+    }
+
+    #[test]
+    fn commands_round_trip() {
+        let packet = Packet {
+            text: Bytes::from_static(b"451-[\"e\",{\"_placeholder\":true,\"num\":0}]"),
+            attachments: vec![Bytes::from_static(&[0, 1, 2])],
+        };
+        let cmds = [
+            Command::Emit {
+                target: target(),
+                packet: packet.clone(),
+                volatile: true,
+            },
+            Command::Emit {
+                target: Target {
+                    ns: "/".into(),
+                    ..Target::default()
+                },
+                packet: Packet {
+                    text: Bytes::from_static(b"42[\"e\"]"),
+                    attachments: vec![],
+                },
+                volatile: false,
+            },
+            Command::Join {
+                target: target(),
+                rooms: vec!["r1".into(), "r.2".into()],
+            },
+            Command::Leave {
+                target: target(),
+                rooms: vec!["r1".into()],
+            },
+            Command::Reply {
+                ns: "/".into(),
+                socket: "abc".into(),
+                packet,
+            },
+        ];
+        for cmd in cmds {
+            let (h, payload) = cmd.encode();
+            for (_, v) in h.iter() {
+                assert!(
+                    !v.contains(['\r', '\n']),
+                    "header value {v:?} breaks a line"
+                );
+            }
+            assert_eq!(Command::decode(&h, payload), Ok(cmd));
+        }
+    }
+
+    #[test]
+    fn client_event_round_trips() {
+        let ev = ClientEvent {
+            ns: "/".into(),
+            socket: "sid".into(),
+            user: "".into(),
+            event: "chat message".into(),
+            args_json: "[{\"_placeholder\":true,\"num\":0}]".into(),
+            attachments: vec![Bytes::from_static(b"\x00\xff")],
+            ack_id: Some(7),
+            reply_to: "rc.c.node.n1".into(),
+            received_at_ms: 1_700_000_000_000,
+        };
+        let (h, payload) = ev.encode();
+        assert_eq!(ClientEvent::decode(&h, payload), Ok(ev));
+    }
+
+    #[test]
+    fn rejects_bad_envelopes() {
+        let mut h = Headers::new();
+        assert_eq!(
+            Command::decode(&h, Bytes::new()),
+            Err(EnvelopeError::Missing(OP))
+        );
+        h.append(OP, "explode");
+        assert!(matches!(
+            Command::decode(&h, Bytes::new()),
+            Err(EnvelopeError::UnknownOp(_))
+        ));
+        let mut h = Headers::new();
+        h.append(OP, "emit");
+        h.append(NS, "~2F");
+        h.append(PARTS, "3,9");
+        assert_eq!(
+            Command::decode(&h, Bytes::from_static(b"42[")),
+            Err(EnvelopeError::Invalid(PARTS))
+        );
+        let mut h = Headers::new();
+        h.append(OP, "emit");
+        h.append(NS, "bad.token");
+        assert_eq!(
+            Command::decode(&h, Bytes::new()),
+            Err(EnvelopeError::Invalid(NS))
+        );
+    }
+}

@@ -1,0 +1,55 @@
+//! Domain errors of the control API and their one mapping to gRPC status codes.
+
+use roomcast_bus::BusError;
+use roomcast_wire::socketio::ArgsError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("invalid namespace {0:?}: it must start with '/' and be at most 256 bytes")]
+    InvalidNamespace(String),
+    #[error("invalid room name {0:?}: room names are 1 to 256 bytes")]
+    InvalidRoom(String),
+    #[error("invalid socket id {0:?}")]
+    InvalidSocketId(String),
+    #[error("{0}")]
+    InvalidArgs(#[from] ArgsError),
+    #[error("{0} attachments exceed the limit of {1}")]
+    TooManyAttachments(usize, usize),
+    #[error("packet of {0} bytes exceeds the max payload of {1} bytes")]
+    PayloadTooLarge(usize, usize),
+    #[error("no rooms given")]
+    NoRooms,
+    #[error("invalid reply_to: copy it unchanged from the client event")]
+    InvalidReplyTo,
+    #[error("ack_id must be set: only events that carry an ack id can be answered")]
+    MissingAckId,
+    #[error("only {got} of {expected} edges confirmed within {timeout_ms} ms")]
+    NotConfirmed {
+        got: usize,
+        expected: usize,
+        timeout_ms: u128,
+    },
+    #[error("bus unavailable: {0}")]
+    Bus(#[from] BusError),
+}
+
+impl From<ControlError> for tonic::Status {
+    fn from(e: ControlError) -> Self {
+        let msg = e.to_string();
+        match e {
+            ControlError::InvalidNamespace(_)
+            | ControlError::InvalidRoom(_)
+            | ControlError::InvalidSocketId(_)
+            | ControlError::InvalidArgs(_)
+            | ControlError::TooManyAttachments(..)
+            | ControlError::PayloadTooLarge(..)
+            | ControlError::NoRooms
+            | ControlError::InvalidReplyTo
+            | ControlError::MissingAckId => tonic::Status::invalid_argument(msg),
+            ControlError::NotConfirmed { .. } => tonic::Status::deadline_exceeded(msg),
+            ControlError::Bus(BusError::InvalidSubject(_)) => tonic::Status::internal(msg),
+            ControlError::Bus(BusError::Timeout(_)) => tonic::Status::deadline_exceeded(msg),
+            ControlError::Bus(_) => tonic::Status::unavailable(msg),
+        }
+    }
+}

@@ -1,0 +1,58 @@
+//! What an edge is told: protocol timeouts, limits, namespaces, CORS.
+
+use std::time::Duration;
+
+/// Edge settings; the binary builds them from flags, env and file.
+#[derive(Debug, Clone)]
+pub struct EdgeConfig {
+    /// HTTP path of the Engine.IO endpoint, with leading and trailing `/`.
+    pub path: String,
+    /// Namespaces clients may connect to.
+    pub namespaces: Vec<String>,
+    pub ping_interval: Duration,
+    pub ping_timeout: Duration,
+    /// How long a connection may stay without any namespace connected.
+    pub connect_timeout: Duration,
+    /// How long a WebSocket upgrade may take from probe to switch.
+    pub upgrade_timeout: Duration,
+    /// Largest Engine.IO message (WebSocket) or request body (polling), in bytes.
+    pub max_payload: usize,
+    /// Most binary attachments in one Socket.IO packet.
+    pub max_attachments: usize,
+    /// Outbound bytes queued per connection before it is a slow consumer.
+    pub outbound_queue_bytes: usize,
+    /// Origins allowed to connect from a browser; empty allows any.
+    pub cors_origins: Vec<String>,
+    /// Name of the roomcast cluster (subject prefix).
+    pub cluster: String,
+    /// This edge's id (its node subject).
+    pub node_id: String,
+    /// How long a command that edges confirm may take.
+    pub request_timeout: Duration,
+}
+
+impl Default for EdgeConfig {
+    fn default() -> Self {
+        Self {
+            path: "/socket.io/".into(),
+            namespaces: vec!["/".into()],
+            ping_interval: Duration::from_millis(25_000),
+            ping_timeout: Duration::from_millis(20_000),
+            connect_timeout: Duration::from_millis(45_000),
+            upgrade_timeout: Duration::from_millis(10_000),
+            max_payload: 1_000_000,
+            max_attachments: 10,
+            outbound_queue_bytes: 4 * 1024 * 1024,
+            cors_origins: Vec::new(),
+            cluster: "roomcast".into(),
+            node_id: roomcast_bus::names::new_id(),
+            request_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl EdgeConfig {
+    pub fn has_namespace(&self, ns: &str) -> bool {
+        self.namespaces.iter().any(|n| n == ns)
+    }
+}

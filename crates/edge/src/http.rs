@@ -1,0 +1,198 @@
+//! HTTP routing for the Engine.IO endpoint: query checks, CORS and Origin,
+//! and the hand-off to the polling or WebSocket transport.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Query, Request, State};
+use axum::response::Response;
+use axum::routing::any;
+use http::header::{self, HeaderValue};
+use http::{HeaderMap, Method, StatusCode};
+
+use crate::outbox::Mode;
+use crate::session::Handshake;
+use crate::Edge;
+
+/// Engine.IO's HTTP error codes, as the reference server numbers them.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum EioError {
+    UnknownTransport = 0,
+    UnknownSid = 1,
+    BadHandshakeMethod = 2,
+    BadRequest = 3,
+    Forbidden = 4,
+    UnsupportedProtocolVersion = 5,
+}
+
+impl EioError {
+    fn message(self) -> &'static str {
+        match self {
+            EioError::UnknownTransport => "Transport unknown",
+            EioError::UnknownSid => "Session ID unknown",
+            EioError::BadHandshakeMethod => "Bad handshake method",
+            EioError::BadRequest => "Bad request",
+            EioError::Forbidden => "Forbidden",
+            EioError::UnsupportedProtocolVersion => "Unsupported protocol version",
+        }
+    }
+
+    pub(crate) fn response(self) -> Response {
+        let status = match self {
+            EioError::Forbidden => StatusCode::FORBIDDEN,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        let body = format!(
+            "{{\"code\":{},\"message\":\"{}\"}}",
+            self as u8,
+            self.message()
+        );
+        response(status, "application/json", Body::from(body))
+    }
+}
+
+pub(crate) fn response(status: StatusCode, content_type: &'static str, body: Body) -> Response {
+    let mut res = Response::new(body);
+    *res.status_mut() = status;
+    res.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    res
+}
+
+pub(crate) fn router(edge: Edge) -> axum::Router {
+    let path = edge.config().path.clone();
+    let mut router = axum::Router::new().route(&path, any(handle));
+    let bare = path.trim_end_matches('/');
+    if !bare.is_empty() && bare != path {
+        router = router.route(bare, any(handle));
+    }
+    router.with_state(edge)
+}
+
+/// The `Origin` of a browser request, if it is allowed; `Err` if it is not.
+fn allowed_origin(edge: &Edge, headers: &HeaderMap) -> Result<Option<HeaderValue>, ()> {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return Ok(None);
+    };
+    let allowed = &edge.config().cors_origins;
+    let ok = allowed.is_empty()
+        || origin
+            .to_str()
+            .is_ok_and(|o| allowed.iter().any(|a| a == o || a == "*"));
+    if ok {
+        Ok(Some(origin.clone()))
+    } else {
+        Err(())
+    }
+}
+
+fn with_cors(mut res: Response, origin: Option<HeaderValue>) -> Response {
+    if let Some(origin) = origin {
+        let h = res.headers_mut();
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+            HeaderValue::from_static("true"),
+        );
+        h.insert(header::VARY, HeaderValue::from_static("Origin"));
+    }
+    res
+}
+
+fn bearer(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_owned())
+        .filter(|t| !t.is_empty())
+}
+
+async fn handle(State(edge): State<Edge>, req: Request) -> Response {
+    let origin = match allowed_origin(&edge, req.headers()) {
+        Ok(origin) => origin,
+        Err(()) => return EioError::Forbidden.response(),
+    };
+    if req.method() == Method::OPTIONS {
+        let mut res = response(StatusCode::NO_CONTENT, "text/plain", Body::empty());
+        let h = res.headers_mut();
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("GET, POST, OPTIONS"),
+        );
+        if let Some(requested) = req.headers().get(header::ACCESS_CONTROL_REQUEST_HEADERS) {
+            h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, requested.clone());
+        }
+        return with_cors(res, origin);
+    }
+    let res = route(&edge, req).await;
+    with_cors(res, origin)
+}
+
+async fn route(edge: &Edge, mut req: Request) -> Response {
+    let query = match Query::<HashMap<String, String>>::try_from_uri(req.uri()) {
+        Ok(Query(q)) => q,
+        Err(_) => return EioError::BadRequest.response(),
+    };
+    if query.get("EIO").map(String::as_str) != Some("4") {
+        return EioError::UnsupportedProtocolVersion.response();
+    }
+    let sid = query.get("sid").cloned();
+    let hs = Handshake {
+        bearer: bearer(req.headers()),
+        remote: req
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0),
+    };
+    match query.get("transport").map(String::as_str) {
+        Some("websocket") => {
+            if !fastwebsockets::upgrade::is_upgrade_request(&req) {
+                return EioError::BadRequest.response();
+            }
+            let existing = match &sid {
+                None => None,
+                Some(sid) => match edge.find_session(sid) {
+                    None => return EioError::UnknownSid.response(),
+                    Some(s) => {
+                        if s.outbox.mode() != Mode::Polling
+                            || s.upgrading.load(std::sync::atomic::Ordering::Acquire)
+                        {
+                            return EioError::BadRequest.response();
+                        }
+                        Some(s)
+                    }
+                },
+            };
+            match fastwebsockets::upgrade::upgrade(&mut req) {
+                Ok((res, fut)) => {
+                    let edge = edge.clone();
+                    edge.clone().spawn(async move {
+                        crate::ws::serve(edge, fut, existing, hs).await;
+                    });
+                    res.map(Body::new)
+                }
+                Err(_) => EioError::BadRequest.response(),
+            }
+        }
+        Some("polling") => match sid {
+            None if req.method() == Method::GET => {
+                let session = edge.open_session(Mode::Polling, hs);
+                crate::polling::get(edge, &session).await
+            }
+            None => EioError::BadHandshakeMethod.response(),
+            Some(sid) => {
+                let Some(session) = edge.find_session(&sid) else {
+                    return EioError::UnknownSid.response();
+                };
+                match *req.method() {
+                    Method::GET => crate::polling::get(edge, &session).await,
+                    Method::POST => crate::polling::post(edge, &session, req.into_body()).await,
+                    _ => EioError::BadRequest.response(),
+                }
+            }
+        },
+        _ => EioError::UnknownTransport.response(),
+    }
+}

@@ -1,0 +1,535 @@
+//! The local index (sockets, rooms, namespaces), bus subscriptions, fan-out.
+//!
+//! An edge subscribes to a room's subject while it has a local member in the
+//! room, and to a namespace's subject while it has a socket in it. A socket's
+//! own room (its id) is virtual: it is never a subscription, commands for named
+//! sockets come through the edges subject instead.
+//!
+//! A command for several rooms is published once per room subject. An edge that
+//! holds members of several of those rooms receives it several times and must
+//! deliver once: on the subject of room `Ri` it delivers only to members that
+//! are in no earlier room `Rj` (j < i) of the list, since those got it (or will)
+//! on `Rj`'s subject. Through the edges subject it delivers to the named sockets
+//! that are in none of the rooms. No per-message state is needed.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use roomcast_bus::envelope::{reply_headers, Command, Target};
+use roomcast_bus::{BusError, Message};
+
+use crate::outbox::PushError;
+use crate::session::CloseReason;
+use crate::sio::Socket;
+use crate::Edge;
+
+/// The subject a command arrived on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Via {
+    Room(String, String),
+    Namespace(String),
+    Edges,
+    Node,
+}
+
+struct Member {
+    socket: Arc<Socket>,
+    rooms: HashSet<String>,
+}
+
+#[derive(Default)]
+pub(crate) struct Index {
+    sockets: HashMap<String, Member>,
+    rooms: HashMap<(String, String), HashSet<String>>,
+    namespaces: HashMap<String, HashSet<String>>,
+}
+
+/// A subscription an index change may call for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum Interest {
+    Room(String, String),
+    Namespace(String),
+}
+
+impl Index {
+    pub fn room_count(&self) -> usize {
+        self.rooms.len()
+    }
+
+    fn join(&mut self, sid: &str, rooms: &[String], changed: &mut Vec<Interest>) {
+        let Some(member) = self.sockets.get_mut(sid) else {
+            return;
+        };
+        let ns = &member.socket.ns;
+        for room in rooms {
+            if member.rooms.insert(room.clone()) {
+                let key = (ns.clone(), room.clone());
+                let set = self.rooms.entry(key).or_default();
+                if set.is_empty() {
+                    changed.push(Interest::Room(ns.clone(), room.clone()));
+                }
+                set.insert(sid.to_owned());
+            }
+        }
+    }
+
+    fn leave(&mut self, sid: &str, rooms: &[String], changed: &mut Vec<Interest>) {
+        let Some(member) = self.sockets.get_mut(sid) else {
+            return;
+        };
+        let ns = member.socket.ns.clone();
+        for room in rooms {
+            if member.rooms.remove(room) {
+                let key = (ns.clone(), room.clone());
+                if let Some(set) = self.rooms.get_mut(&key) {
+                    set.remove(sid);
+                    if set.is_empty() {
+                        self.rooms.remove(&key);
+                        changed.push(Interest::Room(ns.clone(), room.clone()));
+                    }
+                }
+            }
+        }
+    }
+
+    fn add(&mut self, socket: Arc<Socket>, rooms: &[String]) -> Vec<Interest> {
+        let mut changed = Vec::new();
+        let set = self.namespaces.entry(socket.ns.clone()).or_default();
+        if set.is_empty() {
+            changed.push(Interest::Namespace(socket.ns.clone()));
+        }
+        set.insert(socket.id.clone());
+        let sid = socket.id.clone();
+        self.sockets.insert(
+            sid.clone(),
+            Member {
+                socket,
+                rooms: HashSet::new(),
+            },
+        );
+        self.join(&sid, rooms, &mut changed);
+        changed
+    }
+
+    fn remove(&mut self, sid: &str) -> Vec<Interest> {
+        let mut changed = Vec::new();
+        let Some(member) = self.sockets.get(sid) else {
+            return changed;
+        };
+        let rooms: Vec<String> = member.rooms.iter().cloned().collect();
+        let ns = member.socket.ns.clone();
+        self.leave(sid, &rooms, &mut changed);
+        self.sockets.remove(sid);
+        if let Some(set) = self.namespaces.get_mut(&ns) {
+            set.remove(sid);
+            if set.is_empty() {
+                self.namespaces.remove(&ns);
+                changed.push(Interest::Namespace(ns));
+            }
+        }
+        changed
+    }
+
+    fn wants(&self, interest: &Interest) -> bool {
+        match interest {
+            Interest::Room(ns, room) => self.rooms.contains_key(&(ns.clone(), room.clone())),
+            Interest::Namespace(ns) => self.namespaces.contains_key(ns),
+        }
+    }
+
+    fn excluded(target: &Target, m: &Member) -> bool {
+        target.except_sockets.iter().any(|s| *s == m.socket.id)
+            || target
+                .except_rooms
+                .iter()
+                .any(|r| *r == m.socket.id || m.rooms.contains(r))
+    }
+
+    /// The local sockets a command reaches through the subject it arrived on.
+    fn targets(&self, target: &Target, via: &Via) -> Vec<Arc<Socket>> {
+        let in_ns = |m: &&Member| m.socket.ns == target.ns;
+        let keep = |m: &Member| !Self::excluded(target, m);
+        let mut out = Vec::new();
+        match via {
+            Via::Room(ns, room) => {
+                if *ns != target.ns {
+                    return out;
+                }
+                let Some(pos) = target.rooms.iter().position(|r| r == room) else {
+                    return out;
+                };
+                let earlier = &target.rooms[..pos];
+                let Some(sids) = self.rooms.get(&(ns.clone(), room.clone())) else {
+                    return out;
+                };
+                for sid in sids {
+                    if let Some(m) = self.sockets.get(sid) {
+                        if keep(m) && !earlier.iter().any(|r| m.rooms.contains(r)) {
+                            out.push(m.socket.clone());
+                        }
+                    }
+                }
+            }
+            Via::Namespace(_) if target.is_namespace() => {
+                for sid in self.namespaces.get(&target.ns).into_iter().flatten() {
+                    if let Some(m) = self.sockets.get(sid) {
+                        if keep(m) {
+                            out.push(m.socket.clone());
+                        }
+                    }
+                }
+            }
+            Via::Namespace(_) => {}
+            Via::Edges | Via::Node => {
+                let mut seen = HashSet::new();
+                for sid in &target.sockets {
+                    if let Some(m) = self.sockets.get(sid).filter(in_ns) {
+                        if seen.insert(sid)
+                            && keep(m)
+                            && !target.rooms.iter().any(|r| m.rooms.contains(r))
+                        {
+                            out.push(m.socket.clone());
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Every local socket a target selects, whatever subject carried it.
+    fn select(&self, target: &Target) -> Vec<String> {
+        let mut out: HashSet<&str> = HashSet::new();
+        if target.is_namespace() {
+            out.extend(
+                self.namespaces
+                    .get(&target.ns)
+                    .into_iter()
+                    .flatten()
+                    .map(String::as_str),
+            );
+        }
+        for room in &target.rooms {
+            out.extend(
+                self.rooms
+                    .get(&(target.ns.clone(), room.clone()))
+                    .into_iter()
+                    .flatten()
+                    .map(String::as_str),
+            );
+            // A socket's own room.
+            if self
+                .sockets
+                .get(room)
+                .is_some_and(|m| m.socket.ns == target.ns)
+            {
+                out.insert(room);
+            }
+        }
+        for sid in &target.sockets {
+            if self
+                .sockets
+                .get(sid)
+                .is_some_and(|m| m.socket.ns == target.ns)
+            {
+                out.insert(sid);
+            }
+        }
+        out.into_iter()
+            .filter(|sid| {
+                self.sockets
+                    .get(*sid)
+                    .is_some_and(|m| !Self::excluded(target, m))
+            })
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl Edge {
+    /// Adds a connected socket to the index, in its namespace and `rooms`.
+    pub(crate) async fn add_socket(&self, socket: &Arc<Socket>, rooms: &[String]) {
+        let changed = self.write_index().add(socket.clone(), rooms);
+        self.reconcile(changed).await;
+    }
+
+    /// Removes a socket from the index and from every room.
+    pub(crate) async fn remove_socket(&self, socket: &Socket) {
+        let changed = self.write_index().remove(&socket.id);
+        self.reconcile(changed).await;
+    }
+
+    /// Brings bus subscriptions in line with the index for the given interests.
+    /// Taking `subs` first serialises reconciliations, so a subscribe and an
+    /// unsubscribe of one subject can never be applied out of order.
+    async fn reconcile(&self, changed: Vec<Interest>) {
+        if changed.is_empty() {
+            return;
+        }
+        let mut subs = self.inner.subs.lock().await;
+        for interest in changed {
+            let (subject, via) = match &interest {
+                Interest::Room(ns, room) => (
+                    self.inner.subjects.room(ns, room),
+                    Via::Room(ns.clone(), room.clone()),
+                ),
+                Interest::Namespace(ns) => (
+                    self.inner.subjects.namespace(ns),
+                    Via::Namespace(ns.clone()),
+                ),
+            };
+            let wanted = self.read_index().wants(&interest);
+            match (wanted, subs.contains_key(&subject)) {
+                (true, false) => match self.subscribe(&subject, via).await {
+                    Ok(handle) => {
+                        subs.insert(subject, handle);
+                    }
+                    Err(e) => tracing::warn!(%subject, error = %e, "subscribe failed"),
+                },
+                (false, true) => {
+                    if let Some(handle) = subs.remove(&subject) {
+                        handle.abort();
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Subscribes to a subject and spawns the task that handles its messages.
+    /// Aborting the task drops the subscription, which unsubscribes.
+    ///
+    /// The future is boxed: handling a message may subscribe, which spawns this
+    /// loop again, and a named `dyn … + Send` type keeps that cycle out of the
+    /// compiler's inference of `Send`.
+    pub(crate) fn subscribe<'a>(
+        &'a self,
+        subject: &'a str,
+        via: Via,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = Result<tokio::task::JoinHandle<()>, BusError>>
+                + Send
+                + 'a,
+        >,
+    > {
+        Box::pin(async move {
+            let mut sub = self.inner.bus.subscribe(subject, None).await?;
+            let edge = self.clone();
+            Ok(tokio::spawn(async move {
+                while let Some(msg) = sub.next().await {
+                    edge.on_bus_message(msg, &via).await;
+                }
+            }))
+        })
+    }
+
+    async fn on_bus_message(&self, msg: Message, via: &Via) {
+        let cmd = match Command::decode(&msg.headers, msg.payload) {
+            Ok(cmd) => cmd,
+            Err(e) => {
+                tracing::warn!(subject = %msg.subject, error = %e, "invalid command on the bus");
+                return;
+            }
+        };
+        match cmd {
+            Command::Emit {
+                target,
+                packet,
+                volatile,
+            } => {
+                let targets = self.read_index().targets(&target, via);
+                self.deliver(&targets, &packet, volatile);
+            }
+            Command::Join { target, rooms } => {
+                self.apply_rooms(&target, &rooms, true).await;
+                self.reply(msg.reply.as_deref()).await;
+            }
+            Command::Leave { target, rooms } => {
+                self.apply_rooms(&target, &rooms, false).await;
+                self.reply(msg.reply.as_deref()).await;
+            }
+            Command::Reply { ns, socket, packet } => {
+                let target = self
+                    .read_index()
+                    .sockets
+                    .get(&socket)
+                    .filter(|m| m.socket.ns == ns)
+                    .map(|m| m.socket.clone());
+                if let Some(s) = target {
+                    self.deliver(&[s], &packet, false);
+                }
+            }
+        }
+    }
+
+    /// Makes every local socket the target selects join or leave rooms.
+    async fn apply_rooms(&self, target: &Target, rooms: &[String], join: bool) {
+        let rooms: Vec<String> = rooms
+            .iter()
+            .filter(|r| roomcast_bus::names::valid_room(r))
+            .cloned()
+            .collect();
+        let changed = {
+            let mut index = self.write_index();
+            let mut changed = Vec::new();
+            for sid in index.select(target) {
+                if join {
+                    index.join(&sid, &rooms, &mut changed);
+                } else {
+                    index.leave(&sid, &rooms, &mut changed);
+                }
+            }
+            changed
+        };
+        self.reconcile(changed).await;
+    }
+
+    /// Queues one packet on every target; slow consumers are disconnected.
+    fn deliver(
+        &self,
+        targets: &[Arc<Socket>],
+        packet: &roomcast_bus::envelope::Packet,
+        volatile: bool,
+    ) {
+        for socket in targets {
+            if let Err(PushError::Full) = socket.send(packet, volatile) {
+                tracing::info!(socket = %socket.id, "slow consumer disconnected");
+                self.close_session(&socket.session, CloseReason::SlowConsumer);
+            }
+        }
+    }
+
+    async fn reply(&self, reply: Option<&str>) {
+        if let Some(reply) = reply {
+            if let Err(e) = self
+                .inner
+                .bus
+                .publish(reply, reply_headers(None), Bytes::new(), None)
+                .await
+            {
+                tracing::warn!(error = %e, "reply not published");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(ns: &str, rooms: &[&str], sockets: &[&str]) -> Target {
+        Target {
+            ns: ns.into(),
+            rooms: rooms.iter().map(|s| s.to_string()).collect(),
+            sockets: sockets.iter().map(|s| s.to_string()).collect(),
+            ..Target::default()
+        }
+    }
+
+    fn ids(v: Vec<Arc<Socket>>) -> Vec<String> {
+        let mut ids: Vec<String> = v.into_iter().map(|s| s.id.clone()).collect();
+        ids.sort();
+        ids
+    }
+
+    async fn index_with(members: &[(&str, &str, &[&str])]) -> Index {
+        let edge = Edge::start(
+            crate::EdgeConfig::default(),
+            crate::Authenticator::new(None, true).expect("auth"),
+            Arc::new(roomcast_bus::MemoryBus::default()),
+        )
+        .await
+        .expect("edge");
+        let mut index = Index::default();
+        for (sid, ns, rooms) in members {
+            let session = edge.open_session(crate::outbox::Mode::WebSocket, Default::default());
+            let socket = Arc::new(Socket {
+                id: sid.to_string(),
+                ns: ns.to_string(),
+                user: String::new(),
+                session,
+            });
+            let rooms: Vec<String> = rooms.iter().map(|s| s.to_string()).collect();
+            index.add(socket, &rooms);
+        }
+        index
+    }
+
+    #[tokio::test]
+    async fn multi_room_commands_reach_each_socket_once() {
+        let index = index_with(&[
+            ("a", "/", &["r1", "r2"]),
+            ("b", "/", &["r2"]),
+            ("c", "/", &["r1"]),
+            ("d", "/x", &["r1"]),
+        ])
+        .await;
+        let t = target("/", &["r1", "r2"], &["a", "e"]);
+        let via_r1 = ids(index.targets(&t, &Via::Room("/".into(), "r1".into())));
+        let via_r2 = ids(index.targets(&t, &Via::Room("/".into(), "r2".into())));
+        let via_edges = ids(index.targets(&t, &Via::Edges));
+        assert_eq!(via_r1, vec!["a", "c"]);
+        assert_eq!(via_r2, vec!["b"], "a got it through r1");
+        assert!(via_edges.is_empty(), "a is in a target room");
+    }
+
+    #[tokio::test]
+    async fn exceptions_apply_on_every_path() {
+        let index = index_with(&[
+            ("a", "/", &["r1", "vip"]),
+            ("b", "/", &["r1"]),
+            ("c", "/", &[]),
+        ])
+        .await;
+        let mut t = target("/", &[], &[]);
+        t.except_rooms = vec!["vip".into()];
+        t.except_sockets = vec!["c".into()];
+        assert_eq!(
+            ids(index.targets(&t, &Via::Namespace("/".into()))),
+            vec!["b"]
+        );
+        let mut t = target("/", &["r1"], &[]);
+        t.except_rooms = vec!["b".into()];
+        assert_eq!(
+            ids(index.targets(&t, &Via::Room("/".into(), "r1".into()))),
+            vec!["a"],
+            "a socket id works as an except room"
+        );
+        let mut sel = target("/", &["r1", "c"], &[]);
+        sel.except_sockets = vec!["a".into()];
+        let mut selected = index.select(&sel);
+        selected.sort();
+        assert_eq!(selected, vec!["b", "c"]);
+    }
+
+    #[tokio::test]
+    async fn index_reports_subscription_changes() {
+        let mut index = index_with(&[]).await;
+        let socket = {
+            let edge_index = index_with(&[("s", "/", &[])]).await;
+            edge_index.sockets["s"].socket.clone()
+        };
+        let changed = index.add(socket, &["r".into()]);
+        assert_eq!(
+            changed,
+            vec![
+                Interest::Namespace("/".into()),
+                Interest::Room("/".into(), "r".into())
+            ]
+        );
+        let mut changed = Vec::new();
+        index.join("s", &["r".into()], &mut changed);
+        assert!(changed.is_empty(), "already a member");
+        let changed = index.remove("s");
+        assert_eq!(
+            changed,
+            vec![
+                Interest::Room("/".into(), "r".into()),
+                Interest::Namespace("/".into())
+            ]
+        );
+        assert_eq!(index.room_count(), 0);
+    }
+}

@@ -1,0 +1,184 @@
+//! The edge: terminates Socket.IO connections and delivers what the bus carries.
+//!
+//! An edge accepts the official `socket.io-client` over WebSocket and HTTP
+//! long-polling (Engine.IO v4, with the upgrade probe), runs the Socket.IO v5
+//! session on top (namespaces, auth at CONNECT, acks, binary attachments), keeps
+//! the index of its *local* sockets and their rooms, and subscribes to the bus
+//! subject of a room only while it has a member in it.
+//!
+//! Commands arrive from the bus with the packet already encoded; the edge finds
+//! its local targets and queues the same buffer on each socket's bounded outbox.
+//! One writer per WebSocket drains the outbox into vectored writes; a pending
+//! polling GET drains it into a payload.
+//!
+//! Layout:
+//! - [`config`]: what an edge is told (timeouts, limits, namespaces, CORS).
+//! - [`auth`]: JWT verification at CONNECT.
+//! - `outbox`: the per-connection queue, bounded in bytes.
+//! - `session`: the Engine.IO session (heartbeat, close reasons).
+//! - `ws`, `polling`: the two transports; `http`: routing and CORS.
+//! - `sio`: Socket.IO packets of a session.
+//! - `index`: local sockets, rooms, subscriptions and fan-out.
+
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod config;
+mod http;
+mod index;
+mod outbox;
+mod polling;
+mod session;
+mod sio;
+mod ws;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+
+use roomcast_bus::subject::Subjects;
+use roomcast_bus::{Bus, BusError};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use auth::{Authenticator, Identity, JwtConfig};
+pub use config::EdgeConfig;
+pub use session::CloseReason;
+
+use index::Index;
+use session::Session;
+
+/// An edge node. Cheap to clone.
+#[derive(Clone)]
+pub struct Edge {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: EdgeConfig,
+    auth: Authenticator,
+    bus: Arc<dyn Bus>,
+    subjects: Subjects,
+    /// Engine.IO sessions by sid.
+    sessions: Mutex<HashMap<String, Arc<Session>>>,
+    /// Local sockets and rooms. Fan-out takes it for reading only.
+    index: RwLock<Index>,
+    /// Live bus subscriptions by subject. Lock order: `subs` before `index`.
+    subs: tokio::sync::Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+/// Why an edge could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("subscribing to the edge subjects failed")]
+    Subscribe(#[source] BusError),
+}
+
+impl Edge {
+    /// Builds an edge and subscribes it to the subjects every edge listens on.
+    pub async fn start(
+        config: EdgeConfig,
+        auth: Authenticator,
+        bus: Arc<dyn Bus>,
+    ) -> Result<Edge, StartError> {
+        let subjects = Subjects::new(&config.cluster);
+        let edge = Edge {
+            inner: Arc::new(Inner {
+                subjects,
+                config,
+                auth,
+                bus,
+                sessions: Mutex::new(HashMap::new()),
+                index: RwLock::new(Index::default()),
+                subs: tokio::sync::Mutex::new(HashMap::new()),
+                shutdown: CancellationToken::new(),
+                tasks: TaskTracker::new(),
+            }),
+        };
+        let edges = edge.inner.subjects.edges();
+        let node = edge.inner.subjects.node(&edge.inner.config.node_id);
+        let mut subs = edge.inner.subs.lock().await;
+        for (subject, via) in [(edges, index::Via::Edges), (node, index::Via::Node)] {
+            let handle = edge
+                .subscribe(&subject, via)
+                .await
+                .map_err(StartError::Subscribe)?;
+            subs.insert(subject, handle);
+        }
+        drop(subs);
+        Ok(edge)
+    }
+
+    /// The HTTP service: Engine.IO on the configured path.
+    pub fn router(&self) -> axum::Router {
+        http::router(self.clone())
+    }
+
+    pub fn config(&self) -> &EdgeConfig {
+        &self.inner.config
+    }
+
+    /// How many Engine.IO connections are open.
+    pub fn connection_count(&self) -> usize {
+        self.sessions().len()
+    }
+
+    /// How many room subjects this edge subscribes to.
+    pub fn room_subscription_count(&self) -> usize {
+        self.read_index().room_count()
+    }
+
+    /// Closes every connection (transport close, so clients reconnect) and
+    /// waits for the edge's tasks to end.
+    pub async fn shutdown(&self) {
+        self.inner.shutdown.cancel();
+        let sessions: Vec<_> = self.sessions().values().cloned().collect();
+        for s in sessions {
+            self.close_session(&s, CloseReason::ServerShutdown);
+        }
+        self.inner.tasks.close();
+        self.inner.tasks.wait().await;
+        let mut subs = self.inner.subs.lock().await;
+        for (_, handle) in subs.drain() {
+            handle.abort();
+        }
+    }
+
+    fn sessions(&self) -> MutexGuard<'_, HashMap<String, Arc<Session>>> {
+        // Inserts and removes cannot leave the map half-changed.
+        self.inner
+            .sessions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn read_index(&self) -> std::sync::RwLockReadGuard<'_, Index> {
+        self.inner
+            .index
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write_index(&self) -> std::sync::RwLockWriteGuard<'_, Index> {
+        self.inner
+            .index
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Spawns a task owned by the edge (waited for at shutdown).
+    fn spawn<F>(&self, fut: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.inner.tasks.spawn(fut);
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}

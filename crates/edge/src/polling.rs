@@ -1,0 +1,109 @@
+//! HTTP long-polling: a GET waits for queued packets, a POST carries the
+//! client's packets. At most one of each is in flight per session.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::response::Response;
+use bytes::BytesMut;
+use http::StatusCode;
+use roomcast_wire::engineio;
+
+use crate::http::{response, EioError};
+use crate::outbox::Mode;
+use crate::session::{CloseReason, Session};
+use crate::Edge;
+
+/// Most packets one POST body may hold.
+const MAX_PACKETS_PER_POST: usize = 1024;
+
+/// Clears a busy flag when the request ends, however it ends.
+struct Busy<'a>(&'a AtomicBool);
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+fn text(status: StatusCode, body: impl Into<Body>) -> Response {
+    response(status, "text/plain; charset=UTF-8", body.into())
+}
+
+pub(crate) async fn get(edge: &Edge, session: &Arc<Session>) -> Response {
+    if session.outbox.mode() != Mode::Polling {
+        return EioError::BadRequest.response();
+    }
+    if session.get_busy.swap(true, Ordering::AcqRel) {
+        edge.close_session(session, CloseReason::PollingOverlap);
+        return EioError::BadRequest.response();
+    }
+    let _busy = Busy(&session.get_busy);
+    if session.upgrading.load(Ordering::Acquire) {
+        // The client pauses polling while it upgrades; release it at once.
+        return noop();
+    }
+    let Some(batch) = session
+        .outbox
+        .take(Mode::Polling, edge.config().max_payload)
+        .await
+    else {
+        // The session switched to WebSocket while this GET waited.
+        return noop();
+    };
+    if batch.frames.is_empty() {
+        // Closed with nothing left to say (e.g. the client sent a close packet).
+        return noop();
+    }
+    let mut body = BytesMut::new();
+    engineio::encode_payload(&batch.frames, &mut body);
+    text(StatusCode::OK, body.freeze())
+}
+
+fn noop() -> Response {
+    text(StatusCode::OK, "6")
+}
+
+pub(crate) async fn post(edge: &Edge, session: &Arc<Session>, body: Body) -> Response {
+    if session.outbox.mode() != Mode::Polling {
+        return EioError::BadRequest.response();
+    }
+    if session.post_busy.swap(true, Ordering::AcqRel) {
+        edge.close_session(session, CloseReason::PollingOverlap);
+        return EioError::BadRequest.response();
+    }
+    let _busy = Busy(&session.post_busy);
+    let limit = edge.config().max_payload;
+    let bytes = match axum::body::to_bytes(body, limit).await {
+        Ok(b) => b,
+        Err(_) => {
+            edge.close_session(session, CloseReason::MessageTooBig);
+            return text(StatusCode::PAYLOAD_TOO_LARGE, "payload too large");
+        }
+    };
+    let packets = match engineio::decode_payload(bytes, MAX_PACKETS_PER_POST) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::debug!(sid = %session.sid, error = %e, "invalid polling payload");
+            edge.close_session(session, CloseReason::ProtocolError);
+            return EioError::BadRequest.response();
+        }
+    };
+    for packet in packets {
+        let closing = packet == engineio::Packet::Close;
+        if let Err(reason) = edge.on_engine_packet(session, packet).await {
+            edge.close_session(session, reason);
+            if closing {
+                // A close packet is a clean end, not a bad request.
+                return ok_response();
+            }
+            return EioError::BadRequest.response();
+        }
+    }
+    ok_response()
+}
+
+fn ok_response() -> Response {
+    response(StatusCode::OK, "text/html", Body::from("ok"))
+}

@@ -1,0 +1,270 @@
+//! The Engine.IO session: one per client connection, whatever its transport.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use roomcast_wire::engineio::{Frame, OpenPacket, Packet, PacketType};
+use roomcast_wire::socketio::Assembler;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::outbox::{Mode, Outbox};
+use crate::sio::Socket;
+use crate::Edge;
+
+/// Why a connection closed. Maps to logs, WebSocket close codes and, later,
+/// metrics labels and whether a session may be recovered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client closed the transport (WebSocket close, EOF, close packet).
+    TransportClose,
+    /// The transport failed (I/O error, invalid frame).
+    TransportError,
+    /// No pong within the ping timeout.
+    PingTimeout,
+    /// The client sent something the protocol forbids.
+    ProtocolError,
+    /// A message over the size limit.
+    MessageTooBig,
+    /// No namespace connected within the connect timeout.
+    ConnectTimeout,
+    /// The outbound queue exceeded its bound.
+    SlowConsumer,
+    /// Two long-polling requests of one kind overlapped.
+    PollingOverlap,
+    /// The server is shutting down.
+    ServerShutdown,
+    /// A backend asked for the connection to be closed.
+    ForcedClose,
+}
+
+impl CloseReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::TransportClose => "transport close",
+            CloseReason::TransportError => "transport error",
+            CloseReason::PingTimeout => "ping timeout",
+            CloseReason::ProtocolError => "protocol error",
+            CloseReason::MessageTooBig => "message too big",
+            CloseReason::ConnectTimeout => "connect timeout",
+            CloseReason::SlowConsumer => "slow consumer",
+            CloseReason::PollingOverlap => "polling overlap",
+            CloseReason::ServerShutdown => "server shutting down",
+            CloseReason::ForcedClose => "forced close",
+        }
+    }
+
+    /// The WebSocket close code sent with this reason.
+    pub fn ws_code(self) -> u16 {
+        match self {
+            CloseReason::ProtocolError => 1002,
+            CloseReason::MessageTooBig => 1009,
+            CloseReason::SlowConsumer => 1008,
+            CloseReason::ServerShutdown => 1001,
+            _ => 1000,
+        }
+    }
+
+    /// Whether Socket.IO connection state recovery would keep the session.
+    pub fn is_recoverable(self) -> bool {
+        matches!(
+            self,
+            CloseReason::TransportClose
+                | CloseReason::TransportError
+                | CloseReason::PingTimeout
+                | CloseReason::ServerShutdown
+                | CloseReason::ForcedClose
+        )
+    }
+}
+
+/// What the handshake request told us, kept for CONNECT.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Handshake {
+    /// Token from an `Authorization: Bearer` header.
+    pub bearer: Option<String>,
+    pub remote: Option<std::net::SocketAddr>,
+}
+
+/// Socket.IO state of a session, touched by its inbound packets.
+#[derive(Default)]
+pub(crate) struct SioState {
+    pub assembler: Assembler,
+    /// Connected namespaces.
+    pub sockets: HashMap<String, Arc<Socket>>,
+}
+
+pub(crate) struct Session {
+    pub sid: String,
+    pub outbox: Outbox,
+    pub handshake: Handshake,
+    pong: Notify,
+    closed: AtomicBool,
+    /// The WebSocket close code of the reason the session closed.
+    close_code: AtomicU16,
+    /// A WebSocket probe is in progress for this polling session.
+    pub upgrading: AtomicBool,
+    pub get_busy: AtomicBool,
+    pub post_busy: AtomicBool,
+    sio: Mutex<SioState>,
+    pub cancel: CancellationToken,
+}
+
+impl Session {
+    pub fn sio(&self) -> MutexGuard<'_, SioState> {
+        // Held only for map updates; consistent across a panic.
+        self.sio.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn close_code(&self) -> u16 {
+        self.close_code.load(Ordering::Acquire)
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+}
+
+impl Edge {
+    /// Creates a session and its heartbeat task, and queues the open packet.
+    pub(crate) fn open_session(&self, mode: Mode, handshake: Handshake) -> Arc<Session> {
+        let cfg = &self.inner.config;
+        let sid = roomcast_bus::names::new_id();
+        let session = Arc::new(Session {
+            outbox: Outbox::new(mode, cfg.outbound_queue_bytes),
+            sid: sid.clone(),
+            handshake,
+            pong: Notify::new(),
+            closed: AtomicBool::new(false),
+            close_code: AtomicU16::new(1000),
+            upgrading: AtomicBool::new(false),
+            get_busy: AtomicBool::new(false),
+            post_busy: AtomicBool::new(false),
+            sio: Mutex::new(SioState::default()),
+            cancel: self.inner.shutdown.child_token(),
+        });
+        let upgrades: &[&str] = match mode {
+            Mode::Polling => &["websocket"],
+            Mode::WebSocket => &[],
+        };
+        let open = OpenPacket {
+            sid: &sid,
+            upgrades,
+            ping_interval: cfg.ping_interval.as_millis() as u64,
+            ping_timeout: cfg.ping_timeout.as_millis() as u64,
+            max_payload: cfg.max_payload as u64,
+        };
+        // A fresh queue is empty and open: this push cannot fail.
+        let _ = session.outbox.push([open.frame()]);
+        self.sessions().insert(sid, session.clone());
+        let edge = self.clone();
+        let s = session.clone();
+        self.spawn(async move { edge.heartbeat(s).await });
+        tracing::debug!(sid = %session.sid, ?mode, remote = ?session.handshake.remote, "session opened");
+        session
+    }
+
+    pub(crate) fn find_session(&self, sid: &str) -> Option<Arc<Session>> {
+        self.sessions().get(sid).cloned()
+    }
+
+    /// Server pings every interval; no pong within the timeout closes the
+    /// session. Also enforces the connect timeout.
+    async fn heartbeat(&self, session: Arc<Session>) {
+        let cfg = &self.inner.config;
+        let connect_deadline = tokio::time::Instant::now() + cfg.connect_timeout;
+        let mut connect_checked = false;
+        loop {
+            let tick = tokio::time::sleep(cfg.ping_interval);
+            tokio::pin!(tick);
+            loop {
+                tokio::select! {
+                    _ = session.cancel.cancelled() => return,
+                    _ = &mut tick => break,
+                    _ = tokio::time::sleep_until(connect_deadline), if !connect_checked => {
+                        connect_checked = true;
+                        if session.sio().sockets.is_empty() {
+                            self.close_session(&session, CloseReason::ConnectTimeout);
+                            return;
+                        }
+                    }
+                }
+            }
+            let pong = session.pong.notified();
+            tokio::pin!(pong);
+            pong.as_mut().enable();
+            if let Err(e) = session.outbox.push([Frame::control(PacketType::Ping)]) {
+                if e == crate::outbox::PushError::Full {
+                    self.close_session(&session, CloseReason::SlowConsumer);
+                }
+                return;
+            }
+            tokio::select! {
+                _ = session.cancel.cancelled() => return,
+                _ = &mut pong => {}
+                _ = tokio::time::sleep(cfg.ping_timeout) => {
+                    self.close_session(&session, CloseReason::PingTimeout);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Handles one Engine.IO packet from the client (after the handshake and
+    /// outside the upgrade probe). An error closes the session.
+    pub(crate) async fn on_engine_packet(
+        &self,
+        session: &Arc<Session>,
+        packet: Packet,
+    ) -> Result<(), CloseReason> {
+        match packet {
+            Packet::Pong(_) => {
+                session.pong.notify_waiters();
+                Ok(())
+            }
+            Packet::Message(text) => {
+                // The decoder checked UTF-8 already.
+                let text = std::str::from_utf8(&text).map_err(|_| CloseReason::ProtocolError)?;
+                self.on_sio_text(session, text).await
+            }
+            Packet::Binary(data) => self.on_sio_binary(session, data).await,
+            Packet::Close => Err(CloseReason::TransportClose),
+            Packet::Noop => Ok(()),
+            Packet::Open | Packet::Ping(_) | Packet::Upgrade => Err(CloseReason::ProtocolError),
+        }
+    }
+
+    /// Closes a session: its sockets leave every room, its queue is closed (the
+    /// transport flushes what is queued, then closes), its tasks stop.
+    pub(crate) fn close_session(&self, session: &Arc<Session>, reason: CloseReason) {
+        if session.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        session
+            .close_code
+            .store(reason.ws_code(), Ordering::Release);
+        tracing::debug!(sid = %session.sid, reason = reason.as_str(), "session closed");
+        self.sessions().remove(&session.sid);
+        let sockets: Vec<Arc<Socket>> = session.sio().sockets.drain().map(|(_, s)| s).collect();
+        if !sockets.is_empty() {
+            let edge = self.clone();
+            self.spawn(async move {
+                for s in sockets {
+                    edge.remove_socket(&s).await;
+                }
+            });
+        }
+        if session.outbox.mode() == Mode::Polling
+            && matches!(
+                reason,
+                CloseReason::ForcedClose | CloseReason::ServerShutdown
+            )
+        {
+            // A polling client learns of the close from its next GET.
+            let _ = session.outbox.push([Frame::control(PacketType::Close)]);
+        }
+        session.outbox.close();
+        session.cancel.cancel();
+    }
+}

@@ -1,0 +1,199 @@
+//! Socket.IO on top of a session: namespaces, CONNECT with auth, client events
+//! relayed to backends over the bus, and the sockets' outbound packets.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use roomcast_bus::envelope::{self, ClientEvent};
+use roomcast_wire::engineio::Frame;
+use roomcast_wire::socketio::{self, Message, PacketKind};
+use serde_json::Value;
+
+use crate::outbox::PushError;
+use crate::session::{CloseReason, Session};
+use crate::Edge;
+
+/// A Socket.IO socket: one namespace of one connection.
+pub(crate) struct Socket {
+    pub id: String,
+    pub ns: String,
+    pub user: String,
+    pub session: Arc<Session>,
+}
+
+impl Socket {
+    /// Queues an encoded packet; the buffers are shared, not copied.
+    pub fn send(&self, packet: &envelope::Packet, volatile: bool) -> Result<(), PushError> {
+        let frames = std::iter::once(Frame::Text(packet.text.clone()))
+            .chain(packet.attachments.iter().cloned().map(Frame::Binary));
+        if volatile {
+            // A volatile packet the socket has no room for is simply not sent.
+            self.session.outbox.push_volatile(frames);
+            return Ok(());
+        }
+        self.session.outbox.push(frames)
+    }
+}
+
+impl Edge {
+    pub(crate) async fn on_sio_text(
+        &self,
+        session: &Arc<Session>,
+        text: &str,
+    ) -> Result<(), CloseReason> {
+        let max = self.inner.config.max_attachments;
+        let decoded = session.sio().assembler.on_text(text, max);
+        match decoded {
+            Ok(Some(msg)) => self.dispatch(session, msg).await,
+            Ok(None) => Ok(()),
+            Err(e) => {
+                tracing::debug!(sid = %session.sid, error = %e, "invalid socket.io packet");
+                Err(CloseReason::ProtocolError)
+            }
+        }
+    }
+
+    pub(crate) async fn on_sio_binary(
+        &self,
+        session: &Arc<Session>,
+        data: Bytes,
+    ) -> Result<(), CloseReason> {
+        let decoded = {
+            let mut sio = session.sio();
+            let r = sio.assembler.on_binary(data);
+            if sio.assembler.pending_bytes() > self.inner.config.max_payload {
+                return Err(CloseReason::MessageTooBig);
+            }
+            r
+        };
+        match decoded {
+            Ok(Some(msg)) => self.dispatch(session, msg).await,
+            Ok(None) => Ok(()),
+            Err(e) => {
+                tracing::debug!(sid = %session.sid, error = %e, "unexpected binary frame");
+                Err(CloseReason::ProtocolError)
+            }
+        }
+    }
+
+    async fn dispatch(&self, session: &Arc<Session>, msg: Message) -> Result<(), CloseReason> {
+        let Message {
+            packet,
+            attachments,
+        } = msg;
+        if packet.kind == PacketKind::Connect {
+            return self
+                .connect(session, &packet.nsp, packet.data.as_ref())
+                .await;
+        }
+        let socket = session.sio().sockets.get(&packet.nsp).cloned();
+        let Some(socket) = socket else {
+            // A packet for a namespace that is not connected.
+            tracing::debug!(sid = %session.sid, nsp = %packet.nsp, "packet for unconnected namespace");
+            return Err(CloseReason::ProtocolError);
+        };
+        match packet.kind {
+            PacketKind::Disconnect => {
+                session.sio().sockets.remove(&packet.nsp);
+                self.remove_socket(&socket).await;
+                Ok(())
+            }
+            PacketKind::Event | PacketKind::BinaryEvent => {
+                let (event, args_json) = packet.event().ok_or(CloseReason::ProtocolError)?;
+                self.relay_event(&socket, event, args_json, attachments, packet.id)
+                    .await;
+                Ok(())
+            }
+            // Acks for server emits: none are awaited by this edge yet, and a late
+            // or unknown ack is ignored as Socket.IO servers do.
+            PacketKind::Ack | PacketKind::BinaryAck => Ok(()),
+            PacketKind::Connect | PacketKind::ConnectError => Err(CloseReason::ProtocolError),
+        }
+    }
+
+    async fn connect(
+        &self,
+        session: &Arc<Session>,
+        nsp: &str,
+        auth: Option<&Value>,
+    ) -> Result<(), CloseReason> {
+        if session.sio().sockets.contains_key(nsp) {
+            tracing::debug!(sid = %session.sid, nsp, "duplicate connect");
+            return Err(CloseReason::ProtocolError);
+        }
+        let refuse = |message: &str| {
+            let packet = socketio::encode_connect_error(nsp, message);
+            match session.outbox.push([Frame::Text(packet)]) {
+                Err(PushError::Full) => Err(CloseReason::SlowConsumer),
+                _ => Ok(()),
+            }
+        };
+        if !self.inner.config.has_namespace(nsp) {
+            return refuse("Invalid namespace");
+        }
+        let token = match auth.and_then(|a| a.get("token")) {
+            Some(Value::String(t)) => Some(t.as_str()),
+            Some(_) => return refuse("invalid token: token must be a string"),
+            None => session.handshake.bearer.as_deref(),
+        };
+        let identity = match self.inner.auth.authenticate(token) {
+            Ok(identity) => identity,
+            Err(e) => {
+                tracing::debug!(sid = %session.sid, nsp, error = %e, "connect refused");
+                return refuse(&e.to_string());
+            }
+        };
+        let socket = Arc::new(Socket {
+            id: roomcast_bus::names::new_id(),
+            ns: nsp.to_owned(),
+            user: identity.user_id,
+            session: session.clone(),
+        });
+        session.sio().sockets.insert(nsp.to_owned(), socket.clone());
+        // Join first, reply after: when the client sees `connect`, its socket is
+        // in every room it was given.
+        self.add_socket(&socket, &identity.rooms).await;
+        if session.is_closed() {
+            self.remove_socket(&socket).await;
+            return Ok(());
+        }
+        let packet = socketio::encode_connect(nsp, &socket.id);
+        tracing::debug!(sid = %session.sid, socket = %socket.id, nsp, user = %socket.user, "socket connected");
+        match session.outbox.push([Frame::Text(packet)]) {
+            Err(PushError::Full) => Err(CloseReason::SlowConsumer),
+            _ => Ok(()),
+        }
+    }
+
+    async fn relay_event(
+        &self,
+        socket: &Socket,
+        event: String,
+        args_json: String,
+        attachments: Vec<Bytes>,
+        ack_id: Option<u64>,
+    ) {
+        let subjects = &self.inner.subjects;
+        let ev = ClientEvent {
+            ns: socket.ns.clone(),
+            socket: socket.id.clone(),
+            user: socket.user.clone(),
+            event,
+            args_json,
+            attachments,
+            ack_id,
+            reply_to: subjects.node(&self.inner.config.node_id),
+            received_at_ms: crate::now_ms(),
+        };
+        let subject = subjects.client_events(Some(&ev.ns), Some(&ev.event));
+        let (headers, payload) = ev.encode();
+        if let Err(e) = self
+            .inner
+            .bus
+            .publish(&subject, headers, payload, None)
+            .await
+        {
+            tracing::warn!(socket = %socket.id, error = %e, "client event not published");
+        }
+    }
+}

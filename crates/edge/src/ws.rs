@@ -1,0 +1,330 @@
+//! The WebSocket transport: `fastwebsockets` reads and unmasks client frames;
+//! writing is ours.
+//!
+//! Server frames are unmasked, so a packet's bytes are the same for every
+//! recipient: the writer puts a small header in front of the shared payload and
+//! hands both to one vectored write, for as many queued packets as there are.
+//! `fastwebsockets`' own writer would copy small frames into a per-connection
+//! buffer and write each frame separately. Control replies the reader owes (pong,
+//! close echo, the upgrade probe's `3probe`) reach the writer on a small channel.
+
+use std::io::IoSlice;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use fastwebsockets::upgrade::UpgradeFut;
+use fastwebsockets::{FragmentCollectorRead, OpCode, Role, WebSocketError};
+use hyper_util::rt::TokioIo;
+use roomcast_wire::engineio::{self, Frame, PacketType};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::outbox::Mode;
+use crate::session::{CloseReason, Handshake, Session};
+use crate::Edge;
+
+/// Most bytes the writer takes from the queue for one vectored write.
+const WRITE_BATCH_BYTES: usize = 256 * 1024;
+/// Most frames in one vectored write (two buffers each, well under IOV_MAX).
+const WRITE_BATCH_FRAMES: usize = 256;
+
+type Io = TokioIo<hyper::upgrade::Upgraded>;
+
+/// Serves one WebSocket connection: a new session, or the upgrade of an
+/// existing polling session.
+pub(crate) async fn serve(
+    edge: Edge,
+    fut: UpgradeFut,
+    existing: Option<Arc<Session>>,
+    hs: Handshake,
+) {
+    let ws = match fut.await {
+        Ok(ws) => ws,
+        Err(e) => {
+            tracing::debug!(error = %e, "websocket upgrade failed");
+            return;
+        }
+    };
+    let (r, w) = tokio::io::split(ws.into_inner());
+    let (mut read, _) = fastwebsockets::after_handshake_split(r, tokio::io::sink(), Role::Server);
+    read.set_max_message_size(edge.config().max_payload.saturating_add(1));
+    let mut reader = FragmentCollectorRead::new(read);
+    let (direct_tx, direct_rx) = mpsc::channel::<Bytes>(16);
+    let (switch_tx, switch_rx) = oneshot::channel::<()>();
+
+    let session = match existing {
+        None => {
+            let session = edge.open_session(Mode::WebSocket, hs);
+            let _ = switch_tx.send(());
+            spawn_writer(&edge, w, session.clone(), direct_rx, switch_rx);
+            session
+        }
+        Some(session) => {
+            spawn_writer(&edge, w, session.clone(), direct_rx, switch_rx);
+            let timeout = edge.config().upgrade_timeout;
+            let probed =
+                tokio::time::timeout(timeout, probe(&mut reader, &direct_tx, &session)).await;
+            session.upgrading.store(false, Ordering::Release);
+            match probed {
+                Ok(Ok(())) => {
+                    session.outbox.switch_to_websocket();
+                    let _ = switch_tx.send(());
+                    tracing::debug!(sid = %session.sid, "upgraded to websocket");
+                    session
+                }
+                _ => {
+                    tracing::debug!(sid = %session.sid, "websocket upgrade abandoned");
+                    return;
+                }
+            }
+        }
+    };
+    read_loop(&edge, &session, &mut reader, &direct_tx).await;
+}
+
+/// `2probe` → `3probe`, then `5`: the client moves its session to this socket.
+async fn probe(
+    reader: &mut FragmentCollectorRead<tokio::io::ReadHalf<Io>>,
+    direct: &mpsc::Sender<Bytes>,
+    session: &Session,
+) -> Result<(), CloseReason> {
+    let mut send = control_sender(direct);
+    let frame = reader
+        .read_frame(&mut send)
+        .await
+        .map_err(|_| CloseReason::TransportError)?;
+    if frame.opcode != OpCode::Text || &frame.payload[..] != b"2probe" {
+        return Err(CloseReason::ProtocolError);
+    }
+    if session
+        .upgrading
+        .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+        .is_err()
+    {
+        return Err(CloseReason::ProtocolError);
+    }
+    direct
+        .send(encode_frame(OpCode::Text, b"3probe"))
+        .await
+        .map_err(|_| CloseReason::TransportError)?;
+    // Release a GET the client is waiting on, so it can finish the upgrade.
+    let _ = session.outbox.push([Frame::control(PacketType::Noop)]);
+    let frame = reader
+        .read_frame(&mut send)
+        .await
+        .map_err(|_| CloseReason::TransportError)?;
+    if frame.opcode != OpCode::Text || &frame.payload[..] != b"5" {
+        return Err(CloseReason::ProtocolError);
+    }
+    Ok(())
+}
+
+/// What the reader's send callback returns: queuing a control reply.
+type SendFuture = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<(), mpsc::error::SendError<Bytes>>> + Send>,
+>;
+
+fn control_sender(
+    direct: &mpsc::Sender<Bytes>,
+) -> impl FnMut(fastwebsockets::Frame<'_>) -> SendFuture {
+    let direct = direct.clone();
+    move |frame| {
+        let bytes = encode_frame(frame.opcode, &frame.payload);
+        let direct = direct.clone();
+        Box::pin(async move { direct.send(bytes).await })
+    }
+}
+
+async fn read_loop(
+    edge: &Edge,
+    session: &Arc<Session>,
+    reader: &mut FragmentCollectorRead<tokio::io::ReadHalf<Io>>,
+    direct: &mpsc::Sender<Bytes>,
+) {
+    let max = edge.config().max_payload;
+    let mut send = control_sender(direct);
+    loop {
+        // Reads are not cancel-safe, but cancellation only comes with the end of
+        // the session, when the rest of the stream no longer matters.
+        let frame = tokio::select! {
+            _ = session.cancel.cancelled() => return,
+            frame = reader.read_frame(&mut send) => frame,
+        };
+        let packet = match frame {
+            Err(WebSocketError::FrameTooLarge) => Err(CloseReason::MessageTooBig),
+            Err(WebSocketError::UnexpectedEOF) | Err(WebSocketError::ConnectionClosed) => {
+                Err(CloseReason::TransportClose)
+            }
+            Err(e) => {
+                tracing::debug!(sid = %session.sid, error = %e, "websocket read failed");
+                Err(CloseReason::TransportError)
+            }
+            Ok(frame) if frame.payload.len() > max => Err(CloseReason::MessageTooBig),
+            Ok(frame) => match frame.opcode {
+                OpCode::Text => engineio::decode_text(Bytes::copy_from_slice(&frame.payload))
+                    .map(Some)
+                    .map_err(|_| CloseReason::ProtocolError),
+                OpCode::Binary => Ok(Some(engineio::Packet::Binary(Bytes::copy_from_slice(
+                    &frame.payload,
+                )))),
+                OpCode::Close => Err(CloseReason::TransportClose),
+                _ => Ok(None),
+            },
+        };
+        let result = match packet {
+            Ok(Some(packet)) => edge.on_engine_packet(session, packet).await,
+            Ok(None) => Ok(()),
+            Err(reason) => Err(reason),
+        };
+        if let Err(reason) = result {
+            edge.close_session(session, reason);
+            return;
+        }
+    }
+}
+
+fn spawn_writer(
+    edge: &Edge,
+    w: tokio::io::WriteHalf<Io>,
+    session: Arc<Session>,
+    direct: mpsc::Receiver<Bytes>,
+    switched: oneshot::Receiver<()>,
+) {
+    let e = edge.clone();
+    edge.spawn(async move {
+        if let Err(reason) = writer(w, &session, direct, switched).await {
+            e.close_session(&session, reason);
+        }
+    });
+}
+
+/// Writes control replies, and once the session is on this socket, drains its
+/// queue; on close, flushes what is queued and sends a close frame.
+async fn writer(
+    mut w: tokio::io::WriteHalf<Io>,
+    session: &Session,
+    mut direct: mpsc::Receiver<Bytes>,
+    mut switched: oneshot::Receiver<()>,
+) -> Result<(), CloseReason> {
+    let io_err = |_| CloseReason::TransportError;
+    let mut active = false;
+    let mut direct_open = true;
+    loop {
+        tokio::select! {
+            biased;
+            d = direct.recv(), if direct_open => match d {
+                Some(bytes) => {
+                    w.write_all(&bytes).await.map_err(io_err)?;
+                    w.flush().await.map_err(io_err)?;
+                }
+                None if active => direct_open = false,
+                // The upgrade was abandoned before the switch.
+                None => return Ok(()),
+            },
+            r = &mut switched, if !active => match r {
+                Ok(()) => active = true,
+                Err(_) => return Ok(()),
+            },
+            batch = session.outbox.take(Mode::WebSocket, WRITE_BATCH_BYTES), if active => {
+                let Some(batch) = batch else { return Ok(()) };
+                write_frames(&mut w, &batch.frames).await.map_err(io_err)?;
+                if batch.closed {
+                    let code = session.close_code().to_be_bytes();
+                    let _ = w.write_all(&encode_frame(OpCode::Close, &code)).await;
+                    let _ = w.shutdown().await;
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+/// A WebSocket frame header for an unmasked, final frame.
+fn header(opcode: OpCode, len: usize) -> ([u8; 10], usize) {
+    let mut h = [0u8; 10];
+    h[0] = 0x80 | opcode as u8;
+    let n = if len < 126 {
+        h[1] = len as u8;
+        2
+    } else if let Ok(len) = u16::try_from(len) {
+        h[1] = 126;
+        h[2..4].copy_from_slice(&len.to_be_bytes());
+        4
+    } else {
+        h[1] = 127;
+        h[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+        10
+    };
+    (h, n)
+}
+
+fn encode_frame(opcode: OpCode, payload: &[u8]) -> Bytes {
+    let (h, n) = header(opcode, payload.len());
+    let mut buf = Vec::with_capacity(n + payload.len());
+    buf.extend_from_slice(&h[..n]);
+    buf.extend_from_slice(payload);
+    Bytes::from(buf)
+}
+
+async fn write_frames<W: AsyncWrite + Unpin>(w: &mut W, frames: &[Frame]) -> std::io::Result<()> {
+    for chunk in frames.chunks(WRITE_BATCH_FRAMES) {
+        let heads: Vec<([u8; 10], usize)> = chunk
+            .iter()
+            .map(|f| match f {
+                Frame::Text(b) => header(OpCode::Text, b.len()),
+                Frame::Binary(b) => header(OpCode::Binary, b.len()),
+            })
+            .collect();
+        let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(chunk.len() * 2);
+        for (frame, (h, n)) in chunk.iter().zip(&heads) {
+            slices.push(IoSlice::new(&h[..*n]));
+            let (Frame::Text(p) | Frame::Binary(p)) = frame;
+            if !p.is_empty() {
+                slices.push(IoSlice::new(p));
+            }
+        }
+        let mut bufs = &mut slices[..];
+        while !bufs.is_empty() {
+            let n = w.write_vectored(bufs).await?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            IoSlice::advance_slices(&mut bufs, n);
+        }
+    }
+    w.flush().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_follow_rfc6455_lengths() {
+        assert_eq!(
+            header(OpCode::Text, 5),
+            ([0x81, 5, 0, 0, 0, 0, 0, 0, 0, 0], 2)
+        );
+        let (h, n) = header(OpCode::Binary, 300);
+        assert_eq!((&h[..n], n), (&[0x82, 126, 1, 44][..], 4));
+        let (h, n) = header(OpCode::Text, 70_000);
+        assert_eq!(&h[..n], &[0x81, 127, 0, 0, 0, 0, 0, 1, 0x11, 0x70]);
+    }
+
+    #[tokio::test]
+    async fn writes_many_frames_as_one_stream() {
+        let frames = vec![
+            Frame::Text(Bytes::from_static(b"42[\"a\"]")),
+            Frame::Binary(Bytes::from(vec![7u8; 300])),
+            Frame::Text(Bytes::from_static(b"2")),
+        ];
+        let mut out = Vec::new();
+        write_frames(&mut out, &frames).await.expect("write");
+        let mut expected = Vec::new();
+        expected.extend_from_slice(&encode_frame(OpCode::Text, b"42[\"a\"]"));
+        expected.extend_from_slice(&encode_frame(OpCode::Binary, &[7u8; 300]));
+        expected.extend_from_slice(&encode_frame(OpCode::Text, b"2"));
+        assert_eq!(out, expected);
+    }
+}

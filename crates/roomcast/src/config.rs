@@ -1,0 +1,324 @@
+//! Settings: flags over environment (`ROOMCAST_*`) over a TOML file over
+//! defaults, validated before any port is bound.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use roomcast_bus::names::valid_namespace;
+use roomcast_control::ControlConfig;
+use roomcast_edge::{Authenticator, EdgeConfig, JwtConfig};
+use serde::Deserialize;
+
+/// Every setting of `roomcast standalone`. Each flag is also an environment
+/// variable and a key of the config file (same name, snake_case; lists are
+/// plural in the file: `namespaces`, `cors_origins`, `api_keys`).
+#[derive(Args, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// Client port (Socket.IO over HTTP and WebSocket) [default: 0.0.0.0:3000]
+    #[arg(long, env = "ROOMCAST_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// gRPC control API port [default: 0.0.0.0:50051]
+    #[arg(long, env = "ROOMCAST_GRPC_LISTEN")]
+    pub grpc_listen: Option<SocketAddr>,
+    /// HTTP path of the Socket.IO endpoint [default: /socket.io/]
+    #[arg(long, env = "ROOMCAST_PATH")]
+    pub path: Option<String>,
+    /// A namespace clients may connect to; repeat for several [default: /]
+    #[arg(long = "namespace", env = "ROOMCAST_NAMESPACES", value_delimiter = ',')]
+    #[serde(rename = "namespaces")]
+    pub namespaces: Vec<String>,
+    /// Server ping interval, ms [default: 25000]
+    #[arg(long, env = "ROOMCAST_PING_INTERVAL_MS")]
+    pub ping_interval_ms: Option<u64>,
+    /// Time to wait for a pong before closing, ms [default: 20000]
+    #[arg(long, env = "ROOMCAST_PING_TIMEOUT_MS")]
+    pub ping_timeout_ms: Option<u64>,
+    /// Time a connection may stay without joining a namespace, ms [default: 45000]
+    #[arg(long, env = "ROOMCAST_CONNECT_TIMEOUT_MS")]
+    pub connect_timeout_ms: Option<u64>,
+    /// Time an upgrade from polling to WebSocket may take, ms [default: 10000]
+    #[arg(long, env = "ROOMCAST_UPGRADE_TIMEOUT_MS")]
+    pub upgrade_timeout_ms: Option<u64>,
+    /// Largest message or polling body a client may send, bytes [default: 1000000]
+    #[arg(long, env = "ROOMCAST_MAX_PAYLOAD")]
+    pub max_payload: Option<usize>,
+    /// Most binary attachments in one packet [default: 10]
+    #[arg(long, env = "ROOMCAST_MAX_ATTACHMENTS")]
+    pub max_attachments: Option<usize>,
+    /// Bytes queued for one connection before it is disconnected as a slow consumer [default: 4194304]
+    #[arg(long, env = "ROOMCAST_OUTBOUND_QUEUE_BYTES")]
+    pub outbound_queue_bytes: Option<usize>,
+    /// A browser origin allowed to connect; repeat for several [default: any]
+    #[arg(
+        long = "cors-origin",
+        env = "ROOMCAST_CORS_ORIGINS",
+        value_delimiter = ','
+    )]
+    #[serde(rename = "cors_origins")]
+    pub cors_origins: Vec<String>,
+    /// Let clients connect without a token (user id empty)
+    #[arg(long, env = "ROOMCAST_ALLOW_ANONYMOUS", num_args = 0..=1, default_missing_value = "true")]
+    pub allow_anonymous: Option<bool>,
+    /// HS256 secret that signs client JWTs
+    #[arg(long, env = "ROOMCAST_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// PEM file of the RS256 public key that verifies client JWTs
+    #[arg(long, env = "ROOMCAST_JWT_PUBLIC_KEY_FILE")]
+    pub jwt_public_key_file: Option<PathBuf>,
+    /// Required JWT `aud`
+    #[arg(long, env = "ROOMCAST_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    /// Required JWT `iss`
+    #[arg(long, env = "ROOMCAST_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// JWT claim listing rooms to join at connect [default: rooms]
+    #[arg(long, env = "ROOMCAST_JWT_ROOMS_CLAIM")]
+    pub jwt_rooms_claim: Option<String>,
+    /// Clock skew allowed on JWT `exp`/`nbf`, seconds [default: 30]
+    #[arg(long, env = "ROOMCAST_JWT_LEEWAY_SECS")]
+    pub jwt_leeway_secs: Option<u64>,
+    /// API key the gRPC API requires (`authorization: Bearer <key>`); repeat for several [default: none, API open]
+    #[arg(
+        long = "api-key",
+        env = "ROOMCAST_API_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    #[serde(rename = "api_keys")]
+    pub api_keys: Vec<String>,
+    /// Cluster name, the prefix of every bus subject [default: roomcast]
+    #[arg(long, env = "ROOMCAST_CLUSTER")]
+    pub cluster: Option<String>,
+    /// This node's id [default: random]
+    #[arg(long, env = "ROOMCAST_NODE_ID")]
+    pub node_id: Option<String>,
+    /// Log filter, e.g. `info` or `roomcast_edge=debug` [default: info]
+    #[arg(long, env = "ROOMCAST_LOG")]
+    pub log: Option<String>,
+    /// Log format: plain or json [default: plain]
+    #[arg(long, env = "ROOMCAST_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Plain,
+    Json,
+}
+
+impl Settings {
+    /// Reads a TOML config file (unknown keys are errors).
+    pub fn from_file(path: &Path) -> anyhow::Result<Settings> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+    }
+
+    /// Fills what `self` leaves unset from `lower`.
+    pub fn or(self, lower: Settings) -> Settings {
+        macro_rules! pick {
+            ($($f:ident),*; $($v:ident),*) => {
+                Settings {
+                    $($f: self.$f.or(lower.$f),)*
+                    $($v: if self.$v.is_empty() { lower.$v } else { self.$v },)*
+                }
+            };
+        }
+        pick!(listen, grpc_listen, path, ping_interval_ms, ping_timeout_ms, connect_timeout_ms,
+              upgrade_timeout_ms, max_payload, max_attachments, outbound_queue_bytes,
+              allow_anonymous, jwt_secret, jwt_public_key_file, jwt_audience, jwt_issuer,
+              jwt_rooms_claim, jwt_leeway_secs, cluster, node_id, log, log_format;
+              namespaces, cors_origins, api_keys)
+    }
+}
+
+/// Settings resolved and checked: what the processes are built from.
+pub struct Resolved {
+    pub listen: SocketAddr,
+    pub grpc_listen: SocketAddr,
+    pub edge: EdgeConfig,
+    pub control: ControlConfig,
+    pub auth: Authenticator,
+    pub api_keys: Vec<String>,
+}
+
+fn ms(v: Option<u64>, default: u64, name: &str) -> anyhow::Result<Duration> {
+    let v = v.unwrap_or(default);
+    if v == 0 {
+        bail!("{name} must be greater than 0");
+    }
+    Ok(Duration::from_millis(v))
+}
+
+impl Settings {
+    pub fn resolve(self) -> anyhow::Result<Resolved> {
+        let defaults = EdgeConfig::default();
+        let path = self.path.clone().unwrap_or(defaults.path.clone());
+        if !path.starts_with('/') || !path.ends_with('/') {
+            bail!("path {path:?} must start and end with '/'");
+        }
+        let namespaces = if self.namespaces.is_empty() {
+            defaults.namespaces.clone()
+        } else {
+            self.namespaces.clone()
+        };
+        for ns in &namespaces {
+            if !valid_namespace(ns) {
+                bail!("namespace {ns:?} must start with '/' and be at most 256 bytes");
+            }
+        }
+        let max_payload = self.max_payload.unwrap_or(defaults.max_payload);
+        if max_payload < 64 {
+            bail!("max-payload must be at least 64 bytes");
+        }
+        let cluster = self.cluster.clone().unwrap_or(defaults.cluster.clone());
+        if cluster.is_empty() {
+            bail!("cluster must not be empty");
+        }
+        let node_id = self.node_id.clone().unwrap_or(defaults.node_id.clone());
+        if node_id.is_empty() {
+            bail!("node-id must not be empty");
+        }
+        let edge = EdgeConfig {
+            path,
+            namespaces,
+            ping_interval: ms(self.ping_interval_ms, 25_000, "ping-interval-ms")?,
+            ping_timeout: ms(self.ping_timeout_ms, 20_000, "ping-timeout-ms")?,
+            connect_timeout: ms(self.connect_timeout_ms, 45_000, "connect-timeout-ms")?,
+            upgrade_timeout: ms(self.upgrade_timeout_ms, 10_000, "upgrade-timeout-ms")?,
+            max_payload,
+            max_attachments: self.max_attachments.unwrap_or(defaults.max_attachments),
+            outbound_queue_bytes: self
+                .outbound_queue_bytes
+                .unwrap_or(defaults.outbound_queue_bytes),
+            cors_origins: self.cors_origins.clone(),
+            cluster: cluster.clone(),
+            node_id,
+            request_timeout: defaults.request_timeout,
+        };
+        if edge.outbound_queue_bytes < max_payload {
+            bail!("outbound-queue-bytes must be at least max-payload ({max_payload})");
+        }
+        let control = ControlConfig {
+            cluster,
+            max_payload,
+            max_attachments: edge.max_attachments,
+            request_timeout: edge.request_timeout,
+            ..ControlConfig::default()
+        };
+        let rs256 = match &self.jwt_public_key_file {
+            Some(p) => Some(
+                std::fs::read(p)
+                    .with_context(|| format!("cannot read jwt public key file {}", p.display()))?,
+            ),
+            None => None,
+        };
+        let jwt = (self.jwt_secret.is_some() || rs256.is_some()).then(|| JwtConfig {
+            hs256_secret: self.jwt_secret.clone().map(String::into_bytes),
+            rs256_public_pem: rs256,
+            audience: self.jwt_audience.clone(),
+            issuer: self.jwt_issuer.clone(),
+            rooms_claim: self
+                .jwt_rooms_claim
+                .clone()
+                .unwrap_or_else(|| "rooms".into()),
+            leeway_secs: self.jwt_leeway_secs.unwrap_or(30),
+        });
+        if matches!(&self.jwt_secret, Some(s) if s.len() < 16) {
+            bail!("jwt-secret must be at least 16 bytes");
+        }
+        let allow_anonymous = self.allow_anonymous.unwrap_or(false);
+        if jwt.is_none() && !allow_anonymous {
+            bail!(
+                "clients could not authenticate: give --jwt-secret or --jwt-public-key-file, \
+                 or pass --allow-anonymous"
+            );
+        }
+        let auth = Authenticator::new(jwt.as_ref(), allow_anonymous)
+            .context("invalid jwt configuration")?;
+        Ok(Resolved {
+            listen: self.listen.unwrap_or(([0, 0, 0, 0], 3000).into()),
+            grpc_listen: self.grpc_listen.unwrap_or(([0, 0, 0, 0], 50051).into()),
+            edge,
+            control,
+            auth,
+            api_keys: self.api_keys,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn anon() -> Settings {
+        Settings {
+            allow_anonymous: Some(true),
+            ..Settings::default()
+        }
+    }
+
+    #[test]
+    fn defaults_resolve() {
+        let r = anon().resolve().expect("valid");
+        assert_eq!(r.listen.port(), 3000);
+        assert_eq!(r.grpc_listen.port(), 50051);
+        assert_eq!(r.edge.path, "/socket.io/");
+        assert_eq!(r.edge.namespaces, vec!["/"]);
+        assert_eq!(r.edge.ping_interval, Duration::from_secs(25));
+    }
+
+    #[test]
+    fn flags_override_file() {
+        let file: Settings = toml::from_str(
+            "listen = \"127.0.0.1:4000\"\nnamespaces = [\"/\", \"/admin\"]\nping_interval_ms = 100\nallow_anonymous = true\n",
+        )
+        .expect("valid toml");
+        let flags = Settings {
+            ping_interval_ms: Some(200),
+            ..Settings::default()
+        };
+        let r = flags.or(file).resolve().expect("valid");
+        assert_eq!(r.listen.port(), 4000);
+        assert_eq!(r.edge.namespaces, vec!["/", "/admin"]);
+        assert_eq!(r.edge.ping_interval, Duration::from_millis(200));
+    }
+
+    #[test]
+    fn rejects_bad_settings() {
+        assert!(
+            toml::from_str::<Settings>("bogus = 1").is_err(),
+            "unknown keys are errors"
+        );
+        let no_auth = Settings::default().resolve().err().expect("refused");
+        assert!(
+            no_auth.to_string().contains("--allow-anonymous"),
+            "{no_auth}"
+        );
+        let bad_ns = Settings {
+            namespaces: vec!["admin".into()],
+            ..anon()
+        };
+        assert!(bad_ns.resolve().is_err());
+        let zero = Settings {
+            ping_interval_ms: Some(0),
+            ..anon()
+        };
+        assert!(zero.resolve().is_err());
+        let short = Settings {
+            jwt_secret: Some("short".into()),
+            ..Settings::default()
+        };
+        assert!(short.resolve().is_err());
+        let missing_key = Settings {
+            jwt_public_key_file: Some("/nonexistent/key.pem".into()),
+            ..Settings::default()
+        };
+        assert!(missing_key.resolve().is_err());
+    }
+}

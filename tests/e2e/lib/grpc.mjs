@@ -1,0 +1,116 @@
+// A promise-based client for the roomcast.v1.Roomcast gRPC API, loaded from the
+// proto at test time. Field names are kept as in the proto (snake_case: `socket_id`,
+// `args_json`, ...) everywhere, in requests and in responses. 64-bit integers come
+// back as strings (`ack_id`, `received_at_ms`); an unset `optional` field is
+// `undefined`.
+
+import path from 'node:path';
+import grpc from '@grpc/grpc-js';
+import protoLoader from '@grpc/proto-loader';
+import { REPO_ROOT } from './process.mjs';
+import { waitFor, withTimeout } from './wait.mjs';
+
+export const PROTO_DIR = path.join(REPO_ROOT, 'proto');
+export const PROTO_FILE = path.join(PROTO_DIR, 'roomcast', 'v1', 'roomcast.proto');
+export const { status: GrpcStatus } = grpc;
+
+let service;
+function roomcastService() {
+  if (!service) {
+    const definition = protoLoader.loadSync(PROTO_FILE, {
+      keepCase: true,
+      longs: String,
+      enums: String,
+      defaults: true,
+      oneofs: true,
+      includeDirs: [PROTO_DIR],
+    });
+    service = grpc.loadPackageDefinition(definition).roomcast.v1.Roomcast;
+  }
+  return service;
+}
+
+/**
+ * `createRoomcastClient("127.0.0.1:50051", { apiKey })` → an object with
+ * `emit`, `joinRooms`, `leaveRooms`, `reply` (each `(request) => Promise<response>`,
+ * rejecting with the grpc-js error, whose `.code` is a `GrpcStatus`),
+ * `consume(request)` → an `EventConsumer`, and `close()`.
+ */
+export function createRoomcastClient(grpcAddr, { apiKey, deadlineMs = 5000 } = {}) {
+  const Roomcast = roomcastService();
+  const client = new Roomcast(grpcAddr, grpc.credentials.createInsecure());
+  const metadata = () => {
+    const md = new grpc.Metadata();
+    if (apiKey !== undefined) md.set('authorization', `Bearer ${apiKey}`);
+    return md;
+  };
+  const unary = (method) => (request) =>
+    new Promise((resolve, reject) => {
+      client[method](request, metadata(), { deadline: Date.now() + deadlineMs }, (err, res) =>
+        err ? reject(err) : resolve(res),
+      );
+    });
+  return {
+    emit: unary('Emit'),
+    joinRooms: unary('JoinRooms'),
+    leaveRooms: unary('LeaveRooms'),
+    reply: unary('Reply'),
+    consume: (request = {}) => new EventConsumer(client.ConsumeEvents(request, metadata())),
+    close: () => client.close(),
+  };
+}
+
+/** A ConsumeEvents stream that collects every ClientEvent it receives. */
+export class EventConsumer {
+  constructor(call) {
+    this.call = call;
+    this.events = [];
+    this.error = null;
+    this.cancelled = false;
+    // Response headers mean the server accepted the call and is subscribed.
+    this.opened = new Promise((resolve, reject) => {
+      call.once('metadata', resolve);
+      call.once('error', reject);
+    });
+    this.opened.catch(() => {});
+    call.on('data', (event) => this.events.push(event));
+    call.on('error', (err) => {
+      if (!this.cancelled) this.error = err;
+    });
+  }
+
+  /** Waits until the server has answered the call with its response headers. */
+  async ready(timeoutMs = 5000) {
+    await withTimeout(this.opened, timeoutMs, 'the ConsumeEvents stream to open');
+    return this;
+  }
+
+  /** The first received event matching `predicate`, waiting for it until the deadline. */
+  next(predicate = () => true, timeoutMs = 5000, what = 'a matching ClientEvent') {
+    return waitFor(
+      () => {
+        if (this.error) throw this.error;
+        return this.events.find(predicate);
+      },
+      timeoutMs,
+      what,
+    );
+  }
+
+  matching(predicate) {
+    return this.events.filter(predicate);
+  }
+
+  /** Rejects with the stream's error (e.g. UNAUTHENTICATED), or times out. */
+  failure(timeoutMs = 5000) {
+    return waitFor(() => this.error, timeoutMs, 'the ConsumeEvents stream to fail');
+  }
+
+  close() {
+    this.cancelled = true;
+    this.call.cancel();
+  }
+}
+
+/** `{"_placeholder":true,"num":n}`, the reference to binary attachment n in args_json. */
+export const placeholder = (num) => ({ _placeholder: true, num });
