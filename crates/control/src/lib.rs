@@ -370,3 +370,84 @@ impl Roomcast for Control {
         Ok(Response::new(ReplyResponse {}))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use roomcast_bus::MemoryBus;
+
+    fn control(bus: &MemoryBus) -> Control {
+        Control::new(
+            ControlConfig::default(),
+            Arc::new(bus.clone()),
+            Arc::new(StaticEdges(1)),
+        )
+    }
+
+    #[tokio::test]
+    async fn emit_is_routed_by_interest_and_encoded_once() {
+        let bus = MemoryBus::default();
+        let s = Subjects::new("roomcast");
+        let mut room_a = bus.subscribe(&s.room("/", "a"), None).await.expect("sub");
+        let mut room_b = bus.subscribe(&s.room("/", "b"), None).await.expect("sub");
+        let mut edges = bus.subscribe(&s.edges(), None).await.expect("sub");
+        let mut ns = bus.subscribe(&s.namespace("/"), None).await.expect("sub");
+        let sid = roomcast_bus::names::new_id();
+        control(&bus)
+            .emit(EmitRequest {
+                to: Some(Selector {
+                    rooms: vec!["a".into(), "b".into(), "a".into(), sid.clone()],
+                    ..Selector::default()
+                }),
+                event: "chat".into(),
+                args_json: "[{\"x\":1}]".into(),
+                ..EmitRequest::default()
+            })
+            .await
+            .expect("emit");
+        let a = room_a.try_next().expect("room a");
+        assert!(room_a.try_next().is_none(), "a duplicate room is published once");
+        let b = room_b.try_next().expect("room b");
+        let e = edges.try_next().expect("a socket-id room goes through the edges subject");
+        assert!(ns.try_next().is_none());
+        assert_eq!(&a.payload[..], b"42[\"chat\",{\"x\":1}]");
+        assert_eq!(a.payload, b.payload);
+        let Ok(Command::Emit { target, .. }) = Command::decode(&e.headers, e.payload) else {
+            panic!("an emit command");
+        };
+        assert_eq!(target.sockets, vec![sid]);
+
+        control(&bus)
+            .emit(EmitRequest {
+                event: "all".into(),
+                ..EmitRequest::default()
+            })
+            .await
+            .expect("emit to namespace");
+        assert_eq!(&ns.try_next().expect("namespace").payload[..], b"42[\"all\"]");
+    }
+
+    #[tokio::test]
+    async fn join_waits_for_edges_and_reports_missing_ones() {
+        let bus = MemoryBus::default();
+        let c = Control::new(
+            ControlConfig {
+                request_timeout: Duration::from_millis(50),
+                ..ControlConfig::default()
+            },
+            Arc::new(bus.clone()),
+            Arc::new(StaticEdges(1)),
+        );
+        let err = c
+            .rooms_command(
+                RoomsRequest {
+                    target: None,
+                    rooms: vec!["r".into()],
+                },
+                true,
+            )
+            .await
+            .expect_err("no edge answers");
+        assert_eq!(tonic::Status::from(err).code(), tonic::Code::DeadlineExceeded);
+    }
+}

@@ -290,6 +290,16 @@ mod tests {
     }
 
     #[test]
+    fn example_file_in_deploy_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/standalone.toml");
+        let r = Settings::from_file(&path)
+            .expect("example parses")
+            .resolve()
+            .expect("example is valid");
+        assert_eq!(r.edge.namespaces, vec!["/", "/admin"]);
+    }
+
+    #[test]
     fn rejects_bad_settings() {
         assert!(
             toml::from_str::<Settings>("bogus = 1").is_err(),
