@@ -406,9 +406,14 @@ mod tests {
             .await
             .expect("emit");
         let a = room_a.try_next().expect("room a");
-        assert!(room_a.try_next().is_none(), "a duplicate room is published once");
+        assert!(
+            room_a.try_next().is_none(),
+            "a duplicate room is published once"
+        );
         let b = room_b.try_next().expect("room b");
-        let e = edges.try_next().expect("a socket-id room goes through the edges subject");
+        let e = edges
+            .try_next()
+            .expect("a socket-id room goes through the edges subject");
         assert!(ns.try_next().is_none());
         assert_eq!(&a.payload[..], b"42[\"chat\",{\"x\":1}]");
         assert_eq!(a.payload, b.payload);
@@ -424,7 +429,10 @@ mod tests {
             })
             .await
             .expect("emit to namespace");
-        assert_eq!(&ns.try_next().expect("namespace").payload[..], b"42[\"all\"]");
+        assert_eq!(
+            &ns.try_next().expect("namespace").payload[..],
+            b"42[\"all\"]"
+        );
     }
 
     #[tokio::test]
@@ -448,6 +456,9 @@ mod tests {
             )
             .await
             .expect_err("no edge answers");
-        assert_eq!(tonic::Status::from(err).code(), tonic::Code::DeadlineExceeded);
+        assert_eq!(
+            tonic::Status::from(err).code(),
+            tonic::Code::DeadlineExceeded
+        );
     }
 }

@@ -31,15 +31,23 @@ fn text(status: StatusCode, body: impl Into<Body>) -> Response {
     response(status, "text/plain; charset=UTF-8", body.into())
 }
 
-pub(crate) async fn get(edge: &Edge, session: &Arc<Session>) -> Response {
+/// Claims a session's GET or POST slot: the session must still be polling, and
+/// a second request of the same kind in flight closes it. `None`: refuse with 400.
+fn claim<'a>(edge: &Edge, session: &Arc<Session>, flag: &'a AtomicBool) -> Option<Busy<'a>> {
     if session.outbox.mode() != Mode::Polling {
-        return EioError::BadRequest.response();
+        return None;
     }
-    if session.get_busy.swap(true, Ordering::AcqRel) {
+    if flag.swap(true, Ordering::AcqRel) {
         edge.close_session(session, CloseReason::PollingOverlap);
-        return EioError::BadRequest.response();
+        return None;
     }
-    let _busy = Busy(&session.get_busy);
+    Some(Busy(flag))
+}
+
+pub(crate) async fn get(edge: &Edge, session: &Arc<Session>) -> Response {
+    let Some(_busy) = claim(edge, session, &session.get_busy) else {
+        return EioError::BadRequest.response();
+    };
     if session.upgrading.load(Ordering::Acquire) {
         // The client pauses polling while it upgrades; release it at once.
         return noop();
@@ -66,14 +74,9 @@ fn noop() -> Response {
 }
 
 pub(crate) async fn post(edge: &Edge, session: &Arc<Session>, body: Body) -> Response {
-    if session.outbox.mode() != Mode::Polling {
+    let Some(_busy) = claim(edge, session, &session.post_busy) else {
         return EioError::BadRequest.response();
-    }
-    if session.post_busy.swap(true, Ordering::AcqRel) {
-        edge.close_session(session, CloseReason::PollingOverlap);
-        return EioError::BadRequest.response();
-    }
-    let _busy = Busy(&session.post_busy);
+    };
     let limit = edge.config().max_payload;
     let bytes = match axum::body::to_bytes(body, limit).await {
         Ok(b) => b,

@@ -43,14 +43,7 @@ impl Edge {
     ) -> Result<(), CloseReason> {
         let max = self.inner.config.max_attachments;
         let decoded = session.sio().assembler.on_text(text, max);
-        match decoded {
-            Ok(Some(msg)) => self.dispatch(session, msg).await,
-            Ok(None) => Ok(()),
-            Err(e) => {
-                tracing::debug!(sid = %session.sid, error = %e, "invalid socket.io packet");
-                Err(CloseReason::ProtocolError)
-            }
-        }
+        self.on_decoded(session, decoded).await
     }
 
     pub(crate) async fn on_sio_binary(
@@ -66,11 +59,21 @@ impl Edge {
             }
             r
         };
+        self.on_decoded(session, decoded).await
+    }
+
+    /// Dispatches a complete packet; waits for pending attachments; closes on
+    /// a packet the protocol forbids.
+    async fn on_decoded(
+        &self,
+        session: &Arc<Session>,
+        decoded: Result<Option<Message>, socketio::DecodeError>,
+    ) -> Result<(), CloseReason> {
         match decoded {
             Ok(Some(msg)) => self.dispatch(session, msg).await,
             Ok(None) => Ok(()),
             Err(e) => {
-                tracing::debug!(sid = %session.sid, error = %e, "unexpected binary frame");
+                tracing::debug!(sid = %session.sid, error = %e, "invalid socket.io packet");
                 Err(CloseReason::ProtocolError)
             }
         }

@@ -89,14 +89,7 @@ async fn probe(
     direct: &mpsc::Sender<Bytes>,
     session: &Session,
 ) -> Result<(), CloseReason> {
-    let mut send = control_sender(direct);
-    let frame = reader
-        .read_frame(&mut send)
-        .await
-        .map_err(|_| CloseReason::TransportError)?;
-    if frame.opcode != OpCode::Text || &frame.payload[..] != b"2probe" {
-        return Err(CloseReason::ProtocolError);
-    }
+    expect_text(reader, direct, b"2probe").await?;
     if session
         .upgrading
         .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
@@ -110,11 +103,21 @@ async fn probe(
         .map_err(|_| CloseReason::TransportError)?;
     // Release a GET the client is waiting on, so it can finish the upgrade.
     let _ = session.outbox.push([Frame::control(PacketType::Noop)]);
+    expect_text(reader, direct, b"5").await
+}
+
+/// Reads the next message and checks it is exactly this text.
+async fn expect_text(
+    reader: &mut FragmentCollectorRead<tokio::io::ReadHalf<Io>>,
+    direct: &mpsc::Sender<Bytes>,
+    expected: &[u8],
+) -> Result<(), CloseReason> {
+    let mut send = control_sender(direct);
     let frame = reader
         .read_frame(&mut send)
         .await
         .map_err(|_| CloseReason::TransportError)?;
-    if frame.opcode != OpCode::Text || &frame.payload[..] != b"5" {
+    if frame.opcode != OpCode::Text || &frame.payload[..] != expected {
         return Err(CloseReason::ProtocolError);
     }
     Ok(())

@@ -27,9 +27,13 @@ fn emit(rooms: &[&str], event: &str, args: &str) -> EmitRequest {
 
 #[tokio::test]
 async fn invalid_arguments_get_invalid_argument() {
-    let p = Process::standalone(&bin(), &["--allow-anonymous"]).await.expect("start");
+    let p = Process::standalone(&bin(), &["--allow-anonymous"])
+        .await
+        .expect("start");
     let mut c = p.client().await.expect("client");
-    c.emit(emit(&["lobby"], "chat", "[1,\"two\"]")).await.expect("a valid emit");
+    c.emit(emit(&["lobby"], "chat", "[1,\"two\"]"))
+        .await
+        .expect("a valid emit");
 
     let too_long = "x".repeat(257);
     let cases: Vec<(EmitRequest, &str)> = vec![
@@ -67,7 +71,11 @@ async fn invalid_arguments_get_invalid_argument() {
     for (req, words) in cases {
         let err = c.emit(req.clone()).await.expect_err("refused");
         assert_eq!(err.code(), Code::InvalidArgument, "{req:?}: {err:?}");
-        assert!(err.message().contains(words), "{:?} should mention {words:?}", err.message());
+        assert!(
+            err.message().contains(words),
+            "{:?} should mention {words:?}",
+            err.message()
+        );
     }
 
     let err = c
@@ -93,9 +101,12 @@ async fn invalid_arguments_get_invalid_argument() {
 
 #[tokio::test]
 async fn api_keys_are_required_when_configured() {
-    let p = Process::standalone(&bin(), &["--allow-anonymous", "--api-key", "k1", "--api-key", "k2"])
-        .await
-        .expect("start");
+    let p = Process::standalone(
+        &bin(),
+        &["--allow-anonymous", "--api-key", "k1", "--api-key", "k2"],
+    )
+    .await
+    .expect("start");
     let mut c = p.client().await.expect("client");
     let err = c.emit(emit(&["r"], "e", "[]")).await.expect_err("no key");
     assert_eq!(err.code(), Code::Unauthenticated);
@@ -113,7 +124,9 @@ async fn api_keys_are_required_when_configured() {
 
 #[tokio::test]
 async fn health_reports_serving_and_sigterm_exits_cleanly() {
-    let p = Process::standalone(&bin(), &["--allow-anonymous"]).await.expect("start");
+    let p = Process::standalone(&bin(), &["--allow-anonymous"])
+        .await
+        .expect("start");
     let channel = tonic::transport::Channel::from_shared(format!("http://{}", p.grpc))
         .expect("uri")
         .connect()
@@ -128,7 +141,10 @@ async fn health_reports_serving_and_sigterm_exits_cleanly() {
         .expect("health check")
         .into_inner()
         .status;
-    assert_eq!(status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+    assert_eq!(
+        status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
     let exit = p.terminate(Duration::from_secs(10)).await.expect("exits");
     assert!(exit.success(), "exit status {exit:?}");
 }
@@ -140,7 +156,11 @@ fn run_expecting_failure(args: &[&str]) -> String {
         .output()
         .expect("runs");
     assert_eq!(out.status.code(), Some(2), "{args:?} should be refused");
-    assert!(out.stdout.is_empty(), "nothing listened: {:?}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.stdout.is_empty(),
+        "nothing listened: {:?}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
@@ -148,7 +168,8 @@ fn run_expecting_failure(args: &[&str]) -> String {
 fn bad_configuration_is_refused_before_listening() {
     let err = run_expecting_failure(&["standalone", "--listen", "127.0.0.1:0"]);
     assert!(err.contains("--allow-anonymous"), "{err}");
-    let err = run_expecting_failure(&["standalone", "--allow-anonymous", "--ping-interval-ms", "0"]);
+    let err =
+        run_expecting_failure(&["standalone", "--allow-anonymous", "--ping-interval-ms", "0"]);
     assert!(err.contains("ping-interval-ms"), "{err}");
     let err = run_expecting_failure(&["standalone", "--allow-anonymous", "--namespace", "admin"]);
     assert!(err.contains("namespace"), "{err}");

@@ -79,7 +79,10 @@ impl Process {
         .await;
         let (http, grpc) = match ready {
             Ok(Ok(Some(addrs))) => addrs,
-            Ok(Ok(None)) => bail!("roomcast exited before it was ready: {:?}", child.wait().await),
+            Ok(Ok(None)) => bail!(
+                "roomcast exited before it was ready: {:?}",
+                child.wait().await
+            ),
             Ok(Err(e)) => return Err(e).context("reading roomcast's stdout"),
             Err(_) => bail!("roomcast was not ready within {START_TIMEOUT:?}"),
         };
@@ -98,7 +101,10 @@ impl Process {
     }
 
     /// Sends SIGTERM and waits for the exit status, killing after `timeout`.
-    pub async fn terminate(mut self, timeout: Duration) -> anyhow::Result<std::process::ExitStatus> {
+    pub async fn terminate(
+        mut self,
+        timeout: Duration,
+    ) -> anyhow::Result<std::process::ExitStatus> {
         let pid = self.child.id().context("process already gone")?;
         let status = Command::new("kill")
             .args(["-TERM", &pid.to_string()])
@@ -141,8 +147,9 @@ mod tests {
 
     #[test]
     fn parses_the_ready_line() {
-        let (h, g) = parse_ready_line("roomcast listening http=127.0.0.1:3000 grpc=127.0.0.1:50051")
-            .expect("parses");
+        let (h, g) =
+            parse_ready_line("roomcast listening http=127.0.0.1:3000 grpc=127.0.0.1:50051")
+                .expect("parses");
         assert_eq!((h.port(), g.port()), (3000, 50051));
         assert!(parse_ready_line("something else").is_none());
         assert!(parse_ready_line("roomcast listening http=127.0.0.1:3000").is_none());
