@@ -5,7 +5,7 @@
 //! of the rooms their sockets are in, and client events flow back the same way.
 //! [`Bus`] is that contract: publish, subscribe (optionally in a queue group),
 //! and request/reply. `roomcast standalone` uses [`MemoryBus`]; cluster mode
-//! uses NATS with the same subjects and envelopes.
+//! uses [`NatsBus`] with the same subjects and envelopes.
 //!
 //! Layout:
 //! - [`subject`]: the subject scheme and the injective escaping of room and
@@ -14,12 +14,17 @@
 //!   untouched payload (the Socket.IO packet, encoded once by the producer).
 //! - [`memory`]: the in-process implementation with NATS subject semantics
 //!   (`*` and `>` wildcards, queue groups, slow subscribers dropped, not waited on).
+//! - [`nats`]: the `async-nats` implementation: a forwarding task per
+//!   subscription into the same bounded channels, reconnects that never give up
+//!   (the client resubscribes), and connection state and reconnect counters for
+//!   readiness. Its tests run against real `nats-server` processes.
 
 #![forbid(unsafe_code)]
 
 pub mod envelope;
 pub mod memory;
 pub mod names;
+pub mod nats;
 pub mod subject;
 
 use std::time::Duration;
@@ -28,6 +33,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 pub use memory::MemoryBus;
+pub use nats::{NatsBus, NatsOptions};
 
 /// Message headers: an ordered multi-map of ASCII names to values without line
 /// breaks (values are escaped by [`envelope`] where they could hold anything).

