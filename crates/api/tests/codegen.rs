@@ -123,6 +123,15 @@ fn descriptor_set_describes_the_service() {
     let methods: Vec<String> = service.methods().map(|m| m.name().to_owned()).collect();
     assert_eq!(
         methods,
-        ["Emit", "JoinRooms", "LeaveRooms", "ConsumeEvents", "Reply"]
+        [
+            "Emit",
+            "JoinRooms",
+            "LeaveRooms",
+            "ConsumeEvents",
+            "Reply",
+            "EmitWithAck",
+            "DisconnectSockets",
+            "FetchSockets"
+        ]
     );
 }

@@ -30,6 +30,10 @@ const ACK: &str = "rc-ack";
 const REPLY_TO: &str = "rc-reply";
 const RECEIVED_AT: &str = "rc-at";
 const ERROR: &str = "rc-error";
+const NODE: &str = "rc-node";
+const COUNT: &str = "rc-count";
+const CLOSE: &str = "rc-close";
+const TIMEOUT: &str = "rc-timeout";
 
 /// Which sockets a command applies to. The union of `rooms` and `sockets`
 /// (every socket of `ns` when both are empty), less the exceptions.
@@ -75,6 +79,60 @@ pub enum Command {
         ns: String,
         socket: String,
         packet: Packet,
+    },
+    /// Write the packet, which asks for ack `ack_id`, to every target socket and
+    /// forward each socket's ack to the request's reply subject for `timeout_ms`.
+    /// The edge first answers with [`EdgeReply::Targets`], then one
+    /// [`EdgeReply::Ack`] per socket that acks in time.
+    EmitWithAck {
+        target: Target,
+        packet: Packet,
+        ack_id: u64,
+        timeout_ms: u64,
+    },
+    /// Disconnect every target socket (`close`: its whole connection).
+    Disconnect { target: Target, close: bool },
+    /// Describe every target socket.
+    Fetch { target: Target },
+    /// Every edge answers with [`EdgeReply::Hello`]: how a control plane that
+    /// starts learns the edges before their next heartbeat.
+    Ping,
+}
+
+/// A socket as its edge describes it in answer to [`Command::Fetch`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SocketInfo {
+    pub id: String,
+    pub user: String,
+    pub ns: String,
+    pub node: String,
+    pub rooms: Vec<String>,
+    pub connected_at_ms: i64,
+    pub remote_addr: String,
+    pub transport: String,
+}
+
+/// What an edge sends back: answers to requests, heartbeats, acks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EdgeReply {
+    /// The edge is alive (heartbeat, or the answer to [`Command::Ping`]).
+    Hello { node: String },
+    /// The edge is going away; forget it now rather than at heartbeat expiry.
+    Bye { node: String },
+    /// A join, leave or disconnect was applied to `count` local sockets.
+    Done { node: String, count: u64 },
+    /// The answer to [`Command::Fetch`].
+    Sockets {
+        node: String,
+        sockets: Vec<SocketInfo>,
+    },
+    /// The sockets an [`Command::EmitWithAck`] was written to.
+    Targets { node: String, sockets: Vec<String> },
+    /// One socket's ack: its arguments as a JSON array plus attachments.
+    Ack {
+        node: String,
+        socket: String,
+        args: Packet,
     },
 }
 
@@ -211,6 +269,35 @@ impl Command {
                 h.append(SOCKET, token(socket));
                 put_packet(&mut h, packet)
             }
+            Command::EmitWithAck {
+                target,
+                packet,
+                ack_id,
+                timeout_ms,
+            } => {
+                h.append(OP, "emit-ack");
+                put_target(&mut h, target);
+                h.append(ACK, ack_id.to_string());
+                h.append(TIMEOUT, timeout_ms.to_string());
+                put_packet(&mut h, packet)
+            }
+            Command::Disconnect { target, close } => {
+                h.append(OP, "disconnect");
+                put_target(&mut h, target);
+                if *close {
+                    h.append(CLOSE, "1");
+                }
+                Bytes::new()
+            }
+            Command::Fetch { target } => {
+                h.append(OP, "fetch");
+                put_target(&mut h, target);
+                Bytes::new()
+            }
+            Command::Ping => {
+                h.append(OP, "ping");
+                Bytes::new()
+            }
         };
         (h, payload)
     }
@@ -237,9 +324,100 @@ impl Command {
                 socket: get_one(h, SOCKET)?,
                 packet: get_packet(h, payload)?,
             }),
+            "emit-ack" => Ok(Command::EmitWithAck {
+                target: get_target(h)?,
+                ack_id: get_number(h, ACK)?,
+                timeout_ms: get_number(h, TIMEOUT)?,
+                packet: get_packet(h, payload)?,
+            }),
+            "disconnect" => Ok(Command::Disconnect {
+                target: get_target(h)?,
+                close: h.get(CLOSE) == Some("1"),
+            }),
+            "fetch" => Ok(Command::Fetch {
+                target: get_target(h)?,
+            }),
+            "ping" => Ok(Command::Ping),
             other => Err(EnvelopeError::UnknownOp(other.to_owned())),
         }
     }
+}
+
+fn get_number(h: &Headers, name: &'static str) -> Result<u64, EnvelopeError> {
+    h.get(name)
+        .ok_or(EnvelopeError::Missing(name))?
+        .parse()
+        .map_err(|_| EnvelopeError::Invalid(name))
+}
+
+impl EdgeReply {
+    pub fn node(&self) -> &str {
+        match self {
+            EdgeReply::Hello { node }
+            | EdgeReply::Bye { node }
+            | EdgeReply::Done { node, .. }
+            | EdgeReply::Sockets { node, .. }
+            | EdgeReply::Targets { node, .. }
+            | EdgeReply::Ack { node, .. } => node,
+        }
+    }
+
+    pub fn encode(&self) -> (Headers, Bytes) {
+        let mut h = Headers::new();
+        let (op, payload) = match self {
+            EdgeReply::Hello { .. } => ("hello", Bytes::new()),
+            EdgeReply::Bye { .. } => ("bye", Bytes::new()),
+            EdgeReply::Done { count, .. } => {
+                h.append(COUNT, count.to_string());
+                ("done", Bytes::new())
+            }
+            EdgeReply::Sockets { sockets, .. } => ("sockets", json_payload(sockets)),
+            EdgeReply::Targets { sockets, .. } => ("targets", json_payload(sockets)),
+            EdgeReply::Ack { socket, args, .. } => {
+                h.append(SOCKET, token(socket));
+                ("ack", put_packet(&mut h, args))
+            }
+        };
+        h.append(OP, op);
+        h.append(NODE, token(self.node()));
+        (h, payload)
+    }
+
+    pub fn decode(h: &Headers, payload: Bytes) -> Result<EdgeReply, EnvelopeError> {
+        let op = h.get(OP).ok_or(EnvelopeError::Missing(OP))?;
+        let node = get_one(h, NODE)?;
+        match op {
+            "hello" => Ok(EdgeReply::Hello { node }),
+            "bye" => Ok(EdgeReply::Bye { node }),
+            "done" => Ok(EdgeReply::Done {
+                node,
+                count: get_number(h, COUNT)?,
+            }),
+            "sockets" => Ok(EdgeReply::Sockets {
+                node,
+                sockets: from_json(&payload)?,
+            }),
+            "targets" => Ok(EdgeReply::Targets {
+                node,
+                sockets: from_json(&payload)?,
+            }),
+            "ack" => Ok(EdgeReply::Ack {
+                node,
+                socket: get_one(h, SOCKET)?,
+                args: get_packet(h, payload)?,
+            }),
+            other => Err(EnvelopeError::UnknownOp(other.to_owned())),
+        }
+    }
+}
+
+fn json_payload<T: serde::Serialize>(value: &T) -> Bytes {
+    // Serialising plain structs of strings and numbers cannot fail.
+    Bytes::from(serde_json::to_vec(value).unwrap_or_default())
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<T, EnvelopeError> {
+    serde_json::from_slice(payload).map_err(|_| EnvelopeError::Invalid("payload"))
 }
 
 /// An event a client sent, as an edge publishes it for backends.
@@ -366,8 +544,24 @@ mod tests {
             Command::Reply {
                 ns: "/".into(),
                 socket: "abc".into(),
-                packet,
+                packet: packet.clone(),
             },
+            Command::EmitWithAck {
+                target: target(),
+                packet: packet.clone(),
+                ack_id: 1 << 40,
+                timeout_ms: 2500,
+            },
+            Command::Disconnect {
+                target: target(),
+                close: true,
+            },
+            Command::Disconnect {
+                target: target(),
+                close: false,
+            },
+            Command::Fetch { target: target() },
+            Command::Ping,
         ];
         for cmd in cmds {
             let (h, payload) = cmd.encode();
@@ -379,6 +573,55 @@ mod tests {
             }
             assert_eq!(Command::decode(&h, payload), Ok(cmd));
         }
+    }
+
+    #[test]
+    fn edge_replies_round_trip() {
+        let node = "node.1 ü".to_owned();
+        let replies = [
+            EdgeReply::Hello { node: node.clone() },
+            EdgeReply::Bye { node: node.clone() },
+            EdgeReply::Done {
+                node: node.clone(),
+                count: 3,
+            },
+            EdgeReply::Sockets {
+                node: node.clone(),
+                sockets: vec![SocketInfo {
+                    id: "s1".into(),
+                    user: "u".into(),
+                    ns: "/".into(),
+                    node: node.clone(),
+                    rooms: vec!["s1".into(), "r".into()],
+                    connected_at_ms: 5,
+                    remote_addr: "127.0.0.1:1".into(),
+                    transport: "websocket".into(),
+                }],
+            },
+            EdgeReply::Targets {
+                node: node.clone(),
+                sockets: vec!["s1".into(), "s2".into()],
+            },
+            EdgeReply::Ack {
+                node,
+                socket: "s1".into(),
+                args: Packet {
+                    text: Bytes::from_static(b"[1,{\"_placeholder\":true,\"num\":0}]"),
+                    attachments: vec![Bytes::from_static(b"\x01")],
+                },
+            },
+        ];
+        for r in replies {
+            let (h, payload) = r.encode();
+            assert_eq!(EdgeReply::decode(&h, payload), Ok(r));
+        }
+        let mut h = Headers::new();
+        h.append(OP, "sockets");
+        h.append(NODE, "n");
+        assert_eq!(
+            EdgeReply::decode(&h, Bytes::from_static(b"{not json")),
+            Err(EnvelopeError::Invalid("payload"))
+        );
     }
 
     #[test]

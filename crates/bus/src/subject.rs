@@ -95,6 +95,11 @@ impl Subjects {
         format!("{}.edges", self.prefix)
     }
 
+    /// Where edges say they are alive (and that they leave).
+    pub fn heartbeats(&self) -> String {
+        format!("{}.hb", self.prefix)
+    }
+
     pub fn node(&self, node_id: &str) -> String {
         format!("{}.node.{}", self.prefix, token(node_id))
     }

@@ -29,6 +29,8 @@ pub enum ControlError {
         expected: usize,
         timeout_ms: u128,
     },
+    #[error("timeout_ms must be at most {0}")]
+    InvalidTimeout(u128),
     #[error("bus unavailable: {0}")]
     Bus(#[from] BusError),
 }
@@ -45,7 +47,8 @@ impl From<ControlError> for tonic::Status {
             | ControlError::PayloadTooLarge(..)
             | ControlError::NoRooms
             | ControlError::InvalidReplyTo
-            | ControlError::MissingAckId => tonic::Status::invalid_argument(msg),
+            | ControlError::MissingAckId
+            | ControlError::InvalidTimeout(_) => tonic::Status::invalid_argument(msg),
             ControlError::NotConfirmed { .. } => tonic::Status::deadline_exceeded(msg),
             ControlError::Bus(BusError::InvalidSubject(_)) => tonic::Status::internal(msg),
             ControlError::Bus(BusError::Timeout(_)) => tonic::Status::deadline_exceeded(msg),

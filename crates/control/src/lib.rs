@@ -14,20 +14,24 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod edges;
 pub mod error;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use roomcast_api::v1::roomcast_server::Roomcast;
 use roomcast_api::v1::{
-    ClientEvent, ConsumeEventsRequest, EmitRequest, EmitResponse, ReplyRequest, ReplyResponse,
-    RoomsRequest, RoomsResponse, Selector,
+    AckResult, ClientEvent, ConsumeEventsRequest, DisconnectSocketsRequest,
+    DisconnectSocketsResponse, EmitRequest, EmitResponse, EmitWithAckRequest, EmitWithAckResponse,
+    FetchSocketsRequest, FetchSocketsResponse, ReplyRequest, ReplyResponse, RoomsRequest,
+    RoomsResponse, Selector, SocketInfo,
 };
-use roomcast_bus::envelope::{self, reply_error, Command, Target};
+use roomcast_bus::envelope::{self, Command, EdgeReply, Target};
 use roomcast_bus::names::{looks_like_socket_id, valid_namespace, valid_room};
 use roomcast_bus::subject::Subjects;
 use roomcast_bus::Bus;
@@ -37,19 +41,13 @@ use tonic::{Request, Response, Status};
 
 pub use error::ControlError;
 
-/// Tells the control plane how many edges must confirm a command.
-pub trait EdgeDirectory: Send + Sync + 'static {
-    fn edge_count(&self) -> usize;
-}
+use edges::EdgeRequest;
 
-/// A fixed number of edges (one, in `roomcast standalone`).
-pub struct StaticEdges(pub usize);
+pub use edges::{EdgeDirectory, LiveEdges, StaticEdges};
 
-impl EdgeDirectory for StaticEdges {
-    fn edge_count(&self) -> usize {
-        self.0
-    }
-}
+/// Default and largest `EmitWithAck` timeouts.
+const DEFAULT_ACK_TIMEOUT: Duration = Duration::from_secs(5);
+const MAX_ACK_TIMEOUT: Duration = Duration::from_secs(300);
 
 #[derive(Debug, Clone)]
 pub struct ControlConfig {
@@ -75,6 +73,8 @@ impl Default for ControlConfig {
     }
 }
 
+const MAX_ACK_ID: u64 = 1 << 31;
+
 /// The `roomcast.v1.Roomcast` service.
 #[derive(Clone)]
 pub struct Control {
@@ -82,6 +82,9 @@ pub struct Control {
     subjects: Subjects,
     config: Arc<ControlConfig>,
     edges: Arc<dyn EdgeDirectory>,
+    /// Ack ids of this control plane's `EmitWithAck`s: from a random start, so
+    /// that two replicas are unlikely to use one id for one socket at once.
+    next_ack_id: Arc<AtomicU64>,
 }
 
 impl Control {
@@ -91,7 +94,14 @@ impl Control {
             bus,
             config: Arc::new(config),
             edges,
+            next_ack_id: Arc::new(AtomicU64::new(rand::random_range(1..MAX_ACK_ID))),
         }
+    }
+
+    /// An ack id for an emit; ids stay below 2^31 (any client parses them).
+    fn ack_id(&self) -> u64 {
+        let id = self.next_ack_id.fetch_add(1, Ordering::Relaxed);
+        id % MAX_ACK_ID + 1
     }
 
     fn namespace(ns: &str) -> Result<String, ControlError> {
@@ -212,8 +222,32 @@ impl Control {
         Ok(())
     }
 
+    /// Sends a command to every edge and waits for each one's answer.
+    async fn ask_edges(&self, cmd: &Command) -> Result<Vec<EdgeReply>, ControlError> {
+        let req = EdgeRequest::send(
+            self.bus.as_ref(),
+            &self.subjects,
+            self.edges.as_ref(),
+            cmd,
+            self.config.request_timeout,
+        )
+        .await?;
+        req.gather().await
+    }
+
+    /// Sums what edges report for a join, leave or disconnect.
+    fn count(replies: &[EdgeReply]) -> u64 {
+        replies
+            .iter()
+            .map(|r| match r {
+                EdgeReply::Done { count, .. } => *count,
+                _ => 0,
+            })
+            .sum()
+    }
+
     /// Asks every edge to apply a join or leave and waits for each to confirm.
-    async fn rooms_command(&self, req: RoomsRequest, join: bool) -> Result<(), ControlError> {
+    async fn rooms_command(&self, req: RoomsRequest, join: bool) -> Result<u64, ControlError> {
         let target = Self::target(req.target)?;
         let rooms = Self::rooms(&req.rooms)?;
         if rooms.is_empty() {
@@ -224,26 +258,125 @@ impl Control {
         } else {
             Command::Leave { target, rooms }
         };
-        let (headers, payload) = cmd.encode();
-        let expected = self.edges.edge_count();
-        let timeout = self.config.request_timeout;
-        let replies = self
-            .bus
-            .request_many(&self.subjects.edges(), headers, payload, expected, timeout)
-            .await?;
-        for r in &replies {
-            if let Some(e) = reply_error(&r.headers) {
-                tracing::warn!(error = %e, "edge refused a rooms command");
+        Ok(Self::count(&self.ask_edges(&cmd).await?))
+    }
+
+    /// Disconnects the selected sockets on every edge; returns how many.
+    pub async fn disconnect(&self, req: DisconnectSocketsRequest) -> Result<u64, ControlError> {
+        let cmd = Command::Disconnect {
+            target: Self::target(req.target)?,
+            close: req.close,
+        };
+        Ok(Self::count(&self.ask_edges(&cmd).await?))
+    }
+
+    /// Describes the selected sockets of every edge.
+    pub async fn fetch(&self, req: FetchSocketsRequest) -> Result<Vec<SocketInfo>, ControlError> {
+        let cmd = Command::Fetch {
+            target: Self::target(req.target)?,
+        };
+        let mut out = Vec::new();
+        for reply in self.ask_edges(&cmd).await? {
+            if let EdgeReply::Sockets { sockets, .. } = reply {
+                out.extend(sockets.into_iter().map(|s| SocketInfo {
+                    id: s.id,
+                    user_id: s.user,
+                    namespace: s.ns,
+                    node_id: s.node,
+                    rooms: s.rooms,
+                    connected_at_ms: s.connected_at_ms,
+                    remote_addr: s.remote_addr,
+                    transport: s.transport,
+                }));
             }
         }
-        if replies.len() < expected {
-            return Err(ControlError::NotConfirmed {
-                got: replies.len(),
-                expected,
-                timeout_ms: timeout.as_millis(),
-            });
+        Ok(out)
+    }
+
+    /// Emits with an ack id to the selected sockets of every edge and gathers
+    /// their acks until all answered or the timeout passed.
+    pub async fn emit_with_ack(
+        &self,
+        req: EmitWithAckRequest,
+    ) -> Result<EmitWithAckResponse, ControlError> {
+        let timeout = match req.timeout_ms {
+            0 => DEFAULT_ACK_TIMEOUT,
+            ms => Duration::from_millis(u64::from(ms)),
+        };
+        if timeout > MAX_ACK_TIMEOUT {
+            return Err(ControlError::InvalidTimeout(MAX_ACK_TIMEOUT.as_millis()));
         }
-        Ok(())
+        let target = Self::target(req.to)?;
+        socketio::check_event_name(&req.event)?;
+        let args = socketio::parse_args(&req.args_json)?;
+        let attachments: Vec<Bytes> = req.attachments.into_iter().map(Bytes::from).collect();
+        self.check_attachments(&attachments)?;
+        socketio::check_args_attachments(&req.args_json, attachments.len())?;
+        let ack_id = self.ack_id();
+        let text = socketio::encode_event(
+            &target.ns,
+            &req.event,
+            &args,
+            Some(ack_id),
+            attachments.len(),
+        );
+        self.check_size(&text, &attachments)?;
+        let cmd = Command::EmitWithAck {
+            target,
+            packet: envelope::Packet { text, attachments },
+            ack_id,
+            timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+        };
+        let mut req = EdgeRequest::send(
+            self.bus.as_ref(),
+            &self.subjects,
+            self.edges.as_ref(),
+            &cmd,
+            timeout,
+        )
+        .await?;
+        // Socket id → (node, ack) for every socket written to; acks may come
+        // before their edge's list of targets.
+        let mut targets: HashMap<String, String> = HashMap::new();
+        let mut acks: HashMap<String, AckResult> = HashMap::new();
+        loop {
+            let done = req.waiting.is_empty() && targets.keys().all(|s| acks.contains_key(s));
+            if done {
+                break;
+            }
+            let Some(reply) = req.next().await else { break };
+            match reply {
+                EdgeReply::Targets { node, sockets } => {
+                    req.waiting.remove(&node);
+                    targets.extend(sockets.into_iter().map(|s| (s, node.clone())));
+                }
+                EdgeReply::Ack { node, socket, args } => {
+                    let result = AckResult {
+                        socket_id: socket.clone(),
+                        node_id: node,
+                        acked: true,
+                        args_json: String::from_utf8_lossy(&args.text).into_owned(),
+                        attachments: args.attachments.into_iter().map(|b| b.to_vec()).collect(),
+                    };
+                    acks.insert(socket, result);
+                }
+                _ => {}
+            }
+        }
+        let complete = req.waiting.is_empty();
+        let mut results: Vec<AckResult> = targets
+            .into_iter()
+            .map(|(socket, node)| {
+                acks.remove(&socket).unwrap_or(AckResult {
+                    socket_id: socket,
+                    node_id: node,
+                    ..AckResult::default()
+                })
+            })
+            .collect();
+        // Acks from sockets whose edge's list was lost still count.
+        results.extend(acks.into_values());
+        Ok(EmitWithAckResponse { results, complete })
     }
 
     /// Sends a backend's answer to a client's ack.
@@ -369,6 +502,33 @@ impl Roomcast for Control {
         Control::reply(self, req.into_inner()).await?;
         Ok(Response::new(ReplyResponse {}))
     }
+
+    async fn emit_with_ack(
+        &self,
+        req: Request<EmitWithAckRequest>,
+    ) -> Result<Response<EmitWithAckResponse>, Status> {
+        Ok(Response::new(
+            Control::emit_with_ack(self, req.into_inner()).await?,
+        ))
+    }
+
+    async fn disconnect_sockets(
+        &self,
+        req: Request<DisconnectSocketsRequest>,
+    ) -> Result<Response<DisconnectSocketsResponse>, Status> {
+        let n = self.disconnect(req.into_inner()).await?;
+        Ok(Response::new(DisconnectSocketsResponse {
+            disconnected: u32::try_from(n).unwrap_or(u32::MAX),
+        }))
+    }
+
+    async fn fetch_sockets(
+        &self,
+        req: Request<FetchSocketsRequest>,
+    ) -> Result<Response<FetchSocketsResponse>, Status> {
+        let sockets = self.fetch(req.into_inner()).await?;
+        Ok(Response::new(FetchSocketsResponse { sockets }))
+    }
 }
 
 #[cfg(test)]
@@ -380,7 +540,7 @@ mod tests {
         Control::new(
             ControlConfig::default(),
             Arc::new(bus.clone()),
-            Arc::new(StaticEdges(1)),
+            Arc::new(StaticEdges(vec!["edge-1".into()])),
         )
     }
 
@@ -444,7 +604,7 @@ mod tests {
                 ..ControlConfig::default()
             },
             Arc::new(bus.clone()),
-            Arc::new(StaticEdges(1)),
+            Arc::new(StaticEdges(vec!["edge-1".into()])),
         );
         let err = c
             .rooms_command(

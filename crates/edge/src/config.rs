@@ -29,6 +29,8 @@ pub struct EdgeConfig {
     pub node_id: String,
     /// How long a command that edges confirm may take.
     pub request_timeout: Duration,
+    /// How often the edge tells control planes it is alive.
+    pub heartbeat_interval: Duration,
 }
 
 impl Default for EdgeConfig {
@@ -47,6 +49,7 @@ impl Default for EdgeConfig {
             cluster: "roomcast".into(),
             node_id: roomcast_bus::names::new_id(),
             request_timeout: Duration::from_secs(5),
+            heartbeat_interval: Duration::from_secs(1),
         }
     }
 }

@@ -15,8 +15,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use bytes::Bytes;
-use roomcast_bus::envelope::{reply_headers, Command, Target};
+use roomcast_bus::envelope::{Command, Target};
 use roomcast_bus::{BusError, Message};
 
 use crate::outbox::PushError;
@@ -55,6 +54,18 @@ pub(crate) enum Interest {
 impl Index {
     pub fn room_count(&self) -> usize {
         self.rooms.len()
+    }
+
+    pub fn socket(&self, sid: &str) -> Option<Arc<Socket>> {
+        self.sockets.get(sid).map(|m| m.socket.clone())
+    }
+
+    /// The rooms a local socket joined (its own id's room is not listed).
+    pub fn rooms_of(&self, sid: &str) -> Vec<String> {
+        self.sockets
+            .get(sid)
+            .map(|m| m.rooms.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     fn join(&mut self, sid: &str, rooms: &[String], changed: &mut Vec<Interest>) {
@@ -199,7 +210,7 @@ impl Index {
     }
 
     /// Every local socket a target selects, whatever subject carried it.
-    fn select(&self, target: &Target) -> Vec<String> {
+    pub fn select(&self, target: &Target) -> Vec<String> {
         let mut out: HashSet<&str> = HashSet::new();
         if target.is_namespace() {
             out.extend(
@@ -342,14 +353,12 @@ impl Edge {
                 let targets = self.read_index().targets(&target, via);
                 self.deliver(&targets, &packet, volatile);
             }
-            Command::Join { target, rooms } => {
-                self.apply_rooms(&target, &rooms, true).await;
-                self.reply(msg.reply.as_deref()).await;
-            }
-            Command::Leave { target, rooms } => {
-                self.apply_rooms(&target, &rooms, false).await;
-                self.reply(msg.reply.as_deref()).await;
-            }
+            Command::Join { .. }
+            | Command::Leave { .. }
+            | Command::Disconnect { .. }
+            | Command::Fetch { .. }
+            | Command::EmitWithAck { .. }
+            | Command::Ping => self.answer(cmd, msg.reply.as_deref()).await,
             Command::Reply { ns, socket, packet } => {
                 let target = self
                     .read_index()
@@ -364,30 +373,33 @@ impl Edge {
         }
     }
 
-    /// Makes every local socket the target selects join or leave rooms.
-    async fn apply_rooms(&self, target: &Target, rooms: &[String], join: bool) {
+    /// Makes every local socket the target selects join or leave rooms;
+    /// returns how many sockets were selected.
+    pub(crate) async fn apply_rooms(&self, target: &Target, rooms: &[String], join: bool) -> u64 {
         let rooms: Vec<String> = rooms
             .iter()
             .filter(|r| roomcast_bus::names::valid_room(r))
             .cloned()
             .collect();
-        let changed = {
+        let (changed, count) = {
             let mut index = self.write_index();
             let mut changed = Vec::new();
-            for sid in index.select(target) {
+            let selected = index.select(target);
+            for sid in &selected {
                 if join {
-                    index.join(&sid, &rooms, &mut changed);
+                    index.join(sid, &rooms, &mut changed);
                 } else {
-                    index.leave(&sid, &rooms, &mut changed);
+                    index.leave(sid, &rooms, &mut changed);
                 }
             }
-            changed
+            (changed, selected.len() as u64)
         };
         self.reconcile(changed).await;
+        count
     }
 
     /// Queues one packet on every target; slow consumers are disconnected.
-    fn deliver(
+    pub(crate) fn deliver(
         &self,
         targets: &[Arc<Socket>],
         packet: &roomcast_bus::envelope::Packet,
@@ -397,19 +409,6 @@ impl Edge {
             if let Err(PushError::Full) = socket.send(packet, volatile) {
                 tracing::info!(socket = %socket.id, "slow consumer disconnected");
                 self.close_session(&socket.session, CloseReason::SlowConsumer);
-            }
-        }
-    }
-
-    async fn reply(&self, reply: Option<&str>) {
-        if let Some(reply) = reply {
-            if let Err(e) = self
-                .inner
-                .bus
-                .publish(reply, reply_headers(None), Bytes::new(), None)
-                .await
-            {
-                tracing::warn!(error = %e, "reply not published");
             }
         }
     }
@@ -449,6 +448,7 @@ mod tests {
                 id: sid.to_string(),
                 ns: ns.to_string(),
                 user: String::new(),
+                connected_at_ms: 0,
                 session,
             });
             let rooms: Vec<String> = rooms.iter().map(|s| s.to_string()).collect();

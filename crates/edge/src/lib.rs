@@ -19,10 +19,13 @@
 //! - `ws`, `polling`: the two transports; `http`: routing and CORS.
 //! - `sio`: Socket.IO packets of a session.
 //! - `index`: local sockets, rooms, subscriptions and fan-out.
+//! - `commands`: commands edges answer (fetch, disconnect, emit with ack) and
+//!   the heartbeat.
 
 #![forbid(unsafe_code)]
 
 pub mod auth;
+mod commands;
 pub mod config;
 mod http;
 mod index;
@@ -64,6 +67,9 @@ struct Inner {
     index: RwLock<Index>,
     /// Live bus subscriptions by subject. Lock order: `subs` before `index`.
     subs: tokio::sync::Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
+    /// Where the acks of server emits go, by (socket id, ack id). Taken alone,
+    /// never while holding another lock.
+    acks: Mutex<HashMap<(String, u64), String>>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 }
@@ -92,6 +98,7 @@ impl Edge {
                 sessions: Mutex::new(HashMap::new()),
                 index: RwLock::new(Index::default()),
                 subs: tokio::sync::Mutex::new(HashMap::new()),
+                acks: Mutex::new(HashMap::new()),
                 shutdown: CancellationToken::new(),
                 tasks: TaskTracker::new(),
             }),
@@ -107,6 +114,8 @@ impl Edge {
             subs.insert(subject, handle);
         }
         drop(subs);
+        let beating = edge.clone();
+        edge.spawn(async move { beating.heartbeat_loop().await });
         Ok(edge)
     }
 
@@ -149,6 +158,14 @@ impl Edge {
         // Inserts and removes cannot leave the map half-changed.
         self.inner
             .sessions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn acks(&self) -> MutexGuard<'_, HashMap<(String, u64), String>> {
+        // Single inserts and removes: consistent across a panic.
+        self.inner
+            .acks
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }

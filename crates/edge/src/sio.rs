@@ -18,6 +18,8 @@ pub(crate) struct Socket {
     pub id: String,
     pub ns: String,
     pub user: String,
+    /// Unix time in milliseconds when the socket connected to its namespace.
+    pub connected_at_ms: i64,
     pub session: Arc<Session>,
 }
 
@@ -107,9 +109,12 @@ impl Edge {
                     .await;
                 Ok(())
             }
-            // Acks for server emits: none are awaited by this edge yet, and a late
-            // or unknown ack is ignored as Socket.IO servers do.
-            PacketKind::Ack | PacketKind::BinaryAck => Ok(()),
+            PacketKind::Ack | PacketKind::BinaryAck => {
+                let args = packet.ack_args().ok_or(CloseReason::ProtocolError)?;
+                self.on_client_ack(&socket, packet.id, args, attachments)
+                    .await;
+                Ok(())
+            }
             PacketKind::Connect | PacketKind::ConnectError => Err(CloseReason::ProtocolError),
         }
     }
@@ -150,6 +155,7 @@ impl Edge {
             id: roomcast_bus::names::new_id(),
             ns: nsp.to_owned(),
             user: identity.user_id,
+            connected_at_ms: crate::now_ms(),
             session: session.clone(),
         });
         session.sio().sockets.insert(nsp.to_owned(), socket.clone());

@@ -8,13 +8,16 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::Args;
 use roomcast_bus::names::valid_namespace;
+use roomcast_bus::nats::NatsOptions;
 use roomcast_control::ControlConfig;
 use roomcast_edge::{Authenticator, EdgeConfig, JwtConfig};
 use serde::Deserialize;
 
-/// Every setting of `roomcast standalone`. Each flag is also an environment
+/// Every setting of every `roomcast` process. Each flag is also an environment
 /// variable and a key of the config file (same name, snake_case; lists are
-/// plural in the file: `namespaces`, `cors_origins`, `api_keys`).
+/// plural in the file: `namespaces`, `cors_origins`, `api_keys`, `nats_urls`).
+/// A process ignores the settings of roles it does not play (a control plane
+/// has no client port).
 #[derive(Args, Deserialize, Default, Clone)]
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
@@ -24,6 +27,9 @@ pub struct Settings {
     /// gRPC control API port [default: 0.0.0.0:50051]
     #[arg(long, env = "ROOMCAST_GRPC_LISTEN")]
     pub grpc_listen: Option<SocketAddr>,
+    /// Admin port: /healthz, /readyz, /metrics [default: 0.0.0.0:9464]
+    #[arg(long, env = "ROOMCAST_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
     /// HTTP path of the Socket.IO endpoint [default: /socket.io/]
     #[arg(long, env = "ROOMCAST_PATH")]
     pub path: Option<String>,
@@ -96,6 +102,46 @@ pub struct Settings {
     /// This node's id [default: random]
     #[arg(long, env = "ROOMCAST_NODE_ID")]
     pub node_id: Option<String>,
+    /// How long a command sent to every edge (join, leave, fetch, disconnect) may take, ms [default: 5000]
+    #[arg(long, env = "ROOMCAST_REQUEST_TIMEOUT_MS")]
+    pub request_timeout_ms: Option<u64>,
+    /// How often an edge tells control planes it is alive, ms [default: 1000]
+    #[arg(long, env = "ROOMCAST_HEARTBEAT_INTERVAL_MS")]
+    pub heartbeat_interval_ms: Option<u64>,
+    /// How long a control plane counts an edge as alive after its last heartbeat, ms [default: 3000]
+    #[arg(long, env = "ROOMCAST_EDGE_TTL_MS")]
+    pub edge_ttl_ms: Option<u64>,
+    /// NATS server URL (nats://, tls://); repeat for every server of the NATS cluster [default: nats://127.0.0.1:4222]
+    #[arg(long = "nats-url", env = "ROOMCAST_NATS_URLS", value_delimiter = ',')]
+    #[serde(rename = "nats_urls")]
+    pub nats_urls: Vec<String>,
+    /// NATS token
+    #[arg(long, env = "ROOMCAST_NATS_TOKEN", hide_env_values = true)]
+    pub nats_token: Option<String>,
+    /// NATS user (with --nats-password)
+    #[arg(long, env = "ROOMCAST_NATS_USER")]
+    pub nats_user: Option<String>,
+    /// NATS password
+    #[arg(long, env = "ROOMCAST_NATS_PASSWORD", hide_env_values = true)]
+    pub nats_password: Option<String>,
+    /// NATS nkey seed (SU...)
+    #[arg(long, env = "ROOMCAST_NATS_NKEY_SEED", hide_env_values = true)]
+    pub nats_nkey_seed: Option<String>,
+    /// NATS credentials file (user JWT and nkey seed)
+    #[arg(long, env = "ROOMCAST_NATS_CREDS_FILE")]
+    pub nats_creds_file: Option<PathBuf>,
+    /// Refuse NATS servers that do not speak TLS
+    #[arg(long, env = "ROOMCAST_NATS_TLS_REQUIRED", num_args = 0..=1, default_missing_value = "true")]
+    pub nats_tls_required: Option<bool>,
+    /// PEM file of CA certificates that verify the NATS servers
+    #[arg(long, env = "ROOMCAST_NATS_TLS_CA_FILE")]
+    pub nats_tls_ca_file: Option<PathBuf>,
+    /// PEM client certificate for NATS mutual TLS (with --nats-tls-key-file)
+    #[arg(long, env = "ROOMCAST_NATS_TLS_CERT_FILE")]
+    pub nats_tls_cert_file: Option<PathBuf>,
+    /// PEM client key for NATS mutual TLS
+    #[arg(long, env = "ROOMCAST_NATS_TLS_KEY_FILE")]
+    pub nats_tls_key_file: Option<PathBuf>,
     /// Log filter, e.g. `info` or `roomcast_edge=debug` [default: info]
     #[arg(long, env = "ROOMCAST_LOG")]
     pub log: Option<String>,
@@ -129,11 +175,35 @@ impl Settings {
                 }
             };
         }
-        pick!(listen, grpc_listen, path, ping_interval_ms, ping_timeout_ms, connect_timeout_ms,
+        pick!(listen, grpc_listen, admin_listen, request_timeout_ms, heartbeat_interval_ms,
+              edge_ttl_ms, nats_token, nats_user, nats_password, nats_nkey_seed, nats_creds_file,
+              nats_tls_required, nats_tls_ca_file, nats_tls_cert_file, nats_tls_key_file, path, ping_interval_ms, ping_timeout_ms, connect_timeout_ms,
               upgrade_timeout_ms, max_payload, max_attachments, outbound_queue_bytes,
               allow_anonymous, jwt_secret, jwt_public_key_file, jwt_audience, jwt_issuer,
               jwt_rooms_claim, jwt_leeway_secs, cluster, node_id, log, log_format;
-              namespaces, cors_origins, api_keys)
+              namespaces, cors_origins, api_keys, nats_urls)
+    }
+}
+
+/// Which process the settings are for; each checks what it uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Standalone,
+    Edge,
+    Control,
+}
+
+impl Role {
+    fn has_edge(self) -> bool {
+        matches!(self, Role::Standalone | Role::Edge)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Standalone => "standalone",
+            Role::Edge => "edge",
+            Role::Control => "control",
+        }
     }
 }
 
@@ -141,10 +211,15 @@ impl Settings {
 pub struct Resolved {
     pub listen: SocketAddr,
     pub grpc_listen: SocketAddr,
+    pub admin_listen: SocketAddr,
     pub edge: EdgeConfig,
     pub control: ControlConfig,
-    pub auth: Authenticator,
+    /// Client authentication; `None` for a control plane.
+    pub auth: Option<Authenticator>,
     pub api_keys: Vec<String>,
+    pub nats: NatsOptions,
+    /// How long a control plane counts an edge as alive after its last heartbeat.
+    pub edge_ttl: Duration,
 }
 
 fn ms(v: Option<u64>, default: u64, name: &str) -> anyhow::Result<Duration> {
@@ -156,7 +231,43 @@ fn ms(v: Option<u64>, default: u64, name: &str) -> anyhow::Result<Duration> {
 }
 
 impl Settings {
-    pub fn resolve(self) -> anyhow::Result<Resolved> {
+    fn nats(&self) -> anyhow::Result<NatsOptions> {
+        let mut nats = NatsOptions::default();
+        if !self.nats_urls.is_empty() {
+            nats.urls = self.nats_urls.clone();
+        }
+        if self.nats_user.is_some() != self.nats_password.is_some() {
+            bail!("nats-user and nats-password go together");
+        }
+        if self.nats_tls_cert_file.is_some() != self.nats_tls_key_file.is_some() {
+            bail!("nats-tls-cert-file and nats-tls-key-file go together");
+        }
+        for file in [
+            &self.nats_creds_file,
+            &self.nats_tls_ca_file,
+            &self.nats_tls_cert_file,
+            &self.nats_tls_key_file,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if !file.is_file() {
+                bail!("file {} does not exist", file.display());
+            }
+        }
+        nats.token = self.nats_token.clone();
+        nats.user = self.nats_user.clone();
+        nats.password = self.nats_password.clone();
+        nats.nkey_seed = self.nats_nkey_seed.clone();
+        nats.creds_file = self.nats_creds_file.clone();
+        nats.require_tls = self.nats_tls_required.unwrap_or(false);
+        nats.tls_root_ca = self.nats_tls_ca_file.clone();
+        nats.tls_client_cert = self.nats_tls_cert_file.clone();
+        nats.tls_client_key = self.nats_tls_key_file.clone();
+        Ok(nats)
+    }
+
+    pub fn resolve(self, role: Role) -> anyhow::Result<Resolved> {
         let defaults = EdgeConfig::default();
         let path = self.path.clone().unwrap_or(defaults.path.clone());
         if !path.starts_with('/') || !path.ends_with('/') {
@@ -199,8 +310,13 @@ impl Settings {
             cors_origins: self.cors_origins.clone(),
             cluster: cluster.clone(),
             node_id,
-            request_timeout: defaults.request_timeout,
+            request_timeout: ms(self.request_timeout_ms, 5_000, "request-timeout-ms")?,
+            heartbeat_interval: ms(self.heartbeat_interval_ms, 1_000, "heartbeat-interval-ms")?,
         };
+        let edge_ttl = ms(self.edge_ttl_ms, 3_000, "edge-ttl-ms")?;
+        if role == Role::Control && edge_ttl < 2 * edge.heartbeat_interval {
+            bail!("edge-ttl-ms must be at least twice heartbeat-interval-ms");
+        }
         if edge.outbound_queue_bytes < max_payload {
             bail!("outbound-queue-bytes must be at least max-payload ({max_payload})");
         }
@@ -233,21 +349,32 @@ impl Settings {
             bail!("jwt-secret must be at least 16 bytes");
         }
         let allow_anonymous = self.allow_anonymous.unwrap_or(false);
-        if jwt.is_none() && !allow_anonymous {
-            bail!(
-                "clients could not authenticate: give --jwt-secret or --jwt-public-key-file, \
-                 or pass --allow-anonymous"
-            );
-        }
-        let auth = Authenticator::new(jwt.as_ref(), allow_anonymous)
-            .context("invalid jwt configuration")?;
+        let auth = if role.has_edge() {
+            if jwt.is_none() && !allow_anonymous {
+                bail!(
+                    "clients could not authenticate: give --jwt-secret or --jwt-public-key-file, \
+                     or pass --allow-anonymous"
+                );
+            }
+            Some(
+                Authenticator::new(jwt.as_ref(), allow_anonymous)
+                    .context("invalid jwt configuration")?,
+            )
+        } else {
+            None
+        };
+        let mut nats = self.nats()?;
+        nats.name = Some(format!("roomcast-{}-{}", role.name(), edge.node_id));
         Ok(Resolved {
             listen: self.listen.unwrap_or(([0, 0, 0, 0], 3000).into()),
             grpc_listen: self.grpc_listen.unwrap_or(([0, 0, 0, 0], 50051).into()),
+            admin_listen: self.admin_listen.unwrap_or(([0, 0, 0, 0], 9464).into()),
             edge,
             control,
             auth,
             api_keys: self.api_keys,
+            nats,
+            edge_ttl,
         })
     }
 }
@@ -265,7 +392,7 @@ mod tests {
 
     #[test]
     fn defaults_resolve() {
-        let r = anon().resolve().expect("valid");
+        let r = anon().resolve(Role::Standalone).expect("valid");
         assert_eq!(r.listen.port(), 3000);
         assert_eq!(r.grpc_listen.port(), 50051);
         assert_eq!(r.edge.path, "/socket.io/");
@@ -283,7 +410,7 @@ mod tests {
             ping_interval_ms: Some(200),
             ..Settings::default()
         };
-        let r = flags.or(file).resolve().expect("valid");
+        let r = flags.or(file).resolve(Role::Standalone).expect("valid");
         assert_eq!(r.listen.port(), 4000);
         assert_eq!(r.edge.namespaces, vec!["/", "/admin"]);
         assert_eq!(r.edge.ping_interval, Duration::from_millis(200));
@@ -294,7 +421,7 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/standalone.toml");
         let r = Settings::from_file(&path)
             .expect("example parses")
-            .resolve()
+            .resolve(Role::Standalone)
             .expect("example is valid");
         assert_eq!(r.edge.namespaces, vec!["/", "/admin"]);
     }
@@ -305,7 +432,10 @@ mod tests {
             toml::from_str::<Settings>("bogus = 1").is_err(),
             "unknown keys are errors"
         );
-        let no_auth = Settings::default().resolve().err().expect("refused");
+        let no_auth = Settings::default()
+            .resolve(Role::Standalone)
+            .err()
+            .expect("refused");
         assert!(
             no_auth.to_string().contains("--allow-anonymous"),
             "{no_auth}"
@@ -314,21 +444,72 @@ mod tests {
             namespaces: vec!["admin".into()],
             ..anon()
         };
-        assert!(bad_ns.resolve().is_err());
+        assert!(bad_ns.resolve(Role::Standalone).is_err());
         let zero = Settings {
             ping_interval_ms: Some(0),
             ..anon()
         };
-        assert!(zero.resolve().is_err());
+        assert!(zero.resolve(Role::Standalone).is_err());
         let short = Settings {
             jwt_secret: Some("short".into()),
             ..Settings::default()
         };
-        assert!(short.resolve().is_err());
+        assert!(short.resolve(Role::Standalone).is_err());
         let missing_key = Settings {
             jwt_public_key_file: Some("/nonexistent/key.pem".into()),
             ..Settings::default()
         };
-        assert!(missing_key.resolve().is_err());
+        assert!(missing_key.resolve(Role::Standalone).is_err());
+    }
+
+    #[test]
+    fn roles_check_what_they_use() {
+        let control = Settings::default()
+            .resolve(Role::Control)
+            .expect("a control plane has no client auth");
+        assert!(control.auth.is_none());
+        assert!(Settings::default().resolve(Role::Edge).is_err());
+        let edge = Settings {
+            nats_urls: vec!["nats://10.0.0.1:4222".into(), "nats://10.0.0.2:4222".into()],
+            node_id: Some("edge-7".into()),
+            ..anon()
+        }
+        .resolve(Role::Edge)
+        .expect("valid");
+        assert_eq!(edge.nats.urls.len(), 2);
+        assert_eq!(edge.nats.name.as_deref(), Some("roomcast-edge-edge-7"));
+        assert_eq!(edge.admin_listen.port(), 9464);
+    }
+
+    #[test]
+    fn nats_settings_are_checked() {
+        let half = Settings {
+            nats_user: Some("u".into()),
+            ..Settings::default()
+        };
+        let err = half.resolve(Role::Control).err().expect("refused");
+        assert!(err.to_string().contains("nats-password"), "{err}");
+        let missing = Settings {
+            nats_creds_file: Some("/nonexistent/user.creds".into()),
+            ..Settings::default()
+        };
+        let err = missing.resolve(Role::Control).err().expect("refused");
+        assert!(err.to_string().contains("user.creds"), "{err}");
+        let ttl = Settings {
+            heartbeat_interval_ms: Some(1000),
+            edge_ttl_ms: Some(1500),
+            ..Settings::default()
+        };
+        assert!(ttl.resolve(Role::Control).is_err());
+        let secret = Settings {
+            nats_password: Some("hunter2".into()),
+            nats_user: Some("u".into()),
+            ..Settings::default()
+        };
+        let r = secret.resolve(Role::Control).expect("valid");
+        assert!(
+            !format!("{:?}", r.nats).contains("hunter2"),
+            "debug redacts"
+        );
     }
 }

@@ -2,14 +2,19 @@
 
 #![forbid(unsafe_code)]
 
+mod admin;
+mod cluster;
 mod config;
+mod metrics;
+mod probes;
+mod serve;
 mod standalone;
 
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use config::{LogFormat, Settings};
+use config::{LogFormat, Role, Settings};
 
 #[derive(Parser)]
 #[command(
@@ -22,16 +27,23 @@ struct Cli {
     command: Command,
 }
 
+#[derive(clap::Args)]
+struct Options {
+    /// TOML config file; flags and ROOMCAST_* variables override it.
+    #[arg(short, long, env = "ROOMCAST_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    settings: Settings,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Edge and gRPC API in one process, with an in-memory bus: no dependencies.
-    Standalone {
-        /// TOML config file; flags and ROOMCAST_* variables override it.
-        #[arg(short, long, env = "ROOMCAST_CONFIG")]
-        config: Option<PathBuf>,
-        #[command(flatten)]
-        settings: Settings,
-    },
+    Standalone(Options),
+    /// A cluster edge: serves Socket.IO clients, subscribes to rooms on NATS.
+    Edge(Options),
+    /// A cluster control plane: serves the gRPC API over NATS.
+    Control(Options),
 }
 
 fn init_logs(settings: &Settings) {
@@ -48,7 +60,11 @@ fn init_logs(settings: &Settings) {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let Command::Standalone { config, settings } = cli.command;
+    let (role, Options { config, settings }) = match cli.command {
+        Command::Standalone(o) => (Role::Standalone, o),
+        Command::Edge(o) => (Role::Edge, o),
+        Command::Control(o) => (Role::Control, o),
+    };
     let settings = match config {
         Some(path) => match Settings::from_file(&path) {
             Ok(file) => settings.or(file),
@@ -57,8 +73,12 @@ fn main() -> std::process::ExitCode {
         None => settings,
     };
     init_logs(&settings);
-    let resolved = match settings.resolve() {
+    let resolved = match settings.resolve(role) {
         Ok(r) => r,
+        Err(e) => return fail(&e),
+    };
+    let metrics = match metrics::install() {
+        Ok(handle) => handle,
         Err(e) => return fail(&e),
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -68,7 +88,14 @@ fn main() -> std::process::ExitCode {
         Ok(rt) => rt,
         Err(e) => return fail(&anyhow::Error::new(e).context("cannot start the runtime")),
     };
-    match runtime.block_on(standalone::run(resolved)) {
+    let run = async move {
+        match role {
+            Role::Standalone => standalone::run(resolved, metrics).await,
+            Role::Edge => cluster::run_edge(resolved, metrics).await,
+            Role::Control => cluster::run_control(resolved, metrics).await,
+        }
+    };
+    match runtime.block_on(run) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => fail(&e),
     }

@@ -56,7 +56,14 @@ impl Process {
     pub async fn standalone(bin: &Path, extra: &[&str]) -> anyhow::Result<Process> {
         let mut cmd = Command::new(bin);
         cmd.arg("standalone")
-            .args(["--listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0"])
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--grpc-listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+            ])
             .args(extra)
             .env("ROOMCAST_LOG", "warn")
             .stdin(Stdio::null())

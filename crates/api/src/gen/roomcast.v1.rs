@@ -117,6 +117,101 @@ pub struct ReplyRequest {
 }
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ReplyResponse {}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct EmitWithAckRequest {
+    #[prost(message, optional, tag = "1")]
+    pub to: ::core::option::Option<Selector>,
+    /// As in EmitRequest.
+    #[prost(string, tag = "2")]
+    pub event: ::prost::alloc::string::String,
+    #[prost(string, tag = "3")]
+    pub args_json: ::prost::alloc::string::String,
+    #[prost(bytes = "vec", repeated, tag = "4")]
+    pub attachments: ::prost::alloc::vec::Vec<::prost::alloc::vec::Vec<u8>>,
+    /// How long to wait for the acks, in milliseconds (1 to 300000).
+    /// 0 means 5000.
+    #[prost(uint32, tag = "5")]
+    pub timeout_ms: u32,
+}
+/// One selected socket's answer.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct AckResult {
+    #[prost(string, tag = "1")]
+    pub socket_id: ::prost::alloc::string::String,
+    /// The edge that holds the socket.
+    #[prost(string, tag = "2")]
+    pub node_id: ::prost::alloc::string::String,
+    /// False when the socket did not answer within the timeout (or disconnected
+    /// first); `args_json` and `attachments` are then empty.
+    #[prost(bool, tag = "3")]
+    pub acked: bool,
+    /// The ack callback's arguments as a JSON array.
+    #[prost(string, tag = "4")]
+    pub args_json: ::prost::alloc::string::String,
+    #[prost(bytes = "vec", repeated, tag = "5")]
+    pub attachments: ::prost::alloc::vec::Vec<::prost::alloc::vec::Vec<u8>>,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct EmitWithAckResponse {
+    /// One result per selected socket, in no particular order.
+    #[prost(message, repeated, tag = "1")]
+    pub results: ::prost::alloc::vec::Vec<AckResult>,
+    /// False when some edge did not say which sockets it selected before the
+    /// timeout: sockets on such an edge are missing from `results`.
+    #[prost(bool, tag = "2")]
+    pub complete: bool,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct DisconnectSocketsRequest {
+    #[prost(message, optional, tag = "1")]
+    pub target: ::core::option::Option<Selector>,
+    /// True closes each selected socket's whole connection (every namespace it
+    /// multiplexes); false disconnects the socket from its namespace only.
+    #[prost(bool, tag = "2")]
+    pub close: bool,
+}
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct DisconnectSocketsResponse {
+    /// How many sockets were disconnected.
+    #[prost(uint32, tag = "1")]
+    pub disconnected: u32,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct FetchSocketsRequest {
+    #[prost(message, optional, tag = "1")]
+    pub target: ::core::option::Option<Selector>,
+}
+/// A connected socket, as its edge describes it.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct SocketInfo {
+    #[prost(string, tag = "1")]
+    pub id: ::prost::alloc::string::String,
+    /// The authenticated user id; empty for anonymous sockets.
+    #[prost(string, tag = "2")]
+    pub user_id: ::prost::alloc::string::String,
+    #[prost(string, tag = "3")]
+    pub namespace: ::prost::alloc::string::String,
+    /// The edge that holds the socket.
+    #[prost(string, tag = "4")]
+    pub node_id: ::prost::alloc::string::String,
+    /// The rooms the socket is in, its own id included.
+    #[prost(string, repeated, tag = "5")]
+    pub rooms: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// Unix time in milliseconds when the socket connected to its namespace.
+    #[prost(int64, tag = "6")]
+    pub connected_at_ms: i64,
+    /// Handshake data: the client's address and the transport in use
+    /// ("polling" or "websocket") when fetched.
+    #[prost(string, tag = "7")]
+    pub remote_addr: ::prost::alloc::string::String,
+    #[prost(string, tag = "8")]
+    pub transport: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct FetchSocketsResponse {
+    #[prost(message, repeated, tag = "1")]
+    pub sockets: ::prost::alloc::vec::Vec<SocketInfo>,
+}
 /// Generated client implementations.
 pub mod roomcast_client {
     #![allow(
@@ -324,6 +419,86 @@ pub mod roomcast_client {
                 .insert(GrpcMethod::new("roomcast.v1.Roomcast", "Reply"));
             self.inner.unary(req, path, codec).await
         }
+        /// Emits an event with an acknowledgement callback to the selected sockets
+        /// and waits for each socket's ack (Socket.IO
+        /// `io.timeout(ms).emitWithAck(...)`). Returns when every selected socket has
+        /// answered or the timeout passes, with one result per selected socket;
+        /// sockets that did not answer in time are reported as not acked.
+        pub async fn emit_with_ack(
+            &mut self,
+            request: impl tonic::IntoRequest<super::EmitWithAckRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::EmitWithAckResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/roomcast.v1.Roomcast/EmitWithAck",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("roomcast.v1.Roomcast", "EmitWithAck"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// Disconnects the selected sockets (Socket.IO `io.in(...).disconnectSockets`).
+        pub async fn disconnect_sockets(
+            &mut self,
+            request: impl tonic::IntoRequest<super::DisconnectSocketsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::DisconnectSocketsResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/roomcast.v1.Roomcast/DisconnectSockets",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("roomcast.v1.Roomcast", "DisconnectSockets"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// Describes the selected sockets, wherever they are connected
+        /// (Socket.IO `io.in(...).fetchSockets()`).
+        pub async fn fetch_sockets(
+            &mut self,
+            request: impl tonic::IntoRequest<super::FetchSocketsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::FetchSocketsResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/roomcast.v1.Roomcast/FetchSockets",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("roomcast.v1.Roomcast", "FetchSockets"));
+            self.inner.unary(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -376,6 +551,35 @@ pub mod roomcast_server {
             &self,
             request: tonic::Request<super::ReplyRequest>,
         ) -> std::result::Result<tonic::Response<super::ReplyResponse>, tonic::Status>;
+        /// Emits an event with an acknowledgement callback to the selected sockets
+        /// and waits for each socket's ack (Socket.IO
+        /// `io.timeout(ms).emitWithAck(...)`). Returns when every selected socket has
+        /// answered or the timeout passes, with one result per selected socket;
+        /// sockets that did not answer in time are reported as not acked.
+        async fn emit_with_ack(
+            &self,
+            request: tonic::Request<super::EmitWithAckRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::EmitWithAckResponse>,
+            tonic::Status,
+        >;
+        /// Disconnects the selected sockets (Socket.IO `io.in(...).disconnectSockets`).
+        async fn disconnect_sockets(
+            &self,
+            request: tonic::Request<super::DisconnectSocketsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::DisconnectSocketsResponse>,
+            tonic::Status,
+        >;
+        /// Describes the selected sockets, wherever they are connected
+        /// (Socket.IO `io.in(...).fetchSockets()`).
+        async fn fetch_sockets(
+            &self,
+            request: tonic::Request<super::FetchSocketsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::FetchSocketsResponse>,
+            tonic::Status,
+        >;
     }
     /// The roomcast control API.
     #[derive(Debug)]
@@ -657,6 +861,141 @@ pub mod roomcast_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = ReplySvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/roomcast.v1.Roomcast/EmitWithAck" => {
+                    #[allow(non_camel_case_types)]
+                    struct EmitWithAckSvc<T: Roomcast>(pub Arc<T>);
+                    impl<
+                        T: Roomcast,
+                    > tonic::server::UnaryService<super::EmitWithAckRequest>
+                    for EmitWithAckSvc<T> {
+                        type Response = super::EmitWithAckResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::EmitWithAckRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Roomcast>::emit_with_ack(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = EmitWithAckSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/roomcast.v1.Roomcast/DisconnectSockets" => {
+                    #[allow(non_camel_case_types)]
+                    struct DisconnectSocketsSvc<T: Roomcast>(pub Arc<T>);
+                    impl<
+                        T: Roomcast,
+                    > tonic::server::UnaryService<super::DisconnectSocketsRequest>
+                    for DisconnectSocketsSvc<T> {
+                        type Response = super::DisconnectSocketsResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::DisconnectSocketsRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Roomcast>::disconnect_sockets(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = DisconnectSocketsSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/roomcast.v1.Roomcast/FetchSockets" => {
+                    #[allow(non_camel_case_types)]
+                    struct FetchSocketsSvc<T: Roomcast>(pub Arc<T>);
+                    impl<
+                        T: Roomcast,
+                    > tonic::server::UnaryService<super::FetchSocketsRequest>
+                    for FetchSocketsSvc<T> {
+                        type Response = super::FetchSocketsResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::FetchSocketsRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Roomcast>::fetch_sockets(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = FetchSocketsSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

@@ -1,0 +1,238 @@
+//! Which edges exist, and gathering one answer from each of them.
+//!
+//! Edges say "hello" on the heartbeats subject every second and "bye" when
+//! they stop. [`LiveEdges`] keeps the edges heard from within a time to live;
+//! a control plane that starts pings every edge, so it knows them at once
+//! rather than after their next heartbeat. A command sent to all edges is done
+//! when every live edge answered; an edge that died without a "bye" counts as
+//! live until its heartbeats are older than the time to live.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use roomcast_bus::envelope::{Command, EdgeReply};
+use roomcast_bus::subject::Subjects;
+use roomcast_bus::{Bus, BusError, Subscription};
+use tokio::time::Instant;
+
+use crate::ControlError;
+
+/// The edges a command sent to all edges must hear back from.
+pub trait EdgeDirectory: Send + Sync + 'static {
+    /// Node ids of the edges believed alive.
+    fn live(&self) -> Vec<String>;
+}
+
+/// A fixed set of edges (the one edge of `roomcast standalone`).
+pub struct StaticEdges(pub Vec<String>);
+
+impl EdgeDirectory for StaticEdges {
+    fn live(&self) -> Vec<String> {
+        self.0.clone()
+    }
+}
+
+/// Edges known from their heartbeats.
+pub struct LiveEdges {
+    seen: Arc<Mutex<HashMap<String, Instant>>>,
+    ttl: Duration,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for LiveEdges {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl LiveEdges {
+    /// Listens to heartbeats, pings every edge and gives them `discovery` to
+    /// answer before returning. Edges silent for `ttl` are forgotten.
+    pub async fn start(
+        bus: Arc<dyn Bus>,
+        subjects: &Subjects,
+        ttl: Duration,
+        discovery: Duration,
+    ) -> Result<LiveEdges, BusError> {
+        let heartbeats = subjects.heartbeats();
+        let mut sub = bus.subscribe(&heartbeats, None).await?;
+        let seen: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+        let map = seen.clone();
+        let task = tokio::spawn(async move {
+            while let Some(msg) = sub.next().await {
+                let mut seen = map.lock().unwrap_or_else(PoisonError::into_inner);
+                match EdgeReply::decode(&msg.headers, msg.payload) {
+                    Ok(EdgeReply::Hello { node }) => {
+                        if seen.insert(node.clone(), Instant::now()).is_none() {
+                            tracing::info!(%node, "edge joined");
+                        }
+                    }
+                    Ok(EdgeReply::Bye { node }) => {
+                        if seen.remove(&node).is_some() {
+                            tracing::info!(%node, "edge left");
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "invalid heartbeat"),
+                }
+            }
+        });
+        let (headers, payload) = Command::Ping.encode();
+        bus.publish(&subjects.edges(), headers, payload, Some(&heartbeats))
+            .await?;
+        tokio::time::sleep(discovery).await;
+        Ok(LiveEdges { seen, ttl, task })
+    }
+}
+
+impl EdgeDirectory for LiveEdges {
+    fn live(&self) -> Vec<String> {
+        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        let ttl = self.ttl;
+        seen.retain(|node, at| {
+            let alive = at.elapsed() <= ttl;
+            if !alive {
+                tracing::warn!(%node, "edge silent for longer than its time to live");
+            }
+            alive
+        });
+        seen.keys().cloned().collect()
+    }
+}
+
+/// A command sent to every edge, and the answers coming back.
+pub(crate) struct EdgeRequest {
+    sub: Subscription,
+    /// Edges that have not answered yet.
+    pub waiting: HashSet<String>,
+    expected: usize,
+    deadline: Instant,
+    timeout: Duration,
+}
+
+impl EdgeRequest {
+    /// Publishes `cmd` on the edges subject with a fresh reply subject.
+    pub async fn send(
+        bus: &dyn Bus,
+        subjects: &Subjects,
+        edges: &dyn EdgeDirectory,
+        cmd: &Command,
+        timeout: Duration,
+    ) -> Result<EdgeRequest, ControlError> {
+        let inbox = bus.new_inbox();
+        let sub = bus.subscribe(&inbox, None).await?;
+        let waiting: HashSet<String> = edges.live().into_iter().collect();
+        let (headers, payload) = cmd.encode();
+        bus.publish(&subjects.edges(), headers, payload, Some(&inbox))
+            .await?;
+        Ok(EdgeRequest {
+            sub,
+            expected: waiting.len(),
+            waiting,
+            deadline: Instant::now() + timeout,
+            timeout,
+        })
+    }
+
+    /// The next answer before the deadline; `None` once it has passed.
+    /// Messages that are not valid answers are logged and skipped.
+    pub async fn next(&mut self) -> Option<EdgeReply> {
+        loop {
+            let msg = tokio::time::timeout_at(self.deadline, self.sub.next())
+                .await
+                .ok()??;
+            match EdgeReply::decode(&msg.headers, msg.payload) {
+                Ok(reply) => return Some(reply),
+                Err(e) => tracing::warn!(error = %e, "invalid answer from an edge"),
+            }
+        }
+    }
+
+    /// Collects one answer per live edge (and from any edge that joined since).
+    /// Fails when some live edge did not answer before the deadline.
+    pub async fn gather(mut self) -> Result<Vec<EdgeReply>, ControlError> {
+        let mut replies = Vec::with_capacity(self.expected);
+        while !self.waiting.is_empty() {
+            let Some(reply) = self.next().await else {
+                return Err(self.not_confirmed());
+            };
+            self.waiting.remove(reply.node());
+            replies.push(reply);
+        }
+        Ok(replies)
+    }
+
+    pub fn not_confirmed(&self) -> ControlError {
+        ControlError::NotConfirmed {
+            got: self.expected - self.waiting.len(),
+            expected: self.expected,
+            timeout_ms: self.timeout.as_millis(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use roomcast_bus::MemoryBus;
+
+    async fn hello(bus: &MemoryBus, subject: &str, reply: EdgeReply) {
+        let (h, p) = reply.encode();
+        bus.publish(subject, h, p, None).await.expect("publish");
+    }
+
+    #[tokio::test]
+    async fn edges_are_known_from_pings_heartbeats_and_byes() {
+        let bus = MemoryBus::default();
+        let subjects = Subjects::new("t");
+        // An edge that answers pings, as edges do.
+        let mut edges_sub = bus.subscribe(&subjects.edges(), None).await.expect("sub");
+        let answering = bus.clone();
+        tokio::spawn(async move {
+            while let Some(msg) = edges_sub.next().await {
+                if let (Ok(Command::Ping), Some(reply)) =
+                    (Command::decode(&msg.headers, msg.payload), msg.reply)
+                {
+                    hello(&answering, &reply, EdgeReply::Hello { node: "a".into() }).await;
+                }
+            }
+        });
+        let live = LiveEdges::start(
+            Arc::new(bus.clone()),
+            &subjects,
+            Duration::from_millis(200),
+            Duration::from_millis(50),
+        )
+        .await
+        .expect("start");
+        assert_eq!(live.live(), vec!["a".to_owned()], "known from the ping");
+
+        hello(
+            &bus,
+            &subjects.heartbeats(),
+            EdgeReply::Hello { node: "b".into() },
+        )
+        .await;
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while live.live().len() < 2 {
+            assert!(Instant::now() < deadline, "b never counted");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        hello(
+            &bus,
+            &subjects.heartbeats(),
+            EdgeReply::Bye { node: "b".into() },
+        )
+        .await;
+        while live.live().len() != 1 {
+            assert!(Instant::now() < deadline, "b never forgotten after bye");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // "a" stops beating: forgotten after the time to live.
+        while !live.live().is_empty() {
+            assert!(Instant::now() < deadline, "a never expired");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}

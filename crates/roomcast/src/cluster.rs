@@ -1,0 +1,104 @@
+//! `roomcast edge` and `roomcast control`: the processes of a cluster, which
+//! share one NATS.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use metrics_exporter_prometheus::PrometheusHandle;
+use roomcast_bus::nats::NatsBus;
+use roomcast_bus::subject::Subjects;
+use roomcast_bus::Bus;
+use roomcast_control::{Control, LiveEdges};
+use roomcast_edge::Edge;
+
+use crate::config::Resolved;
+use crate::probes::{ControlProbe, EdgeProbe};
+use crate::serve::{self, Servers};
+
+/// How long a starting control plane waits for edges to answer its ping.
+const DISCOVERY: Duration = Duration::from_millis(300);
+
+async fn connect(cfg: &Resolved) -> anyhow::Result<NatsBus> {
+    let nats = NatsBus::connect(cfg.nats.clone())
+        .await
+        .with_context(|| format!("cannot connect to nats at {}", cfg.nats.urls.join(",")))?;
+    tracing::info!(urls = %cfg.nats.urls.join(","), "connected to nats");
+    Ok(nats)
+}
+
+pub async fn run_edge(cfg: Resolved, metrics: PrometheusHandle) -> anyhow::Result<()> {
+    let (http, http_addr) = serve::bind(cfg.listen, "clients").await?;
+    let (admin, admin_addr) = serve::bind(cfg.admin_listen, "admin").await?;
+    let signal = serve::ShutdownSignal::install();
+    let nats = connect(&cfg).await?;
+    let bus: Arc<dyn Bus> = Arc::new(nats.clone());
+    let node = cfg.edge.node_id.clone();
+    let auth = cfg.auth.context("no client authentication configured")?;
+    let edge = Edge::start(cfg.edge, auth, bus)
+        .await
+        .context("cannot start the edge")?;
+    let draining = Arc::new(AtomicBool::new(false));
+    let probe = Arc::new(EdgeProbe {
+        edge: edge.clone(),
+        nats: Some(nats.clone()),
+        draining: draining.clone(),
+    });
+    let mut servers = Servers::default();
+    servers.http("client", http, edge.router());
+    servers.admin(admin, probe, metrics);
+    serve::announce(
+        "edge",
+        &[
+            ("http", http_addr.to_string()),
+            ("admin", admin_addr.to_string()),
+            ("node", node),
+        ],
+    );
+
+    signal.wait().await;
+    tracing::info!("shutting down");
+    draining.store(true, Ordering::Release);
+    edge.shutdown().await;
+    servers.stop().await?;
+    // Deliver what is still buffered (the "bye" among it) before exiting.
+    if let Err(e) = nats.flush().await {
+        tracing::warn!(error = %e, "nats flush at exit failed");
+    }
+    Ok(())
+}
+
+pub async fn run_control(cfg: Resolved, metrics: PrometheusHandle) -> anyhow::Result<()> {
+    let (grpc, grpc_addr) = serve::bind(cfg.grpc_listen, "grpc").await?;
+    let (admin, admin_addr) = serve::bind(cfg.admin_listen, "admin").await?;
+    let signal = serve::ShutdownSignal::install();
+    let nats = connect(&cfg).await?;
+    let bus: Arc<dyn Bus> = Arc::new(nats.clone());
+    let subjects = Subjects::new(&cfg.control.cluster);
+    let edges = Arc::new(
+        LiveEdges::start(bus.clone(), &subjects, cfg.edge_ttl, DISCOVERY)
+            .await
+            .context("cannot listen to edge heartbeats")?,
+    );
+    let control = Control::new(cfg.control, bus, edges.clone());
+    let probe = Arc::new(ControlProbe {
+        nats: nats.clone(),
+        edges,
+    });
+    let mut servers = Servers::default();
+    servers.grpc(grpc, control, cfg.api_keys).await?;
+    servers.admin(admin, probe, metrics);
+    serve::announce(
+        "control",
+        &[
+            ("grpc", grpc_addr.to_string()),
+            ("admin", admin_addr.to_string()),
+            ("node", cfg.edge.node_id),
+        ],
+    );
+
+    signal.wait().await;
+    tracing::info!("shutting down");
+    servers.stop().await
+}

@@ -1,0 +1,156 @@
+//! What every process does the same way: bind, serve HTTP and gRPC until told
+//! to stop, wait for SIGINT/SIGTERM, print the ready line.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use metrics_exporter_prometheus::PrometheusHandle;
+use roomcast_api::v1::roomcast_server::RoomcastServer;
+use roomcast_control::auth::ApiKeys;
+use roomcast_control::Control;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::admin::{self, Probe};
+
+/// SIGINT and SIGTERM, listened to from the moment this is built: build it
+/// before announcing readiness, so a signal sent right after the ready line is
+/// never handled by the default action (exit by signal).
+pub struct ShutdownSignal {
+    #[cfg(unix)]
+    term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl ShutdownSignal {
+    pub fn install() -> ShutdownSignal {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            ShutdownSignal {
+                term: signal(SignalKind::terminate()).ok(),
+                int: signal(SignalKind::interrupt()).ok(),
+            }
+        }
+        #[cfg(not(unix))]
+        ShutdownSignal {}
+    }
+
+    /// Resolves when SIGINT or SIGTERM arrives.
+    pub async fn wait(mut self) {
+        #[cfg(unix)]
+        {
+            async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
+                match s {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            }
+            tokio::select! {
+                _ = recv(&mut self.term) => {}
+                _ = recv(&mut self.int) => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+pub async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<(TcpListener, SocketAddr)> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} ({what})"))?;
+    let local = listener.local_addr()?;
+    Ok((listener, local))
+}
+
+/// The servers of one process, stopped together.
+#[derive(Default)]
+pub struct Servers {
+    stop: CancellationToken,
+    tasks: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)>,
+}
+
+impl Servers {
+    /// Serves an axum router (client port or admin port).
+    pub fn http(&mut self, name: &'static str, listener: TcpListener, router: axum::Router) {
+        let stop = self.stop.clone();
+        let server = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { stop.cancelled().await });
+        self.tasks.push((
+            name,
+            tokio::spawn(async move { server.await.map_err(anyhow::Error::from) }),
+        ));
+    }
+
+    /// Serves the admin endpoints.
+    pub fn admin(
+        &mut self,
+        listener: TcpListener,
+        probe: Arc<dyn Probe>,
+        metrics: PrometheusHandle,
+    ) {
+        self.http("admin", listener, admin::router(probe, metrics));
+    }
+
+    /// Serves the gRPC API with health checking and reflection.
+    pub async fn grpc(
+        &mut self,
+        listener: TcpListener,
+        control: Control,
+        api_keys: Vec<String>,
+    ) -> anyhow::Result<()> {
+        let keys = ApiKeys::new(api_keys);
+        if keys.is_open() {
+            tracing::warn!("no api key configured: the gRPC API accepts every caller");
+        }
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health.set_serving::<RoomcastServer<Control>>().await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(roomcast_api::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .context("cannot build the reflection service")?;
+        let stop = self.stop.clone();
+        let server = tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(RoomcastServer::with_interceptor(control, keys))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+                stop.cancelled().await
+            });
+        self.tasks.push((
+            "grpc",
+            tokio::spawn(async move { server.await.map_err(anyhow::Error::from) }),
+        ));
+        Ok(())
+    }
+
+    /// Stops every server and waits for them.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.stop.cancel();
+        for (name, task) in self.tasks {
+            task.await
+                .with_context(|| format!("{name} server task failed"))?
+                .with_context(|| format!("{name} server failed"))?;
+        }
+        Ok(())
+    }
+}
+
+/// Prints the one machine-readable line scripts and tests wait for.
+pub fn announce(role: &str, parts: &[(&str, String)]) {
+    let fields: Vec<String> = parts.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    tracing::info!(role, addrs = %fields.join(" "), "roomcast ready");
+    println!("roomcast listening {}", fields.join(" "));
+}
