@@ -74,15 +74,20 @@ struct NatsServer {
 
 impl NatsServer {
     fn start(bin: &Path) -> Self {
-        Self::spawn(bin, None)
+        Self::spawn(bin, None, &[])
+    }
+
+    /// A single server started with extra flags (authentication, say).
+    fn start_with(bin: &Path, extra: &[&str]) -> Self {
+        Self::spawn(bin, None, extra)
     }
 
     /// A cluster member; `routes` are the cluster URLs of members to join.
     fn start_clustered(bin: &Path, name: &str, routes: &[&str]) -> Self {
-        Self::spawn(bin, Some((name, routes)))
+        Self::spawn(bin, Some((name, routes)), &[])
     }
 
-    fn spawn(bin: &Path, cluster: Option<(&str, &[&str])>) -> Self {
+    fn spawn(bin: &Path, cluster: Option<(&str, &[&str])>, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = std::fs::File::create(dir.path().join("server.log")).expect("log file");
         let mut cmd = Command::new(bin);
@@ -95,7 +100,8 @@ impl NatsServer {
             "-1",
             "--ports_file_dir",
         ])
-        .arg(dir.path());
+        .arg(dir.path())
+        .args(extra);
         if let Some((name, routes)) = cluster {
             cmd.args(["--server_name", name])
                 .args(["--cluster", "nats://127.0.0.1:-1"])
@@ -679,4 +685,53 @@ async fn connect_fails_with_the_cause_when_nobody_listens() {
         }
         other => panic!("unexpected {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn authenticates_with_a_token_or_a_user_and_password() {
+    let bin = require_nats!();
+    let opts = |url: &str| NatsOptions {
+        connect_timeout: Duration::from_secs(2),
+        ..NatsOptions::new([url.to_owned()])
+    };
+    let server = NatsServer::start_with(&bin, &["--auth", "s3cret-token"]);
+    let bus = connect_with(NatsOptions {
+        token: Some("s3cret-token".into()),
+        ..opts(&server.url)
+    })
+    .await;
+    let mut sub = bus.subscribe("auth.ok", None).await.expect("subscribe");
+    publish(&bus, "auth.ok", b"in").await;
+    assert_eq!(&recv(&mut sub).await.payload[..], b"in");
+    let refused = NatsBus::connect(NatsOptions {
+        token: Some("wrong".into()),
+        ..opts(&server.url)
+    })
+    .await
+    .expect_err("a wrong token is refused");
+    assert!(
+        format!("{refused:?}")
+            .to_lowercase()
+            .contains("authorization"),
+        "the cause is named: {refused:?}"
+    );
+
+    let server = NatsServer::start_with(&bin, &["--user", "edge", "--pass", "pa55word"]);
+    connect_with(NatsOptions {
+        user: Some("edge".into()),
+        password: Some("pa55word".into()),
+        ..opts(&server.url)
+    })
+    .await;
+    let refused = NatsBus::connect(NatsOptions {
+        user: Some("edge".into()),
+        password: Some("nope".into()),
+        ..opts(&server.url)
+    })
+    .await
+    .expect_err("a wrong password is refused");
+    assert!(
+        !format!("{refused:?}").contains("nope"),
+        "the password is not in the error"
+    );
 }

@@ -27,6 +27,9 @@ use crate::Edge;
 /// command asks: a bound on the pending-ack table.
 const MAX_ACK_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// How long a stopping edge tries to say "bye".
+const BYE_TIMEOUT: Duration = Duration::from_secs(1);
+
 impl Edge {
     /// Answers a command that expects a reply.
     pub(crate) async fn answer(&self, cmd: Command, reply: Option<&str>) {
@@ -211,16 +214,20 @@ impl Edge {
         let hello = EdgeReply::Hello {
             node: self.inner.config.node_id.clone(),
         };
+        let interval = self.inner.config.heartbeat_interval;
         loop {
-            self.publish_reply(&subject, &hello).await;
+            // While NATS is away publishes queue up and, once the queue is
+            // full, wait: a heartbeat never waits longer than its interval.
+            let _ = tokio::time::timeout(interval, self.publish_reply(&subject, &hello)).await;
             tokio::select! {
-                _ = tokio::time::sleep(self.inner.config.heartbeat_interval) => {}
+                _ = tokio::time::sleep(interval) => {}
                 _ = self.inner.shutdown.cancelled() => break,
             }
         }
         let bye = EdgeReply::Bye {
             node: self.inner.config.node_id.clone(),
         };
-        self.publish_reply(&subject, &bye).await;
+        // A bus that is down must not hold up the shutdown.
+        let _ = tokio::time::timeout(BYE_TIMEOUT, self.publish_reply(&subject, &bye)).await;
     }
 }

@@ -19,6 +19,8 @@ use crate::serve::{self, Servers};
 
 /// How long a starting control plane waits for edges to answer its ping.
 const DISCOVERY: Duration = Duration::from_millis(300);
+/// How long an exiting edge waits for NATS to take its last messages.
+const EXIT_FLUSH: Duration = Duration::from_secs(2);
 
 async fn connect(cfg: &Resolved) -> anyhow::Result<NatsBus> {
     let nats = NatsBus::connect(cfg.nats.clone())
@@ -62,9 +64,14 @@ pub async fn run_edge(cfg: Resolved, metrics: PrometheusHandle) -> anyhow::Resul
     draining.store(true, Ordering::Release);
     edge.shutdown().await;
     servers.stop().await?;
-    // Deliver what is still buffered (the "bye" among it) before exiting.
-    if let Err(e) = nats.flush().await {
-        tracing::warn!(error = %e, "nats flush at exit failed");
+    // Deliver what is still buffered (the "bye" among it) before exiting,
+    // but never wait for a NATS that is gone.
+    if nats.is_connected() {
+        match tokio::time::timeout(EXIT_FLUSH, nats.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "nats flush at exit failed"),
+            Err(_) => tracing::warn!("nats flush at exit timed out"),
+        }
     }
     Ok(())
 }
