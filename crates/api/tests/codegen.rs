@@ -131,7 +131,8 @@ fn descriptor_set_describes_the_service() {
             "Reply",
             "EmitWithAck",
             "DisconnectSockets",
-            "FetchSockets"
+            "FetchSockets",
+            "ListRooms"
         ]
     );
 }

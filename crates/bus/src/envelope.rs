@@ -34,14 +34,17 @@ const NODE: &str = "rc-node";
 const COUNT: &str = "rc-count";
 const CLOSE: &str = "rc-close";
 const TIMEOUT: &str = "rc-timeout";
+const USERS: &str = "rc-users";
 
-/// Which sockets a command applies to. The union of `rooms` and `sockets`
-/// (every socket of `ns` when both are empty), less the exceptions.
+/// Which sockets a command applies to. The union of `rooms`, `sockets` and the
+/// sockets of `users` (every socket of `ns` when all are empty), less the
+/// exceptions.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Target {
     pub ns: String,
     pub rooms: Vec<String>,
     pub sockets: Vec<String>,
+    pub users: Vec<String>,
     pub except_rooms: Vec<String>,
     pub except_sockets: Vec<String>,
 }
@@ -49,7 +52,7 @@ pub struct Target {
 impl Target {
     /// Every socket of the namespace (before exceptions).
     pub fn is_namespace(&self) -> bool {
-        self.rooms.is_empty() && self.sockets.is_empty()
+        self.rooms.is_empty() && self.sockets.is_empty() && self.users.is_empty()
     }
 }
 
@@ -94,6 +97,8 @@ pub enum Command {
     Disconnect { target: Target, close: bool },
     /// Describe every target socket.
     Fetch { target: Target },
+    /// Count the members of every room of a namespace.
+    ListRooms { ns: String },
     /// Every edge answers with [`EdgeReply::Hello`]: how a control plane that
     /// starts learns the edges before their next heartbeat.
     Ping,
@@ -110,6 +115,8 @@ pub struct SocketInfo {
     pub connected_at_ms: i64,
     pub remote_addr: String,
     pub transport: String,
+    pub query: Vec<(String, String)>,
+    pub headers: Vec<(String, String)>,
 }
 
 /// What an edge sends back: answers to requests, heartbeats, acks.
@@ -125,6 +132,11 @@ pub enum EdgeReply {
     Sockets {
         node: String,
         sockets: Vec<SocketInfo>,
+    },
+    /// The answer to [`Command::ListRooms`]: room name and local member count.
+    Rooms {
+        node: String,
+        rooms: Vec<(String, u64)>,
     },
     /// The sockets an [`Command::EmitWithAck`] was written to.
     Targets { node: String, sockets: Vec<String> },
@@ -168,6 +180,7 @@ fn put_target(h: &mut Headers, t: &Target) {
     h.append(NS, token(&t.ns));
     put_all(h, ROOM, &t.rooms);
     put_all(h, SOCKET, &t.sockets);
+    put_all(h, USERS, &t.users);
     put_all(h, EXCEPT_ROOM, &t.except_rooms);
     put_all(h, EXCEPT_SOCKET, &t.except_sockets);
 }
@@ -177,6 +190,7 @@ fn get_target(h: &Headers) -> Result<Target, EnvelopeError> {
         ns: get_one(h, NS)?,
         rooms: get_all(h, ROOM)?,
         sockets: get_all(h, SOCKET)?,
+        users: get_all(h, USERS)?,
         except_rooms: get_all(h, EXCEPT_ROOM)?,
         except_sockets: get_all(h, EXCEPT_SOCKET)?,
     })
@@ -294,6 +308,11 @@ impl Command {
                 put_target(&mut h, target);
                 Bytes::new()
             }
+            Command::ListRooms { ns } => {
+                h.append(OP, "rooms");
+                h.append(NS, token(ns));
+                Bytes::new()
+            }
             Command::Ping => {
                 h.append(OP, "ping");
                 Bytes::new()
@@ -337,6 +356,9 @@ impl Command {
             "fetch" => Ok(Command::Fetch {
                 target: get_target(h)?,
             }),
+            "rooms" => Ok(Command::ListRooms {
+                ns: get_one(h, NS)?,
+            }),
             "ping" => Ok(Command::Ping),
             other => Err(EnvelopeError::UnknownOp(other.to_owned())),
         }
@@ -357,6 +379,7 @@ impl EdgeReply {
             | EdgeReply::Bye { node }
             | EdgeReply::Done { node, .. }
             | EdgeReply::Sockets { node, .. }
+            | EdgeReply::Rooms { node, .. }
             | EdgeReply::Targets { node, .. }
             | EdgeReply::Ack { node, .. } => node,
         }
@@ -372,6 +395,7 @@ impl EdgeReply {
                 ("done", Bytes::new())
             }
             EdgeReply::Sockets { sockets, .. } => ("sockets", json_payload(sockets)),
+            EdgeReply::Rooms { rooms, .. } => ("room-counts", json_payload(rooms)),
             EdgeReply::Targets { sockets, .. } => ("targets", json_payload(sockets)),
             EdgeReply::Ack { socket, args, .. } => {
                 h.append(SOCKET, token(socket));
@@ -396,6 +420,10 @@ impl EdgeReply {
             "sockets" => Ok(EdgeReply::Sockets {
                 node,
                 sockets: from_json(&payload)?,
+            }),
+            "room-counts" => Ok(EdgeReply::Rooms {
+                node,
+                rooms: from_json(&payload)?,
             }),
             "targets" => Ok(EdgeReply::Targets {
                 node,
@@ -505,6 +533,7 @@ mod tests {
             ns: "/chat".into(),
             rooms: vec!["a.b".into(), "ü *".into()],
             sockets: vec!["s1".into()],
+            users: vec!["alice".into(), "bob smith".into()],
             except_rooms: vec!["x".into()],
             except_sockets: vec!["s2".into(), "".into()],
         }
@@ -561,6 +590,7 @@ mod tests {
                 close: false,
             },
             Command::Fetch { target: target() },
+            Command::ListRooms { ns: "/a b".into() },
             Command::Ping,
         ];
         for cmd in cmds {
@@ -596,7 +626,13 @@ mod tests {
                     connected_at_ms: 5,
                     remote_addr: "127.0.0.1:1".into(),
                     transport: "websocket".into(),
+                    query: vec![("k".into(), "v".into())],
+                    headers: vec![("user-agent".into(), "t".into())],
                 }],
+            },
+            EdgeReply::Rooms {
+                node: node.clone(),
+                rooms: vec![("r".into(), 2), ("ü".into(), 1)],
             },
             EdgeReply::Targets {
                 node: node.clone(),

@@ -11,6 +11,8 @@ pub enum ControlError {
     InvalidRoom(String),
     #[error("invalid socket id {0:?}")]
     InvalidSocketId(String),
+    #[error("invalid user id {0:?}: user ids are 1 to 256 bytes")]
+    InvalidUserId(String),
     #[error("{0}")]
     InvalidArgs(#[from] ArgsError),
     #[error("{0} attachments exceed the limit of {1}")]
@@ -42,6 +44,7 @@ impl From<ControlError> for tonic::Status {
             ControlError::InvalidNamespace(_)
             | ControlError::InvalidRoom(_)
             | ControlError::InvalidSocketId(_)
+            | ControlError::InvalidUserId(_)
             | ControlError::InvalidArgs(_)
             | ControlError::TooManyAttachments(..)
             | ControlError::PayloadTooLarge(..)

@@ -28,8 +28,8 @@ use roomcast_api::v1::roomcast_server::Roomcast;
 use roomcast_api::v1::{
     AckResult, ClientEvent, ConsumeEventsRequest, DisconnectSocketsRequest,
     DisconnectSocketsResponse, EmitRequest, EmitResponse, EmitWithAckRequest, EmitWithAckResponse,
-    FetchSocketsRequest, FetchSocketsResponse, ReplyRequest, ReplyResponse, RoomsRequest,
-    RoomsResponse, Selector, SocketInfo,
+    FetchSocketsRequest, FetchSocketsResponse, ListRoomsRequest, ListRoomsResponse, ReplyRequest,
+    ReplyResponse, RoomInfo, RoomsRequest, RoomsResponse, Selector, SocketInfo,
 };
 use roomcast_bus::envelope::{self, Command, EdgeReply, Target};
 use roomcast_bus::names::{looks_like_socket_id, valid_namespace, valid_room};
@@ -135,6 +135,20 @@ impl Control {
         Ok(ids.to_vec())
     }
 
+    fn user_ids(ids: &[String]) -> Result<Vec<String>, ControlError> {
+        let mut seen = HashSet::new();
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if id.is_empty() || id.len() > roomcast_bus::names::MAX_NAME_LEN {
+                return Err(ControlError::InvalidUserId(id.clone()));
+            }
+            if seen.insert(id) {
+                out.push(id.clone());
+            }
+        }
+        Ok(out)
+    }
+
     /// Validates a selector. Rooms that have the form of a socket id are also
     /// addressed as sockets: every socket is in the room of its own id, and that
     /// room is never a subject of its own.
@@ -149,6 +163,7 @@ impl Control {
             ns: Self::namespace(&sel.namespace)?,
             rooms,
             sockets,
+            users: Self::user_ids(&sel.user_ids)?,
             except_rooms: Self::rooms(&sel.except_rooms)?,
             except_sockets: Self::socket_ids(&sel.except_socket_ids)?,
         })
@@ -210,7 +225,7 @@ impl Control {
                     .iter()
                     .map(|r| self.subjects.room(&target.ns, r)),
             );
-            if !target.sockets.is_empty() {
+            if !target.sockets.is_empty() || !target.users.is_empty() {
                 subjects.push(self.subjects.edges());
             }
         }
@@ -287,10 +302,32 @@ impl Control {
                     connected_at_ms: s.connected_at_ms,
                     remote_addr: s.remote_addr,
                     transport: s.transport,
+                    query: s.query.into_iter().collect(),
+                    headers: s.headers.into_iter().collect(),
                 }));
             }
         }
         Ok(out)
+    }
+
+    /// Member counts of a namespace's rooms, summed over every edge.
+    pub async fn list_rooms(&self, req: ListRoomsRequest) -> Result<Vec<RoomInfo>, ControlError> {
+        let ns = Self::namespace(&req.namespace)?;
+        let mut counts: std::collections::BTreeMap<String, u64> = Default::default();
+        for reply in self.ask_edges(&Command::ListRooms { ns }).await? {
+            if let EdgeReply::Rooms { rooms, .. } = reply {
+                for (room, n) in rooms {
+                    *counts.entry(room).or_default() += n;
+                }
+            }
+        }
+        Ok(counts
+            .into_iter()
+            .map(|(name, n)| RoomInfo {
+                name,
+                members: u32::try_from(n).unwrap_or(u32::MAX),
+            })
+            .collect())
     }
 
     /// Emits with an ack id to the selected sockets of every edge and gathers
@@ -528,6 +565,14 @@ impl Roomcast for Control {
     ) -> Result<Response<FetchSocketsResponse>, Status> {
         let sockets = self.fetch(req.into_inner()).await?;
         Ok(Response::new(FetchSocketsResponse { sockets }))
+    }
+
+    async fn list_rooms(
+        &self,
+        req: Request<ListRoomsRequest>,
+    ) -> Result<Response<ListRoomsResponse>, Status> {
+        let rooms = Control::list_rooms(self, req.into_inner()).await?;
+        Ok(Response::new(ListRoomsResponse { rooms }))
     }
 }
 

@@ -51,6 +51,10 @@ impl Edge {
                 sockets: self.describe(&target),
                 node,
             },
+            Command::ListRooms { ns } => EdgeReply::Rooms {
+                rooms: self.read_index().room_counts(&ns),
+                node,
+            },
             Command::EmitWithAck {
                 target,
                 packet,
@@ -116,6 +120,8 @@ impl Edge {
                         Mode::Polling => "polling".into(),
                         Mode::WebSocket => "websocket".into(),
                     },
+                    query: handshake.query.clone(),
+                    headers: handshake.headers.clone(),
                 })
             })
             .collect()

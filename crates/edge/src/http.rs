@@ -109,6 +109,34 @@ fn bearer(headers: &HeaderMap) -> Option<String> {
         .filter(|t| !t.is_empty())
 }
 
+/// What a request that opens a session tells about the client.
+fn handshake<'a>(
+    req: &Request,
+    query: impl Iterator<Item = (&'a String, &'a String)>,
+) -> Handshake {
+    const ENGINE_PARAMS: [&str; 4] = ["EIO", "transport", "sid", "t"];
+    const PRIVATE_HEADERS: [header::HeaderName; 2] = [header::AUTHORIZATION, header::COOKIE];
+    Handshake {
+        bearer: bearer(req.headers()),
+        remote: req
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0),
+        query: query
+            .filter(|(k, _)| !ENGINE_PARAMS.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        headers: req
+            .headers()
+            .iter()
+            .filter(|(name, _)| !PRIVATE_HEADERS.contains(name))
+            .filter_map(|(name, value)| {
+                Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
+            })
+            .collect(),
+    }
+}
+
 async fn handle(State(edge): State<Edge>, req: Request) -> Response {
     let origin = match allowed_origin(&edge, req.headers()) {
         Ok(origin) => origin,
@@ -139,12 +167,11 @@ async fn route(edge: &Edge, mut req: Request) -> Response {
         return EioError::UnsupportedProtocolVersion.response();
     }
     let sid = query.get("sid").cloned();
-    let hs = Handshake {
-        bearer: bearer(req.headers()),
-        remote: req
-            .extensions()
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0),
+    // Only a request that opens a session keeps its handshake data.
+    let hs = if sid.is_none() {
+        handshake(&req, query.iter())
+    } else {
+        Handshake::default()
     };
     match query.get("transport").map(String::as_str) {
         Some("websocket") => {

@@ -42,6 +42,8 @@ pub(crate) struct Index {
     sockets: HashMap<String, Member>,
     rooms: HashMap<(String, String), HashSet<String>>,
     namespaces: HashMap<String, HashSet<String>>,
+    /// Sockets of each authenticated user, every namespace together.
+    users: HashMap<String, HashSet<String>>,
 }
 
 /// A subscription an index change may call for.
@@ -58,6 +60,26 @@ impl Index {
 
     pub fn socket(&self, sid: &str) -> Option<Arc<Socket>> {
         self.sockets.get(sid).map(|m| m.socket.clone())
+    }
+
+    /// Local member counts of the rooms of a namespace.
+    pub fn room_counts(&self, ns: &str) -> Vec<(String, u64)> {
+        self.rooms
+            .iter()
+            .filter(|((n, _), _)| n == ns)
+            .map(|((_, room), sids)| (room.clone(), sids.len() as u64))
+            .collect()
+    }
+
+    /// The local sockets of the target's users in the target's namespace.
+    fn user_sockets<'a>(&'a self, target: &'a Target) -> impl Iterator<Item = &'a Member> + 'a {
+        target
+            .users
+            .iter()
+            .filter_map(|u| self.users.get(u))
+            .flatten()
+            .filter_map(|sid| self.sockets.get(sid))
+            .filter(|m| m.socket.ns == target.ns)
     }
 
     /// The rooms a local socket joined (its own id's room is not listed).
@@ -111,6 +133,12 @@ impl Index {
             changed.push(Interest::Namespace(socket.ns.clone()));
         }
         set.insert(socket.id.clone());
+        if !socket.user.is_empty() {
+            self.users
+                .entry(socket.user.clone())
+                .or_default()
+                .insert(socket.id.clone());
+        }
         let sid = socket.id.clone();
         self.sockets.insert(
             sid.clone(),
@@ -130,6 +158,13 @@ impl Index {
         };
         let rooms: Vec<String> = member.rooms.iter().cloned().collect();
         let ns = member.socket.ns.clone();
+        let user = member.socket.user.clone();
+        if let Some(set) = self.users.get_mut(&user) {
+            set.remove(sid);
+            if set.is_empty() {
+                self.users.remove(&user);
+            }
+        }
         self.leave(sid, &rooms, &mut changed);
         self.sockets.remove(sid);
         if let Some(set) = self.namespaces.get_mut(&ns) {
@@ -194,14 +229,16 @@ impl Index {
             Via::Namespace(_) => {}
             Via::Edges | Via::Node => {
                 let mut seen = HashSet::new();
-                for sid in &target.sockets {
-                    if let Some(m) = self.sockets.get(sid).filter(in_ns) {
-                        if seen.insert(sid)
-                            && keep(m)
-                            && !target.rooms.iter().any(|r| m.rooms.contains(r))
-                        {
-                            out.push(m.socket.clone());
-                        }
+                let named = target
+                    .sockets
+                    .iter()
+                    .filter_map(|sid| self.sockets.get(sid).filter(in_ns));
+                for m in named.chain(self.user_sockets(target)) {
+                    if seen.insert(&m.socket.id)
+                        && keep(m)
+                        && !target.rooms.iter().any(|r| m.rooms.contains(r))
+                    {
+                        out.push(m.socket.clone());
                     }
                 }
             }
@@ -247,6 +284,7 @@ impl Index {
                 out.insert(sid);
             }
         }
+        out.extend(self.user_sockets(target).map(|m| m.socket.id.as_str()));
         out.into_iter()
             .filter(|sid| {
                 self.sockets
@@ -357,6 +395,7 @@ impl Edge {
             | Command::Leave { .. }
             | Command::Disconnect { .. }
             | Command::Fetch { .. }
+            | Command::ListRooms { .. }
             | Command::EmitWithAck { .. }
             | Command::Ping => self.answer(cmd, msg.reply.as_deref()).await,
             Command::Reply { ns, socket, packet } => {
@@ -434,6 +473,16 @@ mod tests {
     }
 
     async fn index_with(members: &[(&str, &str, &[&str])]) -> Index {
+        index_with_users(
+            &members
+                .iter()
+                .map(|(sid, ns, rooms)| (*sid, *ns, "", *rooms))
+                .collect::<Vec<_>>(),
+        )
+        .await
+    }
+
+    async fn index_with_users(members: &[(&str, &str, &str, &[&str])]) -> Index {
         let edge = Edge::start(
             crate::EdgeConfig::default(),
             crate::Authenticator::new(None, true).expect("auth"),
@@ -442,12 +491,12 @@ mod tests {
         .await
         .expect("edge");
         let mut index = Index::default();
-        for (sid, ns, rooms) in members {
+        for (sid, ns, user, rooms) in members {
             let session = edge.open_session(crate::outbox::Mode::WebSocket, Default::default());
             let socket = Arc::new(Socket {
                 id: sid.to_string(),
                 ns: ns.to_string(),
-                user: String::new(),
+                user: user.to_string(),
                 connected_at_ms: 0,
                 session,
             });
@@ -473,6 +522,35 @@ mod tests {
         assert_eq!(via_r1, vec!["a", "c"]);
         assert_eq!(via_r2, vec!["b"], "a got it through r1");
         assert!(via_edges.is_empty(), "a is in a target room");
+    }
+
+    #[tokio::test]
+    async fn users_are_selected_without_rooms_and_once() {
+        let mut index = index_with_users(&[
+            ("a1", "/", "alice", &["r"]),
+            ("a2", "/", "alice", &[]),
+            ("a3", "/x", "alice", &[]),
+            ("b", "/", "bob", &[]),
+        ])
+        .await;
+        let mut t = target("/", &["r"], &["b"]);
+        t.users = vec!["alice".into(), "carol".into()];
+        assert_eq!(ids(index.targets(&t, &Via::Edges)), vec!["a2", "b"]);
+        assert_eq!(
+            ids(index.targets(&t, &Via::Room("/".into(), "r".into()))),
+            vec!["a1"]
+        );
+        let mut selected = index.select(&t);
+        selected.sort();
+        assert_eq!(selected, vec!["a1", "a2", "b"]);
+        assert!(!t.is_namespace());
+        index.remove("a1");
+        index.remove("a2");
+        index.remove("a3");
+        assert!(
+            !index.users.contains_key("alice"),
+            "no empty user entry left"
+        );
     }
 
     #[tokio::test]

@@ -85,6 +85,10 @@ pub(crate) struct Handshake {
     /// Token from an `Authorization: Bearer` header.
     pub bearer: Option<String>,
     pub remote: Option<std::net::SocketAddr>,
+    /// Query parameters, less Engine.IO's own.
+    pub query: Vec<(String, String)>,
+    /// Headers, less `authorization` and `cookie`.
+    pub headers: Vec<(String, String)>,
 }
 
 /// Socket.IO state of a session, touched by its inbound packets.
