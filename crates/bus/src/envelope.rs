@@ -29,7 +29,6 @@ const EVENT: &str = "rc-event";
 const ACK: &str = "rc-ack";
 const REPLY_TO: &str = "rc-reply";
 const RECEIVED_AT: &str = "rc-at";
-const ERROR: &str = "rc-error";
 const NODE: &str = "rc-node";
 const COUNT: &str = "rc-count";
 const CLOSE: &str = "rc-close";
@@ -508,20 +507,15 @@ impl ClientEvent {
     }
 }
 
-/// A reply from an edge to a request: empty when it went well, an error
-/// message otherwise.
-pub fn reply_headers(error: Option<&str>) -> Headers {
-    let mut h = Headers::new();
-    if let Some(e) = error {
-        h.append(ERROR, token(e));
+/// An ack a backend sends as the NATS reply to a client event: the payload is
+/// the ack's arguments as a JSON array (empty means none), followed by binary
+/// attachments whose lengths the `rc-parts` header lists, as in every envelope.
+pub fn decode_ack_reply(h: &Headers, payload: Bytes) -> Result<Packet, EnvelopeError> {
+    let mut packet = get_packet(h, payload)?;
+    if packet.text.iter().all(u8::is_ascii_whitespace) {
+        packet.text = Bytes::from_static(b"[]");
     }
-    h
-}
-
-/// The error an edge reported in a reply, if any.
-pub fn reply_error(h: &Headers) -> Option<String> {
-    h.get(ERROR)
-        .map(|e| untoken(e).unwrap_or_else(|| e.to_owned()))
+    Ok(packet)
 }
 
 #[cfg(test)]

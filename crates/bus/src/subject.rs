@@ -104,6 +104,32 @@ impl Subjects {
         format!("{}.node.{}", self.prefix, token(node_id))
     }
 
+    /// Every NATS reply subject an edge gives client events that want an ack.
+    pub fn ack_replies(&self, node_id: &str) -> String {
+        format!("{}.ack.{}.>", self.prefix, token(node_id))
+    }
+
+    /// The NATS reply subject of one client event that wants an ack.
+    pub fn ack_reply(&self, node_id: &str, socket: &str, ack_id: u64) -> String {
+        format!(
+            "{}.ack.{}.{}.{ack_id}",
+            self.prefix,
+            token(node_id),
+            token(socket)
+        )
+    }
+
+    /// The socket and ack id of an ack reply subject of this node.
+    pub fn parse_ack_reply(&self, node_id: &str, subject: &str) -> Option<(String, u64)> {
+        let rest = subject
+            .strip_prefix(&self.prefix)?
+            .strip_prefix(".ack.")?
+            .strip_prefix(&token(node_id))?
+            .strip_prefix('.')?;
+        let (socket, ack) = rest.split_once('.')?;
+        Some((untoken(socket)?, ack.parse().ok()?))
+    }
+
     /// Whether a subject is the node subject of some edge of this cluster.
     pub fn is_node(&self, subject: &str) -> bool {
         subject
@@ -177,6 +203,21 @@ pub fn matches(pattern: &str, subject: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ack_reply_subjects_round_trip_and_match_the_edge_pattern() {
+        let s = Subjects::new("c");
+        let subject = s.ack_reply("node.1", "sid-x_1", 42);
+        assert!(is_valid(&subject, false));
+        assert!(matches(&s.ack_replies("node.1"), &subject));
+        assert!(!matches(&s.ack_replies("node"), &subject));
+        assert_eq!(
+            s.parse_ack_reply("node.1", &subject),
+            Some(("sid-x_1".to_owned(), 42))
+        );
+        assert_eq!(s.parse_ack_reply("node.2", &subject), None);
+        assert_eq!(s.parse_ack_reply("node.1", "rc.c.ack.node~2E1.sid.x"), None);
+    }
     use proptest::prelude::*;
 
     #[test]

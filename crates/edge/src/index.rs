@@ -30,6 +30,8 @@ pub(crate) enum Via {
     Namespace(String),
     Edges,
     Node,
+    /// NATS replies of backends to client events that want an ack.
+    AckReplies,
 }
 
 struct Member {
@@ -226,7 +228,7 @@ impl Index {
                     }
                 }
             }
-            Via::Namespace(_) => {}
+            Via::Namespace(_) | Via::AckReplies => {}
             Via::Edges | Via::Node => {
                 let mut seen = HashSet::new();
                 let named = target
@@ -375,6 +377,10 @@ impl Edge {
     }
 
     async fn on_bus_message(&self, msg: Message, via: &Via) {
+        if *via == Via::AckReplies {
+            self.on_ack_reply(msg).await;
+            return;
+        }
         let cmd = match Command::decode(&msg.headers, msg.payload) {
             Ok(cmd) => cmd,
             Err(e) => {

@@ -103,10 +103,14 @@ impl Edge {
                 tasks: TaskTracker::new(),
             }),
         };
-        let edges = edge.inner.subjects.edges();
-        let node = edge.inner.subjects.node(&edge.inner.config.node_id);
+        let subjects = &edge.inner.subjects;
+        let node_id = &edge.inner.config.node_id;
         let mut subs = edge.inner.subs.lock().await;
-        for (subject, via) in [(edges, index::Via::Edges), (node, index::Via::Node)] {
+        for (subject, via) in [
+            (subjects.edges(), index::Via::Edges),
+            (subjects.node(node_id), index::Via::Node),
+            (subjects.ack_replies(node_id), index::Via::AckReplies),
+        ] {
             let handle = edge
                 .subscribe(&subject, via)
                 .await

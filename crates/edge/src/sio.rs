@@ -195,14 +195,66 @@ impl Edge {
             received_at_ms: crate::now_ms(),
         };
         let subject = subjects.client_events(Some(&ev.ns), Some(&ev.event));
+        // Backends on NATS answer an ack with a plain NATS reply.
+        let reply = ack_id.map(|id| subjects.ack_reply(&self.inner.config.node_id, &socket.id, id));
         let (headers, payload) = ev.encode();
         if let Err(e) = self
             .inner
             .bus
-            .publish(&subject, headers, payload, None)
+            .publish(&subject, headers, payload, reply.as_deref())
             .await
         {
             tracing::warn!(socket = %socket.id, error = %e, "client event not published");
+        }
+    }
+}
+
+impl Edge {
+    /// A backend answered a client event's ack with a NATS reply: check it and
+    /// write the ack to the socket. Anything wrong is logged and dropped.
+    pub(crate) async fn on_ack_reply(&self, msg: roomcast_bus::Message) {
+        let node = &self.inner.config.node_id;
+        let Some((sid, ack_id)) = self.inner.subjects.parse_ack_reply(node, &msg.subject) else {
+            tracing::debug!(subject = %msg.subject, "ack reply to an unknown subject");
+            return;
+        };
+        let Some(socket) = self.read_index().socket(&sid) else {
+            return; // the socket is gone; so is its ack callback
+        };
+        let packet = match envelope::decode_ack_reply(&msg.headers, msg.payload) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(socket = %sid, error = %e, "invalid ack reply");
+                return;
+            }
+        };
+        let Ok(args_json) = std::str::from_utf8(&packet.text) else {
+            tracing::warn!(socket = %sid, "ack reply is not utf-8");
+            return;
+        };
+        let max = self.inner.config.max_attachments;
+        if packet.attachments.len() > max {
+            tracing::warn!(socket = %sid, max, "ack reply has too many attachments");
+            return;
+        }
+        let checked = socketio::parse_args(args_json).and_then(|args| {
+            socketio::check_args_attachments(args_json, packet.attachments.len())?;
+            Ok(socketio::encode_ack(
+                &socket.ns,
+                ack_id,
+                &args,
+                packet.attachments.len(),
+            ))
+        });
+        match checked {
+            Ok(text) => {
+                let packet = envelope::Packet {
+                    text,
+                    attachments: packet.attachments,
+                };
+                self.deliver(&[socket], &packet, false);
+            }
+            Err(e) => tracing::warn!(socket = %sid, error = %e, "invalid ack reply"),
         }
     }
 }
