@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod admin;
+mod cli;
 mod cluster;
 mod config;
 mod metrics;
@@ -44,6 +45,8 @@ enum Command {
     Edge(Options),
     /// A cluster control plane: serves the gRPC API over NATS.
     Control(Options),
+    #[command(flatten)]
+    Api(cli::ApiCommand),
 }
 
 fn init_logs(settings: &Settings) {
@@ -64,6 +67,7 @@ fn main() -> std::process::ExitCode {
         Command::Standalone(o) => (Role::Standalone, o),
         Command::Edge(o) => (Role::Edge, o),
         Command::Control(o) => (Role::Control, o),
+        Command::Api(cmd) => return api(cmd),
     };
     let settings = match config {
         Some(path) => match Settings::from_file(&path) {
@@ -98,6 +102,24 @@ fn main() -> std::process::ExitCode {
     match runtime.block_on(run) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => fail(&e),
+    }
+}
+
+/// Runs one API subcommand on a small runtime.
+fn api(cmd: cli::ApiCommand) -> std::process::ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(&anyhow::Error::new(e).context("cannot start the runtime")),
+    };
+    match runtime.block_on(cli::run(cmd)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("roomcast: {e:#}");
+            std::process::ExitCode::from(1)
+        }
     }
 }
 

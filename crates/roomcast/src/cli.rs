@@ -1,0 +1,347 @@
+//! `roomcast emit | sockets | rooms | join | leave | disconnect`: the gRPC API
+//! from a shell, against any standalone process or control plane.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use roomcast_api::v1::roomcast_client::RoomcastClient;
+use roomcast_api::v1::{
+    DisconnectSocketsRequest, EmitRequest, EmitWithAckRequest, FetchSocketsRequest,
+    ListRoomsRequest, RoomsRequest, Selector,
+};
+use serde_json::{json, Value};
+use tonic::metadata::MetadataValue;
+use tonic::transport::Channel;
+
+/// Where the API is and how to talk to it.
+#[derive(Args, Clone)]
+pub struct Conn {
+    /// gRPC address of a standalone process or control plane
+    #[arg(
+        long,
+        env = "ROOMCAST_SERVER",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    server: String,
+    /// API key, sent as `authorization: Bearer KEY`
+    #[arg(long, env = "ROOMCAST_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// Print JSON instead of text
+    #[arg(long)]
+    json: bool,
+    /// Deadline of the call, ms
+    #[arg(long, default_value_t = 10_000)]
+    timeout_ms: u64,
+}
+
+/// Which sockets: the union of rooms, sockets and users (the whole namespace
+/// when none is given), less the exceptions.
+#[derive(Args)]
+pub struct Sel {
+    /// Namespace
+    #[arg(long, short, default_value = "/")]
+    namespace: String,
+    /// A room; repeat for several
+    #[arg(long = "room", short)]
+    rooms: Vec<String>,
+    /// A socket id; repeat for several
+    #[arg(long = "socket", short)]
+    sockets: Vec<String>,
+    /// A user id; repeat for several
+    #[arg(long = "user", short)]
+    users: Vec<String>,
+    /// Leave out sockets in this room; repeat for several
+    #[arg(long = "except-room")]
+    except_rooms: Vec<String>,
+    /// Leave out this socket; repeat for several
+    #[arg(long = "except-socket")]
+    except_sockets: Vec<String>,
+}
+
+impl Sel {
+    fn selector(self) -> Selector {
+        Selector {
+            namespace: self.namespace,
+            rooms: self.rooms,
+            socket_ids: self.sockets,
+            user_ids: self.users,
+            except_rooms: self.except_rooms,
+            except_socket_ids: self.except_sockets,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+pub enum ApiCommand {
+    /// Emit an event to the selected sockets (with --ack-timeout-ms: wait for acks)
+    Emit {
+        #[command(flatten)]
+        conn: Conn,
+        /// Event name
+        event: String,
+        /// Arguments as a JSON array
+        #[arg(default_value = "")]
+        args: String,
+        #[command(flatten)]
+        sel: Sel,
+        /// Ask each socket for an ack and wait this long for them
+        #[arg(long)]
+        ack_timeout_ms: Option<u32>,
+        /// May be dropped for sockets that are busy
+        #[arg(long)]
+        volatile: bool,
+    },
+    /// List the selected sockets (id, user, node, rooms)
+    Sockets {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(flatten)]
+        sel: Sel,
+    },
+    /// List a namespace's rooms with member counts
+    Rooms {
+        #[command(flatten)]
+        conn: Conn,
+        /// Namespace
+        #[arg(long, short, default_value = "/")]
+        namespace: String,
+    },
+    /// Make the selected sockets join rooms
+    Join {
+        #[command(flatten)]
+        conn: Conn,
+        /// Rooms to join
+        #[arg(required = true)]
+        rooms: Vec<String>,
+        #[command(flatten)]
+        sel: Sel,
+    },
+    /// Make the selected sockets leave rooms
+    Leave {
+        #[command(flatten)]
+        conn: Conn,
+        /// Rooms to leave
+        #[arg(required = true)]
+        rooms: Vec<String>,
+        #[command(flatten)]
+        sel: Sel,
+    },
+    /// Disconnect the selected sockets
+    Disconnect {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(flatten)]
+        sel: Sel,
+        /// Close the whole connection, not only the namespace
+        #[arg(long)]
+        close: bool,
+    },
+}
+
+/// Runs one API command; prints the result on stdout.
+pub async fn run(cmd: ApiCommand) -> anyhow::Result<()> {
+    let conn = match &cmd {
+        ApiCommand::Emit { conn, .. }
+        | ApiCommand::Sockets { conn, .. }
+        | ApiCommand::Rooms { conn, .. }
+        | ApiCommand::Join { conn, .. }
+        | ApiCommand::Leave { conn, .. }
+        | ApiCommand::Disconnect { conn, .. } => conn.clone(),
+    };
+    let channel = Channel::from_shared(conn.server.clone())
+        .with_context(|| format!("invalid server address {:?}", conn.server))?
+        .timeout(Duration::from_millis(conn.timeout_ms))
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach {}", conn.server))?;
+    let auth = match &conn.api_key {
+        Some(key) => Some(
+            MetadataValue::try_from(format!("Bearer {key}"))
+                .context("the api key is not a valid header value")?,
+        ),
+        None => None,
+    };
+    let mut client =
+        RoomcastClient::with_interceptor(channel, move |mut req: tonic::Request<()>| {
+            if let Some(v) = &auth {
+                req.metadata_mut().insert("authorization", v.clone());
+            }
+            Ok(req)
+        });
+    let out: Value = match cmd {
+        ApiCommand::Emit {
+            event,
+            args,
+            sel,
+            ack_timeout_ms: Some(timeout_ms),
+            ..
+        } => {
+            let res = client
+                .emit_with_ack(EmitWithAckRequest {
+                    to: Some(sel.selector()),
+                    event,
+                    args_json: args,
+                    attachments: Vec::new(),
+                    timeout_ms,
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            let results: Vec<Value> = res
+                .results
+                .iter()
+                .map(|r| {
+                    json!({
+                        "socket_id": r.socket_id,
+                        "node_id": r.node_id,
+                        "acked": r.acked,
+                        "args": serde_json::from_str::<Value>(&r.args_json).unwrap_or(Value::Null),
+                    })
+                })
+                .collect();
+            if !conn.json {
+                for r in &res.results {
+                    if r.acked {
+                        println!("{}  acked  {}", r.socket_id, r.args_json);
+                    } else {
+                        println!("{}  no ack", r.socket_id);
+                    }
+                }
+                if !res.complete {
+                    println!("(incomplete: some edge did not answer in time)");
+                }
+            }
+            json!({ "results": results, "complete": res.complete })
+        }
+        ApiCommand::Emit {
+            event,
+            args,
+            sel,
+            volatile,
+            ack_timeout_ms: None,
+            ..
+        } => {
+            client
+                .emit(EmitRequest {
+                    to: Some(sel.selector()),
+                    event,
+                    args_json: args,
+                    attachments: Vec::new(),
+                    volatile,
+                })
+                .await
+                .map_err(status)?;
+            if !conn.json {
+                println!("emitted");
+            }
+            json!({ "emitted": true })
+        }
+        ApiCommand::Sockets { sel, .. } => {
+            let res = client
+                .fetch_sockets(FetchSocketsRequest {
+                    target: Some(sel.selector()),
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            if !conn.json {
+                println!(
+                    "{:<22} {:<16} {:<22} {:<10} rooms",
+                    "socket", "user", "node", "transport"
+                );
+                for s in &res.sockets {
+                    let user = if s.user_id.is_empty() {
+                        "-"
+                    } else {
+                        s.user_id.as_str()
+                    };
+                    println!(
+                        "{:<22} {:<16} {:<22} {:<10} {}",
+                        s.id,
+                        user,
+                        s.node_id,
+                        s.transport,
+                        s.rooms.join(",")
+                    );
+                }
+            }
+            let sockets: Vec<Value> = res
+                .sockets
+                .iter()
+                .map(|s| {
+                    json!({
+                        "id": s.id, "user_id": s.user_id, "namespace": s.namespace,
+                        "node_id": s.node_id, "rooms": s.rooms,
+                        "connected_at_ms": s.connected_at_ms, "remote_addr": s.remote_addr,
+                        "transport": s.transport, "query": s.query, "headers": s.headers,
+                    })
+                })
+                .collect();
+            json!({ "sockets": sockets })
+        }
+        ApiCommand::Rooms { namespace, .. } => {
+            let res = client
+                .list_rooms(ListRoomsRequest { namespace })
+                .await
+                .map_err(status)?
+                .into_inner();
+            if !conn.json {
+                for r in &res.rooms {
+                    println!("{:>8}  {}", r.members, r.name);
+                }
+            }
+            let rooms: Vec<Value> = res
+                .rooms
+                .iter()
+                .map(|r| json!({ "name": r.name, "members": r.members }))
+                .collect();
+            json!({ "rooms": rooms })
+        }
+        ApiCommand::Join { rooms, sel, .. } => {
+            let req = RoomsRequest {
+                target: Some(sel.selector()),
+                rooms,
+            };
+            client.join_rooms(req).await.map_err(status)?;
+            if !conn.json {
+                println!("joined");
+            }
+            json!({ "joined": true })
+        }
+        ApiCommand::Leave { rooms, sel, .. } => {
+            let req = RoomsRequest {
+                target: Some(sel.selector()),
+                rooms,
+            };
+            client.leave_rooms(req).await.map_err(status)?;
+            if !conn.json {
+                println!("left");
+            }
+            json!({ "left": true })
+        }
+        ApiCommand::Disconnect { sel, close, .. } => {
+            let res = client
+                .disconnect_sockets(DisconnectSocketsRequest {
+                    target: Some(sel.selector()),
+                    close,
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            if !conn.json {
+                println!("disconnected {}", res.disconnected);
+            }
+            json!({ "disconnected": res.disconnected })
+        }
+    };
+    if conn.json {
+        println!("{out}");
+    }
+    Ok(())
+}
+
+/// A gRPC error as the user should read it.
+fn status(s: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{:?}: {}", s.code(), s.message())
+}
