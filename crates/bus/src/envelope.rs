@@ -116,6 +116,7 @@ pub struct SocketInfo {
     pub transport: String,
     pub query: Vec<(String, String)>,
     pub headers: Vec<(String, String)>,
+    pub data_json: String,
 }
 
 /// What an edge sends back: answers to requests, heartbeats, acks.
@@ -622,6 +623,7 @@ mod tests {
                     transport: "websocket".into(),
                     query: vec![("k".into(), "v".into())],
                     headers: vec![("user-agent".into(), "t".into())],
+                    data_json: "{\"plan\":\"pro\"}".into(),
                 }],
             },
             EdgeReply::Rooms {

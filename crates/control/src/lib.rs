@@ -304,6 +304,7 @@ impl Control {
                     transport: s.transport,
                     query: s.query.into_iter().collect(),
                     headers: s.headers.into_iter().collect(),
+                    data_json: s.data_json,
                 }));
             }
         }

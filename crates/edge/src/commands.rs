@@ -27,6 +27,9 @@ use crate::Edge;
 /// command asks: a bound on the pending-ack table.
 const MAX_ACK_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// Handshake headers FetchSockets never shows: they carry credentials.
+const PRIVATE_HEADERS: [&str; 2] = ["authorization", "cookie"];
+
 /// How long a stopping edge tries to say "bye".
 const BYE_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -121,7 +124,13 @@ impl Edge {
                         Mode::WebSocket => "websocket".into(),
                     },
                     query: handshake.query.clone(),
-                    headers: handshake.headers.clone(),
+                    headers: handshake
+                        .headers
+                        .iter()
+                        .filter(|(name, _)| !PRIVATE_HEADERS.contains(&name.as_str()))
+                        .cloned()
+                        .collect(),
+                    data_json: socket.data_json.clone(),
                 })
             })
             .collect()

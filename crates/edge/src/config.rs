@@ -31,6 +31,8 @@ pub struct EdgeConfig {
     pub request_timeout: Duration,
     /// How often the edge tells control planes it is alive.
     pub heartbeat_interval: Duration,
+    /// A backend that authorizes every CONNECT instead of JWTs.
+    pub connect_hook: Option<crate::hook::HookConfig>,
 }
 
 impl Default for EdgeConfig {
@@ -50,6 +52,7 @@ impl Default for EdgeConfig {
             node_id: roomcast_bus::names::new_id(),
             request_timeout: Duration::from_secs(5),
             heartbeat_interval: Duration::from_secs(1),
+            connect_hook: None,
         }
     }
 }

@@ -115,7 +115,6 @@ fn handshake<'a>(
     query: impl Iterator<Item = (&'a String, &'a String)>,
 ) -> Handshake {
     const ENGINE_PARAMS: [&str; 4] = ["EIO", "transport", "sid", "t"];
-    const PRIVATE_HEADERS: [header::HeaderName; 2] = [header::AUTHORIZATION, header::COOKIE];
     Handshake {
         bearer: bearer(req.headers()),
         remote: req
@@ -129,7 +128,6 @@ fn handshake<'a>(
         headers: req
             .headers()
             .iter()
-            .filter(|(name, _)| !PRIVATE_HEADERS.contains(name))
             .filter_map(|(name, value)| {
                 Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
             })

@@ -504,6 +504,7 @@ mod tests {
                 ns: ns.to_string(),
                 user: user.to_string(),
                 connected_at_ms: 0,
+                data_json: String::new(),
                 session,
             });
             let rooms: Vec<String> = rooms.iter().map(|s| s.to_string()).collect();

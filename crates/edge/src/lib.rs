@@ -13,7 +13,7 @@
 //!
 //! Layout:
 //! - [`config`]: what an edge is told (timeouts, limits, namespaces, CORS).
-//! - [`auth`]: JWT verification at CONNECT.
+//! - [`auth`]: JWT verification at CONNECT; [`hook`]: a backend's verdict instead.
 //! - `outbox`: the per-connection queue, bounded in bytes.
 //! - `session`: the Engine.IO session (heartbeat, close reasons).
 //! - `ws`, `polling`: the two transports; `http`: routing and CORS.
@@ -27,6 +27,7 @@
 pub mod auth;
 mod commands;
 pub mod config;
+pub mod hook;
 mod http;
 mod index;
 mod outbox;
@@ -59,6 +60,7 @@ pub struct Edge {
 struct Inner {
     config: EdgeConfig,
     auth: Authenticator,
+    hook: Option<hook::Hook>,
     bus: Arc<dyn Bus>,
     subjects: Subjects,
     /// Engine.IO sessions by sid.
@@ -79,6 +81,8 @@ struct Inner {
 pub enum StartError {
     #[error("subscribing to the edge subjects failed")]
     Subscribe(#[source] BusError),
+    #[error("invalid connect hook url")]
+    HookUrl(#[source] tonic::transport::Error),
 }
 
 impl Edge {
@@ -89,11 +93,18 @@ impl Edge {
         bus: Arc<dyn Bus>,
     ) -> Result<Edge, StartError> {
         let subjects = Subjects::new(&config.cluster);
+        let hook = config
+            .connect_hook
+            .as_ref()
+            .map(hook::Hook::new)
+            .transpose()
+            .map_err(StartError::HookUrl)?;
         let edge = Edge {
             inner: Arc::new(Inner {
                 subjects,
                 config,
                 auth,
+                hook,
                 bus,
                 sessions: Mutex::new(HashMap::new()),
                 index: RwLock::new(Index::default()),

@@ -87,7 +87,8 @@ pub(crate) struct Handshake {
     pub remote: Option<std::net::SocketAddr>,
     /// Query parameters, less Engine.IO's own.
     pub query: Vec<(String, String)>,
-    /// Headers, less `authorization` and `cookie`.
+    /// Every header with a text value (the connect hook sees them all;
+    /// FetchSockets leaves out `authorization` and `cookie`).
     pub headers: Vec<(String, String)>,
 }
 

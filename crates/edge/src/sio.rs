@@ -20,6 +20,8 @@ pub(crate) struct Socket {
     pub user: String,
     /// Unix time in milliseconds when the socket connected to its namespace.
     pub connected_at_ms: i64,
+    /// Application data from the connect hook (JSON), empty when none.
+    pub data_json: String,
     pub session: Arc<Session>,
 }
 
@@ -139,23 +141,40 @@ impl Edge {
         if !self.inner.config.has_namespace(nsp) {
             return refuse("Invalid namespace");
         }
-        let token = match auth.and_then(|a| a.get("token")) {
-            Some(Value::String(t)) => Some(t.as_str()),
-            Some(_) => return refuse("invalid token: token must be a string"),
-            None => session.handshake.bearer.as_deref(),
-        };
-        let identity = match self.inner.auth.authenticate(token) {
-            Ok(identity) => identity,
-            Err(e) => {
-                tracing::debug!(sid = %session.sid, nsp, error = %e, "connect refused");
-                return refuse(&e.to_string());
+        let (identity, data_json) = if let Some(hook) = &self.inner.hook {
+            match hook
+                .authorize(self.authorize_request(session, nsp, auth))
+                .await
+            {
+                Ok(granted) => (granted.identity, granted.data_json),
+                Err(e) => {
+                    tracing::info!(sid = %session.sid, nsp, error = %e, source = ?std::error::Error::source(&e), "connect refused by the hook");
+                    return refuse(&e.to_string());
+                }
+            }
+        } else {
+            let token = match auth.and_then(|a| a.get("token")) {
+                Some(Value::String(t)) => Some(t.as_str()),
+                Some(_) => return refuse("invalid token: token must be a string"),
+                None => session.handshake.bearer.as_deref(),
+            };
+            match self.inner.auth.authenticate(token) {
+                Ok(identity) => (identity, String::new()),
+                Err(e) => {
+                    tracing::debug!(sid = %session.sid, nsp, error = %e, "connect refused");
+                    return refuse(&e.to_string());
+                }
             }
         };
+        if session.is_closed() {
+            return Ok(());
+        }
         let socket = Arc::new(Socket {
             id: roomcast_bus::names::new_id(),
             ns: nsp.to_owned(),
             user: identity.user_id,
             connected_at_ms: crate::now_ms(),
+            data_json,
             session: session.clone(),
         });
         session.sio().sockets.insert(nsp.to_owned(), socket.clone());
@@ -171,6 +190,24 @@ impl Edge {
         match session.outbox.push([Frame::Text(packet)]) {
             Err(PushError::Full) => Err(CloseReason::SlowConsumer),
             _ => Ok(()),
+        }
+    }
+
+    /// What the connect hook is told about a CONNECT.
+    fn authorize_request(
+        &self,
+        session: &Session,
+        nsp: &str,
+        auth: Option<&Value>,
+    ) -> roomcast_api::v1::AuthorizeRequest {
+        let hs = &session.handshake;
+        roomcast_api::v1::AuthorizeRequest {
+            namespace: nsp.to_owned(),
+            auth_json: auth.map(Value::to_string).unwrap_or_default(),
+            headers: hs.headers.iter().cloned().collect(),
+            query: hs.query.iter().cloned().collect(),
+            remote_addr: hs.remote.map(|a| a.to_string()).unwrap_or_default(),
+            node_id: self.inner.config.node_id.clone(),
         }
     }
 

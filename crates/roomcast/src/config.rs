@@ -10,6 +10,7 @@ use clap::Args;
 use roomcast_bus::names::valid_namespace;
 use roomcast_bus::nats::NatsOptions;
 use roomcast_control::ControlConfig;
+use roomcast_edge::hook::HookConfig;
 use roomcast_edge::{Authenticator, EdgeConfig, JwtConfig};
 use serde::Deserialize;
 
@@ -102,6 +103,12 @@ pub struct Settings {
     /// This node's id [default: random]
     #[arg(long, env = "ROOMCAST_NODE_ID")]
     pub node_id: Option<String>,
+    /// gRPC address (http://host:port) of a backend's ConnectHook service that authorizes every CONNECT instead of JWTs
+    #[arg(long, env = "ROOMCAST_CONNECT_HOOK_URL")]
+    pub connect_hook_url: Option<String>,
+    /// How long the connect hook may take before the CONNECT is refused, ms [default: 2000]
+    #[arg(long, env = "ROOMCAST_CONNECT_HOOK_TIMEOUT_MS")]
+    pub connect_hook_timeout_ms: Option<u64>,
     /// How long a command sent to every edge (join, leave, fetch, disconnect) may take, ms [default: 5000]
     #[arg(long, env = "ROOMCAST_REQUEST_TIMEOUT_MS")]
     pub request_timeout_ms: Option<u64>,
@@ -175,7 +182,7 @@ impl Settings {
                 }
             };
         }
-        pick!(listen, grpc_listen, admin_listen, request_timeout_ms, heartbeat_interval_ms,
+        pick!(listen, grpc_listen, admin_listen, connect_hook_url, connect_hook_timeout_ms, request_timeout_ms, heartbeat_interval_ms,
               edge_ttl_ms, nats_token, nats_user, nats_password, nats_nkey_seed, nats_creds_file,
               nats_tls_required, nats_tls_ca_file, nats_tls_cert_file, nats_tls_key_file, path, ping_interval_ms, ping_timeout_ms, connect_timeout_ms,
               upgrade_timeout_ms, max_payload, max_attachments, outbound_queue_bytes,
@@ -312,6 +319,22 @@ impl Settings {
             node_id,
             request_timeout: ms(self.request_timeout_ms, 5_000, "request-timeout-ms")?,
             heartbeat_interval: ms(self.heartbeat_interval_ms, 1_000, "heartbeat-interval-ms")?,
+            connect_hook: match &self.connect_hook_url {
+                None => None,
+                Some(url) => {
+                    if !url.starts_with("http://") {
+                        bail!("connect-hook-url {url:?} must be an http:// address");
+                    }
+                    Some(HookConfig {
+                        url: url.clone(),
+                        timeout: ms(
+                            self.connect_hook_timeout_ms,
+                            2_000,
+                            "connect-hook-timeout-ms",
+                        )?,
+                    })
+                }
+            },
         };
         let edge_ttl = ms(self.edge_ttl_ms, 3_000, "edge-ttl-ms")?;
         if role == Role::Control && edge_ttl < 2 * edge.heartbeat_interval {
@@ -350,10 +373,16 @@ impl Settings {
         }
         let allow_anonymous = self.allow_anonymous.unwrap_or(false);
         let auth = if role.has_edge() {
-            if jwt.is_none() && !allow_anonymous {
+            if edge.connect_hook.is_some() && (jwt.is_some() || allow_anonymous) {
+                bail!(
+                    "with --connect-hook-url the hook decides every connect: drop the jwt \
+                     settings and --allow-anonymous"
+                );
+            }
+            if jwt.is_none() && !allow_anonymous && edge.connect_hook.is_none() {
                 bail!(
                     "clients could not authenticate: give --jwt-secret or --jwt-public-key-file, \
-                     or pass --allow-anonymous"
+                     or --connect-hook-url, or pass --allow-anonymous"
                 );
             }
             Some(
@@ -479,6 +508,30 @@ mod tests {
         assert_eq!(edge.nats.urls.len(), 2);
         assert_eq!(edge.nats.name.as_deref(), Some("roomcast-edge-edge-7"));
         assert_eq!(edge.admin_listen.port(), 9464);
+    }
+
+    #[test]
+    fn a_connect_hook_replaces_jwt_and_anonymous_access() {
+        let hook = Settings {
+            connect_hook_url: Some("http://127.0.0.1:7000".into()),
+            ..Settings::default()
+        };
+        let r = hook
+            .clone()
+            .resolve(Role::Edge)
+            .expect("the hook authenticates");
+        let cfg = r.edge.connect_hook.expect("hook configured");
+        assert_eq!(cfg.timeout, Duration::from_secs(2));
+        let both = Settings {
+            allow_anonymous: Some(true),
+            ..hook.clone()
+        };
+        assert!(both.resolve(Role::Edge).is_err());
+        let bad = Settings {
+            connect_hook_url: Some("127.0.0.1:7000".into()),
+            ..Settings::default()
+        };
+        assert!(bad.resolve(Role::Edge).is_err());
     }
 
     #[test]
