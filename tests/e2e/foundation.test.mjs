@@ -1,5 +1,7 @@
 // The foundation: the official socket.io-client and a gRPC backend against one
-// `roomcast standalone` process (HS256 JWTs, API key, namespaces "/" and "/admin").
+// `roomcast standalone` process (HS256 JWTs, API key, namespaces "/" and "/admin"),
+// or, with ROOMCAST_E2E_TARGET=cluster, against a cluster of three edges and a
+// control plane over NATS, with the sockets spread over the edges.
 // Each test opens its own sockets and uses its own event and room names.
 
 import assert from 'node:assert/strict';
@@ -16,7 +18,8 @@ import {
   settle,
   signHs256,
   signRs256,
-  startStandalone,
+  startTarget,
+  targetKind,
   unsignedToken,
   waitConnected,
   waitFor,
@@ -25,8 +28,9 @@ import {
 
 const SECRET = 'e2e-hs256-secret-with-enough-bytes-0123456789';
 const API_KEY = 'e2e-api-key';
+const TARGET = targetKind();
 
-describe('roomcast standalone', { timeout: 180_000 }, () => {
+describe(`roomcast ${TARGET}`, { timeout: 180_000 }, () => {
   let server;
   let api;
   let pool;
@@ -36,14 +40,14 @@ describe('roomcast standalone', { timeout: 180_000 }, () => {
   const args = (...values) => JSON.stringify(values);
 
   before(async () => {
-    server = await startStandalone([
+    server = await startTarget([
       '--namespace', '/',
       '--namespace', '/admin',
       '--jwt-secret', SECRET,
       '--api-key', API_KEY,
     ]);
     api = createRoomcastClient(server.grpcAddr, { apiKey: API_KEY });
-    pool = new SocketPool(server.httpUrl);
+    pool = new SocketPool(server.httpUrls);
   });
 
   afterEach(() => pool.closeAll());
@@ -147,9 +151,11 @@ describe('roomcast standalone', { timeout: 180_000 }, () => {
       const member = await pool.connect('/', asUser('claimed', { rooms: ['team-blue', 'team-red'] }));
       const outsider = await pool.connect('/', asUser('outsider'));
 
+      // Order is kept per room, not across rooms: settle in between.
       await api.emit({ to: { rooms: ['team-blue'] }, event: 'team-news', args_json: args('blue') });
+      await settle(api, [member, outsider], { rooms: ['team-blue'] });
       await api.emit({ to: { rooms: ['team-red'] }, event: 'team-news', args_json: args('red') });
-      await settle(api, [member, outsider]);
+      await settle(api, [member, outsider], { rooms: ['team-red'] });
 
       assert.deepEqual(member.argsOf('team-news'), [['blue'], ['red']]);
       assert.equal(outsider.count('team-news'), 0);
@@ -195,7 +201,7 @@ describe('roomcast standalone', { timeout: 180_000 }, () => {
     it('to a room reach its members only, exactly once', async () => {
       await connectThree();
       await api.emit({ to: { rooms: ['vip'] }, event: 'news', args_json: args({ text: 'hi' }, 42) });
-      await settle(api, [alice, bob, carol]);
+      await settle(api, [alice, bob, carol], { rooms: ['vip'] });
 
       assert.deepEqual(alice.argsOf('news'), [[{ text: 'hi' }, 42]]);
       assert.equal(bob.count('news'), 0);
@@ -215,7 +221,7 @@ describe('roomcast standalone', { timeout: 180_000 }, () => {
     it('to the room named after a socket id reach that socket only', async () => {
       await connectThree();
       await api.emit({ to: { rooms: [carol.id] }, event: 'direct', args_json: args('for carol') });
-      await settle(api, [alice, bob, carol]);
+      await settle(api, [alice, bob, carol], { rooms: [carol.id] });
 
       assert.deepEqual(carol.argsOf('direct'), [['for carol']]);
       assert.equal(alice.count('direct'), 0);
@@ -225,7 +231,7 @@ describe('roomcast standalone', { timeout: 180_000 }, () => {
     it('to a room and a socket id reach each target once', async () => {
       await connectThree();
       await api.emit({ to: { rooms: ['vip'], socket_ids: [alice.id, bob.id] }, event: 'union' });
-      await settle(api, [alice, bob, carol]);
+      await settle(api, [alice, bob, carol], { rooms: ['vip'] });
 
       assert.deepEqual(alice.argsOf('union'), [[]]);
       assert.deepEqual(bob.argsOf('union'), [[]]);
@@ -264,13 +270,13 @@ describe('roomcast standalone', { timeout: 180_000 }, () => {
 
       await api.joinRooms({ target: { socket_ids: [joiner.id] }, rooms: ['lobby'] });
       await api.emit({ to: { rooms: ['lobby'] }, event: 'lobby', args_json: args(1) });
-      await settle(api, [joiner, other]);
+      await settle(api, [joiner, other], { rooms: ['lobby'] });
       assert.deepEqual(joiner.argsOf('lobby'), [[1]]);
       assert.equal(other.count('lobby'), 0);
 
       await api.leaveRooms({ target: { socket_ids: [joiner.id] }, rooms: ['lobby'] });
       await api.emit({ to: { rooms: ['lobby'] }, event: 'lobby', args_json: args(2) });
-      await settle(api, [joiner, other]);
+      await settle(api, [joiner, other], { rooms: ['lobby'] });
       assert.deepEqual(joiner.argsOf('lobby'), [[1]]);
       assert.equal(other.count('lobby'), 0);
     });
@@ -281,7 +287,7 @@ describe('roomcast standalone', { timeout: 180_000 }, () => {
 
       await api.joinRooms({ target: { rooms: ['src-room'] }, rooms: ['dst-room'] });
       await api.emit({ to: { rooms: ['dst-room'] }, event: 'dst', args_json: args('moved') });
-      await settle(api, [member, other]);
+      await settle(api, [member, other], { rooms: ['dst-room'] });
 
       assert.deepEqual(member.argsOf('dst'), [['moved']]);
       assert.equal(other.count('dst'), 0);
@@ -478,7 +484,7 @@ describe('roomcast standalone', { timeout: 180_000 }, () => {
     });
   });
 
-  // Last: it restarts the shared server.
+  // Last: it restarts the shared server (in a cluster: every edge).
   describe('restart', () => {
     it('a client reconnects by itself after a server restart and gets new emits', async () => {
       const client = await pool.connect('/', {
@@ -491,8 +497,9 @@ describe('roomcast standalone', { timeout: 180_000 }, () => {
       const disconnects = [];
       client.socket.on('disconnect', (reason) => disconnects.push(reason));
 
-      const exit = await server.stop();
-      assert.deepEqual(exit, { code: 0, signal: null }, 'SIGTERM exits cleanly');
+      for (const exit of await server.stopEdges()) {
+        assert.deepEqual(exit, { code: 0, signal: null }, 'SIGTERM exits cleanly');
+      }
       await waitFor(() => disconnects.length > 0, 5000, 'the client to notice the server went away');
       assert.notEqual(disconnects[0], 'io server disconnect', 'a shutdown must let clients reconnect');
 
@@ -509,7 +516,7 @@ describe('roomcast standalone', { timeout: 180_000 }, () => {
   });
 });
 
-describe('roomcast standalone with RS256 JWTs', { timeout: 60_000 }, () => {
+describe(`roomcast ${TARGET} with RS256 JWTs`, { timeout: 60_000 }, () => {
   let server;
   let api;
   let pool;
@@ -522,14 +529,14 @@ describe('roomcast standalone with RS256 JWTs', { timeout: 60_000 }, () => {
 
   before(async () => {
     keys = rsaKeyPair();
-    server = await startStandalone([
+    server = await startTarget([
       '--jwt-public-key-file', keys.publicKeyPath,
       '--jwt-audience', AUDIENCE,
       '--jwt-issuer', ISSUER,
       '--jwt-rooms-claim', 'groups',
     ]);
     api = createRoomcastClient(server.grpcAddr);
-    pool = new SocketPool(server.httpUrl);
+    pool = new SocketPool(server.httpUrls);
   });
 
   afterEach(() => pool.closeAll());
@@ -581,7 +588,7 @@ describe('roomcast standalone with RS256 JWTs', { timeout: 60_000 }, () => {
     const other = await pool.connect('/', { auth: { token: rsToken('plain', { rooms: ['g1'] }) } });
 
     await api.emit({ to: { rooms: ['g1'] }, event: 'group-news', args_json: '["g1"]' });
-    await settle(api, [member, other]);
+    await settle(api, [member, other], { rooms: ['g1'] });
 
     assert.deepEqual(member.argsOf('group-news'), [['g1']]);
     assert.equal(other.count('group-news'), 0, 'the default "rooms" claim is not used when another is configured');

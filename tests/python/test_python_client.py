@@ -10,7 +10,6 @@ import json
 import os
 import pathlib
 import queue
-import re
 import signal
 import subprocess
 import sys
@@ -26,7 +25,14 @@ import socketio
 REPO = pathlib.Path(__file__).resolve().parents[2]
 BIN = os.environ.get("ROOMCAST_BIN") or str(REPO / "target" / "debug" / "roomcast")
 SECRET = "py-e2e-hs256-secret-with-enough-bytes-0123456789"
-READY_LINE = re.compile(r"^roomcast listening http=(\S+) grpc=(\S+)$")
+READY_PREFIX = "roomcast listening "
+
+
+def parse_ready_line(line):
+    """`roomcast listening key=value ...` as a dict, or None for other lines."""
+    if not line.startswith(READY_PREFIX):
+        return None
+    return dict(part.split("=", 1) for part in line[len(READY_PREFIX):].split() if "=" in part)
 TIMEOUT = 5  # seconds, for every single wait below
 
 
@@ -56,7 +62,13 @@ class Standalone:
         env = {k: v for k, v in os.environ.items() if not k.startswith("ROOMCAST_")}
         self.stderr = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
-            [BIN, "standalone", "--listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0", *extra_args],
+            [
+                BIN, "standalone",
+                "--listen", "127.0.0.1:0",
+                "--grpc-listen", "127.0.0.1:0",
+                "--admin-listen", "127.0.0.1:0",
+                *extra_args,
+            ],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=self.stderr,
@@ -73,13 +85,13 @@ class Standalone:
             except queue.Empty:
                 self.stop()
                 raise AssertionError(f"roomcast printed no listening line within 20s\n{self.stderr_text()}")
-            match = READY_LINE.match(line.strip())
-            if match:
+            addrs = parse_ready_line(line.strip())
+            if addrs:
                 break
             if self.proc.poll() is not None:
                 raise AssertionError(f"roomcast exited with {self.proc.returncode}\n{self.stderr_text()}")
-        self.http_url = "http://" + match.group(1)
-        self.grpc_addr = match.group(2)
+        self.http_url = "http://" + addrs["http"]
+        self.grpc_addr = addrs["grpc"]
 
     def stderr_text(self):
         self.stderr.seek(0)

@@ -74,35 +74,72 @@ export function waitConnectError(socket, timeoutMs = CONNECT_TIMEOUT_MS) {
   );
 }
 
+async function connected(client) {
+  await waitConnected(client.socket);
+  return client;
+}
+
 /**
- * Opens socket.io-client sockets against one server and closes all of them in
- * `closeAll()` (call it from `afterEach`/`after`). Every socket gets its own
- * Engine.IO connection (`forceNew`) and does not reconnect unless asked to.
+ * Opens socket.io-client sockets and closes all of them in `closeAll()` (call it
+ * from `afterEach`/`after`). Takes one server URL or a list (the edges of a
+ * cluster): sockets are spread over the list round-robin, and `openAt(i, …)` /
+ * `connectAt(i, …)` pick the i-th URL. Every socket gets its own Engine.IO
+ * connection (`forceNew`) and does not reconnect unless asked to.
  */
 export class SocketPool {
-  constructor(httpUrl) {
-    this.httpUrl = httpUrl;
+  constructor(httpUrls) {
+    this.httpUrls = [httpUrls].flat();
+    if (this.httpUrls.length === 0) throw new Error('SocketPool needs at least one URL');
+    this.next = 0;
     this.sockets = [];
     this.managers = [];
   }
 
+  /** The first URL. */
+  get httpUrl() {
+    return this.httpUrls[0];
+  }
+
+  /** The URL the next socket or Manager goes to, advancing the round-robin. */
+  nextUrl() {
+    return this.httpUrls[this.next++ % this.httpUrls.length];
+  }
+
+  urlAt(index) {
+    return this.httpUrls[index % this.httpUrls.length];
+  }
+
   /** Creates a TestClient whose socket starts connecting now; doesn't wait. */
   open(namespace = '/', opts = {}) {
-    const socket = io(`${this.httpUrl}${namespace}`, {
+    return this.#open(this.nextUrl(), namespace, opts);
+  }
+
+  /** Like `open`, against the `index`-th URL. */
+  openAt(index, namespace = '/', opts = {}) {
+    return this.#open(this.urlAt(index), namespace, opts);
+  }
+
+  #open(httpUrl, namespace, opts) {
+    const socket = io(`${httpUrl}${namespace}`, {
       forceNew: true,
       reconnection: false,
       timeout: CONNECT_TIMEOUT_MS,
       ...opts,
     });
     this.sockets.push(socket);
-    return new TestClient(socket);
+    const client = new TestClient(socket);
+    client.httpUrl = httpUrl;
+    return client;
   }
 
   /** Opens and waits for `connect`; rejects with the connect_error otherwise. */
-  async connect(namespace = '/', opts = {}) {
-    const client = this.open(namespace, opts);
-    await waitConnected(client.socket);
-    return client;
+  connect(namespace = '/', opts = {}) {
+    return connected(this.open(namespace, opts));
+  }
+
+  /** Like `connect`, against the `index`-th URL. */
+  connectAt(index, namespace = '/', opts = {}) {
+    return connected(this.openAt(index, namespace, opts));
   }
 
   /** Opens a socket that must be refused; resolves with the connect_error's Error. */
@@ -115,9 +152,12 @@ export class SocketPool {
     }
   }
 
-  /** A Manager (one Engine.IO connection) to multiplex several namespaces over. */
-  manager(opts = {}) {
-    const manager = new Manager(this.httpUrl, {
+  /**
+   * A Manager (one Engine.IO connection, so one URL: the next in turn, or the
+   * `index`-th when given) to multiplex several namespaces over.
+   */
+  manager(opts = {}, index = undefined) {
+    const manager = new Manager(index === undefined ? this.nextUrl() : this.urlAt(index), {
       reconnection: false,
       timeout: CONNECT_TIMEOUT_MS,
       ...opts,
@@ -125,12 +165,10 @@ export class SocketPool {
     this.managers.push(manager);
     return {
       manager,
-      connect: async (namespace, socketOpts = {}) => {
+      connect: (namespace, socketOpts = {}) => {
         const socket = manager.socket(namespace, socketOpts);
         this.sockets.push(socket);
-        const client = new TestClient(socket);
-        await waitConnected(socket);
-        return client;
+        return connected(new TestClient(socket));
       },
     };
   }
@@ -142,22 +180,52 @@ export class SocketPool {
 }
 
 /**
- * Proves nothing else is on its way to `clients`: emits a uniquely tagged
- * "sentinel" event to every socket of each namespace and waits until every client
- * has it. Events are delivered to a socket in the order they were emitted, so once
- * the sentinel is in, everything emitted before it has arrived too, and counts of
- * earlier events are final.
+ * Proves nothing else is on its way to `clients`, so that counts of what they
+ * received are final. roomcast keeps one producer's emits in order per path (a
+ * room, a namespace-wide selector, socket ids), not across paths, so a uniquely
+ * tagged "sentinel" event goes down every path an earlier emit may have taken,
+ * and every client must receive each one:
+ *   - to each namespace of `clients` (namespace-wide emits, exceptions included);
+ *   - to the clients' socket ids (emits to socket ids and to own-id rooms);
+ *   - for each of `rooms`, to that room and the clients' socket ids: members get
+ *     it through the room, after every earlier emit to that room; the others
+ *     through their socket id.
+ * `options` is `{ rooms, namespaces, timeoutMs }` (or, as before, the list of
+ * namespaces); namespaces default to those of `clients`.
  */
 let sentinelSeq = 0;
-export async function settle(api, clients, namespaces = ['/'], timeoutMs = 5000) {
-  const tag = `sentinel-${process.pid}-${++sentinelSeq}`;
-  for (const namespace of namespaces) {
-    await api.emit({ to: { namespace }, event: 'sentinel', args_json: JSON.stringify([tag]) });
+export async function settle(api, clients, options = {}) {
+  const { rooms = [], namespaces = [], timeoutMs = 5000 } = Array.isArray(options) ? { namespaces: options } : options;
+  const idsByNamespace = new Map(namespaces.map((ns) => [ns, []]));
+  for (const client of clients) {
+    const ns = client.socket.nsp;
+    if (!idsByNamespace.has(ns)) idsByNamespace.set(ns, []);
+    idsByNamespace.get(ns).push(client.id);
   }
+  const tagsByNamespace = new Map();
+  for (const [namespace, socketIds] of idsByNamespace) {
+    const tags = [];
+    tagsByNamespace.set(namespace, tags);
+    const selectors = [{ namespace }];
+    if (socketIds.length) {
+      selectors.push({ namespace, socket_ids: socketIds });
+      for (const room of rooms) selectors.push({ namespace, rooms: [room], socket_ids: socketIds });
+    }
+    for (const to of selectors) {
+      const tag = `sentinel-${process.pid}-${++sentinelSeq}`;
+      tags.push(tag);
+      await api.emit({ to, event: 'sentinel', args_json: JSON.stringify([tag]) });
+    }
+  }
+  const settled = (client) => {
+    const received = new Set(client.argsOf('sentinel').map((args) => args[0]));
+    return tagsByNamespace.get(client.socket.nsp).every((tag) => received.has(tag));
+  };
   await waitFor(
-    () => clients.every((c) => c.argsOf('sentinel').some((args) => args[0] === tag)),
+    () => clients.every(settled),
     timeoutMs,
-    `every socket to receive the sentinel emitted to ${namespaces.join(', ')}`,
+    `every socket to receive the sentinels sent to ${[...idsByNamespace.keys()].join(', ')}` +
+      (rooms.length ? ` (through rooms ${rooms.join(', ')} too)` : ''),
   );
 }
 

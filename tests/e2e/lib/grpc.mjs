@@ -30,11 +30,17 @@ function roomcastService() {
   return service;
 }
 
+/** What `EmitWithAckRequest.timeout_ms` = 0 stands for. */
+const DEFAULT_ACK_TIMEOUT_MS = 5000;
+
 /**
  * `createRoomcastClient("127.0.0.1:50051", { apiKey })` → an object with
- * `emit`, `joinRooms`, `leaveRooms`, `reply` (each `(request) => Promise<response>`,
- * rejecting with the grpc-js error, whose `.code` is a `GrpcStatus`),
- * `consume(request)` → an `EventConsumer`, and `close()`.
+ * `emit`, `joinRooms`, `leaveRooms`, `reply`, `emitWithAck`, `disconnectSockets`,
+ * `fetchSockets` (each `(request) => Promise<response>`, rejecting with the
+ * grpc-js error, whose `.code` is a `GrpcStatus`), `consume(request)` → an
+ * `EventConsumer`, and `close()`. Every call has a deadline of `deadlineMs`;
+ * `emitWithAck` gets its request's `timeout_ms` on top, so the server's own
+ * timeout always ends the wait first.
  */
 export function createRoomcastClient(grpcAddr, { apiKey, deadlineMs = 5000 } = {}) {
   const Roomcast = roomcastService();
@@ -44,17 +50,19 @@ export function createRoomcastClient(grpcAddr, { apiKey, deadlineMs = 5000 } = {
     if (apiKey !== undefined) md.set('authorization', `Bearer ${apiKey}`);
     return md;
   };
-  const unary = (method) => (request) =>
+  const unary = (method, extraMs = () => 0) => (request) =>
     new Promise((resolve, reject) => {
-      client[method](request, metadata(), { deadline: Date.now() + deadlineMs }, (err, res) =>
-        err ? reject(err) : resolve(res),
-      );
+      const deadline = Date.now() + deadlineMs + extraMs(request);
+      client[method](request, metadata(), { deadline }, (err, res) => (err ? reject(err) : resolve(res)));
     });
   return {
     emit: unary('Emit'),
     joinRooms: unary('JoinRooms'),
     leaveRooms: unary('LeaveRooms'),
     reply: unary('Reply'),
+    emitWithAck: unary('EmitWithAck', (request) => request.timeout_ms || DEFAULT_ACK_TIMEOUT_MS),
+    disconnectSockets: unary('DisconnectSockets'),
+    fetchSockets: unary('FetchSockets'),
     consume: (request = {}) => new EventConsumer(client.ConsumeEvents(request, metadata())),
     close: () => client.close(),
   };

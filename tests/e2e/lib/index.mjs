@@ -1,7 +1,10 @@
-// The roomcast end-to-end testkit: start the binary, talk gRPC to it, mint JWTs,
-// connect socket.io-client sockets, wait for conditions with deadlines.
+// The roomcast end-to-end testkit: start the binary (standalone, or a cluster of
+// edges and control planes over nats-server), talk gRPC to it, mint JWTs, connect
+// socket.io-client sockets, wait for conditions with deadlines.
 export * from './wait.mjs';
 export * from './process.mjs';
+export * from './nats.mjs';
+export * from './cluster.mjs';
 export * from './grpc.mjs';
 export * from './jwt.mjs';
 export * from './clients.mjs';
