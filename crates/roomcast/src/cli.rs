@@ -12,7 +12,7 @@ use roomcast_api::v1::{
 };
 use serde_json::{json, Value};
 use tonic::metadata::MetadataValue;
-use tonic::transport::Channel;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 
 /// Where the API is and how to talk to it.
 #[derive(Args, Clone)]
@@ -27,6 +27,9 @@ pub struct Conn {
     /// API key, sent as `authorization: Bearer KEY`
     #[arg(long, env = "ROOMCAST_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
+    /// PEM CA certificate that verifies an https:// server (otherwise the system roots)
+    #[arg(long, env = "ROOMCAST_CA_FILE")]
+    ca_file: Option<std::path::PathBuf>,
     /// Print JSON instead of text
     #[arg(long)]
     json: bool,
@@ -149,9 +152,21 @@ pub async fn run(cmd: ApiCommand) -> anyhow::Result<()> {
         | ApiCommand::Leave { conn, .. }
         | ApiCommand::Disconnect { conn, .. } => conn.clone(),
     };
-    let channel = Channel::from_shared(conn.server.clone())
+    let mut endpoint = Channel::from_shared(conn.server.clone())
         .with_context(|| format!("invalid server address {:?}", conn.server))?
-        .timeout(Duration::from_millis(conn.timeout_ms))
+        .timeout(Duration::from_millis(conn.timeout_ms));
+    if let Some(path) = &conn.ca_file {
+        let ca = std::fs::read(path)
+            .with_context(|| format!("cannot read ca file {}", path.display()))?;
+        endpoint = endpoint
+            .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)))
+            .context("invalid tls settings")?;
+    } else if conn.server.starts_with("https://") {
+        endpoint = endpoint
+            .tls_config(ClientTlsConfig::new().with_enabled_roots())
+            .context("invalid tls settings")?;
+    }
+    let channel = endpoint
         .connect()
         .await
         .with_context(|| format!("cannot reach {}", conn.server))?;

@@ -94,7 +94,9 @@ pub async fn run_control(cfg: Resolved, metrics: PrometheusHandle) -> anyhow::Re
         edges,
     });
     let mut servers = Servers::default();
-    servers.grpc(grpc, control, cfg.api_keys).await?;
+    servers
+        .grpc(grpc, control, cfg.api_keys, cfg.grpc_tls.as_ref())
+        .await?;
     servers.admin(admin, probe, metrics);
     serve::announce(
         "control",

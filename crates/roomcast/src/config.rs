@@ -28,6 +28,15 @@ pub struct Settings {
     /// gRPC control API port [default: 0.0.0.0:50051]
     #[arg(long, env = "ROOMCAST_GRPC_LISTEN")]
     pub grpc_listen: Option<SocketAddr>,
+    /// PEM certificate chain that makes the gRPC port speak TLS (with --grpc-tls-key-file)
+    #[arg(long, env = "ROOMCAST_GRPC_TLS_CERT_FILE")]
+    pub grpc_tls_cert_file: Option<PathBuf>,
+    /// PEM private key of the gRPC TLS certificate
+    #[arg(long, env = "ROOMCAST_GRPC_TLS_KEY_FILE")]
+    pub grpc_tls_key_file: Option<PathBuf>,
+    /// PEM CA certificates: gRPC callers must present a certificate they signed (mutual TLS)
+    #[arg(long, env = "ROOMCAST_GRPC_TLS_CLIENT_CA_FILE")]
+    pub grpc_tls_client_ca_file: Option<PathBuf>,
     /// Admin port: /healthz, /readyz, /metrics [default: 0.0.0.0:9464]
     #[arg(long, env = "ROOMCAST_ADMIN_LISTEN")]
     pub admin_listen: Option<SocketAddr>,
@@ -182,7 +191,8 @@ impl Settings {
                 }
             };
         }
-        pick!(listen, grpc_listen, admin_listen, connect_hook_url, connect_hook_timeout_ms, request_timeout_ms, heartbeat_interval_ms,
+        pick!(listen, grpc_listen, grpc_tls_cert_file, grpc_tls_key_file, grpc_tls_client_ca_file,
+              admin_listen, connect_hook_url, connect_hook_timeout_ms, request_timeout_ms, heartbeat_interval_ms,
               edge_ttl_ms, nats_token, nats_user, nats_password, nats_nkey_seed, nats_creds_file,
               nats_tls_required, nats_tls_ca_file, nats_tls_cert_file, nats_tls_key_file, path, ping_interval_ms, ping_timeout_ms, connect_timeout_ms,
               upgrade_timeout_ms, max_payload, max_attachments, outbound_queue_bytes,
@@ -214,10 +224,23 @@ impl Role {
     }
 }
 
+/// TLS for the gRPC port, read from the files at start.
+pub struct GrpcTls {
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+    /// Callers must present a certificate signed by one of these.
+    pub client_ca_pem: Option<Vec<u8>>,
+}
+
+fn read_file(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("cannot read {what} {}", path.display()))
+}
+
 /// Settings resolved and checked: what the processes are built from.
 pub struct Resolved {
     pub listen: SocketAddr,
     pub grpc_listen: SocketAddr,
+    pub grpc_tls: Option<GrpcTls>,
     pub admin_listen: SocketAddr,
     pub edge: EdgeConfig,
     pub control: ControlConfig,
@@ -272,6 +295,27 @@ impl Settings {
         nats.tls_client_cert = self.nats_tls_cert_file.clone();
         nats.tls_client_key = self.nats_tls_key_file.clone();
         Ok(nats)
+    }
+
+    fn grpc_tls(&self) -> anyhow::Result<Option<GrpcTls>> {
+        match (&self.grpc_tls_cert_file, &self.grpc_tls_key_file) {
+            (None, None) => {
+                if self.grpc_tls_client_ca_file.is_some() {
+                    bail!("grpc-tls-client-ca-file needs grpc-tls-cert-file and grpc-tls-key-file");
+                }
+                Ok(None)
+            }
+            (Some(cert), Some(key)) => Ok(Some(GrpcTls {
+                cert_pem: read_file(cert, "grpc tls certificate")?,
+                key_pem: read_file(key, "grpc tls key")?,
+                client_ca_pem: self
+                    .grpc_tls_client_ca_file
+                    .as_deref()
+                    .map(|p| read_file(p, "grpc tls client ca"))
+                    .transpose()?,
+            })),
+            _ => bail!("grpc-tls-cert-file and grpc-tls-key-file go together"),
+        }
     }
 
     pub fn resolve(self, role: Role) -> anyhow::Result<Resolved> {
@@ -397,6 +441,11 @@ impl Settings {
         Ok(Resolved {
             listen: self.listen.unwrap_or(([0, 0, 0, 0], 3000).into()),
             grpc_listen: self.grpc_listen.unwrap_or(([0, 0, 0, 0], 50051).into()),
+            grpc_tls: if role == Role::Edge {
+                None
+            } else {
+                self.grpc_tls()?
+            },
             admin_listen: self.admin_listen.unwrap_or(([0, 0, 0, 0], 9464).into()),
             edge,
             control,

@@ -54,6 +54,7 @@ fn init_logs(settings: &Settings) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match settings.log_format.unwrap_or(LogFormat::Plain) {
         LogFormat::Plain => builder.init(),

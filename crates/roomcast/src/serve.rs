@@ -15,6 +15,8 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, Probe};
+use crate::config::GrpcTls;
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
 /// SIGINT and SIGTERM, listened to from the moment this is built: build it
 /// before announcing readiness, so a signal sent right after the ready line is
@@ -110,6 +112,7 @@ impl Servers {
         listener: TcpListener,
         control: Control,
         api_keys: Vec<String>,
+        tls: Option<&GrpcTls>,
     ) -> anyhow::Result<()> {
         let keys = ApiKeys::new(api_keys);
         if keys.is_open() {
@@ -122,7 +125,18 @@ impl Servers {
             .build_v1()
             .context("cannot build the reflection service")?;
         let stop = self.stop.clone();
-        let server = tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = tls {
+            let mut config =
+                ServerTlsConfig::new().identity(Identity::from_pem(&tls.cert_pem, &tls.key_pem));
+            if let Some(ca) = &tls.client_ca_pem {
+                config = config.client_ca_root(Certificate::from_pem(ca));
+            }
+            builder = builder
+                .tls_config(config)
+                .context("invalid grpc tls certificate or key")?;
+        }
+        let server = builder
             .add_service(health_service)
             .add_service(reflection)
             .add_service(RoomcastServer::with_interceptor(control, keys))

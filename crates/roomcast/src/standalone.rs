@@ -35,7 +35,9 @@ pub async fn run(cfg: Resolved, metrics: PrometheusHandle) -> anyhow::Result<()>
         draining: draining.clone(),
     });
     let mut servers = Servers::default();
-    servers.grpc(grpc, control, cfg.api_keys).await?;
+    servers
+        .grpc(grpc, control, cfg.api_keys, cfg.grpc_tls.as_ref())
+        .await?;
     servers.http("client", http, edge.router());
     servers.admin(admin, probe, metrics);
     serve::announce(
