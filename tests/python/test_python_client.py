@@ -7,13 +7,9 @@ generated from the proto into a temp dir at test time. Every wait has a deadline
 
 import importlib
 import json
-import os
-import pathlib
 import queue
-import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
@@ -22,90 +18,7 @@ import jwt
 import pytest
 import socketio
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
-BIN = os.environ.get("ROOMCAST_BIN") or str(REPO / "target" / "debug" / "roomcast")
-SECRET = "py-e2e-hs256-secret-with-enough-bytes-0123456789"
-READY_PREFIX = "roomcast listening "
-
-
-def parse_ready_line(line):
-    """`roomcast listening key=value ...` as a dict, or None for other lines."""
-    if not line.startswith(READY_PREFIX):
-        return None
-    return dict(part.split("=", 1) for part in line[len(READY_PREFIX):].split() if "=" in part)
-TIMEOUT = 5  # seconds, for every single wait below
-
-
-def wait_for(predicate, what, timeout=TIMEOUT):
-    """Polls `predicate` until it returns a truthy value (returned), or fails."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.01)
-
-
-def mint_token(sub, **extra):
-    now = int(time.time())
-    return jwt.encode({"sub": sub, "iat": now, "exp": now + 3600, **extra}, SECRET, algorithm="HS256")
-
-
-class Standalone:
-    """A `roomcast standalone` child process on 127.0.0.1:0 ports."""
-
-    def __init__(self, *extra_args):
-        if not os.path.exists(BIN):
-            raise FileNotFoundError(f"roomcast binary not found at {BIN} (build it or set ROOMCAST_BIN)")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ROOMCAST_")}
-        self.stderr = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(
-            [
-                BIN, "standalone",
-                "--listen", "127.0.0.1:0",
-                "--grpc-listen", "127.0.0.1:0",
-                "--admin-listen", "127.0.0.1:0",
-                *extra_args,
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=self.stderr,
-            env=env,
-            text=True,
-        )
-        lines = queue.Queue()
-        threading.Thread(target=lambda: [lines.put(l) for l in self.proc.stdout], daemon=True).start()
-        deadline = time.monotonic() + 20
-        while True:
-            remaining = deadline - time.monotonic()
-            try:
-                line = lines.get(timeout=max(remaining, 0.01))
-            except queue.Empty:
-                self.stop()
-                raise AssertionError(f"roomcast printed no listening line within 20s\n{self.stderr_text()}")
-            addrs = parse_ready_line(line.strip())
-            if addrs:
-                break
-            if self.proc.poll() is not None:
-                raise AssertionError(f"roomcast exited with {self.proc.returncode}\n{self.stderr_text()}")
-        self.http_url = "http://" + addrs["http"]
-        self.grpc_addr = addrs["grpc"]
-
-    def stderr_text(self):
-        self.stderr.seek(0)
-        return self.stderr.read().decode(errors="replace")[-5000:]
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        return self.proc.returncode
+from kit import REPO, SECRET, TIMEOUT, Standalone, mint_token, wait_for
 
 
 @pytest.fixture(scope="session")

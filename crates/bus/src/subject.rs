@@ -6,7 +6,9 @@
 //! | `rc.<cluster>.ns.<ns>` | commands for every socket of a namespace |
 //! | `rc.<cluster>.edges` | commands for sockets named by id (every edge listens) |
 //! | `rc.<cluster>.node.<node>` | commands for one edge (ack replies) |
+//! | `rc.<cluster>.hb` | edges' heartbeats and goodbyes |
 //! | `rc.<cluster>.in.<ns>.<event>` | client events, for backends |
+//! | `rc.<cluster>.ack.<node>.<socket>.<ack id>` | NATS replies to client events (acks) |
 //!
 //! A token keeps `[A-Za-z0-9_-]` as it is and writes every other byte as `~XX`
 //! (two upper-case hex digits), so it never holds `.`, `*`, `>`, whitespace or
