@@ -735,3 +735,56 @@ async fn authenticates_with_a_token_or_a_user_and_password() {
         "the password is not in the error"
     );
 }
+
+#[tokio::test]
+async fn speaks_tls_to_a_server_verified_by_the_given_ca() {
+    let bin = require_nats!();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca params");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_key = rcgen::KeyPair::generate().expect("ca key");
+    let ca = ca_params.self_signed(&ca_key).expect("ca");
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+        .expect("params")
+        .signed_by(&key, &ca, &ca_key)
+        .expect("cert");
+    let write = |name: &str, pem: String| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, pem).expect("write");
+        path
+    };
+    let ca_file = write("ca.pem", ca.pem());
+    let cert_file = write("server.pem", cert.pem());
+    let key_file = write("server.key", key.serialize_pem());
+    let server = NatsServer::start_with(
+        &bin,
+        &[
+            "--tls",
+            "--tlscert",
+            cert_file.to_str().expect("utf8"),
+            "--tlskey",
+            key_file.to_str().expect("utf8"),
+        ],
+    );
+    let url = server.url.replacen("nats://", "tls://", 1);
+    let bus = connect_with(NatsOptions {
+        require_tls: true,
+        tls_root_ca: Some(ca_file),
+        connect_timeout: Duration::from_secs(5),
+        ..NatsOptions::new([url.clone()])
+    })
+    .await;
+    let mut sub = bus.subscribe("tls.ok", None).await.expect("subscribe");
+    publish(&bus, "tls.ok", b"secret").await;
+    assert_eq!(&recv(&mut sub).await.payload[..], b"secret");
+
+    // Without the CA the server's certificate is not trusted.
+    let refused = NatsBus::connect(NatsOptions {
+        require_tls: true,
+        connect_timeout: Duration::from_secs(2),
+        ..NatsOptions::new([url])
+    })
+    .await;
+    assert!(refused.is_err(), "an unknown CA is refused");
+}
