@@ -61,10 +61,10 @@ impl Hook {
     }
 
     pub async fn authorize(&self, req: AuthorizeRequest) -> Result<Granted, Refused> {
-        let mut request = tonic::Request::new(req);
-        request.set_timeout(self.timeout);
+        // One deadline, ours: a second one inside tonic would race it and
+        // report the same expiry as a cancellation.
         let mut client = self.client.clone();
-        let call = client.authorize(request);
+        let call = client.authorize(tonic::Request::new(req));
         let answer = match tokio::time::timeout(self.timeout, call).await {
             Err(_) => return Err(Refused::Timeout),
             Ok(Err(status)) if status.code() == tonic::Code::DeadlineExceeded => {

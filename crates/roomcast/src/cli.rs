@@ -115,8 +115,8 @@ pub enum ApiCommand {
         #[command(flatten)]
         conn: Conn,
         /// Rooms to join
-        #[arg(required = true)]
-        rooms: Vec<String>,
+        #[arg(required = true, value_name = "ROOM")]
+        join: Vec<String>,
         #[command(flatten)]
         sel: Sel,
     },
@@ -125,8 +125,8 @@ pub enum ApiCommand {
         #[command(flatten)]
         conn: Conn,
         /// Rooms to leave
-        #[arg(required = true)]
-        rooms: Vec<String>,
+        #[arg(required = true, value_name = "ROOM")]
+        leave: Vec<String>,
         #[command(flatten)]
         sel: Sel,
     },
@@ -290,6 +290,7 @@ pub async fn run(cmd: ApiCommand) -> anyhow::Result<()> {
                         "node_id": s.node_id, "rooms": s.rooms,
                         "connected_at_ms": s.connected_at_ms, "remote_addr": s.remote_addr,
                         "transport": s.transport, "query": s.query, "headers": s.headers,
+                        "data": serde_json::from_str::<Value>(&s.data_json).unwrap_or(Value::Null),
                     })
                 })
                 .collect();
@@ -313,10 +314,10 @@ pub async fn run(cmd: ApiCommand) -> anyhow::Result<()> {
                 .collect();
             json!({ "rooms": rooms })
         }
-        ApiCommand::Join { rooms, sel, .. } => {
+        ApiCommand::Join { join, sel, .. } => {
             let req = RoomsRequest {
                 target: Some(sel.selector()),
-                rooms,
+                rooms: join,
             };
             client.join_rooms(req).await.map_err(status)?;
             if !conn.json {
@@ -324,10 +325,10 @@ pub async fn run(cmd: ApiCommand) -> anyhow::Result<()> {
             }
             json!({ "joined": true })
         }
-        ApiCommand::Leave { rooms, sel, .. } => {
+        ApiCommand::Leave { leave, sel, .. } => {
             let req = RoomsRequest {
                 target: Some(sel.selector()),
-                rooms,
+                rooms: leave,
             };
             client.leave_rooms(req).await.map_err(status)?;
             if !conn.json {

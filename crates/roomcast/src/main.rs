@@ -128,3 +128,12 @@ fn fail(e: &anyhow::Error) -> std::process::ExitCode {
     eprintln!("roomcast: {e:#}");
     std::process::ExitCode::from(2)
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_subcommand_is_well_formed() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+}

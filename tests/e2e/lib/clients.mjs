@@ -189,13 +189,17 @@ export class SocketPool {
  *   - to the clients' socket ids (emits to socket ids and to own-id rooms);
  *   - for each of `rooms`, to that room and the clients' socket ids: members get
  *     it through the room, after every earlier emit to that room; the others
- *     through their socket id.
- * `options` is `{ rooms, namespaces, timeoutMs }` (or, as before, the list of
- * namespaces); namespaces default to those of `clients`.
+ *     through their socket id;
+ *   - for each of `users`, likewise to that user id and the clients' socket ids
+ *     (emits selected by user id).
+ * `options` is `{ rooms, users, namespaces, timeoutMs }` (or, as before, the list
+ * of namespaces); namespaces default to those of `clients`.
  */
 let sentinelSeq = 0;
 export async function settle(api, clients, options = {}) {
-  const { rooms = [], namespaces = [], timeoutMs = 5000 } = Array.isArray(options) ? { namespaces: options } : options;
+  const { rooms = [], users = [], namespaces = [], timeoutMs = 5000 } = Array.isArray(options)
+    ? { namespaces: options }
+    : options;
   const idsByNamespace = new Map(namespaces.map((ns) => [ns, []]));
   for (const client of clients) {
     const ns = client.socket.nsp;
@@ -210,6 +214,7 @@ export async function settle(api, clients, options = {}) {
     if (socketIds.length) {
       selectors.push({ namespace, socket_ids: socketIds });
       for (const room of rooms) selectors.push({ namespace, rooms: [room], socket_ids: socketIds });
+      for (const user of users) selectors.push({ namespace, user_ids: [user], socket_ids: socketIds });
     }
     for (const to of selectors) {
       const tag = `sentinel-${process.pid}-${++sentinelSeq}`;
@@ -225,7 +230,8 @@ export async function settle(api, clients, options = {}) {
     () => clients.every(settled),
     timeoutMs,
     `every socket to receive the sentinels sent to ${[...idsByNamespace.keys()].join(', ')}` +
-      (rooms.length ? ` (through rooms ${rooms.join(', ')} too)` : ''),
+      (rooms.length ? ` (through rooms ${rooms.join(', ')} too)` : '') +
+      (users.length ? ` (through users ${users.join(', ')} too)` : ''),
   );
 }
 

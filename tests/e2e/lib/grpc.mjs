@@ -14,9 +14,10 @@ export const PROTO_DIR = path.join(REPO_ROOT, 'proto');
 export const PROTO_FILE = path.join(PROTO_DIR, 'roomcast', 'v1', 'roomcast.proto');
 export const { status: GrpcStatus } = grpc;
 
-let service;
-function roomcastService() {
-  if (!service) {
+let roomcastV1;
+/** The `roomcast.v1` package of the proto, as grpc-js constructors and service definitions. */
+export function roomcastPackage() {
+  if (!roomcastV1) {
     const definition = protoLoader.loadSync(PROTO_FILE, {
       keepCase: true,
       longs: String,
@@ -25,9 +26,13 @@ function roomcastService() {
       oneofs: true,
       includeDirs: [PROTO_DIR],
     });
-    service = grpc.loadPackageDefinition(definition).roomcast.v1.Roomcast;
+    roomcastV1 = grpc.loadPackageDefinition(definition).roomcast.v1;
   }
-  return service;
+  return roomcastV1;
+}
+
+function roomcastService() {
+  return roomcastPackage().Roomcast;
 }
 
 /** What `EmitWithAckRequest.timeout_ms` = 0 stands for. */
@@ -36,7 +41,7 @@ const DEFAULT_ACK_TIMEOUT_MS = 5000;
 /**
  * `createRoomcastClient("127.0.0.1:50051", { apiKey })` → an object with
  * `emit`, `joinRooms`, `leaveRooms`, `reply`, `emitWithAck`, `disconnectSockets`,
- * `fetchSockets` (each `(request) => Promise<response>`, rejecting with the
+ * `fetchSockets`, `listRooms` (each `(request) => Promise<response>`, rejecting with the
  * grpc-js error, whose `.code` is a `GrpcStatus`), `consume(request)` → an
  * `EventConsumer`, and `close()`. Every call has a deadline of `deadlineMs`;
  * `emitWithAck` gets its request's `timeout_ms` on top, so the server's own
@@ -63,6 +68,7 @@ export function createRoomcastClient(grpcAddr, { apiKey, deadlineMs = 5000 } = {
     emitWithAck: unary('EmitWithAck', (request) => request.timeout_ms || DEFAULT_ACK_TIMEOUT_MS),
     disconnectSockets: unary('DisconnectSockets'),
     fetchSockets: unary('FetchSockets'),
+    listRooms: unary('ListRooms'),
     consume: (request = {}) => new EventConsumer(client.ConsumeEvents(request, metadata())),
     close: () => client.close(),
   };

@@ -52,6 +52,28 @@ export function subjectToken(name) {
   return out;
 }
 
+/** The name a subject token (or an escaped header value) stands for: `subjectToken` undone. */
+export function subjectUntoken(token) {
+  if (token === '~') return '';
+  const bytes = [];
+  for (let i = 0; i < token.length; i++) {
+    if (token[i] === '~') {
+      const hex = token.slice(i + 1, i + 3);
+      if (!/^[0-9A-F]{2}$/.test(hex)) throw new Error(`bad escape in token ${JSON.stringify(token)}`);
+      bytes.push(parseInt(hex, 16));
+      i += 2;
+    } else {
+      bytes.push(token.charCodeAt(i));
+    }
+  }
+  return Buffer.from(bytes).toString('utf8');
+}
+
+/** `rc.<cluster>.in.<ns>.<event>`: where an edge publishes a client's events. */
+export function eventSubject(event, { namespace = '/', cluster = 'roomcast' } = {}) {
+  return `rc.${subjectToken(cluster)}.in.${subjectToken(namespace)}.${subjectToken(event)}`;
+}
+
 /** `rc.<cluster>.room.<ns>.<room>`: the subject an edge subscribes to for a room. */
 export function roomSubject(room, { namespace = '/', cluster = 'roomcast' } = {}) {
   return `rc.${subjectToken(cluster)}.room.${subjectToken(namespace)}.${subjectToken(room)}`;
