@@ -132,7 +132,9 @@ fn descriptor_set_describes_the_service() {
             "EmitWithAck",
             "DisconnectSockets",
             "FetchSockets",
-            "ListRooms"
+            "ListRooms",
+            "GetPresence",
+            "WatchPresence"
         ]
     );
 }

@@ -106,6 +106,28 @@ impl Subjects {
         format!("{}.node.{}", self.prefix, token(node_id))
     }
 
+    /// The subjects an emit to `target` is published on: the namespace's, or
+    /// each room's plus the edges subject when sockets or users are named.
+    pub fn emit_subjects(&self, target: &crate::envelope::Target) -> Vec<String> {
+        if target.is_namespace() {
+            return vec![self.namespace(&target.ns)];
+        }
+        let mut subjects: Vec<String> = target
+            .rooms
+            .iter()
+            .map(|r| self.room(&target.ns, r))
+            .collect();
+        if !target.sockets.is_empty() || !target.users.is_empty() {
+            subjects.push(self.edges());
+        }
+        subjects
+    }
+
+    /// Presence events (connects, disconnects, joins, leaves, online, offline).
+    pub fn presence_events(&self) -> String {
+        format!("{}.presence", self.prefix)
+    }
+
     /// Every NATS reply subject an edge gives client events that want an ack.
     pub fn ack_replies(&self, node_id: &str) -> String {
         format!("{}.ack.{}.>", self.prefix, token(node_id))

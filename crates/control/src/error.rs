@@ -33,6 +33,10 @@ pub enum ControlError {
     },
     #[error("timeout_ms must be at most {0}")]
     InvalidTimeout(u128),
+    #[error("presence is off on this server")]
+    PresenceOff,
+    #[error("{0}")]
+    Presence(#[from] roomcast_presence::StoreError),
     #[error("bus unavailable: {0}")]
     Bus(#[from] BusError),
 }
@@ -53,6 +57,8 @@ impl From<ControlError> for tonic::Status {
             | ControlError::MissingAckId
             | ControlError::InvalidTimeout(_) => tonic::Status::invalid_argument(msg),
             ControlError::NotConfirmed { .. } => tonic::Status::deadline_exceeded(msg),
+            ControlError::PresenceOff => tonic::Status::failed_precondition(msg),
+            ControlError::Presence(_) => tonic::Status::unavailable(msg),
             ControlError::Bus(BusError::InvalidSubject(_)) => tonic::Status::internal(msg),
             ControlError::Bus(BusError::Timeout(_)) => tonic::Status::deadline_exceeded(msg),
             ControlError::Bus(_) => tonic::Status::unavailable(msg),

@@ -31,10 +31,14 @@ use roomcast_api::v1::{
     FetchSocketsRequest, FetchSocketsResponse, ListRoomsRequest, ListRoomsResponse, ReplyRequest,
     ReplyResponse, RoomInfo, RoomsRequest, RoomsResponse, Selector, SocketInfo,
 };
+use roomcast_api::v1::{
+    GetPresenceRequest, GetPresenceResponse, PresenceEvent, UserPresence, WatchPresenceRequest,
+};
 use roomcast_bus::envelope::{self, Command, EdgeReply, Target};
 use roomcast_bus::names::{looks_like_socket_id, valid_namespace, valid_room};
 use roomcast_bus::subject::Subjects;
 use roomcast_bus::Bus;
+use roomcast_presence::{EventKind, Presence};
 use roomcast_wire::socketio;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
@@ -85,6 +89,7 @@ pub struct Control {
     /// Ack ids of this control plane's `EmitWithAck`s: from a random start, so
     /// that two replicas are unlikely to use one id for one socket at once.
     next_ack_id: Arc<AtomicU64>,
+    presence: Option<Presence>,
 }
 
 impl Control {
@@ -95,7 +100,118 @@ impl Control {
             config: Arc::new(config),
             edges,
             next_ack_id: Arc::new(AtomicU64::new(rand::random_range(1..MAX_ACK_ID))),
+            presence: None,
         }
+    }
+
+    /// Serves GetPresence and WatchPresence from this presence.
+    pub fn with_presence(mut self, presence: Presence) -> Self {
+        self.presence = Some(presence);
+        self
+    }
+
+    fn presence(&self) -> Result<&Presence, ControlError> {
+        self.presence.as_ref().ok_or(ControlError::PresenceOff)
+    }
+
+    /// User statuses and room members.
+    pub async fn get_presence(
+        &self,
+        req: GetPresenceRequest,
+    ) -> Result<GetPresenceResponse, ControlError> {
+        let presence = self.presence()?;
+        let users = Self::user_ids(&req.user_ids)?;
+        let mut out = GetPresenceResponse::default();
+        for user in users {
+            let state = presence.user(&user).await?;
+            out.users.push(UserPresence {
+                online: state.is_online(),
+                last_seen_ms: state.last_seen_ms,
+                sockets: u32::try_from(state.sockets.len()).unwrap_or(u32::MAX),
+                user_id: user,
+            });
+        }
+        if !req.room.is_empty() {
+            let sockets = self
+                .fetch(FetchSocketsRequest {
+                    target: Some(Selector {
+                        namespace: req.namespace,
+                        rooms: vec![req.room],
+                        ..Selector::default()
+                    }),
+                })
+                .await?;
+            let users: std::collections::BTreeSet<&str> = sockets
+                .iter()
+                .map(|s| s.user_id.as_str())
+                .filter(|u| !u.is_empty())
+                .collect();
+            out.room_user_ids = users.into_iter().map(str::to_owned).collect();
+            out.room_sockets = sockets;
+        }
+        Ok(out)
+    }
+
+    /// Streams presence events that pass the request's filters.
+    pub async fn watch_presence(
+        &self,
+        req: WatchPresenceRequest,
+    ) -> Result<tokio::sync::mpsc::Receiver<Result<PresenceEvent, Status>>, ControlError> {
+        self.presence()?;
+        let ns = if req.namespace.is_empty() {
+            None
+        } else {
+            Some(Self::namespace(&req.namespace)?)
+        };
+        let room = (!req.room.is_empty())
+            .then(|| Self::rooms(std::slice::from_ref(&req.room)))
+            .transpose()?
+            .map(|mut r| r.remove(0));
+        let users: HashSet<String> = Self::user_ids(&req.user_ids)?.into_iter().collect();
+        let mut sub = self
+            .bus
+            .subscribe(&self.subjects.presence_events(), None)
+            .await?;
+        let (tx, rx) = tokio::sync::mpsc::channel(self.config.consumer_buffer);
+        tokio::spawn(async move {
+            loop {
+                let msg = tokio::select! {
+                    _ = tx.closed() => return,
+                    msg = sub.next() => msg,
+                };
+                let Some(msg) = msg else { return };
+                let Ok(ev) =
+                    serde_json::from_slice::<roomcast_presence::PresenceEvent>(&msg.payload)
+                else {
+                    continue;
+                };
+                let transition = matches!(ev.kind, EventKind::Online | EventKind::Offline);
+                if ns.as_ref().is_some_and(|n| !transition && *n != ev.ns)
+                    || room.as_ref().is_some_and(|r| !ev.rooms.contains(r))
+                    || (!users.is_empty() && !users.contains(&ev.user))
+                {
+                    continue;
+                }
+                let kind = serde_json::to_value(ev.kind)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                let out = PresenceEvent {
+                    kind,
+                    user_id: ev.user,
+                    socket_id: ev.socket,
+                    namespace: ev.ns,
+                    node_id: ev.node,
+                    rooms: ev.rooms,
+                    at_ms: ev.at_ms,
+                    last_seen_ms: ev.last_seen_ms,
+                };
+                if tx.send(Ok(out)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(rx)
     }
 
     /// An ack id for an emit; ids stay below 2^31 (any client parses them).
@@ -215,21 +331,7 @@ impl Control {
             return Ok(());
         };
         let (headers, payload) = cmd.encode();
-        let mut subjects = Vec::new();
-        if target.is_namespace() {
-            subjects.push(self.subjects.namespace(&target.ns));
-        } else {
-            subjects.extend(
-                target
-                    .rooms
-                    .iter()
-                    .map(|r| self.subjects.room(&target.ns, r)),
-            );
-            if !target.sockets.is_empty() || !target.users.is_empty() {
-                subjects.push(self.subjects.edges());
-            }
-        }
-        for subject in subjects {
+        for subject in self.subjects.emit_subjects(target) {
             self.bus
                 .publish(&subject, headers.clone(), payload.clone(), None)
                 .await?;
@@ -566,6 +668,27 @@ impl Roomcast for Control {
     ) -> Result<Response<FetchSocketsResponse>, Status> {
         let sockets = self.fetch(req.into_inner()).await?;
         Ok(Response::new(FetchSocketsResponse { sockets }))
+    }
+
+    async fn get_presence(
+        &self,
+        req: Request<GetPresenceRequest>,
+    ) -> Result<Response<GetPresenceResponse>, Status> {
+        Ok(Response::new(
+            Control::get_presence(self, req.into_inner()).await?,
+        ))
+    }
+
+    type WatchPresenceStream = Pin<Box<dyn Stream<Item = Result<PresenceEvent, Status>> + Send>>;
+
+    async fn watch_presence(
+        &self,
+        req: Request<WatchPresenceRequest>,
+    ) -> Result<Response<Self::WatchPresenceStream>, Status> {
+        let rx = Control::watch_presence(self, req.into_inner()).await?;
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
     async fn list_rooms(

@@ -19,6 +19,7 @@ use roomcast_bus::envelope::{Command, Target};
 use roomcast_bus::{BusError, Message};
 
 use crate::outbox::PushError;
+use crate::presence::Op;
 use crate::session::CloseReason;
 use crate::sio::Socket;
 use crate::Edge;
@@ -301,14 +302,29 @@ impl Index {
 impl Edge {
     /// Adds a connected socket to the index, in its namespace and `rooms`.
     pub(crate) async fn add_socket(&self, socket: &Arc<Socket>, rooms: &[String]) {
-        let changed = self.write_index().add(socket.clone(), rooms);
+        let (changed, joined) = {
+            let mut index = self.write_index();
+            let changed = index.add(socket.clone(), rooms);
+            (changed, index.rooms_of(&socket.id))
+        };
         self.reconcile(changed).await;
+        self.presence_op(|| Op::Connected(self.record(socket, joined)))
+            .await;
     }
 
     /// Removes a socket from the index and from every room.
     pub(crate) async fn remove_socket(&self, socket: &Socket) {
-        let changed = self.write_index().remove(&socket.id);
+        let (changed, rooms, was_there) = {
+            let mut index = self.write_index();
+            let rooms = index.rooms_of(&socket.id);
+            let was_there = index.sockets.contains_key(&socket.id);
+            (index.remove(&socket.id), rooms, was_there)
+        };
         self.reconcile(changed).await;
+        if was_there {
+            self.presence_op(|| Op::Disconnected(self.record(socket, rooms)))
+                .await;
+        }
     }
 
     /// Brings bus subscriptions in line with the index for the given interests.
@@ -426,20 +442,47 @@ impl Edge {
             .filter(|r| roomcast_bus::names::valid_room(r))
             .cloned()
             .collect();
-        let (changed, count) = {
+        let (changed, count, records) = {
             let mut index = self.write_index();
             let mut changed = Vec::new();
+            let mut records = Vec::new();
             let selected = index.select(target);
             for sid in &selected {
+                let before: HashSet<String> = index.rooms_of(sid).into_iter().collect();
                 if join {
                     index.join(sid, &rooms, &mut changed);
                 } else {
                     index.leave(sid, &rooms, &mut changed);
                 }
+                let after = index.rooms_of(sid);
+                let moved: Vec<String> = if join {
+                    after
+                        .iter()
+                        .filter(|r| !before.contains(*r))
+                        .cloned()
+                        .collect()
+                } else {
+                    before
+                        .iter()
+                        .filter(|r| !after.contains(r))
+                        .cloned()
+                        .collect()
+                };
+                if let (false, Some(socket)) = (moved.is_empty(), index.socket(sid)) {
+                    records.push((self.record(&socket, after), moved));
+                }
             }
-            (changed, selected.len() as u64)
+            (changed, selected.len() as u64, records)
         };
         self.reconcile(changed).await;
+        for (record, moved) in records {
+            let (joined, left) = if join {
+                (moved, Vec::new())
+            } else {
+                (Vec::new(), moved)
+            };
+            self.presence_op(|| Op::Rooms(record, joined, left)).await;
+        }
         count
     }
 
@@ -493,6 +536,7 @@ mod tests {
             crate::EdgeConfig::default(),
             crate::Authenticator::new(None, true).expect("auth"),
             Arc::new(roomcast_bus::MemoryBus::default()),
+            None,
         )
         .await
         .expect("edge");

@@ -32,6 +32,7 @@ mod http;
 mod index;
 mod outbox;
 mod polling;
+mod presence;
 mod session;
 mod sio;
 mod ws;
@@ -51,6 +52,9 @@ pub use session::CloseReason;
 use index::Index;
 use session::Session;
 
+/// How long a stopping edge waits for its presence changes to be recorded.
+const PRESENCE_DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// An edge node. Cheap to clone.
 #[derive(Clone)]
 pub struct Edge {
@@ -61,6 +65,7 @@ struct Inner {
     config: EdgeConfig,
     auth: Authenticator,
     hook: Option<hook::Hook>,
+    presence: Option<presence::Link>,
     bus: Arc<dyn Bus>,
     subjects: Subjects,
     /// Engine.IO sessions by sid.
@@ -83,6 +88,8 @@ pub enum StartError {
     Subscribe(#[source] BusError),
     #[error("invalid connect hook url")]
     HookUrl(#[source] tonic::transport::Error),
+    #[error("the presence store is unavailable")]
+    Presence(#[source] roomcast_presence::StoreError),
 }
 
 impl Edge {
@@ -91,6 +98,7 @@ impl Edge {
         config: EdgeConfig,
         auth: Authenticator,
         bus: Arc<dyn Bus>,
+        presence: Option<roomcast_presence::Presence>,
     ) -> Result<Edge, StartError> {
         let subjects = Subjects::new(&config.cluster);
         let hook = config
@@ -99,12 +107,21 @@ impl Edge {
             .map(hook::Hook::new)
             .transpose()
             .map_err(StartError::HookUrl)?;
+        let presence = match presence {
+            Some(p) => Some(
+                presence::Link::start(p, &config.node_id)
+                    .await
+                    .map_err(StartError::Presence)?,
+            ),
+            None => None,
+        };
         let edge = Edge {
             inner: Arc::new(Inner {
                 subjects,
                 config,
                 auth,
                 hook,
+                presence,
                 bus,
                 sessions: Mutex::new(HashMap::new()),
                 index: RwLock::new(Index::default()),
@@ -163,6 +180,9 @@ impl Edge {
         }
         self.inner.tasks.close();
         self.inner.tasks.wait().await;
+        if let Some(presence) = &self.inner.presence {
+            presence.stop(PRESENCE_DRAIN).await;
+        }
         let mut subs = self.inner.subs.lock().await;
         for (_, handle) in subs.drain() {
             handle.abort();

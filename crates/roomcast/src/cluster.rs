@@ -12,6 +12,9 @@ use roomcast_bus::subject::Subjects;
 use roomcast_bus::Bus;
 use roomcast_control::{Control, LiveEdges};
 use roomcast_edge::Edge;
+use roomcast_presence::nats::NatsStore;
+use roomcast_presence::Presence;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::Resolved;
 use crate::probes::{ControlProbe, EdgeProbe};
@@ -37,8 +40,9 @@ pub async fn run_edge(cfg: Resolved, metrics: PrometheusHandle) -> anyhow::Resul
     let nats = connect(&cfg).await?;
     let bus: Arc<dyn Bus> = Arc::new(nats.clone());
     let node = cfg.edge.node_id.clone();
+    let presence = open_presence(&cfg, &nats, bus.clone()).await?;
     let auth = cfg.auth.context("no client authentication configured")?;
-    let edge = Edge::start(cfg.edge, auth, bus)
+    let edge = Edge::start(cfg.edge, auth, bus, presence)
         .await
         .context("cannot start the edge")?;
     let draining = Arc::new(AtomicBool::new(false));
@@ -88,7 +92,13 @@ pub async fn run_control(cfg: Resolved, metrics: PrometheusHandle) -> anyhow::Re
             .await
             .context("cannot listen to edge heartbeats")?,
     );
-    let control = Control::new(cfg.control, bus, edges.clone());
+    let presence = open_presence(&cfg, &nats, bus.clone()).await?;
+    let keeper_stop = CancellationToken::new();
+    let mut control = Control::new(cfg.control, bus, edges.clone());
+    if let Some(p) = presence {
+        tokio::spawn(crate::standalone::keep(p.clone(), keeper_stop.clone()));
+        control = control.with_presence(p);
+    }
     let probe = Arc::new(ControlProbe {
         nats: nats.clone(),
         edges,
@@ -109,5 +119,27 @@ pub async fn run_control(cfg: Resolved, metrics: PrometheusHandle) -> anyhow::Re
 
     signal.wait().await;
     tracing::info!("shutting down");
+    keeper_stop.cancel();
     servers.stop().await
+}
+
+/// The presence of a cluster process: its JetStream KV bucket.
+async fn open_presence(
+    cfg: &Resolved,
+    nats: &NatsBus,
+    bus: Arc<dyn Bus>,
+) -> anyhow::Result<Option<Presence>> {
+    let Some(pcfg) = cfg.presence.clone() else {
+        return Ok(None);
+    };
+    let bucket = cfg.presence_bucket();
+    let store = NatsStore::open(nats.client().clone(), &bucket, cfg.presence_replicas)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot open the presence bucket {bucket} (does nats-server run with JetStream, -js?); \
+                 --presence=false runs without presence"
+            )
+        })?;
+    Ok(Some(Presence::new(Arc::new(store), bus, pcfg)))
 }

@@ -12,6 +12,7 @@ use roomcast_bus::nats::NatsOptions;
 use roomcast_control::ControlConfig;
 use roomcast_edge::hook::HookConfig;
 use roomcast_edge::{Authenticator, EdgeConfig, JwtConfig};
+use roomcast_presence::{Audience, PresenceConfig};
 use serde::Deserialize;
 
 /// Every setting of every `roomcast` process. Each flag is also an environment
@@ -118,6 +119,27 @@ pub struct Settings {
     /// How long the connect hook may take before the CONNECT is refused, ms [default: 2000]
     #[arg(long, env = "ROOMCAST_CONNECT_HOOK_TIMEOUT_MS")]
     pub connect_hook_timeout_ms: Option<u64>,
+    /// Track which users are online (JetStream KV in a cluster) [default: true]
+    #[arg(long, env = "ROOMCAST_PRESENCE", num_args = 0..=1, default_missing_value = "true")]
+    pub presence: Option<bool>,
+    /// How long a user stays online after their last socket closed, ms (0: at once) [default: 5000]
+    #[arg(long, env = "ROOMCAST_PRESENCE_GRACE_MS")]
+    pub presence_grace_ms: Option<u64>,
+    /// How long an edge that stopped refreshing its lease counts as alive, ms [default: 9000]
+    #[arg(long, env = "ROOMCAST_PRESENCE_LEASE_TTL_MS")]
+    pub presence_lease_ttl_ms: Option<u64>,
+    /// Who receives user-status-change: namespace, rooms, room:NAME or none [default: namespace]
+    #[arg(long, env = "ROOMCAST_PRESENCE_AUDIENCE")]
+    pub presence_audience: Option<String>,
+    /// Namespace user-status-change is emitted in [default: /]
+    #[arg(long, env = "ROOMCAST_PRESENCE_NAMESPACE")]
+    pub presence_namespace: Option<String>,
+    /// Replicas of the presence KV bucket in a JetStream cluster [default: 1]
+    #[arg(long, env = "ROOMCAST_PRESENCE_REPLICAS")]
+    pub presence_replicas: Option<usize>,
+    /// Most sockets one user may have in the cluster; a new one evicts the oldest (0: no limit) [default: 0]
+    #[arg(long, env = "ROOMCAST_MAX_CONNECTIONS_PER_USER")]
+    pub max_connections_per_user: Option<usize>,
     /// How long a command sent to every edge (join, leave, fetch, disconnect) may take, ms [default: 5000]
     #[arg(long, env = "ROOMCAST_REQUEST_TIMEOUT_MS")]
     pub request_timeout_ms: Option<u64>,
@@ -191,7 +213,8 @@ impl Settings {
                 }
             };
         }
-        pick!(listen, grpc_listen, grpc_tls_cert_file, grpc_tls_key_file, grpc_tls_client_ca_file,
+        pick!(presence, presence_grace_ms, presence_lease_ttl_ms, presence_audience,
+              presence_namespace, presence_replicas, max_connections_per_user, listen, grpc_listen, grpc_tls_cert_file, grpc_tls_key_file, grpc_tls_client_ca_file,
               admin_listen, connect_hook_url, connect_hook_timeout_ms, request_timeout_ms, heartbeat_interval_ms,
               edge_ttl_ms, nats_token, nats_user, nats_password, nats_nkey_seed, nats_creds_file,
               nats_tls_required, nats_tls_ca_file, nats_tls_cert_file, nats_tls_key_file, path, ping_interval_ms, ping_timeout_ms, connect_timeout_ms,
@@ -250,6 +273,16 @@ pub struct Resolved {
     pub nats: NatsOptions,
     /// How long a control plane counts an edge as alive after its last heartbeat.
     pub edge_ttl: Duration,
+    /// Presence settings; `None` when presence is off.
+    pub presence: Option<PresenceConfig>,
+    pub presence_replicas: usize,
+}
+
+impl Resolved {
+    /// The JetStream KV bucket of this cluster's presence.
+    pub fn presence_bucket(&self) -> String {
+        format!("roomcast-presence-{}", self.control.cluster)
+    }
 }
 
 fn ms(v: Option<u64>, default: u64, name: &str) -> anyhow::Result<Duration> {
@@ -339,8 +372,12 @@ impl Settings {
             bail!("max-payload must be at least 64 bytes");
         }
         let cluster = self.cluster.clone().unwrap_or(defaults.cluster.clone());
-        if cluster.is_empty() {
-            bail!("cluster must not be empty");
+        if cluster.is_empty()
+            || !cluster
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            bail!("cluster {cluster:?} must be letters, digits, '_' and '-', and not empty");
         }
         let node_id = self.node_id.clone().unwrap_or(defaults.node_id.clone());
         if node_id.is_empty() {
@@ -436,6 +473,42 @@ impl Settings {
         } else {
             None
         };
+        let presence = if self.presence.unwrap_or(true) {
+            let namespace = self
+                .presence_namespace
+                .clone()
+                .unwrap_or_else(|| "/".into());
+            if !valid_namespace(&namespace) {
+                bail!("presence-namespace {namespace:?} must start with '/'");
+            }
+            let audience = match self.presence_audience.as_deref().unwrap_or("namespace") {
+                "namespace" => Audience::Namespace,
+                "rooms" => Audience::Rooms,
+                "none" => Audience::None,
+                other => match other.strip_prefix("room:") {
+                    Some(room) if roomcast_bus::names::valid_room(room) => {
+                        Audience::Room(room.to_owned())
+                    }
+                    _ => bail!(
+                        "presence-audience {other:?} must be namespace, rooms, room:NAME or none"
+                    ),
+                },
+            };
+            let lease_ttl = ms(self.presence_lease_ttl_ms, 9_000, "presence-lease-ttl-ms")?;
+            if lease_ttl < Duration::from_millis(300) {
+                bail!("presence-lease-ttl-ms must be at least 300");
+            }
+            Some(PresenceConfig {
+                cluster: control.cluster.clone(),
+                grace: Duration::from_millis(self.presence_grace_ms.unwrap_or(5_000)),
+                lease_ttl,
+                audience,
+                namespace,
+                max_sockets_per_user: self.max_connections_per_user.unwrap_or(0),
+            })
+        } else {
+            None
+        };
         let mut nats = self.nats()?;
         nats.name = Some(format!("roomcast-{}-{}", role.name(), edge.node_id));
         Ok(Resolved {
@@ -453,6 +526,8 @@ impl Settings {
             api_keys: self.api_keys,
             nats,
             edge_ttl,
+            presence,
+            presence_replicas: self.presence_replicas.unwrap_or(1).max(1),
         })
     }
 }

@@ -8,6 +8,8 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use roomcast_bus::{Bus, MemoryBus};
 use roomcast_control::{Control, StaticEdges};
 use roomcast_edge::Edge;
+use roomcast_presence::{MemoryStore, Presence};
+use tokio_util::sync::CancellationToken;
 
 use crate::admin::Probe;
 use crate::config::Resolved;
@@ -23,10 +25,20 @@ pub async fn run(cfg: Resolved, metrics: PrometheusHandle) -> anyhow::Result<()>
     let bus: Arc<dyn Bus> = Arc::new(MemoryBus::default());
     let node = cfg.edge.node_id.clone();
     let auth = cfg.auth.context("no client authentication configured")?;
-    let edge = Edge::start(cfg.edge, auth, bus.clone())
+    let presence = cfg
+        .presence
+        .map(|p| Presence::new(Arc::new(MemoryStore::default()), bus.clone(), p));
+    let keeper_stop = CancellationToken::new();
+    if let Some(p) = &presence {
+        tokio::spawn(keep(p.clone(), keeper_stop.clone()));
+    }
+    let edge = Edge::start(cfg.edge, auth, bus.clone(), presence.clone())
         .await
         .context("cannot start the edge")?;
-    let control = Control::new(cfg.control, bus, Arc::new(StaticEdges(vec![node])));
+    let mut control = Control::new(cfg.control, bus, Arc::new(StaticEdges(vec![node])));
+    if let Some(p) = presence {
+        control = control.with_presence(p);
+    }
 
     let draining = Arc::new(AtomicBool::new(false));
     let probe: Arc<dyn Probe> = Arc::new(EdgeProbe {
@@ -53,5 +65,13 @@ pub async fn run(cfg: Resolved, metrics: PrometheusHandle) -> anyhow::Result<()>
     tracing::info!("shutting down");
     draining.store(true, Ordering::Release);
     edge.shutdown().await;
+    keeper_stop.cancel();
     servers.stop().await
+}
+
+/// Runs the presence keeper until `stop`; a failure is logged.
+pub async fn keep(presence: Presence, stop: CancellationToken) {
+    if let Err(e) = presence.run_keeper(stop).await {
+        tracing::error!(error = %e, "presence keeper stopped");
+    }
 }

@@ -300,6 +300,80 @@ pub struct ListRoomsResponse {
     #[prost(message, repeated, tag = "1")]
     pub rooms: ::prost::alloc::vec::Vec<RoomInfo>,
 }
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct GetPresenceRequest {
+    /// The status of each of these users.
+    #[prost(string, repeated, tag = "1")]
+    pub user_ids: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// The members of this room, if set, in `namespace` (empty means "/").
+    #[prost(string, tag = "2")]
+    pub room: ::prost::alloc::string::String,
+    #[prost(string, tag = "3")]
+    pub namespace: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct UserPresence {
+    #[prost(string, tag = "1")]
+    pub user_id: ::prost::alloc::string::String,
+    #[prost(bool, tag = "2")]
+    pub online: bool,
+    /// Unix time in milliseconds of the user's last connected moment (when it
+    /// went offline, or the latest connect or disconnect while online); 0 for a
+    /// user never seen.
+    #[prost(int64, tag = "3")]
+    pub last_seen_ms: i64,
+    /// How many sockets the user has in the whole cluster.
+    #[prost(uint32, tag = "4")]
+    pub sockets: u32,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct GetPresenceResponse {
+    /// One entry per requested user id, in the order asked.
+    #[prost(message, repeated, tag = "1")]
+    pub users: ::prost::alloc::vec::Vec<UserPresence>,
+    /// Distinct users with a socket in the room (anonymous sockets not counted).
+    #[prost(string, repeated, tag = "2")]
+    pub room_user_ids: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// The sockets in the room.
+    #[prost(message, repeated, tag = "3")]
+    pub room_sockets: ::prost::alloc::vec::Vec<SocketInfo>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct WatchPresenceRequest {
+    /// Only socket events of this namespace (online/offline always pass).
+    #[prost(string, tag = "1")]
+    pub namespace: ::prost::alloc::string::String,
+    /// Only events that concern this room.
+    #[prost(string, tag = "2")]
+    pub room: ::prost::alloc::string::String,
+    /// Only events of these users.
+    #[prost(string, repeated, tag = "3")]
+    pub user_ids: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct PresenceEvent {
+    /// "connect", "disconnect", "join", "leave", "online" or "offline".
+    #[prost(string, tag = "1")]
+    pub kind: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub user_id: ::prost::alloc::string::String,
+    /// Socket events: the socket, its namespace and edge.
+    #[prost(string, tag = "3")]
+    pub socket_id: ::prost::alloc::string::String,
+    #[prost(string, tag = "4")]
+    pub namespace: ::prost::alloc::string::String,
+    #[prost(string, tag = "5")]
+    pub node_id: ::prost::alloc::string::String,
+    /// connect/disconnect: the socket's rooms; join/leave: the rooms joined or
+    /// left; online/offline: the rooms the user's sockets were in.
+    #[prost(string, repeated, tag = "6")]
+    pub rooms: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    #[prost(int64, tag = "7")]
+    pub at_ms: i64,
+    /// online/offline: the user's last seen time.
+    #[prost(int64, tag = "8")]
+    pub last_seen_ms: i64,
+}
 /// Generated client implementations.
 pub mod roomcast_client {
     #![allow(
@@ -613,6 +687,59 @@ pub mod roomcast_client {
                 .insert(GrpcMethod::new("roomcast.v1.Roomcast", "ListRooms"));
             self.inner.unary(req, path, codec).await
         }
+        /// Who is online: the status of users (online from their first socket
+        /// anywhere in the cluster until the grace period after their last one
+        /// closed), and the users and sockets in a room.
+        pub async fn get_presence(
+            &mut self,
+            request: impl tonic::IntoRequest<super::GetPresenceRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::GetPresenceResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/roomcast.v1.Roomcast/GetPresence",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("roomcast.v1.Roomcast", "GetPresence"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// Streams presence events as they happen: sockets connecting,
+        /// disconnecting, joining and leaving rooms, users going online and offline.
+        pub async fn watch_presence(
+            &mut self,
+            request: impl tonic::IntoRequest<super::WatchPresenceRequest>,
+        ) -> std::result::Result<
+            tonic::Response<tonic::codec::Streaming<super::PresenceEvent>>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/roomcast.v1.Roomcast/WatchPresence",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("roomcast.v1.Roomcast", "WatchPresence"));
+            self.inner.server_streaming(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -701,6 +828,31 @@ pub mod roomcast_server {
             request: tonic::Request<super::ListRoomsRequest>,
         ) -> std::result::Result<
             tonic::Response<super::ListRoomsResponse>,
+            tonic::Status,
+        >;
+        /// Who is online: the status of users (online from their first socket
+        /// anywhere in the cluster until the grace period after their last one
+        /// closed), and the users and sockets in a room.
+        async fn get_presence(
+            &self,
+            request: tonic::Request<super::GetPresenceRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::GetPresenceResponse>,
+            tonic::Status,
+        >;
+        /// Server streaming response type for the WatchPresence method.
+        type WatchPresenceStream: tonic::codegen::tokio_stream::Stream<
+                Item = std::result::Result<super::PresenceEvent, tonic::Status>,
+            >
+            + std::marker::Send
+            + 'static;
+        /// Streams presence events as they happen: sockets connecting,
+        /// disconnecting, joining and leaving rooms, users going online and offline.
+        async fn watch_presence(
+            &self,
+            request: tonic::Request<super::WatchPresenceRequest>,
+        ) -> std::result::Result<
+            tonic::Response<Self::WatchPresenceStream>,
             tonic::Status,
         >;
     }
@@ -1175,6 +1327,97 @@ pub mod roomcast_server {
                                 max_encoding_message_size,
                             );
                         let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/roomcast.v1.Roomcast/GetPresence" => {
+                    #[allow(non_camel_case_types)]
+                    struct GetPresenceSvc<T: Roomcast>(pub Arc<T>);
+                    impl<
+                        T: Roomcast,
+                    > tonic::server::UnaryService<super::GetPresenceRequest>
+                    for GetPresenceSvc<T> {
+                        type Response = super::GetPresenceResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::GetPresenceRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Roomcast>::get_presence(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = GetPresenceSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/roomcast.v1.Roomcast/WatchPresence" => {
+                    #[allow(non_camel_case_types)]
+                    struct WatchPresenceSvc<T: Roomcast>(pub Arc<T>);
+                    impl<
+                        T: Roomcast,
+                    > tonic::server::ServerStreamingService<super::WatchPresenceRequest>
+                    for WatchPresenceSvc<T> {
+                        type Response = super::PresenceEvent;
+                        type ResponseStream = T::WatchPresenceStream;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::ResponseStream>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::WatchPresenceRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Roomcast>::watch_presence(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = WatchPresenceSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.server_streaming(method, req).await;
                         Ok(res)
                     };
                     Box::pin(fut)

@@ -1,0 +1,137 @@
+//! The edge's side of presence: it records its sockets as they connect, change
+//! rooms and go, and holds its lease.
+//!
+//! Index changes queue an operation; one worker applies them in order, so a
+//! socket's record is never written after its removal. A store that is down is
+//! retried a few times per operation; what still fails is logged and dropped
+//! (a later restart of this edge, or its lease expiry, cleans up).
+
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use roomcast_presence::{Presence, SocketRecord, StoreError};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::sio::Socket;
+use crate::Edge;
+
+/// Operations waiting for the store, per edge.
+const QUEUE: usize = 65_536;
+const ATTEMPTS: u32 = 5;
+
+pub(crate) enum Op {
+    Connected(SocketRecord),
+    Rooms(SocketRecord, Vec<String>, Vec<String>),
+    Disconnected(SocketRecord),
+}
+
+pub(crate) struct Link {
+    /// Taken at stop: the channel closes and the worker ends once drained.
+    tx: Mutex<Option<mpsc::Sender<Op>>>,
+    worker: Mutex<Option<JoinHandle<()>>>,
+    lease: Mutex<Option<JoinHandle<()>>>,
+    lease_stop: CancellationToken,
+}
+
+fn take<T>(m: &Mutex<Option<T>>) -> Option<T> {
+    // A take cannot leave the option half-changed.
+    m.lock().unwrap_or_else(PoisonError::into_inner).take()
+}
+
+impl Link {
+    /// Cleans up what a previous run of this node left, takes the lease and
+    /// starts the worker.
+    pub async fn start(presence: Presence, node: &str) -> Result<Link, StoreError> {
+        let stale = presence.clean_node(node).await?;
+        if stale > 0 {
+            tracing::info!(
+                sockets = stale,
+                "removed the sockets a previous run of this node left"
+            );
+        }
+        presence.refresh_lease(node).await?;
+        let lease_stop = CancellationToken::new();
+        let holder = presence.clone();
+        let (node_id, stop) = (node.to_owned(), lease_stop.clone());
+        let lease = tokio::spawn(async move { holder.hold_lease(node_id, stop).await });
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let worker = tokio::spawn(work(presence, rx));
+        Ok(Link {
+            tx: Mutex::new(Some(tx)),
+            worker: Mutex::new(Some(worker)),
+            lease: Mutex::new(Some(lease)),
+            lease_stop,
+        })
+    }
+
+    pub async fn send(&self, op: Op) {
+        let tx = self
+            .tx
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        match tx {
+            Some(tx) if tx.send(op).await.is_ok() => {}
+            _ => tracing::warn!("presence stopped: a change was not recorded"),
+        }
+    }
+
+    /// Lets the worker finish what is queued (for at most `limit`), then
+    /// releases the lease.
+    pub async fn stop(&self, limit: Duration) {
+        drop(take(&self.tx));
+        if let Some(mut worker) = take(&self.worker) {
+            if tokio::time::timeout(limit, &mut worker).await.is_err() {
+                tracing::warn!("presence changes still queued at exit were dropped");
+                worker.abort();
+            }
+        }
+        self.lease_stop.cancel();
+        if let Some(lease) = take(&self.lease) {
+            let _ = lease.await;
+        }
+    }
+}
+
+async fn work(presence: Presence, mut rx: mpsc::Receiver<Op>) {
+    while let Some(op) = rx.recv().await {
+        for attempt in 1..=ATTEMPTS {
+            let result = match &op {
+                Op::Connected(rec) => presence.connected(rec).await,
+                Op::Rooms(rec, joined, left) => presence.rooms_changed(rec, joined, left).await,
+                Op::Disconnected(rec) => presence.disconnected(rec).await,
+            };
+            match result {
+                Ok(()) => break,
+                Err(e) if attempt == ATTEMPTS => {
+                    tracing::warn!(error = %e, "presence not recorded; giving up on this change")
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, attempt, "presence write failed, retrying");
+                    tokio::time::sleep(Duration::from_millis(100) * 2u32.pow(attempt)).await;
+                }
+            }
+        }
+    }
+}
+
+impl Edge {
+    pub(crate) fn record(&self, socket: &Socket, rooms: Vec<String>) -> SocketRecord {
+        SocketRecord {
+            id: socket.id.clone(),
+            user: socket.user.clone(),
+            ns: socket.ns.clone(),
+            node: self.inner.config.node_id.clone(),
+            rooms,
+            connected_at_ms: socket.connected_at_ms,
+        }
+    }
+
+    pub(crate) async fn presence_op(&self, op: impl FnOnce() -> Op) {
+        if let Some(link) = &self.inner.presence {
+            link.send(op()).await;
+        }
+    }
+}

@@ -1,0 +1,681 @@
+//! Presence: which sockets belong to which user across the whole cluster,
+//! user online/offline transitions with a grace period, edge leases, and the
+//! per-user connection limit.
+//!
+//! State lives in a [`Store`] (JetStream KV in a cluster, memory standalone):
+//!
+//! | key | value |
+//! |---|---|
+//! | `sock.<node>.<socket>` | [`SocketRecord`]: one per connected socket |
+//! | `user.<user>` | [`UserState`]: the user's sockets, status, last seen |
+//! | `lease.<node>` | an edge's lease, rewritten every third of the TTL |
+//!
+//! Edges write socket records and user states as sockets come and go; the
+//! writer whose compare-and-swap moves a user from offline to online announces
+//! it. When a user's last socket goes the state becomes `leaving`; every
+//! control plane (or the standalone process) runs the [`Presence::run_keeper`]
+//! loop, which, a grace period later, swaps `leaving` to `offline`: only one
+//! swap can win, so the offline announcement goes out once however many
+//! control planes run. The keeper also watches leases: an edge whose lease has
+//! not changed for the TTL is dead, and its sockets are removed as if they had
+//! disconnected.
+//!
+//! Keys escape names like subject tokens, with `=` as the escape character
+//! (KV keys allow no `~`).
+
+#![forbid(unsafe_code)]
+
+pub mod nats;
+pub mod store;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use roomcast_bus::envelope::{Command, Packet, Target};
+use roomcast_bus::subject::{token, untoken, Subjects};
+use roomcast_bus::Bus;
+use roomcast_wire::socketio;
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+pub use store::{Change, MemoryStore, Store, StoreError};
+
+/// The event every audience socket receives on a transition.
+pub const STATUS_EVENT: &str = "user-status-change";
+/// The event an evicted socket receives before it is disconnected.
+pub const EVICTED_EVENT: &str = "roomcast:evicted";
+
+/// How many times a compare-and-swap is retried under contention.
+const MAX_SWAPS: usize = 64;
+
+/// A connected socket, as the store keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SocketRecord {
+    pub id: String,
+    pub user: String,
+    pub ns: String,
+    pub node: String,
+    pub rooms: Vec<String>,
+    pub connected_at_ms: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    #[default]
+    Offline,
+    Online,
+    /// The last socket went; offline once the grace period passes.
+    Leaving,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserSocket {
+    pub id: String,
+    pub node: String,
+    pub connected_at_ms: i64,
+}
+
+/// A user's presence.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct UserState {
+    pub sockets: Vec<UserSocket>,
+    pub status: Status,
+    /// When `leaving` began.
+    #[serde(default)]
+    pub since_ms: i64,
+    /// When the user was last connected (kept after offline).
+    #[serde(default)]
+    pub last_seen_ms: i64,
+    /// Rooms the user's sockets were in while they left (the `rooms` audience).
+    #[serde(default)]
+    pub rooms: Vec<String>,
+}
+
+impl UserState {
+    /// Online as far as users can tell (`leaving` is still online).
+    pub fn is_online(&self) -> bool {
+        self.status != Status::Offline
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventKind {
+    Connect,
+    Disconnect,
+    Join,
+    Leave,
+    Online,
+    Offline,
+}
+
+/// What `WatchPresence` streams, published on the presence subject.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresenceEvent {
+    pub kind: EventKind,
+    pub user: String,
+    #[serde(default)]
+    pub socket: String,
+    #[serde(default)]
+    pub ns: String,
+    #[serde(default)]
+    pub node: String,
+    #[serde(default)]
+    pub rooms: Vec<String>,
+    pub at_ms: i64,
+    #[serde(default)]
+    pub last_seen_ms: i64,
+}
+
+/// Who receives `user-status-change`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Audience {
+    /// Every socket of the presence namespace.
+    Namespace,
+    /// The rooms the user's sockets were in.
+    Rooms,
+    /// One named room.
+    Room(String),
+    /// Nobody (`WatchPresence` still reports transitions).
+    None,
+}
+
+#[derive(Debug, Clone)]
+pub struct PresenceConfig {
+    pub cluster: String,
+    /// How long a user with no socket left stays online.
+    pub grace: Duration,
+    /// How long an edge's lease lives without a refresh.
+    pub lease_ttl: Duration,
+    pub audience: Audience,
+    /// The namespace `user-status-change` is emitted in.
+    pub namespace: String,
+    /// Most sockets one user may have; 0 for no limit.
+    pub max_sockets_per_user: usize,
+}
+
+impl Default for PresenceConfig {
+    fn default() -> Self {
+        Self {
+            cluster: "roomcast".into(),
+            grace: Duration::from_secs(5),
+            lease_ttl: Duration::from_secs(9),
+            audience: Audience::Namespace,
+            namespace: "/".into(),
+            max_sockets_per_user: 0,
+        }
+    }
+}
+
+/// Escapes a name into a KV key token.
+fn key_token(name: &str) -> String {
+    token(name).replace('~', "=")
+}
+
+fn key_untoken(tok: &str) -> Option<String> {
+    untoken(&tok.replace('=', "~"))
+}
+
+pub fn socket_key(node: &str, socket: &str) -> String {
+    format!("sock.{}.{}", key_token(node), key_token(socket))
+}
+
+fn node_prefix(node: &str) -> String {
+    format!("sock.{}.", key_token(node))
+}
+
+pub fn user_key(user: &str) -> String {
+    format!("user.{}", key_token(user))
+}
+
+pub fn lease_key(node: &str) -> String {
+    format!("lease.{}", key_token(node))
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn to_json<T: Serialize>(v: &T) -> Bytes {
+    // Plain structs of strings and numbers always serialise.
+    Bytes::from(serde_json::to_vec(v).unwrap_or_default())
+}
+
+/// The presence bookkeeping of one process.
+#[derive(Clone)]
+pub struct Presence {
+    store: Arc<dyn Store>,
+    bus: Arc<dyn Bus>,
+    subjects: Subjects,
+    cfg: Arc<PresenceConfig>,
+}
+
+impl Presence {
+    pub fn new(store: Arc<dyn Store>, bus: Arc<dyn Bus>, cfg: PresenceConfig) -> Presence {
+        Presence {
+            store,
+            bus,
+            subjects: Subjects::new(&cfg.cluster),
+            cfg: Arc::new(cfg),
+        }
+    }
+
+    pub fn config(&self) -> &PresenceConfig {
+        &self.cfg
+    }
+
+    /// The state of a user (offline with no history when unknown).
+    pub async fn user(&self, user: &str) -> Result<UserState, StoreError> {
+        Ok(self.read_user(user).await?.0)
+    }
+
+    async fn read_user(&self, user: &str) -> Result<(UserState, Option<u64>), StoreError> {
+        match self.store.get(&user_key(user)).await? {
+            None => Ok((UserState::default(), None)),
+            Some((bytes, rev)) => match serde_json::from_slice(&bytes) {
+                Ok(state) => Ok((state, Some(rev))),
+                Err(e) => {
+                    tracing::warn!(%user, error = %e, "unreadable user state replaced");
+                    Ok((UserState::default(), Some(rev)))
+                }
+            },
+        }
+    }
+
+    /// Reads, changes and swaps a user's state until the swap wins; returns
+    /// the state before and after.
+    async fn update_user(
+        &self,
+        user: &str,
+        mut change: impl FnMut(&mut UserState),
+    ) -> Result<(UserState, UserState), StoreError> {
+        for _ in 0..MAX_SWAPS {
+            let (before, rev) = self.read_user(user).await?;
+            let mut after = before.clone();
+            change(&mut after);
+            if after == before {
+                return Ok((before, after));
+            }
+            match self.store.swap(&user_key(user), to_json(&after), rev).await {
+                Ok(_) => return Ok((before, after)),
+                Err(StoreError::Conflict) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "user state of {user:?} kept changing"
+        )))
+    }
+
+    /// A socket connected: record it, bring its user online, enforce the limit.
+    pub async fn connected(&self, rec: &SocketRecord) -> Result<(), StoreError> {
+        self.store
+            .put(&socket_key(&rec.node, &rec.id), to_json(rec))
+            .await?;
+        self.publish_event(rec, EventKind::Connect, &rec.rooms)
+            .await;
+        if rec.user.is_empty() {
+            return Ok(());
+        }
+        let entry = UserSocket {
+            id: rec.id.clone(),
+            node: rec.node.clone(),
+            connected_at_ms: rec.connected_at_ms,
+        };
+        let (before, after) = self
+            .update_user(&rec.user, |s| {
+                if !s.sockets.iter().any(|x| x.id == entry.id) {
+                    s.sockets.push(entry.clone());
+                }
+                if s.status == Status::Offline {
+                    s.rooms.clear();
+                }
+                s.status = Status::Online;
+                s.last_seen_ms = now_ms();
+            })
+            .await?;
+        if before.status == Status::Offline {
+            self.transition(&rec.user, EventKind::Online, &after).await;
+        }
+        let limit = self.cfg.max_sockets_per_user;
+        if limit > 0 && after.sockets.len() > limit {
+            let mut sockets = after.sockets.clone();
+            sockets.sort_by_key(|s| s.connected_at_ms);
+            for old in &sockets[..sockets.len() - limit] {
+                if old.id != rec.id {
+                    self.evict(rec, old, limit).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A socket joined or left rooms: rewrite its record.
+    pub async fn rooms_changed(
+        &self,
+        rec: &SocketRecord,
+        joined: &[String],
+        left: &[String],
+    ) -> Result<(), StoreError> {
+        self.store
+            .put(&socket_key(&rec.node, &rec.id), to_json(rec))
+            .await?;
+        if !joined.is_empty() {
+            self.publish_event(rec, EventKind::Join, joined).await;
+        }
+        if !left.is_empty() {
+            self.publish_event(rec, EventKind::Leave, left).await;
+        }
+        Ok(())
+    }
+
+    /// A socket is gone: forget it; its user starts leaving when it was the last.
+    pub async fn disconnected(&self, rec: &SocketRecord) -> Result<(), StoreError> {
+        self.store.delete(&socket_key(&rec.node, &rec.id)).await?;
+        self.publish_event(rec, EventKind::Disconnect, &rec.rooms)
+            .await;
+        if rec.user.is_empty() {
+            return Ok(());
+        }
+        let now = now_ms();
+        let grace = self.cfg.grace;
+        let (before, after) = self
+            .update_user(&rec.user, |s| {
+                let had = s.sockets.len();
+                s.sockets.retain(|x| x.id != rec.id);
+                if s.sockets.len() == had {
+                    return;
+                }
+                let rooms: BTreeSet<String> = s.rooms.iter().chain(&rec.rooms).cloned().collect();
+                s.rooms = rooms.into_iter().collect();
+                s.last_seen_ms = now;
+                if s.sockets.is_empty() && s.status == Status::Online {
+                    if grace.is_zero() {
+                        s.status = Status::Offline;
+                    } else {
+                        s.status = Status::Leaving;
+                        s.since_ms = now;
+                    }
+                }
+            })
+            .await?;
+        if before.status != Status::Offline && after.status == Status::Offline {
+            self.transition(&rec.user, EventKind::Offline, &after).await;
+        }
+        Ok(())
+    }
+
+    /// Ends a `leaving` that began at `since_ms`, unless the user came back.
+    async fn finalize(&self, user: &str, since_ms: i64) -> Result<(), StoreError> {
+        let (before, after) = self
+            .update_user(user, |s| {
+                if s.status == Status::Leaving && s.since_ms == since_ms && s.sockets.is_empty() {
+                    s.status = Status::Offline;
+                    s.last_seen_ms = since_ms;
+                }
+            })
+            .await?;
+        if before.status == Status::Leaving && after.status == Status::Offline {
+            self.transition(user, EventKind::Offline, &after).await;
+        }
+        Ok(())
+    }
+
+    async fn evict(&self, rec: &SocketRecord, old: &UserSocket, limit: usize) {
+        tracing::info!(user = %rec.user, socket = %old.id, limit, "connection limit: evicting the oldest socket");
+        // The old socket may be in any namespace: address it in every one it
+        // could be in by asking its edge through the edges subject.
+        let Some(old_rec) = self
+            .store
+            .get(&socket_key(&old.node, &old.id))
+            .await
+            .ok()
+            .flatten()
+            .and_then(|(b, _)| serde_json::from_slice::<SocketRecord>(&b).ok())
+        else {
+            return;
+        };
+        let target = Target {
+            ns: old_rec.ns.clone(),
+            sockets: vec![old.id.clone()],
+            ..Target::default()
+        };
+        let reason = serde_json::json!({
+            "reason": format!("too many connections for this user (limit {limit})"),
+        });
+        let args = format!("[{reason}]");
+        if let Ok(parsed) = socketio::parse_args(&args) {
+            let text = socketio::encode_event(&old_rec.ns, EVICTED_EVENT, &parsed, None, 0);
+            self.publish(&Command::Emit {
+                target: target.clone(),
+                packet: Packet {
+                    text,
+                    attachments: Vec::new(),
+                },
+                volatile: false,
+            })
+            .await;
+        }
+        self.publish(&Command::Disconnect {
+            target,
+            close: false,
+        })
+        .await;
+    }
+
+    async fn publish(&self, cmd: &Command) {
+        let subjects = match cmd {
+            Command::Emit { target, .. } => self.subjects.emit_subjects(target),
+            _ => vec![self.subjects.edges()],
+        };
+        let (headers, payload) = cmd.encode();
+        for subject in subjects {
+            if let Err(e) = self
+                .bus
+                .publish(&subject, headers.clone(), payload.clone(), None)
+                .await
+            {
+                tracing::warn!(%subject, error = %e, "presence command not published");
+            }
+        }
+    }
+
+    async fn publish_event(&self, rec: &SocketRecord, kind: EventKind, rooms: &[String]) {
+        let ev = PresenceEvent {
+            kind,
+            user: rec.user.clone(),
+            socket: rec.id.clone(),
+            ns: rec.ns.clone(),
+            node: rec.node.clone(),
+            rooms: rooms.to_vec(),
+            at_ms: now_ms(),
+            last_seen_ms: 0,
+        };
+        self.emit_event(&ev).await;
+    }
+
+    async fn emit_event(&self, ev: &PresenceEvent) {
+        let subject = self.subjects.presence_events();
+        if let Err(e) = self
+            .bus
+            .publish(&subject, Default::default(), to_json(ev), None)
+            .await
+        {
+            tracing::warn!(error = %e, "presence event not published");
+        }
+    }
+
+    /// Announces an online or offline transition, once: only the writer whose
+    /// swap made it calls this.
+    async fn transition(&self, user: &str, kind: EventKind, state: &UserState) {
+        let status = if kind == EventKind::Online {
+            "online"
+        } else {
+            "offline"
+        };
+        tracing::debug!(%user, status, "presence transition");
+        self.emit_event(&PresenceEvent {
+            kind,
+            user: user.to_owned(),
+            socket: String::new(),
+            ns: String::new(),
+            node: String::new(),
+            rooms: state.rooms.clone(),
+            at_ms: now_ms(),
+            last_seen_ms: state.last_seen_ms,
+        })
+        .await;
+        let rooms = match &self.cfg.audience {
+            Audience::None => return,
+            Audience::Namespace => Vec::new(),
+            Audience::Room(room) => vec![room.clone()],
+            Audience::Rooms if state.rooms.is_empty() => return,
+            Audience::Rooms => state.rooms.clone(),
+        };
+        let body = serde_json::json!({
+            "userId": user,
+            "status": status,
+            "lastSeen": state.last_seen_ms,
+        });
+        let args = format!("[{body}]");
+        let Ok(parsed) = socketio::parse_args(&args) else {
+            return;
+        };
+        let ns = &self.cfg.namespace;
+        let text = socketio::encode_event(ns, STATUS_EVENT, &parsed, None, 0);
+        self.publish(&Command::Emit {
+            target: Target {
+                ns: ns.clone(),
+                rooms,
+                ..Target::default()
+            },
+            packet: Packet {
+                text,
+                attachments: Vec::new(),
+            },
+            volatile: false,
+        })
+        .await;
+    }
+
+    /// Writes an edge's lease.
+    pub async fn refresh_lease(&self, node: &str) -> Result<(), StoreError> {
+        self.store
+            .put(
+                &lease_key(node),
+                to_json(&serde_json::json!({ "at": now_ms() })),
+            )
+            .await
+            .map(drop)
+    }
+
+    /// Removes every socket record of a node, as if each had disconnected,
+    /// then its lease.
+    pub async fn clean_node(&self, node: &str) -> Result<usize, StoreError> {
+        let keys = self.store.keys(&node_prefix(node)).await?;
+        let mut n = 0;
+        for key in keys {
+            let Some((bytes, _)) = self.store.get(&key).await? else {
+                continue;
+            };
+            match serde_json::from_slice::<SocketRecord>(&bytes) {
+                Ok(rec) => self.disconnected(&rec).await?,
+                Err(_) => self.store.delete(&key).await?,
+            }
+            n += 1;
+        }
+        self.store.delete(&lease_key(node)).await?;
+        Ok(n)
+    }
+
+    /// Keeps an edge's lease alive until `stop`, then deletes it.
+    pub async fn hold_lease(&self, node: String, stop: CancellationToken) {
+        let every = self.cfg.lease_ttl / 3;
+        loop {
+            if let Err(e) = self.refresh_lease(&node).await {
+                tracing::warn!(error = %e, "lease not refreshed");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = stop.cancelled() => break,
+            }
+        }
+        if let Err(e) = self.store.delete(&lease_key(&node)).await {
+            tracing::warn!(error = %e, "lease not released");
+        }
+    }
+
+    /// The control plane's loop: ends `leaving` users after the grace period
+    /// and cleans up after edges whose lease expired. Runs until `stop`.
+    pub async fn run_keeper(self, stop: CancellationToken) -> Result<(), StoreError> {
+        let mut users = self.store.watch("user.").await?;
+        let mut leases = self.store.watch("lease.").await?;
+        // Local time of the last change of each lease: clocks of other
+        // machines never matter.
+        let mut seen: HashMap<String, Instant> = HashMap::new();
+        let started = Instant::now();
+        self.clean_orphans().await;
+        let mut sweep = tokio::time::interval(self.cfg.lease_ttl / 3);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return Ok(()),
+                change = users.next() => {
+                    let Some(change) = change else { return Ok(()) };
+                    self.on_user_change(change, &stop);
+                }
+                change = leases.next() => {
+                    let Some(change) = change else { return Ok(()) };
+                    let Some(node) = change.key.strip_prefix("lease.").and_then(key_untoken) else {
+                        continue;
+                    };
+                    if change.value.is_some() {
+                        seen.insert(node, Instant::now());
+                    } else {
+                        seen.remove(&node);
+                    }
+                }
+                _ = sweep.tick() => {
+                    let ttl = self.cfg.lease_ttl;
+                    let expired: Vec<String> = seen
+                        .iter()
+                        .filter(|(_, at)| at.elapsed() > ttl && started.elapsed() > ttl)
+                        .map(|(n, _)| n.clone())
+                        .collect();
+                    for node in expired {
+                        seen.remove(&node);
+                        match self.clean_node(&node).await {
+                            Ok(n) => tracing::warn!(%node, sockets = n, "edge lease expired: its sockets are gone"),
+                            Err(e) => tracing::warn!(%node, error = %e, "cleaning up after an expired lease failed"),
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_user_change(&self, change: Change, stop: &CancellationToken) {
+        let Some(bytes) = change.value else { return };
+        let Ok(state) = serde_json::from_slice::<UserState>(&bytes) else {
+            return;
+        };
+        if state.status != Status::Leaving {
+            return;
+        }
+        let Some(user) = change.key.strip_prefix("user.").and_then(key_untoken) else {
+            return;
+        };
+        let this = self.clone();
+        let stop = stop.clone();
+        let since = state.since_ms;
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(this.cfg.grace) => {}
+                _ = stop.cancelled() => return,
+            }
+            if let Err(e) = this.finalize(&user, since).await {
+                tracing::warn!(%user, error = %e, "presence: offline not recorded");
+            }
+        });
+    }
+
+    /// Socket records of nodes that hold no lease at all (they died and their
+    /// lease was cleaned, or never existed): removed at start.
+    async fn clean_orphans(&self) {
+        let (socks, leases) = match (
+            self.store.keys("sock.").await,
+            self.store.keys("lease.").await,
+        ) {
+            (Ok(s), Ok(l)) => (s, l),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!(error = %e, "presence: cannot list records");
+                return;
+            }
+        };
+        let live: BTreeSet<&str> = leases
+            .iter()
+            .filter_map(|k| k.strip_prefix("lease."))
+            .collect();
+        let orphaned: BTreeSet<&str> = socks
+            .iter()
+            .filter_map(|k| k.strip_prefix("sock.")?.split('.').next())
+            .filter(|n| !live.contains(n))
+            .collect();
+        for node in orphaned {
+            if let Some(node) = key_untoken(node) {
+                if let Err(e) = self.clean_node(&node).await {
+                    tracing::warn!(%node, error = %e, "presence: orphaned sockets not removed");
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

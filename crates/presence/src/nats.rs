@@ -1,0 +1,126 @@
+//! The presence store on NATS JetStream KV: one bucket per roomcast cluster,
+//! history 1, so every replica of every process sees the same revisions and
+//! compare-and-swap arbitrates between them.
+
+use async_nats::jetstream::kv;
+use bytes::Bytes;
+use futures_util::StreamExt;
+
+use crate::store::{async_stream_like, Change, Store, StoreError, Watch};
+
+/// A JetStream KV bucket.
+#[derive(Clone)]
+pub struct NatsStore {
+    kv: kv::Store,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+impl NatsStore {
+    /// Opens the bucket, creating it when missing.
+    pub async fn open(
+        client: async_nats::Client,
+        bucket: &str,
+        replicas: usize,
+    ) -> Result<NatsStore, StoreError> {
+        let js = async_nats::jetstream::new(client);
+        let kv = match js.get_key_value(bucket).await {
+            Ok(kv) => kv,
+            Err(_) => js
+                .create_key_value(kv::Config {
+                    bucket: bucket.to_owned(),
+                    description: "roomcast presence: sockets, users, edge leases".to_owned(),
+                    history: 1,
+                    num_replicas: replicas,
+                    ..Default::default()
+                })
+                .await
+                .map_err(unavailable)?,
+        };
+        Ok(NatsStore { kv })
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for NatsStore {
+    async fn get(&self, key: &str) -> Result<Option<(Bytes, u64)>, StoreError> {
+        match self.kv.entry(key).await.map_err(unavailable)? {
+            Some(e) if e.operation == kv::Operation::Put => Ok(Some((e.value, e.revision))),
+            _ => Ok(None),
+        }
+    }
+
+    async fn put(&self, key: &str, value: Bytes) -> Result<u64, StoreError> {
+        self.kv.put(key, value).await.map_err(unavailable)
+    }
+
+    async fn swap(
+        &self,
+        key: &str,
+        value: Bytes,
+        expected: Option<u64>,
+    ) -> Result<u64, StoreError> {
+        match expected {
+            None => self.kv.create(key, value).await.map_err(|e| {
+                if e.kind() == kv::CreateErrorKind::AlreadyExists {
+                    StoreError::Conflict
+                } else {
+                    unavailable(e)
+                }
+            }),
+            Some(rev) => self.kv.update(key, value, rev).await.map_err(|e| {
+                if e.kind() == kv::UpdateErrorKind::WrongLastRevision {
+                    StoreError::Conflict
+                } else {
+                    unavailable(e)
+                }
+            }),
+        }
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.kv.delete(key).await.map_err(unavailable)
+    }
+
+    async fn keys(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let mut keys = self.kv.keys().await.map_err(unavailable)?;
+        let mut out = Vec::new();
+        while let Some(k) = keys.next().await {
+            let k = k.map_err(unavailable)?;
+            if k.starts_with(prefix) {
+                out.push(k);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn watch(&self, prefix: &str) -> Result<Watch, StoreError> {
+        let mut watch = self
+            .kv
+            .watch(format!("{prefix}>"))
+            .await
+            .map_err(unavailable)?;
+        Ok(async_stream_like(move |tx| async move {
+            while let Some(entry) = watch.next().await {
+                let entry = match entry {
+                    Ok(e) => e,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "presence watch error");
+                        continue;
+                    }
+                };
+                let value = (entry.operation == kv::Operation::Put).then_some(entry.value);
+                let change = Change {
+                    key: entry.key,
+                    value,
+                    revision: entry.revision,
+                };
+                if tx.send(change).await.is_err() {
+                    return;
+                }
+            }
+        }))
+    }
+}

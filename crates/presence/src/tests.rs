@@ -1,0 +1,294 @@
+use super::*;
+use roomcast_bus::{MemoryBus, Subscription};
+
+fn rec(id: &str, user: &str, node: &str, at: i64) -> SocketRecord {
+    SocketRecord {
+        id: id.into(),
+        user: user.into(),
+        ns: "/".into(),
+        node: node.into(),
+        rooms: vec!["lobby".into()],
+        connected_at_ms: at,
+    }
+}
+
+struct Fixture {
+    bus: MemoryBus,
+    store: MemoryStore,
+    events: Subscription,
+    broadcasts: Subscription,
+}
+
+async fn fixture() -> Fixture {
+    let bus = MemoryBus::default();
+    let subjects = Subjects::new("roomcast");
+    let events = bus
+        .subscribe(&subjects.presence_events(), None)
+        .await
+        .expect("sub");
+    let broadcasts = bus
+        .subscribe(&subjects.namespace("/"), None)
+        .await
+        .expect("sub");
+    Fixture {
+        bus,
+        store: MemoryStore::default(),
+        events,
+        broadcasts,
+    }
+}
+
+/// A presence whose edges e1 and e2 hold leases (a keeper removes the
+/// sockets of edges without one).
+async fn presence(f: &Fixture, cfg: PresenceConfig) -> Presence {
+    let p = Presence::new(Arc::new(f.store.clone()), Arc::new(f.bus.clone()), cfg);
+    for node in ["e1", "e2"] {
+        p.refresh_lease(node).await.expect("lease");
+    }
+    p
+}
+
+fn cfg(grace_ms: u64) -> PresenceConfig {
+    PresenceConfig {
+        grace: Duration::from_millis(grace_ms),
+        lease_ttl: Duration::from_secs(30),
+        ..PresenceConfig::default()
+    }
+}
+
+/// The online/offline events received so far, as (user, kind).
+fn transitions(sub: &mut Subscription) -> Vec<(String, EventKind)> {
+    let mut out = Vec::new();
+    while let Some(m) = sub.try_next() {
+        let ev: PresenceEvent = serde_json::from_slice(&m.payload).expect("event json");
+        if matches!(ev.kind, EventKind::Online | EventKind::Offline) {
+            out.push((ev.user, ev.kind));
+        }
+    }
+    out
+}
+
+fn broadcast_texts(sub: &mut Subscription) -> Vec<String> {
+    let mut out = Vec::new();
+    while let Some(m) = sub.try_next() {
+        out.push(String::from_utf8_lossy(&m.payload).into_owned());
+    }
+    out
+}
+
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn last_socket_closing_makes_one_offline_after_the_grace() {
+    let mut f = fixture().await;
+    let p = presence(&f, cfg(100)).await;
+    let stop = CancellationToken::new();
+    // Two keepers, as with two control planes.
+    tokio::spawn(p.clone().run_keeper(stop.clone()));
+    tokio::spawn(p.clone().run_keeper(stop.clone()));
+    let (a, b) = (rec("a", "alice", "e1", 1), rec("b", "alice", "e2", 2));
+    p.connected(&a).await.expect("connect");
+    p.connected(&b).await.expect("connect");
+    assert_eq!(
+        transitions(&mut f.events),
+        vec![("alice".into(), EventKind::Online)]
+    );
+    let online = broadcast_texts(&mut f.broadcasts);
+    assert_eq!(online.len(), 1);
+    assert!(
+        online[0].starts_with("42[\"user-status-change\",{"),
+        "{online:?}"
+    );
+    assert!(online[0].contains("\"status\":\"online\""));
+
+    p.disconnected(&a).await.expect("disconnect");
+    assert!(p.user("alice").await.expect("state").is_online());
+    p.disconnected(&b).await.expect("disconnect");
+    assert_eq!(
+        p.user("alice").await.expect("state").status,
+        Status::Leaving
+    );
+    let mut seen = Vec::new();
+    eventually("the offline transition", || {
+        seen.extend(transitions(&mut f.events));
+        !seen.is_empty()
+    })
+    .await;
+    // Give a second keeper every chance to announce it again.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    seen.extend(transitions(&mut f.events));
+    assert_eq!(seen, vec![("alice".into(), EventKind::Offline)]);
+    let offline = broadcast_texts(&mut f.broadcasts);
+    assert_eq!(offline.len(), 1, "{offline:?}");
+    assert!(offline[0].contains("\"status\":\"offline\"") && offline[0].contains("lastSeen"));
+    let state = p.user("alice").await.expect("state");
+    assert_eq!(state.status, Status::Offline);
+    assert!(state.last_seen_ms > 0);
+    assert!(f.store.keys("sock.").await.expect("keys").is_empty());
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn reconnecting_within_the_grace_does_not_flap() {
+    let mut f = fixture().await;
+    let p = presence(&f, cfg(200)).await;
+    let stop = CancellationToken::new();
+    tokio::spawn(p.clone().run_keeper(stop.clone()));
+    p.connected(&rec("a", "bob", "e1", 1))
+        .await
+        .expect("connect");
+    p.disconnected(&rec("a", "bob", "e1", 1))
+        .await
+        .expect("disconnect");
+    p.connected(&rec("b", "bob", "e2", 2))
+        .await
+        .expect("reconnect");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        transitions(&mut f.events),
+        vec![("bob".into(), EventKind::Online)]
+    );
+    assert_eq!(p.user("bob").await.expect("state").status, Status::Online);
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn zero_grace_goes_offline_at_once() {
+    let mut f = fixture().await;
+    let p = presence(&f, cfg(0)).await;
+    p.connected(&rec("a", "carol", "e1", 1))
+        .await
+        .expect("connect");
+    p.disconnected(&rec("a", "carol", "e1", 1))
+        .await
+        .expect("disconnect");
+    assert_eq!(
+        transitions(&mut f.events),
+        vec![
+            ("carol".into(), EventKind::Online),
+            ("carol".into(), EventKind::Offline)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn an_expired_lease_takes_its_sockets_and_users_with_it() {
+    let mut f = fixture().await;
+    let p = presence(
+        &f,
+        PresenceConfig {
+            lease_ttl: Duration::from_millis(300),
+            ..cfg(0)
+        },
+    )
+    .await;
+    p.refresh_lease("dead").await.expect("lease");
+    p.refresh_lease("alive").await.expect("lease");
+    p.connected(&rec("d1", "dave", "dead", 1))
+        .await
+        .expect("connect");
+    p.connected(&rec("e1", "erin", "alive", 1))
+        .await
+        .expect("connect");
+    let stop = CancellationToken::new();
+    let keeper = tokio::spawn(p.clone().run_keeper(stop.clone()));
+    // "alive" keeps its lease; "dead" does not.
+    let holding = p.clone();
+    let holder_stop = stop.clone();
+    let holder = tokio::spawn(async move { holding.hold_lease("alive".into(), holder_stop).await });
+    let mut seen = Vec::new();
+    eventually("dave to go offline", || {
+        seen.extend(transitions(&mut f.events));
+        seen.contains(&("dave".into(), EventKind::Offline))
+    })
+    .await;
+    assert!(p.user("erin").await.expect("state").is_online());
+    assert_eq!(
+        f.store.keys("sock.").await.expect("keys"),
+        vec![socket_key("alive", "e1")]
+    );
+    stop.cancel();
+    let _ = keeper.await;
+    let _ = holder.await;
+}
+
+#[tokio::test]
+async fn orphaned_sockets_are_removed_when_a_keeper_starts() {
+    let mut f = fixture().await;
+    let p = presence(&f, cfg(0)).await;
+    p.connected(&rec("o1", "olga", "gone", 1))
+        .await
+        .expect("connect");
+    let stop = CancellationToken::new();
+    tokio::spawn(p.clone().run_keeper(stop.clone()));
+    let mut seen = Vec::new();
+    eventually("olga to go offline", || {
+        seen.extend(transitions(&mut f.events));
+        seen.contains(&("olga".into(), EventKind::Offline))
+    })
+    .await;
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn the_connection_limit_evicts_the_oldest_socket() {
+    let f = fixture().await;
+    let mut edges = f
+        .bus
+        .subscribe(&Subjects::new("roomcast").edges(), None)
+        .await
+        .expect("sub");
+    let p = presence(
+        &f,
+        PresenceConfig {
+            max_sockets_per_user: 2,
+            ..cfg(0)
+        },
+    )
+    .await;
+    p.connected(&rec("s1", "frank", "e1", 1))
+        .await
+        .expect("connect");
+    p.connected(&rec("s2", "frank", "e2", 2))
+        .await
+        .expect("connect");
+    assert!(edges.try_next().is_none(), "within the limit");
+    p.connected(&rec("s3", "frank", "e1", 3))
+        .await
+        .expect("connect");
+    let mut cmds = Vec::new();
+    while let Some(m) = edges.try_next() {
+        cmds.push(Command::decode(&m.headers, m.payload).expect("command"));
+    }
+    assert_eq!(cmds.len(), 2, "{cmds:?}");
+    let Command::Emit { target, packet, .. } = &cmds[0] else {
+        panic!("an emit first: {cmds:?}")
+    };
+    assert_eq!(target.sockets, vec!["s1".to_owned()]);
+    assert!(String::from_utf8_lossy(&packet.text).contains(EVICTED_EVENT));
+    assert!(
+        matches!(&cmds[1], Command::Disconnect { target, close: false } if target.sockets == vec!["s1".to_owned()])
+    );
+}
+
+#[test]
+fn keys_are_valid_kv_keys_and_round_trip() {
+    for name in ["alice", "a.b c", "ü/~=", ""] {
+        let k = user_key(name);
+        assert!(
+            k.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-/_=.".contains(c)),
+            "{k}"
+        );
+        assert_eq!(
+            k.strip_prefix("user.").and_then(key_untoken).as_deref(),
+            Some(name)
+        );
+    }
+}
