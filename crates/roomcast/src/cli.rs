@@ -1,4 +1,4 @@
-//! `roomcast emit | sockets | rooms | join | leave | disconnect`: the gRPC API
+//! `roomcast emit | sockets | rooms | join | leave | presence | disconnect`: the gRPC API
 //! from a shell, against any standalone process or control plane.
 
 use std::time::Duration;
@@ -8,7 +8,7 @@ use clap::{Args, Subcommand};
 use roomcast_api::v1::roomcast_client::RoomcastClient;
 use roomcast_api::v1::{
     DisconnectSocketsRequest, EmitRequest, EmitWithAckRequest, FetchSocketsRequest,
-    ListRoomsRequest, RoomsRequest, Selector,
+    GetPresenceRequest, ListRoomsRequest, RoomsRequest, Selector, WatchPresenceRequest,
 };
 use serde_json::{json, Value};
 use tonic::metadata::MetadataValue;
@@ -130,6 +130,23 @@ pub enum ApiCommand {
         #[command(flatten)]
         sel: Sel,
     },
+    /// Show users' status and a room's members, or --watch presence events
+    Presence {
+        #[command(flatten)]
+        conn: Conn,
+        /// A user whose status to show; repeat for several
+        #[arg(long = "user", short)]
+        users: Vec<String>,
+        /// A room whose members to show
+        #[arg(long, short)]
+        room: Option<String>,
+        /// Namespace of the room (and of --watch's filter)
+        #[arg(long, short, default_value = "")]
+        namespace: String,
+        /// Stream events (connect, disconnect, join, leave, online, offline) until interrupted
+        #[arg(long)]
+        watch: bool,
+    },
     /// Disconnect the selected sockets
     Disconnect {
         #[command(flatten)]
@@ -150,11 +167,16 @@ pub async fn run(cmd: ApiCommand) -> anyhow::Result<()> {
         | ApiCommand::Rooms { conn, .. }
         | ApiCommand::Join { conn, .. }
         | ApiCommand::Leave { conn, .. }
+        | ApiCommand::Presence { conn, .. }
         | ApiCommand::Disconnect { conn, .. } => conn.clone(),
     };
+    let streaming = matches!(cmd, ApiCommand::Presence { watch: true, .. });
     let mut endpoint = Channel::from_shared(conn.server.clone())
         .with_context(|| format!("invalid server address {:?}", conn.server))?
-        .timeout(Duration::from_millis(conn.timeout_ms));
+        .connect_timeout(Duration::from_millis(conn.timeout_ms));
+    if !streaming {
+        endpoint = endpoint.timeout(Duration::from_millis(conn.timeout_ms));
+    }
     if let Some(path) = &conn.ca_file {
         let ca = std::fs::read(path)
             .with_context(|| format!("cannot read ca file {}", path.display()))?;
@@ -335,6 +357,98 @@ pub async fn run(cmd: ApiCommand) -> anyhow::Result<()> {
                 println!("left");
             }
             json!({ "left": true })
+        }
+        ApiCommand::Presence {
+            users,
+            namespace,
+            watch: true,
+            room,
+            ..
+        } => {
+            let mut stream = client
+                .watch_presence(WatchPresenceRequest {
+                    namespace,
+                    room: room.unwrap_or_default(),
+                    user_ids: users,
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            while let Some(ev) = stream.message().await.map_err(status)? {
+                if conn.json {
+                    let line = json!({
+                        "kind": ev.kind, "user_id": ev.user_id, "socket_id": ev.socket_id,
+                        "namespace": ev.namespace, "node_id": ev.node_id, "rooms": ev.rooms,
+                        "at_ms": ev.at_ms, "last_seen_ms": ev.last_seen_ms,
+                    });
+                    println!("{line}");
+                } else {
+                    let user = if ev.user_id.is_empty() {
+                        "-"
+                    } else {
+                        ev.user_id.as_str()
+                    };
+                    println!(
+                        "{:<10} {:<16} {:<22} {} {}",
+                        ev.kind,
+                        user,
+                        ev.socket_id,
+                        ev.namespace,
+                        ev.rooms.join(",")
+                    );
+                }
+            }
+            return Ok(());
+        }
+        ApiCommand::Presence {
+            users,
+            namespace,
+            room,
+            ..
+        } => {
+            let res = client
+                .get_presence(GetPresenceRequest {
+                    user_ids: users,
+                    room: room.clone().unwrap_or_default(),
+                    namespace,
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            if !conn.json {
+                for u in &res.users {
+                    let status = if u.online { "online" } else { "offline" };
+                    println!(
+                        "{:<16} {:<8} sockets={} last_seen_ms={}",
+                        u.user_id, status, u.sockets, u.last_seen_ms
+                    );
+                }
+                if let Some(room) = &room {
+                    println!(
+                        "room {room}: {} users, {} sockets: {}",
+                        res.room_user_ids.len(),
+                        res.room_sockets.len(),
+                        res.room_user_ids.join(",")
+                    );
+                }
+            }
+            let users: Vec<Value> = res
+                .users
+                .iter()
+                .map(|u| {
+                    json!({
+                        "user_id": u.user_id, "online": u.online,
+                        "last_seen_ms": u.last_seen_ms, "sockets": u.sockets,
+                    })
+                })
+                .collect();
+            json!({
+                "users": users,
+                "room_user_ids": res.room_user_ids,
+                "room_sockets": res.room_sockets.iter().map(|s| json!({
+                    "id": s.id, "user_id": s.user_id, "node_id": s.node_id,
+                })).collect::<Vec<_>>(),
+            })
         }
         ApiCommand::Disconnect { sel, close, .. } => {
             let res = client
