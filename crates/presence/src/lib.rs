@@ -284,6 +284,7 @@ impl Presence {
         if rec.user.is_empty() {
             return Ok(());
         }
+        let entry_rooms = rec.rooms.clone();
         let entry = UserSocket {
             id: rec.id.clone(),
             node: rec.node.clone(),
@@ -295,7 +296,9 @@ impl Presence {
                     s.sockets.push(entry.clone());
                 }
                 if s.status == Status::Offline {
-                    s.rooms.clear();
+                    // The rooms audience of the online announcement: where the
+                    // first socket is at connect.
+                    s.rooms = entry_rooms.clone();
                 }
                 s.status = Status::Online;
                 s.last_seen_ms = now_ms();
