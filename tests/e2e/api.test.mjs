@@ -20,6 +20,7 @@ import {
   startTarget,
   targetKind,
   waitFor,
+  waitNoSockets,
   withTimeout,
 } from './lib/index.mjs';
 
@@ -79,17 +80,7 @@ describe(`control API against roomcast ${TARGET}`, { timeout: 240_000 }, () => {
   afterEach(async () => {
     pool.closeAll();
     // The next test's whole-namespace selectors and room counts must not see these.
-    await waitFor(
-      async () => {
-        for (const namespace of NAMESPACES) {
-          if ((await api.fetchSockets({ target: { namespace } })).sockets.length) return false;
-        }
-        return true;
-      },
-      10_000,
-      'every socket of the last test to be gone from FetchSockets',
-      50,
-    );
+    await waitNoSockets(api, NAMESPACES);
   });
 
   after(async () => {

@@ -15,6 +15,7 @@ import {
   startTarget,
   targetKind,
   waitFor,
+  waitNoSockets,
 } from './lib/index.mjs';
 
 const SECRET = 'e2e-cli-hs256-secret-with-enough-bytes-01';
@@ -58,17 +59,7 @@ describe(`roomcast CLI against roomcast ${TARGET}`, { timeout: 180_000 }, () => 
 
   afterEach(async () => {
     pool.closeAll();
-    await waitFor(
-      async () => {
-        for (const namespace of NAMESPACES) {
-          if ((await api.fetchSockets({ target: { namespace } })).sockets.length) return false;
-        }
-        return true;
-      },
-      10_000,
-      'every socket of the last test to be gone',
-      50,
-    );
+    await waitNoSockets(api, NAMESPACES);
   });
 
   after(async () => {

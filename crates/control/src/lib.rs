@@ -168,48 +168,35 @@ impl Control {
             .transpose()?
             .map(|mut r| r.remove(0));
         let users: HashSet<String> = Self::user_ids(&req.user_ids)?.into_iter().collect();
-        let mut sub = self
+        let sub = self
             .bus
             .subscribe(&self.subjects.presence_events(), None)
             .await?;
         let (tx, rx) = tokio::sync::mpsc::channel(self.config.consumer_buffer);
-        tokio::spawn(async move {
-            loop {
-                let msg = tokio::select! {
-                    _ = tx.closed() => return,
-                    msg = sub.next() => msg,
-                };
-                let Some(msg) = msg else { return };
-                let Ok(ev) =
-                    serde_json::from_slice::<roomcast_presence::PresenceEvent>(&msg.payload)
-                else {
-                    continue;
-                };
-                let transition = matches!(ev.kind, EventKind::Online | EventKind::Offline);
-                if ns.as_ref().is_some_and(|n| !transition && *n != ev.ns)
-                    || room.as_ref().is_some_and(|r| !ev.rooms.contains(r))
-                    || (!users.is_empty() && !users.contains(&ev.user))
-                {
-                    continue;
-                }
-                let kind = serde_json::to_value(ev.kind)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default();
-                let out = PresenceEvent {
-                    kind,
-                    user_id: ev.user,
-                    socket_id: ev.socket,
-                    namespace: ev.ns,
-                    node_id: ev.node,
-                    rooms: ev.rooms,
-                    at_ms: ev.at_ms,
-                    last_seen_ms: ev.last_seen_ms,
-                };
-                if tx.send(Ok(out)).await.is_err() {
-                    return;
-                }
+        forward(sub, tx, move |msg| {
+            let ev =
+                serde_json::from_slice::<roomcast_presence::PresenceEvent>(&msg.payload).ok()?;
+            let transition = matches!(ev.kind, EventKind::Online | EventKind::Offline);
+            if ns.as_ref().is_some_and(|n| !transition && *n != ev.ns)
+                || room.as_ref().is_some_and(|r| !ev.rooms.contains(r))
+                || (!users.is_empty() && !users.contains(&ev.user))
+            {
+                return None;
             }
+            let kind = serde_json::to_value(ev.kind)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            Some(PresenceEvent {
+                kind,
+                user_id: ev.user,
+                socket_id: ev.socket,
+                namespace: ev.ns,
+                node_id: ev.node,
+                rooms: ev.rooms,
+                at_ms: ev.at_ms,
+                last_seen_ms: ev.last_seen_ms,
+            })
         });
         Ok(rx)
     }
@@ -564,41 +551,52 @@ impl Control {
         let (tx, rx) = tokio::sync::mpsc::channel(self.config.consumer_buffer);
         for event in events {
             let subject = self.subjects.client_events(ns.as_deref(), event);
-            let mut sub = self.bus.subscribe(&subject, group).await?;
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                loop {
-                    let msg = tokio::select! {
-                        _ = tx.closed() => return,
-                        msg = sub.next() => msg,
-                    };
-                    let Some(msg) = msg else { return };
-                    let ev = match envelope::ClientEvent::decode(&msg.headers, msg.payload) {
-                        Ok(ev) => ev,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "invalid client event on the bus");
-                            continue;
-                        }
-                    };
-                    let out = ClientEvent {
-                        socket_id: ev.socket,
-                        user_id: ev.user,
-                        namespace: ev.ns,
-                        event: ev.event,
-                        args_json: ev.args_json,
-                        attachments: ev.attachments.into_iter().map(|b| b.to_vec()).collect(),
-                        ack_id: ev.ack_id,
-                        reply_to: ev.reply_to,
-                        received_at_ms: ev.received_at_ms,
-                    };
-                    if tx.send(Ok(out)).await.is_err() {
-                        return;
+            let sub = self.bus.subscribe(&subject, group).await?;
+            forward(sub, tx.clone(), |msg| {
+                let ev = match envelope::ClientEvent::decode(&msg.headers, msg.payload) {
+                    Ok(ev) => ev,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "invalid client event on the bus");
+                        return None;
                     }
-                }
+                };
+                Some(ClientEvent {
+                    socket_id: ev.socket,
+                    user_id: ev.user,
+                    namespace: ev.ns,
+                    event: ev.event,
+                    args_json: ev.args_json,
+                    attachments: ev.attachments.into_iter().map(|b| b.to_vec()).collect(),
+                    ack_id: ev.ack_id,
+                    reply_to: ev.reply_to,
+                    received_at_ms: ev.received_at_ms,
+                })
             });
         }
         Ok(rx)
     }
+}
+
+/// Forwards bus messages, mapped (`None` skips one), into a gRPC stream's
+/// channel until the subscription ends or the caller goes away.
+fn forward<T: Send + 'static>(
+    mut sub: roomcast_bus::Subscription,
+    tx: tokio::sync::mpsc::Sender<Result<T, Status>>,
+    mut map: impl FnMut(roomcast_bus::Message) -> Option<T> + Send + 'static,
+) {
+    tokio::spawn(async move {
+        loop {
+            let msg = tokio::select! {
+                _ = tx.closed() => return,
+                msg = sub.next() => msg,
+            };
+            let Some(msg) = msg else { return };
+            let Some(out) = map(msg) else { continue };
+            if tx.send(Ok(out)).await.is_err() {
+                return;
+            }
+        }
+    });
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<ClientEvent, Status>> + Send>>;

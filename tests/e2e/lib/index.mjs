@@ -12,3 +12,4 @@ export * from './clients.mjs';
 export * from './rawws.mjs';
 export * from './hook.mjs';
 export * from './cli.mjs';
+export * from './suite.mjs';
