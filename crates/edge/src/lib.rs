@@ -39,6 +39,7 @@ mod ws;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::time::Duration;
 
 use roomcast_bus::subject::Subjects;
 use roomcast_bus::{Bus, BusError};
@@ -53,7 +54,7 @@ use index::Index;
 use session::Session;
 
 /// How long a stopping edge waits for its presence changes to be recorded.
-const PRESENCE_DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
+const PRESENCE_DRAIN: Duration = Duration::from_secs(10);
 
 /// An edge node. Cheap to clone.
 #[derive(Clone)]
@@ -168,6 +169,34 @@ impl Edge {
     /// How many room subjects this edge subscribes to.
     pub fn room_subscription_count(&self) -> usize {
         self.read_index().room_count()
+    }
+
+    /// Lame-duck close: closes the open connections spread at random over
+    /// `window` (transport close, so clients reconnect, elsewhere once this
+    /// edge is out of the load balancer), so their reconnects do not arrive
+    /// all at once. Returns when all of them are closed.
+    pub async fn drain(&self, window: Duration) {
+        let sessions: Vec<_> = self.sessions().values().cloned().collect();
+        tracing::info!(
+            connections = sessions.len(),
+            window_ms = window.as_millis() as u64,
+            "draining"
+        );
+        let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
+        let mut closing = tokio::task::JoinSet::new();
+        for s in sessions {
+            let edge = self.clone();
+            let at = Duration::from_millis(if window_ms == 0 {
+                0
+            } else {
+                rand::random_range(0..window_ms)
+            });
+            closing.spawn(async move {
+                tokio::time::sleep(at).await;
+                edge.close_session(&s, CloseReason::ServerShutdown);
+            });
+        }
+        while closing.join_next().await.is_some() {}
     }
 
     /// Closes every connection (transport close, so clients reconnect) and

@@ -1,7 +1,7 @@
 //! `roomcast edge` and `roomcast control`: the processes of a cluster, which
 //! share one NATS.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,6 +46,7 @@ pub async fn run_edge(cfg: Resolved, metrics: PrometheusHandle) -> anyhow::Resul
         .await
         .context("cannot start the edge")?;
     let draining = Arc::new(AtomicBool::new(false));
+    let cfg_drain = cfg.drain;
     let probe = Arc::new(EdgeProbe {
         edge: edge.clone(),
         nats: Some(nats.clone()),
@@ -65,8 +66,7 @@ pub async fn run_edge(cfg: Resolved, metrics: PrometheusHandle) -> anyhow::Resul
 
     signal.wait().await;
     tracing::info!("shutting down");
-    draining.store(true, Ordering::Release);
-    edge.shutdown().await;
+    serve::drain_edge(&edge, &servers, &draining, cfg_drain).await;
     servers.stop().await?;
     // Deliver what is still buffered (the "bye" among it) before exiting,
     // but never wait for a NATS that is gone.

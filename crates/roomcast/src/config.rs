@@ -140,6 +140,12 @@ pub struct Settings {
     /// Most sockets one user may have in the cluster; a new one evicts the oldest (0: no limit) [default: 0]
     #[arg(long, env = "ROOMCAST_MAX_CONNECTIONS_PER_USER")]
     pub max_connections_per_user: Option<usize>,
+    /// On SIGTERM, how long an edge keeps serving while not ready, before it closes connections, ms [default: 0]
+    #[arg(long, env = "ROOMCAST_DRAIN_DELAY_MS")]
+    pub drain_delay_ms: Option<u64>,
+    /// Then, over how long it closes its connections, spread at random, ms [default: 0]
+    #[arg(long, env = "ROOMCAST_DRAIN_WINDOW_MS")]
+    pub drain_window_ms: Option<u64>,
     /// How long a command sent to every edge (join, leave, fetch, disconnect) may take, ms [default: 5000]
     #[arg(long, env = "ROOMCAST_REQUEST_TIMEOUT_MS")]
     pub request_timeout_ms: Option<u64>,
@@ -213,7 +219,7 @@ impl Settings {
                 }
             };
         }
-        pick!(presence, presence_grace_ms, presence_lease_ttl_ms, presence_audience,
+        pick!(drain_delay_ms, drain_window_ms, presence, presence_grace_ms, presence_lease_ttl_ms, presence_audience,
               presence_namespace, presence_replicas, max_connections_per_user, listen, grpc_listen, grpc_tls_cert_file, grpc_tls_key_file, grpc_tls_client_ca_file,
               admin_listen, connect_hook_url, connect_hook_timeout_ms, request_timeout_ms, heartbeat_interval_ms,
               edge_ttl_ms, nats_token, nats_user, nats_password, nats_nkey_seed, nats_creds_file,
@@ -247,6 +253,15 @@ impl Role {
     }
 }
 
+/// The lame-duck drain of an edge at SIGTERM.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Drain {
+    /// Not ready but still serving (load balancers take the edge out).
+    pub delay: Duration,
+    /// Connections are closed spread over this.
+    pub window: Duration,
+}
+
 /// TLS for the gRPC port, read from the files at start.
 pub struct GrpcTls {
     pub cert_pem: Vec<u8>,
@@ -276,6 +291,7 @@ pub struct Resolved {
     /// Presence settings; `None` when presence is off.
     pub presence: Option<PresenceConfig>,
     pub presence_replicas: usize,
+    pub drain: Drain,
 }
 
 impl Resolved {
@@ -528,6 +544,10 @@ impl Settings {
             edge_ttl,
             presence,
             presence_replicas: self.presence_replicas.unwrap_or(1).max(1),
+            drain: Drain {
+                delay: Duration::from_millis(self.drain_delay_ms.unwrap_or(0)),
+                window: Duration::from_millis(self.drain_window_ms.unwrap_or(0)),
+            },
         })
     }
 }

@@ -78,13 +78,19 @@ pub async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<(TcpListener, 
 #[derive(Default)]
 pub struct Servers {
     stop: CancellationToken,
+    /// Stops accepting clients first, while the rest keeps serving.
+    clients_stop: CancellationToken,
     tasks: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)>,
 }
 
 impl Servers {
     /// Serves an axum router (client port or admin port).
     pub fn http(&mut self, name: &'static str, listener: TcpListener, router: axum::Router) {
-        let stop = self.stop.clone();
+        let stop = if name == "client" {
+            self.clients_stop.clone()
+        } else {
+            self.stop.clone()
+        };
         let server = axum::serve(
             listener,
             router.into_make_service_with_connect_info::<SocketAddr>(),
@@ -150,8 +156,14 @@ impl Servers {
         Ok(())
     }
 
+    /// Stops accepting new client connections (those open are not touched).
+    pub fn stop_accepting_clients(&self) {
+        self.clients_stop.cancel();
+    }
+
     /// Stops every server and waits for them.
     pub async fn stop(self) -> anyhow::Result<()> {
+        self.clients_stop.cancel();
         self.stop.cancel();
         for (name, task) in self.tasks {
             task.await
@@ -160,6 +172,26 @@ impl Servers {
         }
         Ok(())
     }
+}
+
+/// The lame-duck drain of a process with an edge: not ready at once, keep
+/// serving for `delay` (load balancers take it out meanwhile), stop accepting,
+/// close the connections spread over `window`, then stop the edge.
+pub async fn drain_edge(
+    edge: &roomcast_edge::Edge,
+    servers: &Servers,
+    draining: &std::sync::atomic::AtomicBool,
+    drain: crate::config::Drain,
+) {
+    draining.store(true, std::sync::atomic::Ordering::Release);
+    tracing::info!(
+        delay_ms = drain.delay.as_millis() as u64,
+        "not ready; draining after the delay"
+    );
+    tokio::time::sleep(drain.delay).await;
+    servers.stop_accepting_clients();
+    edge.drain(drain.window).await;
+    edge.shutdown().await;
 }
 
 /// Prints the one machine-readable line scripts and tests wait for.

@@ -1,6 +1,6 @@
 //! `roomcast standalone`: the cluster code with an in-memory bus, in one process.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -41,6 +41,7 @@ pub async fn run(cfg: Resolved, metrics: PrometheusHandle) -> anyhow::Result<()>
     }
 
     let draining = Arc::new(AtomicBool::new(false));
+    let cfg_drain = cfg.drain;
     let probe: Arc<dyn Probe> = Arc::new(EdgeProbe {
         edge: edge.clone(),
         nats: None,
@@ -63,8 +64,7 @@ pub async fn run(cfg: Resolved, metrics: PrometheusHandle) -> anyhow::Result<()>
 
     signal.wait().await;
     tracing::info!("shutting down");
-    draining.store(true, Ordering::Release);
-    edge.shutdown().await;
+    serve::drain_edge(&edge, &servers, &draining, cfg_drain).await;
     keeper_stop.cancel();
     servers.stop().await
 }
