@@ -34,6 +34,7 @@ const COUNT: &str = "rc-count";
 const CLOSE: &str = "rc-close";
 const TIMEOUT: &str = "rc-timeout";
 const USERS: &str = "rc-users";
+const SENT_AT: &str = "rc-sent";
 
 /// Which sockets a command applies to. The union of `rooms`, `sockets` and the
 /// sockets of `users` (every socket of `ns` when all are empty), less the
@@ -247,7 +248,35 @@ fn get_packet(h: &Headers, payload: Bytes) -> Result<Packet, EnvelopeError> {
     })
 }
 
+/// When the producer published a command, in Unix microseconds (emits carry
+/// it, for the fan-out latency metric).
+pub fn sent_at_us(h: &Headers) -> Option<i64> {
+    h.get(SENT_AT)?.parse().ok()
+}
+
+/// Unix time in microseconds.
+pub fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}
+
 impl Command {
+    /// The operation's name (a bounded metrics label).
+    pub fn op(&self) -> &'static str {
+        match self {
+            Command::Emit { .. } => "emit",
+            Command::Join { .. } => "join",
+            Command::Leave { .. } => "leave",
+            Command::Reply { .. } => "reply",
+            Command::EmitWithAck { .. } => "emit_with_ack",
+            Command::Disconnect { .. } => "disconnect",
+            Command::Fetch { .. } => "fetch",
+            Command::ListRooms { .. } => "list_rooms",
+            Command::Ping => "ping",
+        }
+    }
+
     /// The headers and payload that carry this command.
     pub fn encode(&self) -> (Headers, Bytes) {
         let mut h = Headers::new();
@@ -258,6 +287,7 @@ impl Command {
                 volatile,
             } => {
                 h.append(OP, "emit");
+                h.append(SENT_AT, now_us().to_string());
                 put_target(&mut h, target);
                 if *volatile {
                     h.append(VOLATILE, "1");

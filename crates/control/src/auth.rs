@@ -68,7 +68,10 @@ impl Interceptor for ApiKeys {
             .metadata()
             .get("authorization")
             .and_then(|v| v.to_str().ok());
-        self.check(header)?;
+        if let Err(status) = self.check(header) {
+            metrics::counter!(crate::metrics::GRPC_UNAUTHENTICATED).increment(1);
+            return Err(status);
+        }
         Ok(req)
     }
 }

@@ -16,6 +16,7 @@
 pub mod auth;
 pub mod edges;
 pub mod error;
+pub mod metrics;
 
 use std::collections::{HashMap, HashSet};
 use std::pin::Pin;
@@ -604,24 +605,33 @@ type EventStream = Pin<Box<dyn Stream<Item = Result<ClientEvent, Status>> + Send
 #[tonic::async_trait]
 impl Roomcast for Control {
     async fn emit(&self, req: Request<EmitRequest>) -> Result<Response<EmitResponse>, Status> {
-        Control::emit(self, req.into_inner()).await?;
-        Ok(Response::new(EmitResponse {}))
+        metrics::observe("Emit", async move {
+            Control::emit(self, req.into_inner()).await?;
+            Ok(Response::new(EmitResponse {}))
+        })
+        .await
     }
 
     async fn join_rooms(
         &self,
         req: Request<RoomsRequest>,
     ) -> Result<Response<RoomsResponse>, Status> {
-        self.rooms_command(req.into_inner(), true).await?;
-        Ok(Response::new(RoomsResponse {}))
+        metrics::observe("JoinRooms", async move {
+            self.rooms_command(req.into_inner(), true).await?;
+            Ok(Response::new(RoomsResponse {}))
+        })
+        .await
     }
 
     async fn leave_rooms(
         &self,
         req: Request<RoomsRequest>,
     ) -> Result<Response<RoomsResponse>, Status> {
-        self.rooms_command(req.into_inner(), false).await?;
-        Ok(Response::new(RoomsResponse {}))
+        metrics::observe("LeaveRooms", async move {
+            self.rooms_command(req.into_inner(), false).await?;
+            Ok(Response::new(RoomsResponse {}))
+        })
+        .await
     }
 
     type ConsumeEventsStream = EventStream;
@@ -630,51 +640,69 @@ impl Roomcast for Control {
         &self,
         req: Request<ConsumeEventsRequest>,
     ) -> Result<Response<Self::ConsumeEventsStream>, Status> {
-        let rx = self.consume(req.into_inner()).await?;
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        )))
+        metrics::observe("ConsumeEvents", async move {
+            let rx = self.consume(req.into_inner()).await?;
+            let stream: Self::ConsumeEventsStream =
+                Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx));
+            Ok(Response::new(stream))
+        })
+        .await
     }
 
     async fn reply(&self, req: Request<ReplyRequest>) -> Result<Response<ReplyResponse>, Status> {
-        Control::reply(self, req.into_inner()).await?;
-        Ok(Response::new(ReplyResponse {}))
+        metrics::observe("Reply", async move {
+            Control::reply(self, req.into_inner()).await?;
+            Ok(Response::new(ReplyResponse {}))
+        })
+        .await
     }
 
     async fn emit_with_ack(
         &self,
         req: Request<EmitWithAckRequest>,
     ) -> Result<Response<EmitWithAckResponse>, Status> {
-        Ok(Response::new(
-            Control::emit_with_ack(self, req.into_inner()).await?,
-        ))
+        metrics::observe("EmitWithAck", async move {
+            Ok(Response::new(
+                Control::emit_with_ack(self, req.into_inner()).await?,
+            ))
+        })
+        .await
     }
 
     async fn disconnect_sockets(
         &self,
         req: Request<DisconnectSocketsRequest>,
     ) -> Result<Response<DisconnectSocketsResponse>, Status> {
-        let n = self.disconnect(req.into_inner()).await?;
-        Ok(Response::new(DisconnectSocketsResponse {
-            disconnected: u32::try_from(n).unwrap_or(u32::MAX),
-        }))
+        metrics::observe("DisconnectSockets", async move {
+            let n = self.disconnect(req.into_inner()).await?;
+            Ok(Response::new(DisconnectSocketsResponse {
+                disconnected: u32::try_from(n).unwrap_or(u32::MAX),
+            }))
+        })
+        .await
     }
 
     async fn fetch_sockets(
         &self,
         req: Request<FetchSocketsRequest>,
     ) -> Result<Response<FetchSocketsResponse>, Status> {
-        let sockets = self.fetch(req.into_inner()).await?;
-        Ok(Response::new(FetchSocketsResponse { sockets }))
+        metrics::observe("FetchSockets", async move {
+            let sockets = self.fetch(req.into_inner()).await?;
+            Ok(Response::new(FetchSocketsResponse { sockets }))
+        })
+        .await
     }
 
     async fn get_presence(
         &self,
         req: Request<GetPresenceRequest>,
     ) -> Result<Response<GetPresenceResponse>, Status> {
-        Ok(Response::new(
-            Control::get_presence(self, req.into_inner()).await?,
-        ))
+        metrics::observe("GetPresence", async move {
+            Ok(Response::new(
+                Control::get_presence(self, req.into_inner()).await?,
+            ))
+        })
+        .await
     }
 
     type WatchPresenceStream = Pin<Box<dyn Stream<Item = Result<PresenceEvent, Status>> + Send>>;
@@ -683,18 +711,24 @@ impl Roomcast for Control {
         &self,
         req: Request<WatchPresenceRequest>,
     ) -> Result<Response<Self::WatchPresenceStream>, Status> {
-        let rx = Control::watch_presence(self, req.into_inner()).await?;
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        )))
+        metrics::observe("WatchPresence", async move {
+            let rx = Control::watch_presence(self, req.into_inner()).await?;
+            let stream: Self::WatchPresenceStream =
+                Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx));
+            Ok(Response::new(stream))
+        })
+        .await
     }
 
     async fn list_rooms(
         &self,
         req: Request<ListRoomsRequest>,
     ) -> Result<Response<ListRoomsResponse>, Status> {
-        let rooms = Control::list_rooms(self, req.into_inner()).await?;
-        Ok(Response::new(ListRoomsResponse { rooms }))
+        metrics::observe("ListRooms", async move {
+            let rooms = Control::list_rooms(self, req.into_inner()).await?;
+            Ok(Response::new(ListRoomsResponse { rooms }))
+        })
+        .await
     }
 }
 

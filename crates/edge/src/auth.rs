@@ -94,6 +94,21 @@ pub enum AuthError {
     Malformed,
 }
 
+impl AuthError {
+    /// The metrics label of this cause.
+    pub fn label(&self) -> &'static str {
+        match self {
+            AuthError::MissingToken => "missing_token",
+            AuthError::TooLong | AuthError::Malformed => "malformed_token",
+            AuthError::Expired | AuthError::NotYetValid => "expired_token",
+            AuthError::BadSignature => "bad_signature",
+            AuthError::AlgorithmNotAllowed => "algorithm_not_allowed",
+            AuthError::WrongAudience | AuthError::WrongIssuer => "wrong_audience_or_issuer",
+            AuthError::MissingClaim(_) | AuthError::BadRoomsClaim(_) => "bad_claims",
+        }
+    }
+}
+
 struct Key {
     alg: Algorithm,
     key: DecodingKey,

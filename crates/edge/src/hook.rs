@@ -49,6 +49,18 @@ pub(crate) enum Refused {
     Invalid(&'static str),
 }
 
+impl Refused {
+    /// The metrics label of this cause.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Refused::Denied(_) => "hook_denied",
+            Refused::Timeout => "hook_timeout",
+            Refused::Unavailable(_) => "hook_unavailable",
+            Refused::Invalid(_) => "hook_invalid_answer",
+        }
+    }
+}
+
 impl Hook {
     pub fn new(cfg: &HookConfig) -> Result<Hook, tonic::transport::Error> {
         let channel = Endpoint::from_shared(cfg.url.clone())?

@@ -65,6 +65,14 @@ impl Index {
         self.sockets.get(sid).map(|m| m.socket.clone())
     }
 
+    /// Sockets per namespace.
+    pub fn namespace_sizes(&self) -> Vec<(String, usize)> {
+        self.namespaces
+            .iter()
+            .map(|(ns, sids)| (ns.clone(), sids.len()))
+            .collect()
+    }
+
     /// Local member counts of the rooms of a namespace.
     pub fn room_counts(&self, ns: &str) -> Vec<(String, u64)> {
         self.rooms
@@ -397,13 +405,15 @@ impl Edge {
             self.on_ack_reply(msg).await;
             return;
         }
-        let cmd = match Command::decode(&msg.headers, msg.payload) {
+        let msg_headers = msg.headers;
+        let cmd = match Command::decode(&msg_headers, msg.payload) {
             Ok(cmd) => cmd,
             Err(e) => {
                 tracing::warn!(subject = %msg.subject, error = %e, "invalid command on the bus");
                 return;
             }
         };
+        metrics::counter!(crate::metrics::BUS_MESSAGES, "op" => cmd.op()).increment(1);
         match cmd {
             Command::Emit {
                 target,
@@ -412,6 +422,10 @@ impl Edge {
             } => {
                 let targets = self.read_index().targets(&target, via);
                 self.deliver(&targets, &packet, volatile);
+                if let Some(sent) = roomcast_bus::envelope::sent_at_us(&msg_headers) {
+                    let delay = (roomcast_bus::envelope::now_us() - sent).max(0) as f64 / 1e6;
+                    metrics::histogram!(crate::metrics::FANOUT_LATENCY).record(delay);
+                }
             }
             Command::Join { .. }
             | Command::Leave { .. }
@@ -493,6 +507,7 @@ impl Edge {
         packet: &roomcast_bus::envelope::Packet,
         volatile: bool,
     ) {
+        metrics::counter!(crate::metrics::DELIVERIES).increment(targets.len() as u64);
         for socket in targets {
             if let Err(PushError::Full) = socket.send(packet, volatile) {
                 tracing::info!(socket = %socket.id, "slow consumer disconnected");

@@ -30,6 +30,7 @@ pub mod config;
 pub mod hook;
 mod http;
 mod index;
+pub mod metrics;
 mod outbox;
 mod polling;
 mod presence;
@@ -80,6 +81,17 @@ struct Inner {
     acks: Mutex<HashMap<(String, u64), String>>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
+}
+
+/// What an edge holds right now.
+#[derive(Debug, Default, Clone)]
+pub struct Gauges {
+    pub websocket_connections: usize,
+    pub polling_connections: usize,
+    pub sockets_by_namespace: Vec<(String, usize)>,
+    pub room_subscriptions: usize,
+    /// Bytes waiting in every connection's outbound queue.
+    pub queued_bytes: usize,
 }
 
 /// Why an edge could not start.
@@ -164,6 +176,21 @@ impl Edge {
     /// How many Engine.IO connections are open.
     pub fn connection_count(&self) -> usize {
         self.sessions().len()
+    }
+
+    /// A snapshot of the edge's gauges, for a metrics scrape.
+    pub fn gauges(&self) -> Gauges {
+        let mut g = Gauges::default();
+        for s in self.sessions().values() {
+            match s.outbox.mode() {
+                outbox::Mode::WebSocket => g.websocket_connections += 1,
+                outbox::Mode::Polling => g.polling_connections += 1,
+            }
+            g.queued_bytes += s.outbox.queued_bytes();
+        }
+        g.sockets_by_namespace = self.read_index().namespace_sizes();
+        g.room_subscriptions = self.room_subscription_count();
+        g
     }
 
     /// How many room subjects this edge subscribes to.

@@ -147,7 +147,6 @@ impl Outbox {
         self.notify.notify_waiters();
     }
 
-    #[cfg(test)]
     pub fn queued_bytes(&self) -> usize {
         self.lock().bytes
     }

@@ -66,6 +66,7 @@ pub(crate) async fn get(edge: &Edge, session: &Arc<Session>) -> Response {
     }
     let mut body = BytesMut::new();
     engineio::encode_payload(&batch.frames, &mut body);
+    metrics::counter!(crate::metrics::BYTES_OUT).increment(body.len() as u64);
     text(StatusCode::OK, body.freeze())
 }
 
@@ -85,6 +86,7 @@ pub(crate) async fn post(edge: &Edge, session: &Arc<Session>, body: Body) -> Res
             return text(StatusCode::PAYLOAD_TOO_LARGE, "payload too large");
         }
     };
+    metrics::counter!(crate::metrics::BYTES_IN).increment(bytes.len() as u64);
     let packets = match engineio::decode_payload(bytes, MAX_PACKETS_PER_POST) {
         Ok(p) => p,
         Err(e) => {

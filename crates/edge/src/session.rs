@@ -55,6 +55,22 @@ impl CloseReason {
         }
     }
 
+    /// The metrics label of this reason.
+    pub fn label(self) -> &'static str {
+        match self {
+            CloseReason::TransportClose => "transport_close",
+            CloseReason::TransportError => "transport_error",
+            CloseReason::PingTimeout => "ping_timeout",
+            CloseReason::ProtocolError => "protocol_error",
+            CloseReason::MessageTooBig => "message_too_big",
+            CloseReason::ConnectTimeout => "connect_timeout",
+            CloseReason::SlowConsumer => "slow_consumer",
+            CloseReason::PollingOverlap => "polling_overlap",
+            CloseReason::ServerShutdown => "server_shutdown",
+            CloseReason::ForcedClose => "forced_close",
+        }
+    }
+
     /// The WebSocket close code sent with this reason.
     pub fn ws_code(self) -> u16 {
         match self {
@@ -250,6 +266,7 @@ impl Edge {
             .close_code
             .store(reason.ws_code(), Ordering::Release);
         tracing::debug!(sid = %session.sid, reason = reason.as_str(), "session closed");
+        metrics::counter!(crate::metrics::DISCONNECTS, "reason" => reason.label()).increment(1);
         self.sessions().remove(&session.sid);
         let sockets: Vec<Arc<Socket>> = session.sio().sockets.drain().map(|(_, s)| s).collect();
         if !sockets.is_empty() {

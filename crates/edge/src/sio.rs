@@ -138,7 +138,11 @@ impl Edge {
                 _ => Ok(()),
             }
         };
+        let refused = |cause: &'static str| {
+            metrics::counter!(crate::metrics::CONNECTS_REFUSED, "cause" => cause).increment(1);
+        };
         if !self.inner.config.has_namespace(nsp) {
+            refused("invalid_namespace");
             return refuse("Invalid namespace");
         }
         let (identity, data_json) = if let Some(hook) = &self.inner.hook {
@@ -149,19 +153,24 @@ impl Edge {
                 Ok(granted) => (granted.identity, granted.data_json),
                 Err(e) => {
                     tracing::info!(sid = %session.sid, nsp, error = %e, source = ?std::error::Error::source(&e), "connect refused by the hook");
+                    refused(e.label());
                     return refuse(&e.to_string());
                 }
             }
         } else {
             let token = match auth.and_then(|a| a.get("token")) {
                 Some(Value::String(t)) => Some(t.as_str()),
-                Some(_) => return refuse("invalid token: token must be a string"),
+                Some(_) => {
+                    refused("malformed_token");
+                    return refuse("invalid token: token must be a string");
+                }
                 None => session.handshake.bearer.as_deref(),
             };
             match self.inner.auth.authenticate(token) {
                 Ok(identity) => (identity, String::new()),
                 Err(e) => {
                     tracing::debug!(sid = %session.sid, nsp, error = %e, "connect refused");
+                    refused(e.label());
                     return refuse(&e.to_string());
                 }
             }
@@ -186,6 +195,9 @@ impl Edge {
             return Ok(());
         }
         let packet = socketio::encode_connect(nsp, &socket.id);
+        // The namespace is one of the configured ones: a bounded label.
+        metrics::counter!(crate::metrics::SOCKETS_CONNECTED, "namespace" => nsp.to_owned())
+            .increment(1);
         tracing::debug!(sid = %session.sid, socket = %socket.id, nsp, user = %socket.user, "socket connected");
         match session.outbox.push([Frame::Text(packet)]) {
             Err(PushError::Full) => Err(CloseReason::SlowConsumer),
@@ -231,6 +243,7 @@ impl Edge {
             reply_to: subjects.node(&self.inner.config.node_id),
             received_at_ms: crate::now_ms(),
         };
+        metrics::counter!(crate::metrics::CLIENT_EVENTS).increment(1);
         let subject = subjects.client_events(Some(&ev.ns), Some(&ev.event));
         // Backends on NATS answer an ack with a plain NATS reply.
         let reply = ack_id.map(|id| subjects.ack_reply(&self.inner.config.node_id, &socket.id, id));

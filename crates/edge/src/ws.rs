@@ -154,6 +154,11 @@ async fn read_loop(
             _ = session.cancel.cancelled() => return,
             frame = reader.read_frame(&mut send) => frame,
         };
+        if let Ok(f) = &frame {
+            if matches!(f.opcode, OpCode::Text | OpCode::Binary) {
+                metrics::counter!(crate::metrics::BYTES_IN).increment(f.payload.len() as u64);
+            }
+        }
         let packet = match frame {
             Err(WebSocketError::FrameTooLarge) => Err(CloseReason::MessageTooBig),
             Err(WebSocketError::UnexpectedEOF) | Err(WebSocketError::ConnectionClosed) => {
@@ -232,6 +237,8 @@ async fn writer(
             batch = session.outbox.take(Mode::WebSocket, WRITE_BATCH_BYTES), if active => {
                 let Some(batch) = batch else { return Ok(()) };
                 write_frames(&mut w, &batch.frames).await.map_err(io_err)?;
+                let written: usize = batch.frames.iter().map(Frame::len).sum();
+                metrics::counter!(crate::metrics::BYTES_OUT).increment(written as u64);
                 if batch.closed {
                     let code = session.close_code().to_be_bytes();
                     let _ = w.write_all(&encode_frame(OpCode::Close, &code)).await;

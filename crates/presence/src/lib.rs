@@ -25,6 +25,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod metrics;
 pub mod nats;
 pub mod store;
 
@@ -393,6 +394,7 @@ impl Presence {
 
     async fn evict(&self, rec: &SocketRecord, old: &UserSocket, limit: usize) {
         tracing::info!(user = %rec.user, socket = %old.id, limit, "connection limit: evicting the oldest socket");
+        ::metrics::counter!(metrics::EVICTIONS).increment(1);
         // The old socket may be in any namespace: address it in every one it
         // could be in by asking its edge through the edges subject.
         let Some(old_rec) = self
@@ -484,6 +486,7 @@ impl Presence {
             "offline"
         };
         tracing::debug!(%user, status, "presence transition");
+        ::metrics::counter!(metrics::TRANSITIONS, "status" => status).increment(1);
         self.emit_event(&PresenceEvent {
             kind,
             user: user.to_owned(),
@@ -613,6 +616,7 @@ impl Presence {
                         .collect();
                     for node in expired {
                         seen.remove(&node);
+                        ::metrics::counter!(metrics::LEASE_EXPIRIES).increment(1);
                         match self.clean_node(&node).await {
                             Ok(n) => tracing::warn!(%node, sockets = n, "edge lease expired: its sockets are gone"),
                             Err(e) => tracing::warn!(%node, error = %e, "cleaning up after an expired lease failed"),

@@ -48,6 +48,7 @@ pub async fn run_edge(cfg: Resolved, metrics: PrometheusHandle) -> anyhow::Resul
     let draining = Arc::new(AtomicBool::new(false));
     let cfg_drain = cfg.drain;
     let probe = Arc::new(EdgeProbe {
+        namespaces: edge.config().namespaces.clone(),
         edge: edge.clone(),
         nats: Some(nats.clone()),
         draining: draining.clone(),

@@ -22,6 +22,8 @@ fn sample_nats(nats: &NatsBus) {
 /// stops being ready, so no new clients are sent to it meanwhile.
 pub struct EdgeProbe {
     pub edge: Edge,
+    /// The configured namespaces: the only values of the `namespace` label.
+    pub namespaces: Vec<String>,
     pub nats: Option<NatsBus>,
     pub draining: Arc<AtomicBool>,
 }
@@ -36,8 +38,23 @@ impl Probe for EdgeProbe {
         if let Some(nats) = &self.nats {
             sample_nats(nats);
         }
-        metrics::gauge!(m::EDGE_CONNECTIONS).set(self.edge.connection_count() as f64);
-        metrics::gauge!(m::EDGE_ROOM_SUBSCRIPTIONS).set(self.edge.room_subscription_count() as f64);
+        let g = self.edge.gauges();
+        let total = g.websocket_connections + g.polling_connections;
+        metrics::gauge!(m::EDGE_CONNECTIONS).set(total as f64);
+        metrics::gauge!(m::EDGE_CONNECTIONS_BY_TRANSPORT, "transport" => "websocket")
+            .set(g.websocket_connections as f64);
+        metrics::gauge!(m::EDGE_CONNECTIONS_BY_TRANSPORT, "transport" => "polling")
+            .set(g.polling_connections as f64);
+        for ns in &self.namespaces {
+            let n = g
+                .sockets_by_namespace
+                .iter()
+                .find(|(name, _)| name == ns)
+                .map_or(0, |(_, n)| *n);
+            metrics::gauge!(m::EDGE_SOCKETS, "namespace" => ns.clone()).set(n as f64);
+        }
+        metrics::gauge!(m::EDGE_OUTBOUND_QUEUE_BYTES).set(g.queued_bytes as f64);
+        metrics::gauge!(m::EDGE_ROOM_SUBSCRIPTIONS).set(g.room_subscriptions as f64);
     }
 }
 

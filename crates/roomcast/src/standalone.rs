@@ -43,6 +43,7 @@ pub async fn run(cfg: Resolved, metrics: PrometheusHandle) -> anyhow::Result<()>
     let draining = Arc::new(AtomicBool::new(false));
     let cfg_drain = cfg.drain;
     let probe: Arc<dyn Probe> = Arc::new(EdgeProbe {
+        namespaces: edge.config().namespaces.clone(),
         edge: edge.clone(),
         nats: None,
         draining: draining.clone(),

@@ -1,0 +1,63 @@
+//! Metric names of the control plane, and the wrapper that measures every RPC.
+
+use std::future::Future;
+
+use tokio::time::Instant;
+use tonic::{Code, Status};
+
+/// gRPC calls (labels `method`, `code`).
+pub const GRPC_REQUESTS: &str = "roomcast_grpc_requests_total";
+/// gRPC call latency until the response (label `method`); for streams, until
+/// the stream is open.
+pub const GRPC_DURATION: &str = "roomcast_grpc_request_duration_seconds";
+
+/// gRPC calls refused for a missing or wrong API key (before any method).
+pub const GRPC_UNAUTHENTICATED: &str = "roomcast_grpc_unauthenticated_total";
+
+pub fn describe() {
+    use metrics::{describe_counter, describe_histogram, Unit};
+    describe_counter!(
+        GRPC_UNAUTHENTICATED,
+        "gRPC calls refused for a missing or wrong api key"
+    );
+    describe_counter!(GRPC_REQUESTS, "gRPC calls, by method and status code");
+    describe_histogram!(GRPC_DURATION, Unit::Seconds, "gRPC call latency, by method");
+}
+
+fn code_label(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+/// Runs one RPC and records its outcome and latency.
+pub async fn observe<T>(
+    method: &'static str,
+    call: impl Future<Output = Result<T, Status>>,
+) -> Result<T, Status> {
+    let start = Instant::now();
+    let result = call.await;
+    let code = match &result {
+        Ok(_) => Code::Ok,
+        Err(s) => s.code(),
+    };
+    metrics::counter!(GRPC_REQUESTS, "method" => method, "code" => code_label(code)).increment(1);
+    metrics::histogram!(GRPC_DURATION, "method" => method).record(start.elapsed().as_secs_f64());
+    result
+}

@@ -1,0 +1,42 @@
+//! Metric names of the edge. Counters are incremented where things happen
+//! (once per bus message, connection or packet, never per byte); gauges are
+//! read from the live state at scrape time by the binary. No label carries a
+//! room, user or socket id.
+
+/// Sockets connected to a namespace (label `namespace`: configured names only).
+pub const SOCKETS_CONNECTED: &str = "roomcast_edge_sockets_connected_total";
+/// CONNECTs refused (label `cause`).
+pub const CONNECTS_REFUSED: &str = "roomcast_edge_connects_refused_total";
+/// Connections closed (label `reason`).
+pub const DISCONNECTS: &str = "roomcast_edge_disconnects_total";
+/// Commands received from the bus (label `op`: emit, join, ...).
+pub const BUS_MESSAGES: &str = "roomcast_edge_bus_messages_total";
+/// Packets queued on sockets: one per recipient of each emit.
+pub const DELIVERIES: &str = "roomcast_edge_deliveries_total";
+/// Client events relayed to backends.
+pub const CLIENT_EVENTS: &str = "roomcast_edge_client_events_total";
+/// Bytes read from clients (WebSocket payloads, polling bodies).
+pub const BYTES_IN: &str = "roomcast_edge_bytes_in_total";
+/// Bytes written to clients.
+pub const BYTES_OUT: &str = "roomcast_edge_bytes_out_total";
+/// Seconds from an emit's publication by the control plane to its packet
+/// being queued on the recipients of this edge.
+pub const FANOUT_LATENCY: &str = "roomcast_fanout_latency_seconds";
+
+/// Registers descriptions with the installed recorder.
+pub fn describe() {
+    use metrics::{describe_counter, describe_histogram, Unit};
+    describe_counter!(SOCKETS_CONNECTED, "sockets connected, by namespace");
+    describe_counter!(CONNECTS_REFUSED, "socket.io CONNECTs refused, by cause");
+    describe_counter!(DISCONNECTS, "connections closed, by reason");
+    describe_counter!(BUS_MESSAGES, "commands received from the bus, by operation");
+    describe_counter!(DELIVERIES, "packets queued on sockets (one per recipient)");
+    describe_counter!(CLIENT_EVENTS, "client events relayed to backends");
+    describe_counter!(BYTES_IN, Unit::Bytes, "bytes read from clients");
+    describe_counter!(BYTES_OUT, Unit::Bytes, "bytes written to clients");
+    describe_histogram!(
+        FANOUT_LATENCY,
+        Unit::Seconds,
+        "emit published by the control plane to queued on this edge's recipients"
+    );
+}

@@ -1,0 +1,19 @@
+//! Metric names of presence.
+
+/// Users going online or offline (label `status`), counted once per
+/// transition in the whole cluster (by the process that made it).
+pub const TRANSITIONS: &str = "roomcast_presence_transitions_total";
+/// Edge leases found expired by this control plane.
+pub const LEASE_EXPIRIES: &str = "roomcast_presence_lease_expiries_total";
+/// Sockets evicted by the per-user connection limit.
+pub const EVICTIONS: &str = "roomcast_presence_evictions_total";
+
+pub fn describe() {
+    use metrics::describe_counter;
+    describe_counter!(TRANSITIONS, "users going online or offline, by status");
+    describe_counter!(LEASE_EXPIRIES, "edge leases found expired");
+    describe_counter!(
+        EVICTIONS,
+        "sockets evicted by the per-user connection limit"
+    );
+}
