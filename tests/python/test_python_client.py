@@ -5,11 +5,8 @@ The binary is `$ROOMCAST_BIN`, else `<repo>/target/debug/roomcast`. gRPC stubs a
 generated from the proto into a temp dir at test time. Every wait has a deadline.
 """
 
-import importlib
 import json
 import queue
-import subprocess
-import sys
 import threading
 import time
 
@@ -19,27 +16,6 @@ import pytest
 import socketio
 
 from kit import REPO, SECRET, TIMEOUT, Standalone, mint_token, wait_for
-
-
-@pytest.fixture(scope="session")
-def pb(tmp_path_factory):
-    """The generated roomcast.v1 protobuf and gRPC modules: (messages, stubs)."""
-    out = tmp_path_factory.mktemp("stubs")
-    subprocess.run(
-        [
-            sys.executable, "-m", "grpc_tools.protoc",
-            f"-I{REPO / 'proto'}",
-            f"--python_out={out}",
-            f"--grpc_python_out={out}",
-            str(REPO / "proto" / "roomcast" / "v1" / "roomcast.proto"),
-        ],
-        check=True,
-        timeout=60,
-    )
-    sys.path.insert(0, str(out))
-    messages = importlib.import_module("roomcast.v1.roomcast_pb2")
-    stubs = importlib.import_module("roomcast.v1.roomcast_pb2_grpc")
-    return messages, stubs
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ pub fn describe() {
         GRPC_UNAUTHENTICATED,
         "gRPC calls refused for a missing or wrong api key"
     );
+    metrics::counter!(GRPC_UNAUTHENTICATED).absolute(0);
     describe_counter!(GRPC_REQUESTS, "gRPC calls, by method and status code");
     describe_histogram!(GRPC_DURATION, Unit::Seconds, "gRPC call latency, by method");
 }

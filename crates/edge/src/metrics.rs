@@ -23,8 +23,47 @@ pub const BYTES_OUT: &str = "roomcast_edge_bytes_out_total";
 /// being queued on the recipients of this edge.
 pub const FANOUT_LATENCY: &str = "roomcast_fanout_latency_seconds";
 
-/// Registers descriptions with the installed recorder.
+/// Every close reason and refusal cause, so their series exist from the start.
+const REASONS: [&str; 10] = [
+    "transport_close",
+    "transport_error",
+    "ping_timeout",
+    "protocol_error",
+    "message_too_big",
+    "connect_timeout",
+    "slow_consumer",
+    "polling_overlap",
+    "server_shutdown",
+    "forced_close",
+];
+const CAUSES: [&str; 12] = [
+    "invalid_namespace",
+    "missing_token",
+    "malformed_token",
+    "expired_token",
+    "bad_signature",
+    "algorithm_not_allowed",
+    "wrong_audience_or_issuer",
+    "bad_claims",
+    "hook_denied",
+    "hook_timeout",
+    "hook_unavailable",
+    "hook_invalid_answer",
+];
+
+/// Registers descriptions with the installed recorder, and zero values for
+/// the counters, so that alerts and dashboards see series before the first
+/// event.
 pub fn describe() {
+    for reason in REASONS {
+        metrics::counter!(DISCONNECTS, "reason" => reason).absolute(0);
+    }
+    for cause in CAUSES {
+        metrics::counter!(CONNECTS_REFUSED, "cause" => cause).absolute(0);
+    }
+    for name in [DELIVERIES, CLIENT_EVENTS, BYTES_IN, BYTES_OUT] {
+        metrics::counter!(name).absolute(0);
+    }
     use metrics::{describe_counter, describe_histogram, Unit};
     describe_counter!(SOCKETS_CONNECTED, "sockets connected, by namespace");
     describe_counter!(CONNECTS_REFUSED, "socket.io CONNECTs refused, by cause");

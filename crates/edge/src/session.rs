@@ -55,7 +55,7 @@ impl CloseReason {
         }
     }
 
-    /// The metrics label of this reason.
+    /// The metrics label of this reason (listed in `metrics::REASONS` too).
     pub fn label(self) -> &'static str {
         match self {
             CloseReason::TransportClose => "transport_close",

@@ -166,7 +166,7 @@ impl Default for PresenceConfig {
             cluster: "roomcast".into(),
             grace: Duration::from_secs(5),
             lease_ttl: Duration::from_secs(9),
-            audience: Audience::Namespace,
+            audience: Audience::None,
             namespace: "/".into(),
             max_sockets_per_user: 0,
         }

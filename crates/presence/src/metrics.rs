@@ -10,6 +10,11 @@ pub const EVICTIONS: &str = "roomcast_presence_evictions_total";
 
 pub fn describe() {
     use metrics::describe_counter;
+    for status in ["online", "offline"] {
+        metrics::counter!(TRANSITIONS, "status" => status).absolute(0);
+    }
+    metrics::counter!(LEASE_EXPIRIES).absolute(0);
+    metrics::counter!(EVICTIONS).absolute(0);
     describe_counter!(TRANSITIONS, "users going online or offline, by status");
     describe_counter!(LEASE_EXPIRIES, "edge leases found expired");
     describe_counter!(

@@ -50,6 +50,7 @@ async fn presence(f: &Fixture, cfg: PresenceConfig) -> Presence {
 
 fn cfg(grace_ms: u64) -> PresenceConfig {
     PresenceConfig {
+        audience: Audience::Namespace,
         grace: Duration::from_millis(grace_ms),
         lease_ttl: Duration::from_secs(30),
         ..PresenceConfig::default()

@@ -128,7 +128,7 @@ pub struct Settings {
     /// How long an edge that stopped refreshing its lease counts as alive, ms [default: 9000]
     #[arg(long, env = "ROOMCAST_PRESENCE_LEASE_TTL_MS")]
     pub presence_lease_ttl_ms: Option<u64>,
-    /// Who receives user-status-change: namespace, rooms, room:NAME or none [default: namespace]
+    /// Who receives user-status-change: namespace, rooms, room:NAME or none [default: none]
     #[arg(long, env = "ROOMCAST_PRESENCE_AUDIENCE")]
     pub presence_audience: Option<String>,
     /// Namespace user-status-change is emitted in [default: /]
@@ -497,7 +497,7 @@ impl Settings {
             if !valid_namespace(&namespace) {
                 bail!("presence-namespace {namespace:?} must start with '/'");
             }
-            let audience = match self.presence_audience.as_deref().unwrap_or("namespace") {
+            let audience = match self.presence_audience.as_deref().unwrap_or("none") {
                 "namespace" => Audience::Namespace,
                 "rooms" => Audience::Rooms,
                 "none" => Audience::None,

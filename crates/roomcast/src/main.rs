@@ -82,7 +82,7 @@ fn main() -> std::process::ExitCode {
         Ok(r) => r,
         Err(e) => return fail(&e),
     };
-    let metrics = match metrics::install() {
+    let metrics = match metrics::install(role) {
         Ok(handle) => handle,
         Err(e) => return fail(&e),
     };

@@ -36,7 +36,7 @@ pub const CONTROL_LIVE_EDGES: &str = "roomcast_control_live_edges";
 pub const READY: &str = "roomcast_ready";
 
 /// Installs the global recorder; the handle renders the exposition text.
-pub fn install() -> anyhow::Result<PrometheusHandle> {
+pub fn install(role: crate::config::Role) -> anyhow::Result<PrometheusHandle> {
     // Latencies are histograms (not summaries), so dashboards can aggregate
     // them over every process.
     let recorder = PrometheusBuilder::new()
@@ -47,8 +47,13 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
     metrics::set_global_recorder(recorder)
         .map_err(|e| anyhow::anyhow!("cannot install the metrics recorder: {e}"))?;
     describe();
-    roomcast_edge::metrics::describe();
-    roomcast_control::metrics::describe();
+    use crate::config::Role;
+    if role != Role::Control {
+        roomcast_edge::metrics::describe();
+    }
+    if role != Role::Edge {
+        roomcast_control::metrics::describe();
+    }
     roomcast_presence::metrics::describe();
     Ok(handle)
 }
