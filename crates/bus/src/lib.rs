@@ -26,6 +26,7 @@ pub mod memory;
 pub mod names;
 pub mod nats;
 pub mod subject;
+pub mod trace;
 
 use std::time::Duration;
 

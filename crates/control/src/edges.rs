@@ -123,7 +123,8 @@ impl EdgeRequest {
         let inbox = bus.new_inbox();
         let sub = bus.subscribe(&inbox, None).await?;
         let waiting: HashSet<String> = edges.live().into_iter().collect();
-        let (headers, payload) = cmd.encode();
+        let (mut headers, payload) = cmd.encode();
+        roomcast_bus::trace::inject(&mut headers);
         bus.publish(&subjects.edges(), headers, payload, Some(&inbox))
             .await?;
         Ok(EdgeRequest {

@@ -318,7 +318,8 @@ impl Control {
         let Command::Emit { target, .. } = cmd else {
             return Ok(());
         };
-        let (headers, payload) = cmd.encode();
+        let (mut headers, payload) = cmd.encode();
+        roomcast_bus::trace::inject(&mut headers);
         for subject in self.subjects.emit_subjects(target) {
             self.bus
                 .publish(&subject, headers.clone(), payload.clone(), None)

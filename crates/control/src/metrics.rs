@@ -47,13 +47,20 @@ fn code_label(code: Code) -> &'static str {
     }
 }
 
-/// Runs one RPC and records its outcome and latency.
+/// Runs one RPC in its span (exported when tracing is on) and records its
+/// outcome and latency.
 pub async fn observe<T>(
     method: &'static str,
     call: impl Future<Output = Result<T, Status>>,
 ) -> Result<T, Status> {
+    use tracing::Instrument;
     let start = Instant::now();
-    let result = call.await;
+    let span = if roomcast_bus::trace::enabled() {
+        tracing::info_span!("grpc", otel.name = method, rpc.method = method)
+    } else {
+        tracing::Span::none()
+    };
+    let result = call.instrument(span).await;
     let code = match &result {
         Ok(_) => Code::Ok,
         Err(s) => s.code(),

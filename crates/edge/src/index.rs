@@ -420,7 +420,20 @@ impl Edge {
                 packet,
                 volatile,
             } => {
+                // A span only when traces are exported: nothing per message otherwise.
+                let span = if roomcast_bus::trace::enabled() {
+                    tracing::info_span!(
+                        "deliver",
+                        otel.name = "deliver",
+                        recipients = tracing::field::Empty
+                    )
+                } else {
+                    tracing::Span::none()
+                };
+                roomcast_bus::trace::adopt(&span, &msg_headers);
+                let _entered = span.enter();
                 let targets = self.read_index().targets(&target, via);
+                span.record("recipients", targets.len());
                 self.deliver(&targets, &packet, volatile);
                 if let Some(sent) = roomcast_bus::envelope::sent_at_us(&msg_headers) {
                     let delay = (roomcast_bus::envelope::now_us() - sent).max(0) as f64 / 1e6;

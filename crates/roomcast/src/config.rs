@@ -186,6 +186,12 @@ pub struct Settings {
     /// PEM client key for NATS mutual TLS
     #[arg(long, env = "ROOMCAST_NATS_TLS_KEY_FILE")]
     pub nats_tls_key_file: Option<PathBuf>,
+    /// OTLP/gRPC collector that receives traces, e.g. http://127.0.0.1:4317 [default: traces off]
+    #[arg(long, env = "ROOMCAST_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+    /// Fraction of traces kept, 0 to 1 [default: 1]
+    #[arg(long, env = "ROOMCAST_TRACE_SAMPLE_RATIO")]
+    pub trace_sample_ratio: Option<f64>,
     /// Log filter, e.g. `info` or `roomcast_edge=debug` [default: info]
     #[arg(long, env = "ROOMCAST_LOG")]
     pub log: Option<String>,
@@ -219,7 +225,7 @@ impl Settings {
                 }
             };
         }
-        pick!(drain_delay_ms, drain_window_ms, presence, presence_grace_ms, presence_lease_ttl_ms, presence_audience,
+        pick!(otlp_endpoint, trace_sample_ratio, drain_delay_ms, drain_window_ms, presence, presence_grace_ms, presence_lease_ttl_ms, presence_audience,
               presence_namespace, presence_replicas, max_connections_per_user, listen, grpc_listen, grpc_tls_cert_file, grpc_tls_key_file, grpc_tls_client_ca_file,
               admin_listen, connect_hook_url, connect_hook_timeout_ms, request_timeout_ms, heartbeat_interval_ms,
               edge_ttl_ms, nats_token, nats_user, nats_password, nats_nkey_seed, nats_creds_file,
@@ -292,6 +298,8 @@ pub struct Resolved {
     pub presence: Option<PresenceConfig>,
     pub presence_replicas: usize,
     pub drain: Drain,
+    /// Trace export; `None` when off.
+    pub traces: Option<crate::telemetry::TraceConfig>,
 }
 
 impl Resolved {
@@ -544,6 +552,22 @@ impl Settings {
             edge_ttl,
             presence,
             presence_replicas: self.presence_replicas.unwrap_or(1).max(1),
+            traces: match &self.otlp_endpoint {
+                None => None,
+                Some(endpoint) => {
+                    if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+                        bail!("otlp-endpoint {endpoint:?} must be an http:// or https:// url");
+                    }
+                    let ratio = self.trace_sample_ratio.unwrap_or(1.0);
+                    if !(0.0..=1.0).contains(&ratio) {
+                        bail!("trace-sample-ratio must be between 0 and 1");
+                    }
+                    Some(crate::telemetry::TraceConfig {
+                        endpoint: endpoint.clone(),
+                        ratio,
+                    })
+                }
+            },
             drain: Drain {
                 delay: Duration::from_millis(self.drain_delay_ms.unwrap_or(0)),
                 window: Duration::from_millis(self.drain_window_ms.unwrap_or(0)),

@@ -10,6 +10,7 @@ mod metrics;
 mod probes;
 mod serve;
 mod standalone;
+mod telemetry;
 
 use std::path::PathBuf;
 
@@ -49,19 +50,6 @@ enum Command {
     Api(cli::ApiCommand),
 }
 
-fn init_logs(settings: &Settings) {
-    let filter = tracing_subscriber::EnvFilter::try_new(settings.log.as_deref().unwrap_or("info"))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    match settings.log_format.unwrap_or(LogFormat::Plain) {
-        LogFormat::Plain => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
-}
-
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let (role, Options { config, settings }) = match cli.command {
@@ -77,8 +65,9 @@ fn main() -> std::process::ExitCode {
         },
         None => settings,
     };
-    init_logs(&settings);
-    let resolved = match settings.resolve(role) {
+    let log = settings.log.clone();
+    let log_format = settings.log_format.unwrap_or(LogFormat::Plain);
+    let mut resolved = match settings.resolve(role) {
         Ok(r) => r,
         Err(e) => return fail(&e),
     };
@@ -93,6 +82,13 @@ fn main() -> std::process::ExitCode {
         Ok(rt) => rt,
         Err(e) => return fail(&anyhow::Error::new(e).context("cannot start the runtime")),
     };
+    let telemetry = {
+        let _in_runtime = runtime.enter();
+        match telemetry::init(role, log.as_deref(), log_format, resolved.traces.take()) {
+            Ok(t) => t,
+            Err(e) => return fail(&e),
+        }
+    };
     let run = async move {
         match role {
             Role::Standalone => standalone::run(resolved, metrics).await,
@@ -100,7 +96,10 @@ fn main() -> std::process::ExitCode {
             Role::Control => cluster::run_control(resolved, metrics).await,
         }
     };
-    match runtime.block_on(run) {
+    let result = runtime.block_on(run);
+    // Flush the spans of the last moments while the runtime still runs.
+    drop(telemetry);
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => fail(&e),
     }
