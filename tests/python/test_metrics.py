@@ -5,6 +5,7 @@ the shipped dashboard and alert rules parses and names only exported metrics."""
 
 import json
 import time
+import urllib.error
 import urllib.request
 
 import grpc
@@ -173,3 +174,36 @@ def test_dashboard_and_alerts_use_only_exported_metrics(pb, cluster):
         assert names, f"{where}: selects no metric: {expr}"
         missing = {n for n in names if n not in exported}
         assert not missing, f"{where} uses metrics nothing exports: {sorted(missing)}"
+
+
+def readyz(proc):
+    try:
+        with urllib.request.urlopen(f"http://{proc.addrs['admin']}/readyz", timeout=TIMEOUT) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def test_readyz_follows_the_nats_connection():
+    nats = NatsServer()
+    edge = Roomcast("edge", "--nats-url", nats.url, "--allow-anonymous")
+    control = Roomcast("control", "--nats-url", nats.url)
+    client = socketio.Client(reconnection=False)
+    try:
+        client.connect(edge.http_url, transports=["websocket"], wait_timeout=TIMEOUT)
+        nats.kill()
+        for proc in (edge, control):
+            wait_for(lambda p=proc: readyz(p) == 503, "not ready without NATS")
+            assert value(scrape(proc), "roomcast_nats_connected") == 0
+        assert client.connected, "the edge keeps its clients while NATS is away"
+        nats.restart()
+        for proc in (edge, control):
+            wait_for(lambda p=proc: readyz(p) == 200, "ready again once NATS is back", timeout=20)
+            m = scrape(proc)
+            assert value(m, "roomcast_nats_connected") == 1
+            assert value(m, "roomcast_nats_reconnects_total") >= 1
+    finally:
+        client.disconnect()
+        for proc in (edge, control):
+            assert proc.stop() == 0
+        nats.stop()

@@ -130,6 +130,9 @@ pub(crate) struct Session {
     pub post_busy: AtomicBool,
     sio: Mutex<SioState>,
     pub cancel: CancellationToken,
+    /// The connection's span (debug level): its id and peer on every log line
+    /// its tasks write.
+    pub span: tracing::Span,
 }
 
 impl Session {
@@ -152,6 +155,7 @@ impl Edge {
     pub(crate) fn open_session(&self, mode: Mode, handshake: Handshake) -> Arc<Session> {
         let cfg = &self.inner.config;
         let sid = roomcast_bus::names::new_id();
+        let span = tracing::debug_span!("connection", sid = %sid, peer = ?handshake.remote);
         let session = Arc::new(Session {
             outbox: Outbox::new(mode, cfg.outbound_queue_bytes),
             sid: sid.clone(),
@@ -164,6 +168,7 @@ impl Edge {
             post_busy: AtomicBool::new(false),
             sio: Mutex::new(SioState::default()),
             cancel: self.inner.shutdown.child_token(),
+            span,
         });
         let upgrades: &[&str] = match mode {
             Mode::Polling => &["websocket"],
@@ -181,7 +186,11 @@ impl Edge {
         self.sessions().insert(sid, session.clone());
         let edge = self.clone();
         let s = session.clone();
-        self.spawn(async move { edge.heartbeat(s).await });
+        let span = session.span.clone();
+        self.spawn(tracing::Instrument::instrument(
+            async move { edge.heartbeat(s).await },
+            span,
+        ));
         tracing::debug!(sid = %session.sid, ?mode, remote = ?session.handshake.remote, "session opened");
         session
     }

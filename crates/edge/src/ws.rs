@@ -80,7 +80,9 @@ pub(crate) async fn serve(
             }
         }
     };
-    read_loop(&edge, &session, &mut reader, &direct_tx).await;
+    let span = session.span.clone();
+    tracing::Instrument::instrument(read_loop(&edge, &session, &mut reader, &direct_tx), span)
+        .await;
 }
 
 /// `2probe` → `3probe`, then `5`: the client moves its session to this socket.
@@ -200,11 +202,15 @@ fn spawn_writer(
     switched: oneshot::Receiver<()>,
 ) {
     let e = edge.clone();
-    edge.spawn(async move {
-        if let Err(reason) = writer(w, &session, direct, switched).await {
-            e.close_session(&session, reason);
-        }
-    });
+    let span = session.span.clone();
+    edge.spawn(tracing::Instrument::instrument(
+        async move {
+            if let Err(reason) = writer(w, &session, direct, switched).await {
+                e.close_session(&session, reason);
+            }
+        },
+        span,
+    ));
 }
 
 /// Writes control replies, and once the session is on this socket, drains its
