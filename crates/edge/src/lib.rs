@@ -55,7 +55,8 @@ use index::Index;
 use session::Session;
 
 /// How long a stopping edge waits for its presence changes to be recorded.
-const PRESENCE_DRAIN: Duration = Duration::from_secs(10);
+/// Short: with the store down, the rest is cleaned up by the lease's expiry.
+const PRESENCE_DRAIN: Duration = Duration::from_secs(3);
 
 /// An edge node. Cheap to clone.
 #[derive(Clone)]

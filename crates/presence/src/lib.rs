@@ -50,6 +50,9 @@ pub const STATUS_EVENT: &str = "user-status-change";
 /// The event an evicted socket receives before it is disconnected.
 pub const EVICTED_EVENT: &str = "roomcast:evicted";
 
+/// How long a stopping edge tries to release its lease.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// How many times a compare-and-swap is retried under contention.
 const MAX_SWAPS: usize = 64;
 
@@ -343,6 +346,12 @@ impl Presence {
     /// A socket is gone: forget it; its user starts leaving when it was the last.
     pub async fn disconnected(&self, rec: &SocketRecord) -> Result<(), StoreError> {
         self.store.delete(&socket_key(&rec.node, &rec.id)).await?;
+        self.forget(rec).await
+    }
+
+    /// Announces a socket's removal and takes it out of its user's set; called
+    /// by whoever removed its record, once.
+    async fn forget(&self, rec: &SocketRecord) -> Result<(), StoreError> {
         self.publish_event(rec, EventKind::Disconnect, &rec.rooms)
             .await;
         if rec.user.is_empty() {
@@ -548,12 +557,18 @@ impl Presence {
         let keys = self.store.keys(&node_prefix(node)).await?;
         let mut n = 0;
         for key in keys {
-            let Some((bytes, _)) = self.store.get(&key).await? else {
+            let Some((bytes, revision)) = self.store.get(&key).await? else {
                 continue;
             };
-            match serde_json::from_slice::<SocketRecord>(&bytes) {
-                Ok(rec) => self.disconnected(&rec).await?,
-                Err(_) => self.store.delete(&key).await?,
+            // Several control planes may clean one node at once: only the one
+            // whose delete removes the record reports the socket gone.
+            match self.store.delete_if(&key, revision).await {
+                Ok(()) => {}
+                Err(StoreError::Conflict) => continue,
+                Err(e) => return Err(e),
+            }
+            if let Ok(rec) = serde_json::from_slice::<SocketRecord>(&bytes) {
+                self.forget(&rec).await?;
             }
             n += 1;
         }
@@ -565,16 +580,25 @@ impl Presence {
     pub async fn hold_lease(&self, node: String, stop: CancellationToken) {
         let every = self.cfg.lease_ttl / 3;
         loop {
-            if let Err(e) = self.refresh_lease(&node).await {
-                tracing::warn!(error = %e, "lease not refreshed");
+            tokio::select! {
+                r = self.refresh_lease(&node) => {
+                    if let Err(e) = r {
+                        tracing::warn!(error = %e, "lease not refreshed");
+                    }
+                }
+                _ = stop.cancelled() => break,
             }
             tokio::select! {
                 _ = tokio::time::sleep(every) => {}
                 _ = stop.cancelled() => break,
             }
         }
-        if let Err(e) = self.store.delete(&lease_key(&node)).await {
-            tracing::warn!(error = %e, "lease not released");
+        // A store that is down must not hold up an exit: the lease then
+        // expires by itself.
+        match tokio::time::timeout(RELEASE_TIMEOUT, self.store.delete(&lease_key(&node))).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "lease not released"),
+            Err(_) => tracing::warn!("lease not released in time"),
         }
     }
 

@@ -84,6 +84,23 @@ impl Store for NatsStore {
         self.kv.delete(key).await.map_err(unavailable)
     }
 
+    async fn delete_if(&self, key: &str, revision: u64) -> Result<(), StoreError> {
+        let Err(e) = self.kv.delete_expect_revision(key, Some(revision)).await else {
+            return Ok(());
+        };
+        // The client reports a wrong revision as a generic publish error:
+        // look at the key to tell a lost race from an outage.
+        match self.kv.entry(key).await {
+            Ok(Some(entry))
+                if entry.operation == kv::Operation::Put && entry.revision == revision =>
+            {
+                Err(unavailable(e))
+            }
+            Ok(_) => Err(StoreError::Conflict),
+            Err(_) => Err(unavailable(e)),
+        }
+    }
+
     async fn keys(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         let mut keys = self.kv.keys().await.map_err(unavailable)?;
         let mut out = Vec::new();

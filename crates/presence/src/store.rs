@@ -39,6 +39,9 @@ pub trait Store: Send + Sync + 'static {
     async fn swap(&self, key: &str, value: Bytes, expected: Option<u64>)
         -> Result<u64, StoreError>;
     async fn delete(&self, key: &str) -> Result<(), StoreError>;
+    /// Deletes only if the key is still at `revision`; [`StoreError::Conflict`]
+    /// otherwise (someone else changed or deleted it first).
+    async fn delete_if(&self, key: &str, revision: u64) -> Result<(), StoreError>;
     /// The live keys that start with `prefix`.
     async fn keys(&self, prefix: &str) -> Result<Vec<String>, StoreError>;
     /// Watches the keys under `prefix` (which ends with `.`).
@@ -123,6 +126,10 @@ impl Store for MemoryStore {
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         self.write(key, None, None).map(drop)
+    }
+
+    async fn delete_if(&self, key: &str, revision: u64) -> Result<(), StoreError> {
+        self.write(key, None, Some(Some(revision))).map(drop)
     }
 
     async fn keys(&self, prefix: &str) -> Result<Vec<String>, StoreError> {

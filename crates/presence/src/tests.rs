@@ -293,3 +293,35 @@ fn keys_are_valid_kv_keys_and_round_trip() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_cleaner_that_lost_the_race_reports_nothing() {
+    let mut f = fixture().await;
+    let p = presence(&f, cfg(0)).await;
+    let r = rec("s1", "uma", "gone", 1);
+    p.connected(&r).await.expect("connect");
+    while f.events.try_next().is_some() {}
+    // Cleaner A read the record; cleaner B removes it first.
+    let (_, seen_by_a) = f
+        .store
+        .get(&socket_key("gone", "s1"))
+        .await
+        .expect("get")
+        .expect("record");
+    assert_eq!(p.clean_node("gone").await.expect("clean"), 1);
+    assert!(matches!(
+        f.store
+            .delete_if(&socket_key("gone", "s1"), seen_by_a)
+            .await,
+        Err(StoreError::Conflict)
+    ));
+    assert_eq!(p.clean_node("gone").await.expect("clean again"), 0);
+    let kinds: Vec<EventKind> = std::iter::from_fn(|| f.events.try_next())
+        .map(|m| {
+            serde_json::from_slice::<PresenceEvent>(&m.payload)
+                .expect("event")
+                .kind
+        })
+        .collect();
+    assert_eq!(kinds, vec![EventKind::Disconnect, EventKind::Offline]);
+}

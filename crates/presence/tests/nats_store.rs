@@ -81,6 +81,37 @@ async fn kv_store_swaps_lists_and_watches() {
         .await
         .expect("create after delete");
 
+    // A conditional delete loses to a change made since the read.
+    let rev = store
+        .put("sock.e3.s3", Bytes::from_static(b"v1"))
+        .await
+        .expect("put");
+    store
+        .put("sock.e3.s3", Bytes::from_static(b"v2"))
+        .await
+        .expect("put");
+    assert!(matches!(
+        again.delete_if("sock.e3.s3", rev).await,
+        Err(StoreError::Conflict)
+    ));
+    let current = store
+        .get("sock.e3.s3")
+        .await
+        .expect("get")
+        .expect("still there")
+        .1;
+    again
+        .delete_if("sock.e3.s3", current)
+        .await
+        .expect("delete at the current revision");
+    assert!(
+        matches!(
+            store.delete_if("sock.e3.s3", current).await,
+            Err(StoreError::Conflict)
+        ),
+        "a second delete of the same revision loses"
+    );
+
     // A new watch starts with the current values.
     let mut fresh = store.watch("user.").await.expect("watch");
     let current = next(&mut fresh).await;

@@ -8,15 +8,30 @@ import { startControl, startEdge, startStandalone } from './process.mjs';
 
 /** Flags that configure the gRPC API; in a cluster they go to the control planes. */
 const CONTROL_FLAGS = new Set(['--api-key']);
-/** Flags every process takes. */
-const SHARED_FLAGS = new Set(['--cluster', '--log', '--log-format']);
-/** Flags without a value. */
-const SWITCHES = new Set(['--allow-anonymous']);
+/**
+ * Flags every process takes: cluster name, logging, and presence, which edges
+ * (socket records, connection limit, online announcements) and control planes
+ * (grace period, lease expiry, GetPresence) both act on.
+ */
+const SHARED_FLAGS = new Set([
+  '--cluster',
+  '--log',
+  '--log-format',
+  '--presence',
+  '--presence-grace-ms',
+  '--presence-lease-ttl-ms',
+  '--presence-audience',
+  '--presence-namespace',
+  '--presence-replicas',
+  '--max-connections-per-user',
+]);
+/** Flags without a value (`--presence` only as a switch: write `--presence=false` to turn it off). */
+const SWITCHES = new Set(['--allow-anonymous', '--presence']);
 
 /**
  * Splits standalone flags into those for edges and those for control planes:
- * API keys go to controls, cluster name and logging to both, the rest (the
- * client-facing settings) to edges.
+ * API keys go to controls, cluster name, logging and presence settings to
+ * both, the rest (the client-facing settings) to edges.
  */
 export function splitStandaloneArgs(args) {
   const edge = [];
@@ -126,8 +141,9 @@ export function targetKind() {
 /**
  * What a target-agnostic suite runs against, started with standalone flags
  * `args`: one `roomcast standalone`, or (ROOMCAST_E2E_TARGET=cluster) a cluster of
- * one nats-server, three edges (given the client-facing flags) and one control
- * plane (given the API keys). Both handles have:
+ * one nats-server, `edges` edges (default three, given the client-facing flags)
+ * and one control plane (given the API keys; presence settings go to both, see
+ * splitStandaloneArgs). Both handles have:
  *   kind         "standalone" or "cluster"
  *   httpUrl      a client URL; httpUrls every client URL (give them to SocketPool)
  *   grpcAddr     the gRPC API
@@ -137,7 +153,7 @@ export function targetKind() {
  *   stop()       stops everything
  *   alive, stderrTail()
  */
-export async function startTarget(args = []) {
+export async function startTarget(args = [], { edges = 3 } = {}) {
   if (targetKind() === 'standalone') {
     const server = await startStandalone(args);
     return Object.assign(server, {
@@ -147,7 +163,7 @@ export async function startTarget(args = []) {
     });
   }
   const { edge, control } = splitStandaloneArgs(args);
-  const cluster = await startCluster({ natsNodes: 1, edges: 3, controls: 1, edgeArgs: edge, controlArgs: control });
+  const cluster = await startCluster({ natsNodes: 1, edges, controls: 1, edgeArgs: edge, controlArgs: control });
   return Object.assign(cluster, {
     stopEdges: () => Promise.all(cluster.edges.map((e) => e.stop())),
     restart: () => Promise.all(cluster.edges.map((e) => e.restart())),

@@ -41,9 +41,10 @@ const DEFAULT_ACK_TIMEOUT_MS = 5000;
 /**
  * `createRoomcastClient("127.0.0.1:50051", { apiKey })` → an object with
  * `emit`, `joinRooms`, `leaveRooms`, `reply`, `emitWithAck`, `disconnectSockets`,
- * `fetchSockets`, `listRooms` (each `(request) => Promise<response>`, rejecting with the
- * grpc-js error, whose `.code` is a `GrpcStatus`), `consume(request)` → an
- * `EventConsumer`, and `close()`. Every call has a deadline of `deadlineMs`;
+ * `fetchSockets`, `listRooms`, `getPresence` (each `(request) => Promise<response>`,
+ * rejecting with the grpc-js error, whose `.code` is a `GrpcStatus`),
+ * `consume(request)` → an `EventConsumer` of ClientEvents, `watchPresence(request)`
+ * → an `EventConsumer` of PresenceEvents, and `close()`. Every call has a deadline of `deadlineMs`;
  * `emitWithAck` gets its request's `timeout_ms` on top, so the server's own
  * timeout always ends the wait first.
  */
@@ -69,15 +70,23 @@ export function createRoomcastClient(grpcAddr, { apiKey, deadlineMs = 5000 } = {
     disconnectSockets: unary('DisconnectSockets'),
     fetchSockets: unary('FetchSockets'),
     listRooms: unary('ListRooms'),
+    getPresence: unary('GetPresence'),
     consume: (request = {}) => new EventConsumer(client.ConsumeEvents(request, metadata())),
+    watchPresence: (request = {}) =>
+      new EventConsumer(client.WatchPresence(request, metadata()), 'WatchPresence', 'PresenceEvent'),
     close: () => client.close(),
   };
 }
 
-/** A ConsumeEvents stream that collects every ClientEvent it receives. */
+/**
+ * A server stream (ConsumeEvents by default, or WatchPresence) that collects
+ * every message it receives in `events`.
+ */
 export class EventConsumer {
-  constructor(call) {
+  constructor(call, rpc = 'ConsumeEvents', message = 'ClientEvent') {
     this.call = call;
+    this.rpc = rpc;
+    this.message = message;
     this.events = [];
     this.error = null;
     this.cancelled = false;
@@ -95,12 +104,12 @@ export class EventConsumer {
 
   /** Waits until the server has answered the call with its response headers. */
   async ready(timeoutMs = 5000) {
-    await withTimeout(this.opened, timeoutMs, 'the ConsumeEvents stream to open');
+    await withTimeout(this.opened, timeoutMs, `the ${this.rpc} stream to open`);
     return this;
   }
 
   /** The first received event matching `predicate`, waiting for it until the deadline. */
-  next(predicate = () => true, timeoutMs = 5000, what = 'a matching ClientEvent') {
+  next(predicate = () => true, timeoutMs = 5000, what = `a matching ${this.message}`) {
     return waitFor(
       () => {
         if (this.error) throw this.error;
@@ -117,7 +126,7 @@ export class EventConsumer {
 
   /** Rejects with the stream's error (e.g. UNAUTHENTICATED), or times out. */
   failure(timeoutMs = 5000) {
-    return waitFor(() => this.error, timeoutMs, 'the ConsumeEvents stream to fail');
+    return waitFor(() => this.error, timeoutMs, `the ${this.rpc} stream to fail`);
   }
 
   close() {

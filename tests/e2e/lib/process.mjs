@@ -215,7 +215,9 @@ function spawnOnce(argv, label, stderrTail) {
  *   nodeId    the node id it reported, if any
  *   proc      the ChildProcess (changes after restart())
  *   stop()    SIGTERM, wait for exit (SIGKILL after a deadline); resolves {code, signal}
- *   restart() stop, then start again on the SAME ports with the same flags
+ *   kill()    SIGKILL (a crash: no cleanup, no goodbye), wait for exit; resolves {code, signal}
+ *   restart() stop, then start again on the SAME ports with the same flags (after
+ *             kill(), just the start)
  *   stderrTail() the last lines the process logged, for failure messages
  */
 export async function startRoomcast(subcommand, { listeners, args = [], label = `roomcast ${subcommand}` }) {
@@ -271,6 +273,10 @@ export async function startRoomcast(subcommand, { listeners, args = [], label = 
     stderrTail: () => stderrTail.join('\n'),
     stop: (timeoutMs = STOP_TIMEOUT_MS) =>
       stopChild(current.child, current.exited, timeoutMs, `${label} (pid ${current.child.pid})`),
+    kill() {
+      if (handle.alive) current.child.kill('SIGKILL');
+      return current.exited;
+    },
     async restart(timeoutMs = START_TIMEOUT_MS) {
       await handle.stop();
       // The old sockets may need a moment to be released: retry until the deadline.
