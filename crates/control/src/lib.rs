@@ -91,6 +91,9 @@ pub struct Control {
     /// that two replicas are unlikely to use one id for one socket at once.
     next_ack_id: Arc<AtomicU64>,
     presence: Option<Presence>,
+    /// Ends every open stream at shutdown (a graceful gRPC shutdown waits
+    /// for them otherwise).
+    stop: tokio_util::sync::CancellationToken,
 }
 
 impl Control {
@@ -102,7 +105,13 @@ impl Control {
             edges,
             next_ack_id: Arc::new(AtomicU64::new(rand::random_range(1..MAX_ACK_ID))),
             presence: None,
+            stop: tokio_util::sync::CancellationToken::new(),
         }
+    }
+
+    /// Ends the open ConsumeEvents and WatchPresence streams.
+    pub fn shutdown(&self) {
+        self.stop.cancel();
     }
 
     /// Serves GetPresence and WatchPresence from this presence.
@@ -174,7 +183,7 @@ impl Control {
             .subscribe(&self.subjects.presence_events(), None)
             .await?;
         let (tx, rx) = tokio::sync::mpsc::channel(self.config.consumer_buffer);
-        forward(sub, tx, move |msg| {
+        forward(sub, tx, self.stop.clone(), move |msg| {
             let ev =
                 serde_json::from_slice::<roomcast_presence::PresenceEvent>(&msg.payload).ok()?;
             let transition = matches!(ev.kind, EventKind::Online | EventKind::Offline);
@@ -554,7 +563,7 @@ impl Control {
         for event in events {
             let subject = self.subjects.client_events(ns.as_deref(), event);
             let sub = self.bus.subscribe(&subject, group).await?;
-            forward(sub, tx.clone(), |msg| {
+            forward(sub, tx.clone(), self.stop.clone(), |msg| {
                 let ev = match envelope::ClientEvent::decode(&msg.headers, msg.payload) {
                     Ok(ev) => ev,
                     Err(e) => {
@@ -584,12 +593,14 @@ impl Control {
 fn forward<T: Send + 'static>(
     mut sub: roomcast_bus::Subscription,
     tx: tokio::sync::mpsc::Sender<Result<T, Status>>,
+    stop: tokio_util::sync::CancellationToken,
     mut map: impl FnMut(roomcast_bus::Message) -> Option<T> + Send + 'static,
 ) {
     tokio::spawn(async move {
         loop {
             let msg = tokio::select! {
                 _ = tx.closed() => return,
+                _ = stop.cancelled() => return,
                 msg = sub.next() => msg,
             };
             let Some(msg) = msg else { return };

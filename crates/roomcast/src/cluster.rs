@@ -106,7 +106,7 @@ pub async fn run_control(cfg: Resolved, metrics: PrometheusHandle) -> anyhow::Re
     });
     let mut servers = Servers::default();
     servers
-        .grpc(grpc, control, cfg.api_keys, cfg.grpc_tls.as_ref())
+        .grpc(grpc, control.clone(), cfg.api_keys, cfg.grpc_tls.as_ref())
         .await?;
     servers.admin(admin, probe, metrics);
     serve::announce(
@@ -121,6 +121,7 @@ pub async fn run_control(cfg: Resolved, metrics: PrometheusHandle) -> anyhow::Re
     signal.wait().await;
     tracing::info!("shutting down");
     keeper_stop.cancel();
+    control.shutdown();
     servers.stop().await
 }
 

@@ -50,7 +50,7 @@ pub async fn run(cfg: Resolved, metrics: PrometheusHandle) -> anyhow::Result<()>
     });
     let mut servers = Servers::default();
     servers
-        .grpc(grpc, control, cfg.api_keys, cfg.grpc_tls.as_ref())
+        .grpc(grpc, control.clone(), cfg.api_keys, cfg.grpc_tls.as_ref())
         .await?;
     servers.http("client", http, edge.router());
     servers.admin(admin, probe, metrics);
@@ -67,6 +67,7 @@ pub async fn run(cfg: Resolved, metrics: PrometheusHandle) -> anyhow::Result<()>
     tracing::info!("shutting down");
     serve::drain_edge(&edge, &servers, &draining, cfg_drain).await;
     keeper_stop.cancel();
+    control.shutdown();
     servers.stop().await
 }
 

@@ -180,3 +180,31 @@ fn bad_configuration_is_refused_before_listening() {
     let err = run_expecting_failure(&["standalone", "--config", file.to_str().expect("utf8")]);
     assert!(err.contains("listen_port"), "unknown key named: {err}");
 }
+
+#[tokio::test]
+async fn sigterm_ends_open_streams_and_exits() {
+    let p = Process::standalone(&bin(), &["--allow-anonymous"])
+        .await
+        .expect("start");
+    let mut c = p.client().await.expect("client");
+    let mut events = c
+        .consume_events(roomcast_api::v1::ConsumeEventsRequest::default())
+        .await
+        .expect("consume")
+        .into_inner();
+    let mut presence = c
+        .watch_presence(roomcast_api::v1::WatchPresenceRequest::default())
+        .await
+        .expect("watch")
+        .into_inner();
+    let exit = p.terminate(Duration::from_secs(10)).await.expect("exits");
+    assert!(exit.success(), "exit status {exit:?}");
+    assert!(
+        !matches!(events.message().await, Ok(Some(_))),
+        "the event stream ended"
+    );
+    assert!(
+        !matches!(presence.message().await, Ok(Some(_))),
+        "the presence stream ended"
+    );
+}
