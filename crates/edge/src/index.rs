@@ -400,7 +400,7 @@ impl Edge {
         })
     }
 
-    async fn on_bus_message(&self, msg: Message, via: &Via) {
+    pub(crate) async fn on_bus_message(&self, msg: Message, via: &Via) {
         if *via == Via::AckReplies {
             self.on_ack_reply(msg).await;
             return;

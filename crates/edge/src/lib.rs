@@ -25,6 +25,8 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+#[doc(hidden)]
+pub mod bench;
 mod commands;
 pub mod config;
 pub mod hook;
