@@ -43,7 +43,9 @@ struct Member {
 #[derive(Default)]
 pub(crate) struct Index {
     sockets: HashMap<String, Member>,
-    rooms: HashMap<(String, String), HashSet<String>>,
+    /// Members of each room, by socket id, with the socket itself so that
+    /// fan-out needs no second lookup.
+    rooms: HashMap<(String, String), HashMap<String, Arc<Socket>>>,
     namespaces: HashMap<String, HashSet<String>>,
     /// Sockets of each authenticated user, every namespace together.
     users: HashMap<String, HashSet<String>>,
@@ -113,7 +115,7 @@ impl Index {
                 if set.is_empty() {
                     changed.push(Interest::Room(ns.clone(), room.clone()));
                 }
-                set.insert(sid.to_owned());
+                set.insert(sid.to_owned(), member.socket.clone());
             }
         }
     }
@@ -217,10 +219,18 @@ impl Index {
                     return out;
                 };
                 let earlier = &target.rooms[..pos];
-                let Some(sids) = self.rooms.get(&(ns.clone(), room.clone())) else {
+                let Some(members) = self.rooms.get(&(ns.clone(), room.clone())) else {
                     return out;
                 };
-                for sid in sids {
+                // The common case, one room and no exceptions: every member.
+                if earlier.is_empty()
+                    && target.except_rooms.is_empty()
+                    && target.except_sockets.is_empty()
+                {
+                    out.extend(members.values().cloned());
+                    return out;
+                }
+                for sid in members.keys() {
                     if let Some(m) = self.sockets.get(sid) {
                         if keep(m) && !earlier.iter().any(|r| m.rooms.contains(r)) {
                             out.push(m.socket.clone());
@@ -274,7 +284,7 @@ impl Index {
                 self.rooms
                     .get(&(target.ns.clone(), room.clone()))
                     .into_iter()
-                    .flatten()
+                    .flat_map(HashMap::keys)
                     .map(String::as_str),
             );
             // A socket's own room.
