@@ -85,6 +85,24 @@ async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     }
 }
 
+/// Waits until every grace timer the keepers started before now has fired:
+/// a sentinel user leaves now, so its offline — from timers started after
+/// the earlier ones, with the same grace — can only come later. Returns the
+/// other users' transitions seen meanwhile.
+async fn after_earlier_graces(p: &Presence, events: &mut Subscription) -> Vec<(String, EventKind)> {
+    let sentinel = rec("sentinel", "sentinel", "e1", 0);
+    p.connected(&sentinel).await.expect("connect");
+    p.disconnected(&sentinel).await.expect("disconnect");
+    let mut seen = Vec::new();
+    eventually("the sentinel's offline", || {
+        seen.extend(transitions(events));
+        seen.contains(&("sentinel".into(), EventKind::Offline))
+    })
+    .await;
+    seen.retain(|(user, _)| user != "sentinel");
+    seen
+}
+
 #[tokio::test]
 async fn last_socket_closing_makes_one_offline_after_the_grace() {
     let mut f = fixture().await;
@@ -93,6 +111,8 @@ async fn last_socket_closing_makes_one_offline_after_the_grace() {
     // Two keepers, as with two control planes.
     tokio::spawn(p.clone().run_keeper(stop.clone()));
     tokio::spawn(p.clone().run_keeper(stop.clone()));
+    // Both keepers watch before anyone leaves.
+    assert!(after_earlier_graces(&p, &mut f.events).await.is_empty());
     let (a, b) = (rec("a", "alice", "e1", 1), rec("b", "alice", "e2", 2));
     p.connected(&a).await.expect("connect");
     p.connected(&b).await.expect("connect");
@@ -100,7 +120,10 @@ async fn last_socket_closing_makes_one_offline_after_the_grace() {
         transitions(&mut f.events),
         vec![("alice".into(), EventKind::Online)]
     );
-    let online = broadcast_texts(&mut f.broadcasts);
+    let online: Vec<String> = broadcast_texts(&mut f.broadcasts)
+        .into_iter()
+        .filter(|b| b.contains("\"userId\":\"alice\""))
+        .collect();
     assert_eq!(online.len(), 1);
     assert!(
         online[0].starts_with("42[\"user-status-change\",{"),
@@ -121,11 +144,13 @@ async fn last_socket_closing_makes_one_offline_after_the_grace() {
         !seen.is_empty()
     })
     .await;
-    // Give a second keeper every chance to announce it again.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    seen.extend(transitions(&mut f.events));
+    // The second keeper's timer has fired too by the time a later leave ends.
+    seen.extend(after_earlier_graces(&p, &mut f.events).await);
     assert_eq!(seen, vec![("alice".into(), EventKind::Offline)]);
-    let offline = broadcast_texts(&mut f.broadcasts);
+    let offline: Vec<String> = broadcast_texts(&mut f.broadcasts)
+        .into_iter()
+        .filter(|b| b.contains("\"userId\":\"alice\""))
+        .collect();
     assert_eq!(offline.len(), 1, "{offline:?}");
     assert!(offline[0].contains("\"status\":\"offline\"") && offline[0].contains("lastSeen"));
     let state = p.user("alice").await.expect("state");
@@ -141,6 +166,8 @@ async fn reconnecting_within_the_grace_does_not_flap() {
     let p = presence(&f, cfg(200)).await;
     let stop = CancellationToken::new();
     tokio::spawn(p.clone().run_keeper(stop.clone()));
+    // The keeper watches before bob leaves, so it does see him leaving.
+    assert!(after_earlier_graces(&p, &mut f.events).await.is_empty());
     p.connected(&rec("a", "bob", "e1", 1))
         .await
         .expect("connect");
@@ -150,11 +177,9 @@ async fn reconnecting_within_the_grace_does_not_flap() {
     p.connected(&rec("b", "bob", "e2", 2))
         .await
         .expect("reconnect");
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(
-        transitions(&mut f.events),
-        vec![("bob".into(), EventKind::Online)]
-    );
+    let mut seen = transitions(&mut f.events);
+    seen.extend(after_earlier_graces(&p, &mut f.events).await);
+    assert_eq!(seen, vec![("bob".into(), EventKind::Online)]);
     assert_eq!(p.user("bob").await.expect("state").status, Status::Online);
     stop.cancel();
 }
