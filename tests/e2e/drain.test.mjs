@@ -15,6 +15,7 @@ import {
   roomcastPackage,
   signHs256,
   startCluster,
+  waitConnected,
   waitFor,
 } from './lib/index.mjs';
 import grpc from '@grpc/grpc-js';
@@ -109,11 +110,27 @@ describe('edge drain', { timeout: 120_000 }, () => {
     assert.equal(after.length, CLIENTS);
     assert.ok(after.every((s) => s.node_id === staying.nodeId), 'everyone is on the other edge');
 
-    // An absence can only be shown by waiting: until the grace period after the
-    // last close has passed (plus the keeper's margin), nobody may go offline.
-    const quietUntil = t0 + last + GRACE_MS + 1500;
-    await new Promise((resolve) => setTimeout(resolve, Math.max(0, quietUntil - Date.now())));
-    assert.deepEqual(transitions, [], 'no presence flap');
+    // Every drained user's grace timer started when its socket closed. A
+    // sentinel user who connects and leaves now goes offline only after all of
+    // those timers have fired: until then, nobody else may have gone offline.
+    const sentinel = io(balancer.url, {
+      transports: ['websocket'],
+      forceNew: true,
+      reconnection: false,
+      auth: { token: signHs256(claims('drain-sentinel'), SECRET) },
+    });
+    await waitConnected(sentinel);
+    sentinel.close();
+    await waitFor(
+      () => transitions.some((ev) => ev.user_id === 'drain-sentinel' && ev.kind === 'offline'),
+      GRACE_MS + 10_000,
+      'the sentinel to go offline',
+    );
+    assert.deepEqual(
+      transitions.filter((ev) => ev.user_id !== 'drain-sentinel'),
+      [],
+      'no presence flap',
+    );
     const { users } = await api.getPresence({ user_ids: sockets.map((_, i) => `drain-user-${i}`) });
     assert.ok(users.every((u) => u.online), 'every user is online');
     stream.cancel();
