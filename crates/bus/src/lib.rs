@@ -151,6 +151,22 @@ pub trait Bus: Send + Sync + 'static {
     /// A subject nobody else uses, for replies.
     fn new_inbox(&self) -> String;
 
+    /// Publishes a request with a fresh reply subject; its replies, however
+    /// many, arrive on the returned subscription, taken before the request
+    /// goes out.
+    async fn request(
+        &self,
+        subject: &str,
+        headers: Headers,
+        payload: Bytes,
+    ) -> Result<Subscription, BusError> {
+        let inbox = self.new_inbox();
+        let sub = self.subscribe(&inbox, None).await?;
+        self.publish(subject, headers, payload, Some(&inbox))
+            .await?;
+        Ok(sub)
+    }
+
     /// Publishes a request and gathers up to `expected` replies until `timeout`.
     /// Returns what arrived; fewer than `expected` replies is not an error.
     async fn request_many(
@@ -161,10 +177,7 @@ pub trait Bus: Send + Sync + 'static {
         expected: usize,
         timeout: Duration,
     ) -> Result<Vec<Message>, BusError> {
-        let inbox = self.new_inbox();
-        let mut sub = self.subscribe(&inbox, None).await?;
-        self.publish(subject, headers, payload, Some(&inbox))
-            .await?;
+        let mut sub = self.request(subject, headers, payload).await?;
         let mut replies = Vec::with_capacity(expected);
         let deadline = tokio::time::Instant::now() + timeout;
         while replies.len() < expected {

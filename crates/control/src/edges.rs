@@ -120,13 +120,10 @@ impl EdgeRequest {
         cmd: &Command,
         timeout: Duration,
     ) -> Result<EdgeRequest, ControlError> {
-        let inbox = bus.new_inbox();
-        let sub = bus.subscribe(&inbox, None).await?;
         let waiting: HashSet<String> = edges.live().into_iter().collect();
         let (mut headers, payload) = cmd.encode();
         roomcast_bus::trace::inject(&mut headers);
-        bus.publish(&subjects.edges(), headers, payload, Some(&inbox))
-            .await?;
+        let sub = bus.request(&subjects.edges(), headers, payload).await?;
         Ok(EdgeRequest {
             sub,
             expected: waiting.len(),
