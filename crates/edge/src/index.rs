@@ -103,13 +103,16 @@ impl Index {
             .unwrap_or_default()
     }
 
-    fn join(&mut self, sid: &str, rooms: &[String], changed: &mut Vec<Interest>) {
+    /// Makes a socket join rooms; returns those it was not in yet.
+    fn join(&mut self, sid: &str, rooms: &[String], changed: &mut Vec<Interest>) -> Vec<String> {
+        let mut joined = Vec::new();
         let Some(member) = self.sockets.get_mut(sid) else {
-            return;
+            return joined;
         };
         let ns = &member.socket.ns;
         for room in rooms {
             if member.rooms.insert(room.clone()) {
+                joined.push(room.clone());
                 let key = (ns.clone(), room.clone());
                 let set = self.rooms.entry(key).or_default();
                 if set.is_empty() {
@@ -118,15 +121,19 @@ impl Index {
                 set.insert(sid.to_owned(), member.socket.clone());
             }
         }
+        joined
     }
 
-    fn leave(&mut self, sid: &str, rooms: &[String], changed: &mut Vec<Interest>) {
+    /// Makes a socket leave rooms; returns those it was in.
+    fn leave(&mut self, sid: &str, rooms: &[String], changed: &mut Vec<Interest>) -> Vec<String> {
+        let mut left = Vec::new();
         let Some(member) = self.sockets.get_mut(sid) else {
-            return;
+            return left;
         };
         let ns = member.socket.ns.clone();
         for room in rooms {
             if member.rooms.remove(room) {
+                left.push(room.clone());
                 let key = (ns.clone(), room.clone());
                 if let Some(set) = self.rooms.get_mut(&key) {
                     set.remove(sid);
@@ -137,6 +144,7 @@ impl Index {
                 }
             }
         }
+        left
     }
 
     fn add(&mut self, socket: Arc<Socket>, rooms: &[String]) -> Vec<Interest> {
@@ -320,26 +328,31 @@ impl Index {
 impl Edge {
     /// Adds a connected socket to the index, in its namespace and `rooms`.
     pub(crate) async fn add_socket(&self, socket: &Arc<Socket>, rooms: &[String]) {
-        let (changed, joined) = {
-            let mut index = self.write_index();
-            let changed = index.add(socket.clone(), rooms);
-            (changed, index.rooms_of(&socket.id))
-        };
+        let changed = self.write_index().add(socket.clone(), rooms);
         self.reconcile(changed).await;
-        self.presence_op(|| Op::Connected(self.record(socket, joined)))
-            .await;
+        if self.tracks_presence() {
+            let joined = self.read_index().rooms_of(&socket.id);
+            self.presence_op(|| Op::Connected(self.record(socket, joined)))
+                .await;
+        }
     }
 
     /// Removes a socket from the index and from every room.
     pub(crate) async fn remove_socket(&self, socket: &Socket) {
+        let tracked = self.tracks_presence();
         let (changed, rooms, was_there) = {
             let mut index = self.write_index();
-            let rooms = index.rooms_of(&socket.id);
+            // Its rooms, for its presence record, before they are gone.
+            let rooms = if tracked {
+                index.rooms_of(&socket.id)
+            } else {
+                Vec::new()
+            };
             let was_there = index.sockets.contains_key(&socket.id);
             (index.remove(&socket.id), rooms, was_there)
         };
         self.reconcile(changed).await;
-        if was_there {
+        if tracked && was_there {
             self.presence_op(|| Op::Disconnected(self.record(socket, rooms)))
                 .await;
         }
@@ -479,34 +492,23 @@ impl Edge {
             .filter(|r| roomcast_bus::names::valid_room(r))
             .cloned()
             .collect();
+        let tracked = self.tracks_presence();
         let (changed, count, records) = {
             let mut index = self.write_index();
             let mut changed = Vec::new();
             let mut records = Vec::new();
             let selected = index.select(target);
             for sid in &selected {
-                let before: HashSet<String> = index.rooms_of(sid).into_iter().collect();
-                if join {
-                    index.join(sid, &rooms, &mut changed);
+                let moved = if join {
+                    index.join(sid, &rooms, &mut changed)
                 } else {
-                    index.leave(sid, &rooms, &mut changed);
-                }
-                let after = index.rooms_of(sid);
-                let moved: Vec<String> = if join {
-                    after
-                        .iter()
-                        .filter(|r| !before.contains(*r))
-                        .cloned()
-                        .collect()
-                } else {
-                    before
-                        .iter()
-                        .filter(|r| !after.contains(r))
-                        .cloned()
-                        .collect()
+                    index.leave(sid, &rooms, &mut changed)
                 };
-                if let (false, Some(socket)) = (moved.is_empty(), index.socket(sid)) {
-                    records.push((self.record(&socket, after), moved));
+                if !tracked || moved.is_empty() {
+                    continue;
+                }
+                if let Some(socket) = index.socket(sid) {
+                    records.push((self.record(&socket, index.rooms_of(sid)), moved));
                 }
             }
             (changed, selected.len() as u64, records)

@@ -129,6 +129,11 @@ impl Edge {
         }
     }
 
+    /// Whether this edge records presence (then index changes build records).
+    pub(crate) fn tracks_presence(&self) -> bool {
+        self.inner.presence.is_some()
+    }
+
     pub(crate) async fn presence_op(&self, op: impl FnOnce() -> Op) {
         if let Some(link) = &self.inner.presence {
             link.send(op()).await;
