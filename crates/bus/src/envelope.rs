@@ -254,6 +254,11 @@ pub fn sent_at_us(h: &Headers) -> Option<i64> {
     h.get(SENT_AT)?.parse().ok()
 }
 
+/// Unix time in milliseconds.
+pub fn now_ms() -> i64 {
+    now_us() / 1000
+}
+
 /// Unix time in microseconds.
 pub fn now_us() -> i64 {
     std::time::SystemTime::now()

@@ -44,6 +44,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Duration;
 
+use roomcast_bus::envelope::now_ms;
 use roomcast_bus::subject::Subjects;
 use roomcast_bus::{Bus, BusError};
 use tokio_util::sync::CancellationToken;
@@ -285,11 +286,4 @@ impl Edge {
     {
         self.inner.tasks.spawn(fut);
     }
-}
-
-/// Milliseconds since the Unix epoch.
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }

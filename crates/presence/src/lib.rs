@@ -35,7 +35,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use roomcast_bus::envelope::{Command, Packet, Target};
+use roomcast_bus::envelope::{now_ms, Command, Packet, Target};
 use roomcast_bus::subject::{token, untoken, Subjects};
 use roomcast_bus::Bus;
 use roomcast_wire::socketio;
@@ -199,12 +199,6 @@ pub fn user_key(user: &str) -> String {
 
 pub fn lease_key(node: &str) -> String {
     format!("lease.{}", key_token(node))
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 fn to_json<T: Serialize>(v: &T) -> Bytes {
