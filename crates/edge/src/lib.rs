@@ -84,6 +84,8 @@ struct Inner {
     /// never while holding another lock.
     acks: Mutex<HashMap<(String, u64), String>>,
     shutdown: CancellationToken,
+    /// Set when a lame-duck drain begins: the edge is no longer ready.
+    draining: std::sync::atomic::AtomicBool,
     tasks: TaskTracker,
 }
 
@@ -145,6 +147,7 @@ impl Edge {
                 subs: tokio::sync::Mutex::new(HashMap::new()),
                 acks: Mutex::new(HashMap::new()),
                 shutdown: CancellationToken::new(),
+                draining: std::sync::atomic::AtomicBool::new(false),
                 tasks: TaskTracker::new(),
             }),
         };
@@ -200,6 +203,19 @@ impl Edge {
     /// How many room subjects this edge subscribes to.
     pub fn room_subscription_count(&self) -> usize {
         self.read_index().room_count()
+    }
+
+    /// Marks the edge as draining: it should get no new clients.
+    pub fn begin_drain(&self) {
+        self.inner
+            .draining
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.inner
+            .draining
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Lame-duck close: closes the open connections spread at random over

@@ -1,7 +1,6 @@
 //! `roomcast edge` and `roomcast control`: the processes of a cluster, which
 //! share one NATS.
 
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,13 +44,9 @@ pub async fn run_edge(cfg: Resolved, metrics: PrometheusHandle) -> anyhow::Resul
     let edge = Edge::start(cfg.edge, auth, bus, presence)
         .await
         .context("cannot start the edge")?;
-    let draining = Arc::new(AtomicBool::new(false));
-    let cfg_drain = cfg.drain;
     let probe = Arc::new(EdgeProbe {
-        namespaces: edge.config().namespaces.clone(),
         edge: edge.clone(),
         nats: Some(nats.clone()),
-        draining: draining.clone(),
     });
     let mut servers = Servers::default();
     servers.http("client", http, edge.router());
@@ -67,7 +62,7 @@ pub async fn run_edge(cfg: Resolved, metrics: PrometheusHandle) -> anyhow::Resul
 
     signal.wait().await;
     tracing::info!("shutting down");
-    serve::drain_edge(&edge, &servers, &draining, cfg_drain).await;
+    serve::drain_edge(&edge, &servers, cfg.drain).await;
     servers.stop().await?;
     // Deliver what is still buffered (the "bye" among it) before exiting,
     // but never wait for a NATS that is gone.

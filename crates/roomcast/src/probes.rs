@@ -1,6 +1,5 @@
 //! Readiness and metrics of each kind of process.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use roomcast_bus::nats::NatsBus;
@@ -22,16 +21,12 @@ fn sample_nats(nats: &NatsBus) {
 /// stops being ready, so no new clients are sent to it meanwhile.
 pub struct EdgeProbe {
     pub edge: Edge,
-    /// The configured namespaces: the only values of the `namespace` label.
-    pub namespaces: Vec<String>,
     pub nats: Option<NatsBus>,
-    pub draining: Arc<AtomicBool>,
 }
 
 impl Probe for EdgeProbe {
     fn ready(&self) -> bool {
-        !self.draining.load(Ordering::Acquire)
-            && self.nats.as_ref().is_none_or(NatsBus::is_connected)
+        !self.edge.is_draining() && self.nats.as_ref().is_none_or(NatsBus::is_connected)
     }
 
     fn sample(&self) {
@@ -45,7 +40,8 @@ impl Probe for EdgeProbe {
             .set(g.websocket_connections as f64);
         metrics::gauge!(m::EDGE_CONNECTIONS_BY_TRANSPORT, "transport" => "polling")
             .set(g.polling_connections as f64);
-        for ns in &self.namespaces {
+        // The configured namespaces: the only values of the `namespace` label.
+        for ns in &self.edge.config().namespaces {
             let n = g
                 .sockets_by_namespace
                 .iter()

@@ -180,10 +180,9 @@ impl Servers {
 pub async fn drain_edge(
     edge: &roomcast_edge::Edge,
     servers: &Servers,
-    draining: &std::sync::atomic::AtomicBool,
     drain: crate::config::Drain,
 ) {
-    draining.store(true, std::sync::atomic::Ordering::Release);
+    edge.begin_drain();
     tracing::info!(
         delay_ms = drain.delay.as_millis() as u64,
         "not ready; draining after the delay"

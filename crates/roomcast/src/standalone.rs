@@ -1,6 +1,5 @@
 //! `roomcast standalone`: the cluster code with an in-memory bus, in one process.
 
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -40,13 +39,9 @@ pub async fn run(cfg: Resolved, metrics: PrometheusHandle) -> anyhow::Result<()>
         control = control.with_presence(p);
     }
 
-    let draining = Arc::new(AtomicBool::new(false));
-    let cfg_drain = cfg.drain;
     let probe: Arc<dyn Probe> = Arc::new(EdgeProbe {
-        namespaces: edge.config().namespaces.clone(),
         edge: edge.clone(),
         nats: None,
-        draining: draining.clone(),
     });
     let mut servers = Servers::default();
     servers
@@ -65,7 +60,7 @@ pub async fn run(cfg: Resolved, metrics: PrometheusHandle) -> anyhow::Result<()>
 
     signal.wait().await;
     tracing::info!("shutting down");
-    serve::drain_edge(&edge, &servers, &draining, cfg_drain).await;
+    serve::drain_edge(&edge, &servers, cfg.drain).await;
     keeper_stop.cancel();
     control.shutdown();
     servers.stop().await
