@@ -23,19 +23,7 @@ pub const BYTES_OUT: &str = "roomcast_edge_bytes_out_total";
 /// being queued on the recipients of this edge.
 pub const FANOUT_LATENCY: &str = "roomcast_fanout_latency_seconds";
 
-/// Every close reason and refusal cause, so their series exist from the start.
-const REASONS: [&str; 10] = [
-    "transport_close",
-    "transport_error",
-    "ping_timeout",
-    "protocol_error",
-    "message_too_big",
-    "connect_timeout",
-    "slow_consumer",
-    "polling_overlap",
-    "server_shutdown",
-    "forced_close",
-];
+/// Every refusal cause, so their series exist from the start.
 const CAUSES: [&str; 12] = [
     "invalid_namespace",
     "missing_token",
@@ -55,8 +43,8 @@ const CAUSES: [&str; 12] = [
 /// the counters, so that alerts and dashboards see series before the first
 /// event.
 pub fn describe() {
-    for reason in REASONS {
-        metrics::counter!(DISCONNECTS, "reason" => reason).absolute(0);
+    for reason in crate::CloseReason::ALL {
+        metrics::counter!(DISCONNECTS, "reason" => reason.label()).absolute(0);
     }
     for cause in CAUSES {
         metrics::counter!(CONNECTS_REFUSED, "cause" => cause).absolute(0);

@@ -40,6 +40,20 @@ pub enum CloseReason {
 }
 
 impl CloseReason {
+    /// Every reason, e.g. for metrics series that exist from the start.
+    pub const ALL: [CloseReason; 10] = [
+        CloseReason::TransportClose,
+        CloseReason::TransportError,
+        CloseReason::PingTimeout,
+        CloseReason::ProtocolError,
+        CloseReason::MessageTooBig,
+        CloseReason::ConnectTimeout,
+        CloseReason::SlowConsumer,
+        CloseReason::PollingOverlap,
+        CloseReason::ServerShutdown,
+        CloseReason::ForcedClose,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             CloseReason::TransportClose => "transport close",
@@ -55,7 +69,7 @@ impl CloseReason {
         }
     }
 
-    /// The metrics label of this reason (listed in `metrics::REASONS` too).
+    /// The metrics label of this reason.
     pub fn label(self) -> &'static str {
         match self {
             CloseReason::TransportClose => "transport_close",
