@@ -7,20 +7,18 @@
 // connected, so whole-namespace selectors and room counts see only its own.
 
 import assert from 'node:assert/strict';
-import { after, afterEach, before, describe, it } from 'node:test';
+import { after, before, describe, it } from 'node:test';
 import {
-  GrpcStatus,
-  SocketPool,
   bytesOf,
   claims,
   createRoomcastClient,
+  GrpcStatus,
   placeholder,
   settle,
   signHs256,
-  startTarget,
   targetKind,
+  useApiTarget,
   waitFor,
-  waitNoSockets,
   withTimeout,
 } from './lib/index.mjs';
 
@@ -67,26 +65,8 @@ describe(`control API against roomcast ${TARGET}`, { timeout: 240_000 }, () => {
     return sorted(sockets.map((s) => s.id));
   }
 
-  before(async () => {
-    server = await startTarget([
-      ...NAMESPACES.flatMap((ns) => ['--namespace', ns]),
-      '--jwt-secret', SECRET,
-      '--api-key', API_KEY,
-    ]);
-    api = createRoomcastClient(server.grpcAddr, { apiKey: API_KEY });
-    pool = new SocketPool(server.httpUrls);
-  });
-
-  afterEach(async () => {
-    pool.closeAll();
-    // The next test's whole-namespace selectors and room counts must not see these.
-    await waitNoSockets(api, NAMESPACES);
-  });
-
-  after(async () => {
-    pool?.closeAll();
-    api?.close();
-    await server?.stop();
+  useApiTarget({ namespaces: NAMESPACES, secret: SECRET, apiKey: API_KEY }, (t) => {
+    ({ server, api, pool } = t);
   });
 
   describe('selectors', () => {

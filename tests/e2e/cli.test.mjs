@@ -4,18 +4,15 @@
 // in front of three edges. Output is read with --json.
 
 import assert from 'node:assert/strict';
-import { after, afterEach, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import {
-  SocketPool,
   claims,
-  createRoomcastClient,
   runCli,
   settle,
   signHs256,
-  startTarget,
   targetKind,
+  useApiTarget,
   waitFor,
-  waitNoSockets,
 } from './lib/index.mjs';
 
 const SECRET = 'e2e-cli-hs256-secret-with-enough-bytes-01';
@@ -47,25 +44,8 @@ describe(`roomcast CLI against roomcast ${TARGET}`, { timeout: 180_000 }, () => 
     return res.json;
   }
 
-  before(async () => {
-    server = await startTarget([
-      ...NAMESPACES.flatMap((ns) => ['--namespace', ns]),
-      '--jwt-secret', SECRET,
-      '--api-key', API_KEY,
-    ]);
-    api = createRoomcastClient(server.grpcAddr, { apiKey: API_KEY });
-    pool = new SocketPool(server.httpUrls);
-  });
-
-  afterEach(async () => {
-    pool.closeAll();
-    await waitNoSockets(api, NAMESPACES);
-  });
-
-  after(async () => {
-    pool?.closeAll();
-    api?.close();
-    await server?.stop();
+  useApiTarget({ namespaces: NAMESPACES, secret: SECRET, apiKey: API_KEY }, (t) => {
+    ({ server, api, pool } = t);
   });
 
   it('sockets -r ROOM lists the members with their user ids, rooms and nodes', async () => {

@@ -1,5 +1,9 @@
 // Shared set-up of suites that run against `startTarget`.
 
+import { after, afterEach, before } from 'node:test';
+import { SocketPool } from './clients.mjs';
+import { startTarget } from './cluster.mjs';
+import { createRoomcastClient } from './grpc.mjs';
 import { waitFor } from './wait.mjs';
 
 /**
@@ -18,4 +22,36 @@ export function waitNoSockets(api, namespaces, what = 'every socket of the last 
     what,
     50,
   );
+}
+
+/**
+ * Registers the hooks of a suite of API tests against `startTarget`: before
+ * all, the target (with `namespaces`, an HS256 `secret` and an `apiKey`), a
+ * gRPC client and a SocketPool over every edge, handed to `ready({ server,
+ * api, pool })`; after each test, the sockets closed and gone from
+ * FetchSockets; after all, everything stopped.
+ */
+export function useApiTarget({ namespaces, secret, apiKey }, ready) {
+  let state = {};
+  before(async () => {
+    const server = await startTarget([
+      ...namespaces.flatMap((ns) => ['--namespace', ns]),
+      '--jwt-secret', secret,
+      '--api-key', apiKey,
+    ]);
+    const api = createRoomcastClient(server.grpcAddr, { apiKey });
+    const pool = new SocketPool(server.httpUrls);
+    state = { server, api, pool };
+    ready(state);
+  });
+  afterEach(async () => {
+    state.pool.closeAll();
+    // The next test's whole-namespace selectors and room counts must not see these.
+    await waitNoSockets(state.api, namespaces);
+  });
+  after(async () => {
+    state.pool?.closeAll();
+    state.api?.close();
+    await state.server?.stop();
+  });
 }
