@@ -25,6 +25,7 @@ pub mod envelope;
 pub mod memory;
 pub mod names;
 pub mod nats;
+pub mod recovery;
 pub mod subject;
 pub mod trace;
 

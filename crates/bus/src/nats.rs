@@ -401,7 +401,7 @@ impl Stats {
     }
 }
 
-fn to_header_map(headers: &Headers) -> Result<HeaderMap, NatsError> {
+pub(crate) fn to_header_map(headers: &Headers) -> Result<HeaderMap, NatsError> {
     let mut map = HeaderMap::new();
     for (name, value) in headers.iter() {
         if name.is_empty() {
@@ -416,19 +416,21 @@ fn to_header_map(headers: &Headers) -> Result<HeaderMap, NatsError> {
     Ok(map)
 }
 
-fn from_nats(msg: async_nats::Message) -> Message {
+pub(crate) fn from_header_map(map: Option<&HeaderMap>) -> Headers {
     let mut headers = Headers::new();
-    if let Some(map) = &msg.headers {
-        for (name, values) in map.iter() {
-            let name: &str = name.as_ref();
-            for value in values {
-                headers.append(name, value.as_str());
-            }
+    for (name, values) in map.into_iter().flat_map(HeaderMap::iter) {
+        let name: &str = name.as_ref();
+        for value in values {
+            headers.append(name, value.as_str());
         }
     }
+    headers
+}
+
+fn from_nats(msg: async_nats::Message) -> Message {
     Message {
         subject: msg.subject.to_string(),
-        headers,
+        headers: from_header_map(msg.headers.as_ref()),
         payload: msg.payload,
         reply: msg.reply.map(|r| r.to_string()),
     }

@@ -172,6 +172,29 @@ impl Subjects {
         )
     }
 
+    /// Where an emit to a recoverable room is stored: the history stream keeps
+    /// these subjects and republishes each message, with its sequence, on the
+    /// room's subject.
+    pub fn history(&self, ns: &str, room: &str) -> String {
+        format!("{}.rh.{}.{}", self.prefix, token(ns), token(room))
+    }
+
+    /// Every history subject of this cluster, and where the stream republishes
+    /// them: `(rc.<c>.rh.>, rc.<c>.room.>)`.
+    pub fn history_republish(&self) -> (String, String) {
+        (
+            format!("{}.rh.>", self.prefix),
+            format!("{}.room.>", self.prefix),
+        )
+    }
+
+    /// The namespace and room of a history subject of this cluster.
+    pub fn parse_history(&self, subject: &str) -> Option<(String, String)> {
+        let rest = subject.strip_prefix(&self.prefix)?.strip_prefix(".rh.")?;
+        let (ns, room) = rest.split_once('.')?;
+        Some((untoken(ns)?, untoken(room)?))
+    }
+
     /// The namespace and room of a room subject of this cluster.
     pub fn parse_room(&self, subject: &str) -> Option<(String, String)> {
         let rest = subject.strip_prefix(&self.prefix)?.strip_prefix(".room.")?;
@@ -311,7 +334,10 @@ mod tests {
             let subject = s.room(&ns, &room);
             prop_assert!(is_valid(&subject, false));
             prop_assert!(!has_wildcard(&subject));
-            prop_assert_eq!(s.parse_room(&subject), Some((ns, room)));
+            prop_assert_eq!(s.parse_room(&subject), Some((ns.clone(), room.clone())));
+            let stored = s.history(&ns, &room);
+            prop_assert!(is_valid(&stored, false));
+            prop_assert_eq!(s.parse_history(&stored), Some((ns, room)));
         }
 
         #[test]

@@ -583,3 +583,106 @@ async fn speaks_tls_to_a_server_verified_by_the_given_ca() {
     .await;
     assert!(refused.is_err(), "an unknown CA is refused");
 }
+
+#[tokio::test]
+async fn recovery_history_numbers_republishes_replays_and_knows_what_it_lost() {
+    use roomcast_bus::recovery::{
+        History, NatsHistory, NatsSessions, RecoveryConfig, RecoveryError, SavedSession, Sessions,
+        SEQUENCE_HEADER,
+    };
+    use roomcast_bus::subject::Subjects;
+
+    let bin = require_nats!();
+    let server = NatsServer::start(&bin);
+    let bus = connect(&server, "recovery").await;
+    let subjects = Subjects::new("t");
+    let config = RecoveryConfig {
+        rooms: vec!["*".into()],
+        history_max_bytes: 4096,
+        ..RecoveryConfig::default()
+    };
+    let mut live = bus
+        .subscribe(&subjects.room("/", "a"), None)
+        .await
+        .expect("sub");
+    bus.flush().await.expect("flush");
+    let history = NatsHistory::open(bus.client().clone(), "hist-t", subjects.clone(), &config)
+        .await
+        .expect("stream");
+    // A second opener (another process) shares the stream.
+    let again = NatsHistory::open(bus.client().clone(), "hist-t", subjects, &config)
+        .await
+        .expect("stream again");
+    let mut headers = Headers::new();
+    headers.append("rc-op", "emit");
+    let a1 = history
+        .append("/", "a", headers.clone(), Bytes::from_static(b"a1"))
+        .await
+        .expect("append");
+    let b1 = again
+        .append("/", "b", headers.clone(), Bytes::from_static(b"b1"))
+        .await
+        .expect("append");
+    let a2 = history
+        .append("/", "a", headers.clone(), Bytes::from_static(b"a2"))
+        .await
+        .expect("append");
+    assert_eq!((a1, b1, a2), (1, 2, 3));
+    let first = recv(&mut live).await;
+    assert_eq!(first.payload, Bytes::from_static(b"a1"));
+    assert_eq!(first.headers.get(SEQUENCE_HEADER), Some("1"));
+    assert_eq!(first.headers.get("rc-op"), Some("emit"));
+
+    let replay = history.since("/", &["a".into()], 0).await.expect("since");
+    let got: Vec<(u64, &str, Bytes)> = replay
+        .messages
+        .iter()
+        .map(|m| (m.seq, m.room.as_str(), m.payload.clone()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (1, "a", Bytes::from_static(b"a1")),
+            (3, "a", Bytes::from_static(b"a2"))
+        ]
+    );
+    assert_eq!(replay.upto, 3);
+    assert_eq!(replay.messages[0].headers.get("rc-op"), Some("emit"));
+    let nothing = history.since("/", &["b".into()], 2).await.expect("since");
+    assert!(nothing.messages.is_empty());
+    assert!(matches!(
+        history.since("/", &["a".into()], 9).await,
+        Err(RecoveryError::Lost(9))
+    ));
+    // Past the byte bound the oldest go, and a replay from before them is lost.
+    for _ in 0..20 {
+        history
+            .append("/", "a", Headers::new(), Bytes::from(vec![b'x'; 400]))
+            .await
+            .expect("append");
+    }
+    assert!(matches!(
+        history.since("/", &["a".into()], 0).await,
+        Err(RecoveryError::Lost(0))
+    ));
+
+    let sessions = NatsSessions::open(bus.client().clone(), "sessions-t", &config)
+        .await
+        .expect("bucket");
+    let saved = SavedSession {
+        sid: "sid".into(),
+        pid: roomcast_bus::names::new_id(),
+        ns: "/".into(),
+        user: "alice".into(),
+        rooms: vec!["a".into()],
+        data_json: String::new(),
+        saved_at_ms: 1,
+    };
+    sessions.save(&saved).await.expect("save");
+    assert_eq!(
+        sessions.take(&saved.pid).await.expect("take"),
+        Some(saved.clone())
+    );
+    assert_eq!(sessions.take(&saved.pid).await.expect("take"), None, "once");
+    assert_eq!(sessions.take("not.a.key").await.expect("take"), None);
+}

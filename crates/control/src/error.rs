@@ -39,6 +39,8 @@ pub enum ControlError {
     Presence(#[from] roomcast_presence::StoreError),
     #[error("bus unavailable: {0}")]
     Bus(#[from] BusError),
+    #[error("{0}")]
+    Recovery(#[from] roomcast_bus::recovery::RecoveryError),
 }
 
 impl From<ControlError> for tonic::Status {
@@ -61,7 +63,7 @@ impl From<ControlError> for tonic::Status {
             ControlError::Presence(_) => tonic::Status::unavailable(msg),
             ControlError::Bus(BusError::InvalidSubject(_)) => tonic::Status::internal(msg),
             ControlError::Bus(BusError::Timeout(_)) => tonic::Status::deadline_exceeded(msg),
-            ControlError::Bus(_) => tonic::Status::unavailable(msg),
+            ControlError::Bus(_) | ControlError::Recovery(_) => tonic::Status::unavailable(msg),
         }
     }
 }

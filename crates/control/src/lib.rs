@@ -91,6 +91,9 @@ pub struct Control {
     /// that two replicas are unlikely to use one id for one socket at once.
     next_ack_id: Arc<AtomicU64>,
     presence: Option<Presence>,
+    /// Connection state recovery: emits to recoverable rooms go through its
+    /// history.
+    recovery: Option<roomcast_bus::recovery::Recovery>,
     /// Ends every open stream at shutdown (a graceful gRPC shutdown waits
     /// for them otherwise).
     stop: tokio_util::sync::CancellationToken,
@@ -105,6 +108,7 @@ impl Control {
             edges,
             next_ack_id: Arc::new(AtomicU64::new(rand::random_range(1..MAX_ACK_ID))),
             presence: None,
+            recovery: None,
             stop: tokio_util::sync::CancellationToken::new(),
         }
     }
@@ -117,6 +121,12 @@ impl Control {
     /// Serves GetPresence and WatchPresence from this presence.
     pub fn with_presence(mut self, presence: Presence) -> Self {
         self.presence = Some(presence);
+        self
+    }
+
+    /// Keeps emits to recoverable rooms in the recovery history.
+    pub fn with_recovery(mut self, recovery: roomcast_bus::recovery::Recovery) -> Self {
+        self.recovery = Some(recovery);
         self
     }
 
@@ -324,12 +334,27 @@ impl Control {
 
     /// Publishes a command on every subject its target needs.
     async fn publish_routed(&self, cmd: &Command) -> Result<(), ControlError> {
-        let Command::Emit { target, .. } = cmd else {
+        let Command::Emit {
+            target, volatile, ..
+        } = cmd
+        else {
             return Ok(());
         };
         let (mut headers, payload) = cmd.encode();
         roomcast_bus::trace::inject(&mut headers);
+        // A volatile emit is not worth recovering.
+        let recovery = self.recovery.as_ref().filter(|_| !volatile);
         for subject in self.subjects.emit_subjects(target) {
+            let recoverable = recovery.zip(self.subjects.parse_room(&subject));
+            if let Some((recovery, (ns, room))) = recoverable {
+                if recovery.config.recoverable(&room) {
+                    recovery
+                        .history
+                        .append(&ns, &room, headers.clone(), payload.clone())
+                        .await?;
+                    continue;
+                }
+            }
             self.bus
                 .publish(&subject, headers.clone(), payload.clone(), None)
                 .await?;

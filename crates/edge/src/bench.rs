@@ -32,6 +32,7 @@ impl Room {
             auth,
             Arc::new(MemoryBus::default()),
             None,
+            None,
         )
         .await
         .map_err(|e| e.to_string())?;
@@ -46,6 +47,8 @@ impl Room {
                 connected_at_ms: 0,
                 data_json: String::new(),
                 session,
+                pid: None,
+                gate: Default::default(),
             });
             edge.add_socket(&socket, std::slice::from_ref(&name)).await;
             sockets.push(socket);

@@ -180,7 +180,7 @@ impl Edge {
             }
         }
         // Registered before written: an ack cannot arrive before its entry.
-        self.deliver(&sent, packet, false);
+        self.deliver(&sent, packet, false, 0);
         let ids: Vec<String> = sent.iter().map(|s| s.id.clone()).collect();
         let keys: Vec<(String, u64)> = ids.iter().map(|id| (id.clone(), ack_id)).collect();
         let edge = self.clone();

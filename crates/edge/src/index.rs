@@ -206,11 +206,7 @@ impl Index {
     }
 
     fn excluded(target: &Target, m: &Member) -> bool {
-        target.except_sockets.iter().any(|s| *s == m.socket.id)
-            || target
-                .except_rooms
-                .iter()
-                .any(|r| *r == m.socket.id || m.rooms.contains(r))
+        excluded(target, &m.socket.id, &m.rooms)
     }
 
     /// The local sockets a command reaches through the subject it arrived on.
@@ -240,7 +236,7 @@ impl Index {
                 }
                 for sid in members.keys() {
                     if let Some(m) = self.sockets.get(sid) {
-                        if keep(m) && !earlier.iter().any(|r| m.rooms.contains(r)) {
+                        if reaches_via_room(target, room, sid, &m.rooms) {
                             out.push(m.socket.clone());
                         }
                     }
@@ -323,6 +319,32 @@ impl Index {
             .map(str::to_owned)
             .collect()
     }
+}
+
+/// Whether a target leaves out a socket (by id, or by one of its rooms).
+fn excluded(target: &Target, sid: &str, rooms: &HashSet<String>) -> bool {
+    target.except_sockets.iter().any(|s| s == sid)
+        || target
+            .except_rooms
+            .iter()
+            .any(|r| r == sid || rooms.contains(r))
+}
+
+/// Whether a command for `target` that arrived on the subject of `room` is for
+/// a socket in `rooms`: it is a member, not excluded, and in no earlier room of
+/// the target (it gets the command through that room's subject instead).
+pub(crate) fn reaches_via_room(
+    target: &Target,
+    room: &str,
+    sid: &str,
+    rooms: &HashSet<String>,
+) -> bool {
+    let Some(pos) = target.rooms.iter().position(|r| r == room) else {
+        return false;
+    };
+    rooms.contains(room)
+        && !excluded(target, sid, rooms)
+        && !target.rooms[..pos].iter().any(|r| rooms.contains(r))
 }
 
 impl Edge {
@@ -455,9 +477,17 @@ impl Edge {
                 };
                 roomcast_bus::trace::adopt(&span, &msg_headers);
                 let _entered = span.enter();
+                // An emit the history numbered carries its number as the
+                // event's offset, for connection state recovery.
+                let seq = crate::recovery::sequence(&msg_headers);
+                let packet = if seq != 0 && !volatile {
+                    crate::recovery::with_offset(packet, seq)
+                } else {
+                    packet
+                };
                 let targets = self.read_index().targets(&target, via);
                 span.record("recipients", targets.len());
-                self.deliver(&targets, &packet, volatile);
+                self.deliver(&targets, &packet, volatile, seq);
                 if let Some(sent) = roomcast_bus::envelope::sent_at_us(&msg_headers) {
                     let delay = (roomcast_bus::envelope::now_us() - sent).max(0) as f64 / 1e6;
                     metrics::histogram!(crate::metrics::FANOUT_LATENCY).record(delay);
@@ -478,7 +508,7 @@ impl Edge {
                     .filter(|m| m.socket.ns == ns)
                     .map(|m| m.socket.clone());
                 if let Some(s) = target {
-                    self.deliver(&[s], &packet, false);
+                    self.deliver(&[s], &packet, false, 0);
                 }
             }
         }
@@ -526,15 +556,17 @@ impl Edge {
     }
 
     /// Queues one packet on every target; slow consumers are disconnected.
+    /// `seq` is the packet's history sequence (0: none).
     pub(crate) fn deliver(
         &self,
         targets: &[Arc<Socket>],
         packet: &roomcast_bus::envelope::Packet,
         volatile: bool,
+        seq: u64,
     ) {
         metrics::counter!(crate::metrics::DELIVERIES).increment(targets.len() as u64);
         for socket in targets {
-            if let Err(PushError::Full) = socket.send(packet, volatile) {
+            if let Err(PushError::Full) = socket.send(packet, volatile, seq) {
                 tracing::info!(socket = %socket.id, "slow consumer disconnected");
                 self.close_session(&socket.session, CloseReason::SlowConsumer);
             }
@@ -577,6 +609,7 @@ mod tests {
             crate::Authenticator::new(None, true).expect("auth"),
             Arc::new(roomcast_bus::MemoryBus::default()),
             None,
+            None,
         )
         .await
         .expect("edge");
@@ -590,6 +623,8 @@ mod tests {
                 connected_at_ms: 0,
                 data_json: String::new(),
                 session,
+                pid: None,
+                gate: Default::default(),
             });
             let rooms: Vec<String> = rooms.iter().map(|s| s.to_string()).collect();
             index.add(socket, &rooms);

@@ -19,6 +19,7 @@
 //! - `ws`, `polling`: the two transports; `http`: routing and CORS.
 //! - `sio`: Socket.IO packets of a session.
 //! - `index`: local sockets, rooms, subscriptions and fan-out.
+//! - `recovery`: connection state recovery (pid, offsets, replay).
 //! - `commands`: commands edges answer (fetch, disconnect, emit with ack) and
 //!   the heartbeat.
 
@@ -36,6 +37,7 @@ pub mod metrics;
 mod outbox;
 mod polling;
 mod presence;
+mod recovery;
 mod session;
 mod sio;
 mod ws;
@@ -72,6 +74,8 @@ struct Inner {
     auth: Authenticator,
     hook: Option<hook::Hook>,
     presence: Option<presence::Link>,
+    /// Connection state recovery, when on.
+    recovery: Option<roomcast_bus::recovery::Recovery>,
     bus: Arc<dyn Bus>,
     subjects: Subjects,
     /// Engine.IO sessions by sid.
@@ -118,6 +122,7 @@ impl Edge {
         auth: Authenticator,
         bus: Arc<dyn Bus>,
         presence: Option<roomcast_presence::Presence>,
+        recovery: Option<roomcast_bus::recovery::Recovery>,
     ) -> Result<Edge, StartError> {
         let subjects = Subjects::new(&config.cluster);
         let hook = config
@@ -141,6 +146,7 @@ impl Edge {
                 auth,
                 hook,
                 presence,
+                recovery,
                 bus,
                 sessions: Mutex::new(HashMap::new()),
                 index: RwLock::new(Index::default()),

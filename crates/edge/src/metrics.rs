@@ -23,6 +23,19 @@ pub const BYTES_OUT: &str = "roomcast_edge_bytes_out_total";
 /// being queued on the recipients of this edge.
 pub const FANOUT_LATENCY: &str = "roomcast_fanout_latency_seconds";
 
+/// CONNECTs that asked to recover a session (label `outcome`).
+pub const RECOVERIES: &str = "roomcast_edge_recoveries_total";
+
+/// Every recovery outcome: recovered, or why a fresh session was given.
+pub const RECOVERY_OUTCOMES: [&str; 6] = [
+    "recovered",
+    "unknown_session",
+    "invalid_offset",
+    "other_identity",
+    "history_lost",
+    "unavailable",
+];
+
 /// Every refusal cause, so their series exist from the start.
 const CAUSES: [&str; 12] = [
     "invalid_namespace",
@@ -49,6 +62,9 @@ pub fn describe() {
     for cause in CAUSES {
         metrics::counter!(CONNECTS_REFUSED, "cause" => cause).absolute(0);
     }
+    for outcome in RECOVERY_OUTCOMES {
+        metrics::counter!(RECOVERIES, "outcome" => outcome).absolute(0);
+    }
     for name in [DELIVERIES, CLIENT_EVENTS, BYTES_IN, BYTES_OUT] {
         metrics::counter!(name).absolute(0);
     }
@@ -56,6 +72,10 @@ pub fn describe() {
     describe_counter!(SOCKETS_CONNECTED, "sockets connected, by namespace");
     describe_counter!(CONNECTS_REFUSED, "socket.io CONNECTs refused, by cause");
     describe_counter!(DISCONNECTS, "connections closed, by reason");
+    describe_counter!(
+        RECOVERIES,
+        "connects that asked to recover a session, by outcome"
+    );
     describe_counter!(BUS_MESSAGES, "commands received from the bus, by operation");
     describe_counter!(DELIVERIES, "packets queued on sockets (one per recipient)");
     describe_counter!(CLIENT_EVENTS, "client events relayed to backends");

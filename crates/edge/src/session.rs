@@ -294,9 +294,17 @@ impl Edge {
         let sockets: Vec<Arc<Socket>> = session.sio().sockets.drain().map(|(_, s)| s).collect();
         if !sockets.is_empty() {
             let edge = self.clone();
+            let saved = reason.is_recoverable();
             self.spawn(async move {
                 for s in sockets {
+                    // Saved once it is out of the index: a client recovering
+                    // it on this edge cannot meet its old self there.
+                    let rooms =
+                        (saved && s.pid.is_some()).then(|| edge.read_index().rooms_of(&s.id));
                     edge.remove_socket(&s).await;
+                    if let Some(rooms) = rooms {
+                        edge.save_for_recovery(&s, rooms).await;
+                    }
                 }
             });
         }

@@ -1,7 +1,8 @@
 //! Socket.IO on top of a session: namespaces, CONNECT with auth, client events
 //! relayed to backends over the bus, and the sockets' outbound packets.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
 use roomcast_bus::envelope::{self, ClientEvent};
@@ -23,11 +24,58 @@ pub(crate) struct Socket {
     /// Application data from the connect hook (JSON), empty when none.
     pub data_json: String,
     pub session: Arc<Session>,
+    /// The private id by which the client may recover this socket (only when
+    /// connection state recovery is on).
+    pub pid: Option<String>,
+    /// Holds live packets back while a recovered socket's missed ones are
+    /// replayed.
+    pub gate: Gate,
+}
+
+/// While closed, what is sent to a socket waits here, with its history
+/// sequence (0: none), instead of going to the outbox. Open on every socket
+/// but one being recovered; the open check is one atomic load.
+#[derive(Default)]
+pub(crate) struct Gate {
+    closed: AtomicBool,
+    held: Mutex<Vec<(u64, envelope::Packet, bool)>>,
+}
+
+impl Gate {
+    pub fn closed() -> Self {
+        Self {
+            closed: AtomicBool::new(true),
+            held: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn held(&self) -> MutexGuard<'_, Vec<(u64, envelope::Packet, bool)>> {
+        // Held for a push or a drain only; consistent across a panic.
+        self.held.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 impl Socket {
-    /// Queues an encoded packet; the buffers are shared, not copied.
-    pub fn send(&self, packet: &envelope::Packet, volatile: bool) -> Result<(), PushError> {
+    /// Queues an encoded packet; the buffers are shared, not copied. `seq` is
+    /// the packet's history sequence, 0 when it has none.
+    pub fn send(
+        &self,
+        packet: &envelope::Packet,
+        volatile: bool,
+        seq: u64,
+    ) -> Result<(), PushError> {
+        if self.gate.closed.load(Ordering::Acquire) {
+            let mut held = self.gate.held();
+            // Checked again under the lock: `open` may have just drained it.
+            if self.gate.closed.load(Ordering::Acquire) {
+                held.push((seq, packet.clone(), volatile));
+                return Ok(());
+            }
+        }
+        self.push(packet, volatile)
+    }
+
+    fn push(&self, packet: &envelope::Packet, volatile: bool) -> Result<(), PushError> {
         let frames = std::iter::once(Frame::Text(packet.text.clone()))
             .chain(packet.attachments.iter().cloned().map(Frame::Binary));
         if volatile {
@@ -36,6 +84,28 @@ impl Socket {
             return Ok(());
         }
         self.session.outbox.push(frames)
+    }
+
+    /// Queues a replayed packet, ahead of anything the gate holds.
+    pub fn push_replayed(&self, packet: &envelope::Packet) -> Result<(), PushError> {
+        self.push(packet, false)
+    }
+
+    /// Opens the gate: what it held goes to the outbox in order, except
+    /// packets of the history up to `upto` (the replay had those).
+    pub fn open_gate(&self, upto: u64) -> Result<(), PushError> {
+        let mut held = self.gate.held();
+        let mut result = Ok(());
+        for (seq, packet, volatile) in held.drain(..) {
+            if seq != 0 && seq <= upto {
+                continue;
+            }
+            if result.is_ok() {
+                result = self.push(&packet, volatile);
+            }
+        }
+        self.gate.closed.store(false, Ordering::Release);
+        result
     }
 }
 
@@ -178,6 +248,9 @@ impl Edge {
         if session.is_closed() {
             return Ok(());
         }
+        if let Some(done) = self.recover(session, nsp, &identity, auth).await {
+            return done;
+        }
         let socket = Arc::new(Socket {
             id: roomcast_bus::names::new_id(),
             ns: nsp.to_owned(),
@@ -185,6 +258,8 @@ impl Edge {
             connected_at_ms: crate::now_ms(),
             data_json,
             session: session.clone(),
+            pid: self.new_pid(),
+            gate: Gate::default(),
         });
         session.sio().sockets.insert(nsp.to_owned(), socket.clone());
         // Join first, reply after: when the client sees `connect`, its socket is
@@ -194,7 +269,7 @@ impl Edge {
             self.remove_socket(&socket).await;
             return Ok(());
         }
-        let packet = socketio::encode_connect(nsp, &socket.id);
+        let packet = socketio::encode_connect_with_pid(nsp, &socket.id, socket.pid.as_deref());
         // The namespace is one of the configured ones: a bounded label.
         metrics::counter!(crate::metrics::SOCKETS_CONNECTED, "namespace" => nsp.to_owned())
             .increment(1);
@@ -302,7 +377,7 @@ impl Edge {
                     text,
                     attachments: packet.attachments,
                 };
-                self.deliver(&[socket], &packet, false);
+                self.deliver(&[socket], &packet, false, 0);
             }
             Err(e) => tracing::warn!(socket = %sid, error = %e, "invalid ack reply"),
         }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use metrics_exporter_prometheus::PrometheusHandle;
 use roomcast_bus::nats::NatsBus;
+use roomcast_bus::recovery::{NatsHistory, NatsSessions, Recovery};
 use roomcast_bus::subject::Subjects;
 use roomcast_bus::Bus;
 use roomcast_control::{Control, LiveEdges};
@@ -40,8 +41,9 @@ pub async fn run_edge(cfg: Resolved, metrics: PrometheusHandle) -> anyhow::Resul
     let bus: Arc<dyn Bus> = Arc::new(nats.clone());
     let node = cfg.edge.node_id.clone();
     let presence = open_presence(&cfg, &nats, bus.clone()).await?;
+    let recovery = open_recovery(&cfg, &nats).await?;
     let auth = cfg.auth.context("no client authentication configured")?;
-    let edge = Edge::start(cfg.edge, auth, bus, presence)
+    let edge = Edge::start(cfg.edge, auth, bus, presence, recovery)
         .await
         .context("cannot start the edge")?;
     let probe = Arc::new(EdgeProbe {
@@ -90,7 +92,11 @@ pub async fn run_control(cfg: Resolved, metrics: PrometheusHandle) -> anyhow::Re
     );
     let presence = open_presence(&cfg, &nats, bus.clone()).await?;
     let keeper_stop = CancellationToken::new();
+    let recovery = open_recovery(&cfg, &nats).await?;
     let mut control = Control::new(cfg.control, bus, edges.clone());
+    if let Some(r) = recovery {
+        control = control.with_recovery(r);
+    }
     if let Some(p) = presence {
         tokio::spawn(crate::standalone::keep(p.clone(), keeper_stop.clone()));
         control = control.with_presence(p);
@@ -118,6 +124,29 @@ pub async fn run_control(cfg: Resolved, metrics: PrometheusHandle) -> anyhow::Re
     keeper_stop.cancel();
     control.shutdown();
     servers.stop().await
+}
+
+/// Connection state recovery of a cluster process: the history stream and
+/// the sessions bucket on JetStream.
+async fn open_recovery(cfg: &Resolved, nats: &NatsBus) -> anyhow::Result<Option<Recovery>> {
+    let Some(rcfg) = cfg.recovery.clone() else {
+        return Ok(None);
+    };
+    let subjects = Subjects::new(&cfg.control.cluster);
+    let (stream, bucket) = (cfg.recovery_stream(), cfg.recovery_bucket());
+    let hint =
+        "(does nats-server run with JetStream, -js?); without --recovery-room recovery is off";
+    let history = NatsHistory::open(nats.client().clone(), &stream, subjects, &rcfg)
+        .await
+        .with_context(|| format!("cannot open the recovery stream {stream} {hint}"))?;
+    let sessions = NatsSessions::open(nats.client().clone(), &bucket, &rcfg)
+        .await
+        .with_context(|| format!("cannot open the recovery bucket {bucket} {hint}"))?;
+    Ok(Some(Recovery {
+        config: rcfg,
+        history: Arc::new(history),
+        sessions: Arc::new(sessions),
+    }))
 }
 
 /// The presence of a cluster process: its JetStream KV bucket.

@@ -9,6 +9,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 use roomcast_bus::names::valid_namespace;
 use roomcast_bus::nats::NatsOptions;
+use roomcast_bus::recovery::RecoveryConfig;
 use roomcast_control::ControlConfig;
 use roomcast_edge::hook::HookConfig;
 use roomcast_edge::{Authenticator, EdgeConfig, JwtConfig};
@@ -137,6 +138,26 @@ pub struct Settings {
     /// Replicas of the presence KV bucket in a JetStream cluster [default: 1]
     #[arg(long, env = "ROOMCAST_PRESENCE_REPLICAS")]
     pub presence_replicas: Option<usize>,
+    /// Rooms whose emits clients can recover after a reconnect: name patterns, `*` matches anything; none: recovery off
+    #[arg(
+        long = "recovery-room",
+        env = "ROOMCAST_RECOVERY_ROOMS",
+        value_delimiter = ','
+    )]
+    #[serde(rename = "recovery_rooms")]
+    pub recovery_rooms: Vec<String>,
+    /// How long a disconnected socket can be recovered, ms [default: 120000]
+    #[arg(long, env = "ROOMCAST_RECOVERY_WINDOW_MS")]
+    pub recovery_window_ms: Option<u64>,
+    /// How long the recovery history keeps an emit, ms (at least the window) [default: the window]
+    #[arg(long, env = "ROOMCAST_RECOVERY_HISTORY_MAX_AGE_MS")]
+    pub recovery_history_max_age_ms: Option<u64>,
+    /// Bytes the recovery history keeps at most, oldest dropped first [default: 268435456]
+    #[arg(long, env = "ROOMCAST_RECOVERY_HISTORY_MAX_BYTES")]
+    pub recovery_history_max_bytes: Option<u64>,
+    /// Replicas of the recovery stream and sessions bucket in a JetStream cluster [default: 1]
+    #[arg(long, env = "ROOMCAST_RECOVERY_REPLICAS")]
+    pub recovery_replicas: Option<usize>,
     /// Most sockets one user may have in the cluster; a new one evicts the oldest (0: no limit) [default: 0]
     #[arg(long, env = "ROOMCAST_MAX_CONNECTIONS_PER_USER")]
     pub max_connections_per_user: Option<usize>,
@@ -226,14 +247,15 @@ impl Settings {
             };
         }
         pick!(otlp_endpoint, trace_sample_ratio, drain_delay_ms, drain_window_ms, presence, presence_grace_ms, presence_lease_ttl_ms, presence_audience,
-              presence_namespace, presence_replicas, max_connections_per_user, listen, grpc_listen, grpc_tls_cert_file, grpc_tls_key_file, grpc_tls_client_ca_file,
+              presence_namespace, presence_replicas, recovery_window_ms, recovery_history_max_age_ms,
+              recovery_history_max_bytes, recovery_replicas, max_connections_per_user, listen, grpc_listen, grpc_tls_cert_file, grpc_tls_key_file, grpc_tls_client_ca_file,
               admin_listen, connect_hook_url, connect_hook_timeout_ms, request_timeout_ms, heartbeat_interval_ms,
               edge_ttl_ms, nats_token, nats_user, nats_password, nats_nkey_seed, nats_creds_file,
               nats_tls_required, nats_tls_ca_file, nats_tls_cert_file, nats_tls_key_file, path, ping_interval_ms, ping_timeout_ms, connect_timeout_ms,
               upgrade_timeout_ms, max_payload, max_attachments, outbound_queue_bytes,
               allow_anonymous, jwt_secret, jwt_public_key_file, jwt_audience, jwt_issuer,
               jwt_rooms_claim, jwt_leeway_secs, cluster, node_id, log, log_format;
-              namespaces, cors_origins, api_keys, nats_urls)
+              namespaces, cors_origins, api_keys, nats_urls, recovery_rooms)
     }
 }
 
@@ -297,6 +319,8 @@ pub struct Resolved {
     /// Presence settings; `None` when presence is off.
     pub presence: Option<PresenceConfig>,
     pub presence_replicas: usize,
+    /// Connection state recovery; `None` when off.
+    pub recovery: Option<RecoveryConfig>,
     pub drain: Drain,
     /// Trace export; `None` when off.
     pub traces: Option<crate::telemetry::TraceConfig>,
@@ -307,6 +331,23 @@ impl Resolved {
     pub fn presence_bucket(&self) -> String {
         format!("roomcast-presence-{}", self.control.cluster)
     }
+
+    /// The JetStream stream of this cluster's recovery history.
+    pub fn recovery_stream(&self) -> String {
+        format!("roomcast-history-{}", self.control.cluster)
+    }
+
+    /// The JetStream KV bucket of this cluster's recoverable sessions.
+    pub fn recovery_bucket(&self) -> String {
+        format!("roomcast-sessions-{}", self.control.cluster)
+    }
+}
+
+fn ms_at_least(v: u64, min: u64, name: &str) -> anyhow::Result<Duration> {
+    if v < min {
+        bail!("{name} must be at least {min}");
+    }
+    Ok(Duration::from_millis(v))
 }
 
 fn ms(v: Option<u64>, default: u64, name: &str) -> anyhow::Result<Duration> {
@@ -318,6 +359,42 @@ fn ms(v: Option<u64>, default: u64, name: &str) -> anyhow::Result<Duration> {
 }
 
 impl Settings {
+    fn recovery(&self) -> anyhow::Result<Option<RecoveryConfig>> {
+        if self.recovery_rooms.is_empty() {
+            return Ok(None);
+        }
+        for pattern in &self.recovery_rooms {
+            if pattern.is_empty() || pattern.len() > roomcast_bus::names::MAX_NAME_LEN {
+                bail!("recovery-room {pattern:?} must be 1 to 256 bytes");
+            }
+        }
+        let defaults = RecoveryConfig::default();
+        let window = match self.recovery_window_ms {
+            Some(ms) => ms_at_least(ms, 100, "recovery-window-ms")?,
+            None => defaults.window,
+        };
+        let history_max_age = match self.recovery_history_max_age_ms {
+            Some(ms) => ms_at_least(ms, 100, "recovery-history-max-age-ms")?,
+            None => window,
+        };
+        if history_max_age < window {
+            bail!("recovery-history-max-age-ms must be at least recovery-window-ms");
+        }
+        let history_max_bytes = self
+            .recovery_history_max_bytes
+            .unwrap_or(defaults.history_max_bytes);
+        if history_max_bytes < 1024 {
+            bail!("recovery-history-max-bytes must be at least 1024");
+        }
+        Ok(Some(RecoveryConfig {
+            rooms: self.recovery_rooms.clone(),
+            window,
+            history_max_age,
+            history_max_bytes,
+            replicas: self.recovery_replicas.unwrap_or(1).max(1),
+        }))
+    }
+
     fn nats(&self) -> anyhow::Result<NatsOptions> {
         let mut nats = NatsOptions::default();
         if !self.nats_urls.is_empty() {
@@ -533,6 +610,7 @@ impl Settings {
         } else {
             None
         };
+        let recovery = self.recovery()?;
         let mut nats = self.nats()?;
         nats.name = Some(format!("roomcast-{}-{}", role.name(), edge.node_id));
         Ok(Resolved {
@@ -552,6 +630,7 @@ impl Settings {
             edge_ttl,
             presence,
             presence_replicas: self.presence_replicas.unwrap_or(1).max(1),
+            recovery,
             traces: match &self.otlp_endpoint {
                 None => None,
                 Some(endpoint) => {

@@ -4,6 +4,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use metrics_exporter_prometheus::PrometheusHandle;
+use roomcast_bus::recovery::{MemoryHistory, MemorySessions, Recovery};
+use roomcast_bus::subject::Subjects;
 use roomcast_bus::{Bus, MemoryBus};
 use roomcast_control::{Control, StaticEdges};
 use roomcast_edge::Edge;
@@ -31,10 +33,28 @@ pub async fn run(cfg: Resolved, metrics: PrometheusHandle) -> anyhow::Result<()>
     if let Some(p) = &presence {
         tokio::spawn(keep(p.clone(), keeper_stop.clone()));
     }
-    let edge = Edge::start(cfg.edge, auth, bus.clone(), presence.clone())
-        .await
-        .context("cannot start the edge")?;
+    let recovery = cfg.recovery.map(|config| Recovery {
+        history: Arc::new(MemoryHistory::new(
+            bus.clone(),
+            Subjects::new(&cfg.control.cluster),
+            &config,
+        )),
+        sessions: Arc::new(MemorySessions::new(config.window)),
+        config,
+    });
+    let edge = Edge::start(
+        cfg.edge,
+        auth,
+        bus.clone(),
+        presence.clone(),
+        recovery.clone(),
+    )
+    .await
+    .context("cannot start the edge")?;
     let mut control = Control::new(cfg.control, bus, Arc::new(StaticEdges(vec![node])));
+    if let Some(r) = recovery {
+        control = control.with_recovery(r);
+    }
     if let Some(p) = presence {
         control = control.with_presence(p);
     }

@@ -449,12 +449,63 @@ fn json_string(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_default()
 }
 
-/// `40{"sid":"…"}` (with `"pid"` when connection state recovery is on).
+/// `40{"sid":"…"}`.
 pub fn encode_connect(nsp: &str, sid: &str) -> Bytes {
-    let body = format!("{{\"sid\":{}}}", json_string(sid));
+    encode_connect_with_pid(nsp, sid, None)
+}
+
+/// `40{"sid":"…","pid":"…"}` when connection state recovery is on: the client
+/// sends the pid back, with the offset of the last event it got, to recover.
+pub fn encode_connect_with_pid(nsp: &str, sid: &str, pid: Option<&str>) -> Bytes {
+    let body = match pid {
+        Some(pid) => format!(
+            "{{\"sid\":{},\"pid\":{}}}",
+            json_string(sid),
+            json_string(pid)
+        ),
+        None => format!("{{\"sid\":{}}}", json_string(sid)),
+    };
     let mut buf = header(PacketKind::Connect, nsp, 0, None, body.len());
     buf.put_slice(body.as_bytes());
     buf.freeze()
+}
+
+/// Appends an offset string as the last argument of an encoded EVENT that asks
+/// for no ack, as Socket.IO's connection state recovery does: the client keeps
+/// the last one and sends it back when it reconnects. `None` for anything else
+/// (other packet kinds, an ack id, a malformed packet).
+pub fn append_offset(text: &[u8], offset: u64) -> Option<Bytes> {
+    let rest = text.strip_prefix(b"4")?;
+    let rest = match rest.first()? {
+        b'2' => &rest[1..],
+        b'5' => {
+            let dash = rest.iter().position(|&b| b == b'-')?;
+            if dash < 2 || !rest[1..dash].iter().all(u8::is_ascii_digit) {
+                return None;
+            }
+            &rest[dash + 1..]
+        }
+        _ => return None,
+    };
+    let rest = if rest.first() == Some(&b'/') {
+        &rest[rest.iter().position(|&b| b == b',')? + 1..]
+    } else {
+        rest
+    };
+    // Straight to the arguments: a digit here would be an ack id.
+    if rest.first() != Some(&b'[') || text.last() != Some(&b']') {
+        return None;
+    }
+    let offset = offset.to_string();
+    let mut buf = BytesMut::with_capacity(text.len() + offset.len() + 3);
+    buf.put_slice(&text[..text.len() - 1]);
+    if rest.len() > 2 {
+        buf.put_u8(b',');
+    }
+    buf.put_u8(b'"');
+    buf.put_slice(offset.as_bytes());
+    buf.put_slice(b"\"]");
+    Some(buf.freeze())
 }
 
 /// `44{"message":"…"}`.
@@ -515,6 +566,38 @@ mod tests {
 
     fn dec(s: &str) -> Result<Packet, DecodeError> {
         decode(s, 10)
+    }
+
+    #[test]
+    fn offsets_go_last_on_events_without_ack() {
+        let off = |s: &str| {
+            append_offset(s.as_bytes(), 7).map(|b| String::from_utf8_lossy(&b).into_owned())
+        };
+        assert_eq!(off("42[\"a\",1]").as_deref(), Some("42[\"a\",1,\"7\"]"));
+        assert_eq!(
+            off("42/chat,[\"a\"]").as_deref(),
+            Some("42/chat,[\"a\",\"7\"]")
+        );
+        assert_eq!(
+            off("451-[\"a\",{\"_placeholder\":true,\"num\":0}]").as_deref(),
+            Some("451-[\"a\",{\"_placeholder\":true,\"num\":0},\"7\"]")
+        );
+        assert_eq!(off("42[]").as_deref(), Some("42[\"7\"]"));
+        for no in [
+            "4212[\"a\"]",
+            "43[1]",
+            "40{}",
+            "42",
+            "4",
+            "",
+            "45-[\"a\"]",
+            "42/x[\"a\"]",
+            "42[\"a\"",
+        ] {
+            assert_eq!(off(no), None, "{no:?}");
+        }
+        let connect = encode_connect_with_pid("/", "s", Some("p"));
+        assert_eq!(&connect[..], b"40{\"sid\":\"s\",\"pid\":\"p\"}");
     }
 
     #[test]

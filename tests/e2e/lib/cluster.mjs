@@ -9,9 +9,10 @@ import { startControl, startEdge, startStandalone } from './process.mjs';
 /** Flags that configure the gRPC API; in a cluster they go to the control planes. */
 const CONTROL_FLAGS = new Set(['--api-key']);
 /**
- * Flags every process takes: cluster name, logging, and presence, which edges
+ * Flags every process takes: cluster name, logging, presence, which edges
  * (socket records, connection limit, online announcements) and control planes
- * (grace period, lease expiry, GetPresence) both act on.
+ * (grace period, lease expiry, GetPresence) both act on, and connection state
+ * recovery (control planes keep the history, edges replay it).
  */
 const SHARED_FLAGS = new Set([
   '--cluster',
@@ -24,6 +25,11 @@ const SHARED_FLAGS = new Set([
   '--presence-namespace',
   '--presence-replicas',
   '--max-connections-per-user',
+  '--recovery-room',
+  '--recovery-window-ms',
+  '--recovery-history-max-age-ms',
+  '--recovery-history-max-bytes',
+  '--recovery-replicas',
 ]);
 /** Flags without a value (`--presence` only as a switch: write `--presence=false` to turn it off). */
 const SWITCHES = new Set(['--allow-anonymous', '--presence']);

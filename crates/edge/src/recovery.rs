@@ -1,0 +1,200 @@
+//! Socket.IO connection state recovery on the edge.
+//!
+//! With recovery on, every socket gets a private id (pid) in its CONNECT
+//! reply, and every event the history numbered carries its number as the
+//! last argument (the offset). When a connection closes for a reason that
+//! allows recovery, the edge saves each of its sockets (id, pid, namespace,
+//! user, rooms) in the cluster's session store, for the recovery window.
+//!
+//! A CONNECT whose auth holds `{pid, offset}` takes the saved session out of
+//! the store (on whichever edge the client lands), checks that the same user
+//! connects to the same namespace, and restores the socket with its id and
+//! rooms behind a closed [`Gate`](crate::sio::Gate): live packets wait while
+//! the history's emits to its rooms after `offset` are replayed in order;
+//! then what the gate held goes out, less what the replay already had. The
+//! client sees `recovered === true` because the reply carries its old pid.
+//! Anything else (unknown or expired pid, lost history, store down) gives a
+//! fresh socket, and the client sees `recovered === false`.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use roomcast_bus::envelope::{Command, Packet};
+use roomcast_bus::recovery::{RecoveryError, SavedSession, SEQUENCE_HEADER};
+use roomcast_bus::Headers;
+use roomcast_wire::engineio::Frame;
+use roomcast_wire::socketio;
+use serde_json::Value;
+
+use crate::outbox::PushError;
+use crate::session::{CloseReason, Session};
+use crate::sio::{Gate, Socket};
+use crate::{Edge, Identity};
+
+/// The history sequence a message carries, 0 when none.
+pub(crate) fn sequence(headers: &Headers) -> u64 {
+    headers
+        .get(SEQUENCE_HEADER)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The packet with `seq` appended as the event's offset; unchanged when it is
+/// not an event without ack.
+pub(crate) fn with_offset(packet: Packet, seq: u64) -> Packet {
+    match socketio::append_offset(&packet.text, seq) {
+        Some(text) => Packet {
+            text,
+            attachments: packet.attachments,
+        },
+        None => packet,
+    }
+}
+
+fn outcome(label: &'static str) {
+    metrics::counter!(crate::metrics::RECOVERIES, "outcome" => label).increment(1);
+}
+
+impl Edge {
+    /// A new socket's pid, when recovery is on.
+    pub(crate) fn new_pid(&self) -> Option<String> {
+        self.inner
+            .recovery
+            .as_ref()
+            .map(|_| roomcast_bus::names::new_id())
+    }
+
+    /// Restores the socket a CONNECT asks to recover, replays what it missed
+    /// and answers the CONNECT. `None` when it cannot be recovered: the caller
+    /// then connects a fresh socket.
+    pub(crate) async fn recover(
+        &self,
+        session: &Arc<Session>,
+        nsp: &str,
+        identity: &Identity,
+        auth: Option<&Value>,
+    ) -> Option<Result<(), CloseReason>> {
+        let recovery = self.inner.recovery.as_ref()?;
+        let auth = auth?;
+        let pid = auth.get("pid")?.as_str()?;
+        let Some(offset) = auth
+            .get("offset")
+            .and_then(Value::as_str)
+            .and_then(|o| o.parse::<u64>().ok())
+        else {
+            outcome("invalid_offset");
+            return None;
+        };
+        let saved = match recovery.sessions.take(pid).await {
+            Ok(Some(saved)) => saved,
+            Ok(None) => {
+                outcome("unknown_session");
+                return None;
+            }
+            Err(e) => {
+                tracing::warn!(sid = %session.sid, error = %e, "session store unavailable: not recovered");
+                outcome("unavailable");
+                return None;
+            }
+        };
+        if saved.ns != nsp
+            || saved.user != identity.user_id
+            || self.read_index().socket(&saved.sid).is_some()
+        {
+            // Not theirs to take: it stays for its owner.
+            if let Err(e) = recovery.sessions.save(&saved).await {
+                tracing::warn!(socket = %saved.sid, error = %e, "session not put back");
+            }
+            outcome("other_identity");
+            return None;
+        }
+        let socket = Arc::new(Socket {
+            id: saved.sid,
+            ns: nsp.to_owned(),
+            user: saved.user,
+            connected_at_ms: crate::now_ms(),
+            data_json: saved.data_json,
+            session: session.clone(),
+            pid: Some(saved.pid),
+            gate: Gate::closed(),
+        });
+        session.sio().sockets.insert(nsp.to_owned(), socket.clone());
+        self.add_socket(&socket, &saved.rooms).await;
+        let rooms: HashSet<String> = saved.rooms.into_iter().collect();
+        let recoverable: Vec<String> = rooms
+            .iter()
+            .filter(|r| recovery.config.recoverable(r))
+            .cloned()
+            .collect();
+        let replay = match recovery.history.since(nsp, &recoverable, offset).await {
+            Ok(replay) => replay,
+            Err(e) => {
+                let label = match e {
+                    RecoveryError::Lost(_) => "history_lost",
+                    RecoveryError::Unavailable(_) => "unavailable",
+                };
+                tracing::info!(sid = %session.sid, socket = %socket.id, error = %e, "not recovered");
+                outcome(label);
+                session.sio().sockets.remove(nsp);
+                let _ = socket.open_gate(u64::MAX);
+                self.remove_socket(&socket).await;
+                return None;
+            }
+        };
+        if session.is_closed() {
+            self.remove_socket(&socket).await;
+            return Some(Ok(()));
+        }
+        outcome("recovered");
+        tracing::debug!(sid = %session.sid, socket = %socket.id, replayed = replay.messages.len(), "socket recovered");
+        let reply = socketio::encode_connect_with_pid(nsp, &socket.id, socket.pid.as_deref());
+        let mut pushed = session.outbox.push([Frame::Text(reply)]);
+        for m in replay.messages {
+            let Ok(Command::Emit {
+                target,
+                packet,
+                volatile: false,
+            }) = Command::decode(&m.headers, m.payload)
+            else {
+                continue;
+            };
+            if target.ns != nsp
+                || !crate::index::reaches_via_room(&target, &m.room, &socket.id, &rooms)
+            {
+                continue;
+            }
+            if pushed.is_ok() {
+                pushed = socket.push_replayed(&with_offset(packet, m.seq));
+            }
+        }
+        if pushed.is_ok() {
+            pushed = socket.open_gate(replay.upto);
+        } else {
+            let _ = socket.open_gate(u64::MAX);
+        }
+        Some(match pushed {
+            Err(PushError::Full) => Err(CloseReason::SlowConsumer),
+            _ => Ok(()),
+        })
+    }
+
+    /// Keeps a socket whose connection closed for a reason that allows
+    /// recovery, with the rooms it was in, for the recovery window.
+    pub(crate) async fn save_for_recovery(&self, socket: &Socket, rooms: Vec<String>) {
+        let (Some(recovery), Some(pid)) = (&self.inner.recovery, &socket.pid) else {
+            return;
+        };
+        let saved = SavedSession {
+            sid: socket.id.clone(),
+            pid: pid.clone(),
+            ns: socket.ns.clone(),
+            user: socket.user.clone(),
+            rooms,
+            data_json: socket.data_json.clone(),
+            saved_at_ms: crate::now_ms(),
+        };
+        if let Err(e) = recovery.sessions.save(&saved).await {
+            tracing::warn!(socket = %socket.id, error = %e, "session not saved for recovery");
+        }
+    }
+}
