@@ -20,7 +20,7 @@ import {
 
 const SECRET = 'e2e-recovery-hs256-secret-with-enough-bytes';
 const API_KEY = 'e2e-recovery-key';
-const WINDOW_MS = 1500;
+const SHORT_WINDOW_MS = 1500;
 
 const token = (user) => signHs256(claims(user), SECRET);
 const args = (...values) => JSON.stringify(values);
@@ -33,55 +33,66 @@ function feed(client, from = 0) {
     .map((e) => ({ n: e.args[0].n, offset: e.args.at(-1) }));
 }
 
-describe('connection state recovery', () => {
-  let server;
-  let api;
-  let pool;
-
+/**
+ * Registers a target with recovery on for rooms `feed-*` and the given window,
+ * a gRPC client and a SocketPool; returns them (set before the suite's tests
+ * run) with the helpers the tests share.
+ */
+function useRecoveryTarget(windowMs) {
+  const state = {};
   before(async () => {
-    server = await startTarget([
+    state.server = await startTarget([
       '--jwt-secret', SECRET,
       '--api-key', API_KEY,
       '--recovery-room', 'feed-*',
-      '--recovery-window-ms', String(WINDOW_MS),
+      '--recovery-window-ms', String(windowMs),
     ]);
-    api = createRoomcastClient(server.grpcAddr, { apiKey: API_KEY });
-    pool = new SocketPool(server.httpUrls);
+    state.api = createRoomcastClient(state.server.grpcAddr, { apiKey: API_KEY });
+    state.pool = new SocketPool(state.server.httpUrls);
   });
-  afterEach(() => pool.closeAll());
+  afterEach(() => state.pool.closeAll());
   after(async () => {
-    pool?.closeAll();
-    api?.close();
-    await server?.stop();
+    state.pool?.closeAll();
+    state.api?.close();
+    await state.server?.stop();
   });
-
-  const socketsOf = async (id) => (await api.fetchSockets({ target: { socket_ids: [id] } })).sockets;
+  state.socketsOf = async (id) => (await state.api.fetchSockets({ target: { socket_ids: [id] } })).sockets;
 
   /** Connects `user` on the first edge, in `rooms`, and has it receive one event with an offset. */
-  async function connectWithOffset(user, rooms, transports) {
-    const client = await pool.connectAt(0, '/', { auth: { token: token(user) }, transports });
-    await api.joinRooms({ target: { socket_ids: [client.id] }, rooms });
-    await api.emit({ to: { rooms: [rooms[0]] }, event: 'feed', args_json: args({ n: -1 }) });
+  state.connectWithOffset = async (user, rooms, transports) => {
+    const client = await state.pool.connectAt(0, '/', { auth: { token: token(user) }, transports });
+    await state.api.joinRooms({ target: { socket_ids: [client.id] }, rooms });
+    await state.api.emit({ to: { rooms: [rooms[0]] }, event: 'feed', args_json: args({ n: -1 }) });
     await client.nextEvent('feed');
     return client;
-  }
+  };
 
   /** Closes the client's transport (as a network change would) and waits until the server saw it. */
-  async function dropTransport(client) {
+  state.dropTransport = async (client) => {
     const id = client.id;
     client.socket.io.engine.close();
-    await waitFor(async () => (await socketsOf(id)).length === 0, 5000, `socket ${id} to be gone`);
+    await waitFor(async () => (await state.socketsOf(id)).length === 0, 5000, `socket ${id} to be gone`);
     return id;
-  }
+  };
 
   /** Reconnects the client's Manager, to the `index`-th edge. */
-  async function reconnect(client, index) {
-    client.socket.io.uri = pool.urlAt(index);
+  state.reconnect = async (client, index) => {
+    client.socket.io.uri = state.pool.urlAt(index);
     const seen = client.received.length;
     client.socket.connect();
     await waitConnected(client.socket);
     return seen;
-  }
+  };
+  return state;
+}
+
+describe('connection state recovery within the window', () => {
+  const state = useRecoveryTarget(60_000);
+  let server;
+  let api;
+  let pool;
+  let socketsOf, connectWithOffset, dropTransport, reconnect;
+  before(() => ({ server, api, pool, socketsOf, connectWithOffset, dropTransport, reconnect } = state));
 
   for (const transports of [['websocket'], ['polling']]) {
     it(`gives back the socket, its rooms and 100 missed events in order, once (${transports})`, async () => {
@@ -134,23 +145,6 @@ describe('connection state recovery', () => {
     );
   });
 
-  it('after the window the client gets a fresh socket', async () => {
-    const client = await connectWithOffset('alice', ['feed-3'], ['websocket']);
-    const id = await dropTransport(client);
-    const closedAt = Date.now();
-    await api.emit({ to: { rooms: ['feed-3'] }, event: 'feed', args_json: args({ n: 0 }) });
-    // The only way to be past the window is to let it pass.
-    await waitFor(() => Date.now() > closedAt + WINDOW_MS + 500, WINDOW_MS + 2000, 'the window to pass', 100);
-    const seen = await reconnect(client, 1);
-    assert.equal(client.socket.recovered, false);
-    assert.notEqual(client.id, id, 'a new socket id');
-    const [socket] = await socketsOf(client.id);
-    assert.deepEqual(socket.rooms, [client.id], 'in no room');
-    await api.emit({ to: { socket_ids: [client.id] }, event: 'sentinel', args_json: args(1) });
-    await client.nextEvent('sentinel');
-    assert.deepEqual(feed(client, seen), [], 'nothing replayed');
-  });
-
   it("another user cannot take over a socket with its pid", async () => {
     const alice = await connectWithOffset('alice', ['feed-4'], ['websocket']);
     const pid = alice.socket._pid;
@@ -168,6 +162,27 @@ describe('connection state recovery', () => {
     assert.equal(alice.id, id);
   });
 
+  it('clients of an edge that shuts down recover on another edge', async (t) => {
+    if (server.kind !== 'cluster') return t.skip('needs a cluster');
+    const client = await connectWithOffset('alice', ['feed-5'], ['websocket']);
+    const id = client.id;
+    const closed = new Promise((resolve) => client.socket.once('disconnect', resolve));
+    await server.edges[0].stop();
+    try {
+      assert.equal(await closed, 'transport close');
+      for (let n = 0; n < 10; n++) {
+        await api.emit({ to: { rooms: ['feed-5'] }, event: 'feed', args_json: args({ n }) });
+      }
+      const seen = await reconnect(client, 1);
+      assert.equal(client.socket.recovered, true);
+      assert.equal(client.id, id);
+      await waitFor(() => feed(client, seen).length >= 10, 5000, 'the missed events');
+      assert.deepEqual(feed(client, seen).map((e) => e.n), [...Array(10).keys()]);
+    } finally {
+      await server.edges[0].restart();
+    }
+  });
+
   it('a pid or offset that is not ours gives a fresh socket, not an error', async () => {
     for (const auth of [
       { pid: 'nope', offset: '1' },
@@ -182,5 +197,31 @@ describe('connection state recovery', () => {
       assert.equal(client.socket.recovered, false, JSON.stringify(auth).slice(0, 40));
       client.socket.close();
     }
+  });
+});
+
+describe('connection state recovery after the window', () => {
+  const state = useRecoveryTarget(SHORT_WINDOW_MS);
+  let server;
+  let api;
+  let pool;
+  let socketsOf, connectWithOffset, dropTransport, reconnect;
+  before(() => ({ server, api, pool, socketsOf, connectWithOffset, dropTransport, reconnect } = state));
+
+  it('after the window the client gets a fresh socket', async () => {
+    const client = await connectWithOffset('alice', ['feed-3'], ['websocket']);
+    const id = await dropTransport(client);
+    const closedAt = Date.now();
+    await api.emit({ to: { rooms: ['feed-3'] }, event: 'feed', args_json: args({ n: 0 }) });
+    // The only way to be past the window is to let it pass.
+    await waitFor(() => Date.now() > closedAt + SHORT_WINDOW_MS + 500, SHORT_WINDOW_MS + 2000, 'the window to pass', 100);
+    const seen = await reconnect(client, 1);
+    assert.equal(client.socket.recovered, false);
+    assert.notEqual(client.id, id, 'a new socket id');
+    const [socket] = await socketsOf(client.id);
+    assert.deepEqual(socket.rooms, [client.id], 'in no room');
+    await api.emit({ to: { socket_ids: [client.id] }, event: 'sentinel', args_json: args(1) });
+    await client.nextEvent('sentinel');
+    assert.deepEqual(feed(client, seen), [], 'nothing replayed');
   });
 });
