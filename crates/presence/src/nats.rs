@@ -2,11 +2,18 @@
 //! history 1, so every replica of every process sees the same revisions and
 //! compare-and-swap arbitrates between them.
 
+use std::time::Duration;
+
 use async_nats::jetstream::kv;
 use bytes::Bytes;
 use futures_util::StreamExt;
 
 use crate::store::{async_stream_like, Change, Store, StoreError, Watch};
+
+/// How long opening waits for a new bucket to answer reads.
+const READY_TIMEOUT: Duration = Duration::from_secs(15);
+/// The key read to see whether the bucket answers (it never exists).
+const READY_PROBE: &str = "probe";
 
 /// A JetStream KV bucket.
 #[derive(Clone)]
@@ -19,7 +26,8 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
 }
 
 impl NatsStore {
-    /// Opens the bucket, creating it when missing.
+    /// Opens the bucket, creating it when missing, and waits (a while) until
+    /// it answers reads.
     pub async fn open(
         client: async_nats::Client,
         bucket: &str,
@@ -39,7 +47,22 @@ impl NatsStore {
                 .await
                 .map_err(unavailable)?,
         };
-        Ok(NatsStore { kv })
+        // A replicated bucket just created (by this process or another one
+        // starting at the same time) answers reads only once its replicas
+        // are up: "no stream found for given subject" until then.
+        let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+        let mut pause = Duration::from_millis(50);
+        loop {
+            match kv.get(READY_PROBE).await {
+                Ok(_) => return Ok(NatsStore { kv }),
+                Err(e) if tokio::time::Instant::now() >= deadline => return Err(unavailable(e)),
+                Err(e) => {
+                    tracing::debug!(error = %e, "presence bucket not answering yet");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(500));
+                }
+            }
+        }
     }
 }
 
