@@ -429,7 +429,7 @@ describe('chaos under steady load', { timeout: 600_000 }, () => {
       const candidates = [0, 1, 2].filter((s) => s !== controlServer && [1, 2].includes(count(edgeServers, s)));
       victim = candidates.sort((a, b) => count(edgeServers, b) - count(edgeServers, a))[0] ?? -1;
     }
-    assert.ok(victim >= 0, `no nats-server holds an edge but not the control plane: ${edgeServers}`);
+    assert.ok(victim >= 0, `no nats-server holds one or two edges and not the control plane: ${edgeServers}`);
 
     const clients = [];
     for (const e of range(3)) {
