@@ -96,6 +96,13 @@ impl Index {
     }
 
     /// The rooms a local socket joined (its own id's room is not listed).
+    /// Every socket with its rooms.
+    pub fn members(&self) -> impl Iterator<Item = (&Socket, Vec<String>)> {
+        self.sockets
+            .values()
+            .map(|m| (m.socket.as_ref(), m.rooms.iter().cloned().collect()))
+    }
+
     pub fn rooms_of(&self, sid: &str) -> Vec<String> {
         self.sockets
             .get(sid)

@@ -174,6 +174,10 @@ impl Edge {
         drop(subs);
         let beating = edge.clone();
         edge.spawn(async move { beating.heartbeat_loop().await });
+        if let Some(lost) = edge.inner.presence.as_ref().and_then(|p| p.take_lost()) {
+            let recording = edge.clone();
+            edge.spawn(async move { recording.rerecord_loop(lost).await });
+        }
         Ok(edge)
     }
 

@@ -5,6 +5,12 @@
 //! socket's record is never written after its removal. A store that is down is
 //! retried a few times per operation; what still fails is logged and dropped
 //! (a later restart of this edge, or its lease expiry, cleans up).
+//!
+//! An edge that was taken for dead (paused, or cut off from the store, past
+//! its lease TTL) finds its lease lost at the next refresh: a control plane
+//! has removed its sockets and their users went offline. The edge then
+//! records every socket it still holds again, and their users come back
+//! online.
 
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
@@ -33,6 +39,8 @@ pub(crate) struct Link {
     worker: Mutex<Option<JoinHandle<()>>>,
     lease: Mutex<Option<JoinHandle<()>>>,
     lease_stop: CancellationToken,
+    /// A message each time the lease was found lost; taken by the edge.
+    lost: Mutex<Option<mpsc::Receiver<()>>>,
 }
 
 fn take<T>(m: &Mutex<Option<T>>) -> Option<T> {
@@ -51,11 +59,13 @@ impl Link {
                 "removed the sockets a previous run of this node left"
             );
         }
-        presence.refresh_lease(node).await?;
+        let revision = presence.refresh_lease(node).await?;
         let lease_stop = CancellationToken::new();
         let holder = presence.clone();
         let (node_id, stop) = (node.to_owned(), lease_stop.clone());
-        let lease = tokio::spawn(async move { holder.hold_lease(node_id, stop).await });
+        let (lost_tx, lost) = mpsc::channel(1);
+        let lease =
+            tokio::spawn(async move { holder.hold_lease(node_id, revision, stop, lost_tx).await });
         let (tx, rx) = mpsc::channel(QUEUE);
         let worker = tokio::spawn(work(presence, rx));
         Ok(Link {
@@ -63,7 +73,20 @@ impl Link {
             worker: Mutex::new(Some(worker)),
             lease: Mutex::new(Some(lease)),
             lease_stop,
+            lost: Mutex::new(Some(lost)),
         })
+    }
+
+    /// The messages that say the lease was lost (once: the edge takes them).
+    pub fn take_lost(&self) -> Option<mpsc::Receiver<()>> {
+        take(&self.lost)
+    }
+
+    /// Queues an operation without waiting; false when the queue is full or
+    /// presence stopped.
+    fn try_send(&self, op: Op) -> bool {
+        let tx = self.tx.lock().unwrap_or_else(PoisonError::into_inner);
+        tx.as_ref().is_some_and(|tx| tx.try_send(op).is_ok())
     }
 
     pub async fn send(&self, op: Op) {
@@ -132,6 +155,48 @@ impl Edge {
     /// Whether this edge records presence (then index changes build records).
     pub(crate) fn tracks_presence(&self) -> bool {
         self.inner.presence.is_some()
+    }
+
+    /// After the lease was lost: records every socket this edge holds again,
+    /// with its rooms. Queued under the index lock, so a socket removed
+    /// meanwhile is either left out or recorded before its removal is.
+    pub(crate) fn record_all_again(&self) {
+        let Some(link) = &self.inner.presence else {
+            return;
+        };
+        let index = self.read_index();
+        let (mut queued, mut dropped) = (0usize, 0usize);
+        for (socket, rooms) in index.members() {
+            if link.try_send(Op::Connected(self.record(socket, rooms))) {
+                queued += 1;
+            } else {
+                dropped += 1;
+            }
+        }
+        drop(index);
+        tracing::warn!(
+            sockets = queued,
+            "presence lease was lost: recording this edge's sockets again"
+        );
+        if dropped > 0 {
+            tracing::warn!(
+                sockets = dropped,
+                "presence queue full: sockets not recorded again"
+            );
+        }
+    }
+
+    /// Records the sockets again each time the lease turns out lost, until shutdown.
+    pub(crate) async fn rerecord_loop(&self, mut lost: mpsc::Receiver<()>) {
+        loop {
+            tokio::select! {
+                m = lost.recv() => match m {
+                    Some(()) => self.record_all_again(),
+                    None => return,
+                },
+                _ = self.inner.shutdown.cancelled() => return,
+            }
+        }
     }
 
     pub(crate) async fn presence_op(&self, op: impl FnOnce() -> Op) {

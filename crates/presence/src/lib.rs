@@ -201,6 +201,19 @@ pub fn lease_key(node: &str) -> String {
     format!("lease.{}", key_token(node))
 }
 
+fn lease_value() -> Bytes {
+    to_json(&serde_json::json!({ "at": now_ms() }))
+}
+
+/// The outcome of [`Presence::keep_lease`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseKept {
+    /// The lease's revision now.
+    pub revision: u64,
+    /// Whether it had been taken away (and the edge's sockets removed).
+    pub lost: bool,
+}
+
 fn to_json<T: Serialize>(v: &T) -> Bytes {
     // Plain structs of strings and numbers always serialise.
     Bytes::from(serde_json::to_vec(v).unwrap_or_default())
@@ -534,15 +547,33 @@ impl Presence {
         .await;
     }
 
-    /// Writes an edge's lease.
-    pub async fn refresh_lease(&self, node: &str) -> Result<(), StoreError> {
-        self.store
-            .put(
-                &lease_key(node),
-                to_json(&serde_json::json!({ "at": now_ms() })),
-            )
-            .await
-            .map(drop)
+    /// Writes an edge's lease; returns its revision.
+    pub async fn refresh_lease(&self, node: &str) -> Result<u64, StoreError> {
+        self.store.put(&lease_key(node), lease_value()).await
+    }
+
+    /// Rewrites an edge's lease if it is still at `revision`, the one this
+    /// edge last wrote. If it is not, a control plane found the lease expired
+    /// and removed the edge's sockets (the process was paused, or cut off
+    /// from the store, for longer than the TTL): the lease is written anew and
+    /// the answer says it was lost, so that the edge records its sockets again.
+    pub async fn keep_lease(&self, node: &str, revision: u64) -> Result<LeaseKept, StoreError> {
+        let key = lease_key(node);
+        match self.store.swap(&key, lease_value(), Some(revision)).await {
+            Ok(revision) => Ok(LeaseKept {
+                revision,
+                lost: false,
+            }),
+            Err(StoreError::Conflict) => {
+                ::metrics::counter!(metrics::LEASES_LOST).increment(1);
+                let revision = self.store.put(&key, lease_value()).await?;
+                Ok(LeaseKept {
+                    revision,
+                    lost: true,
+                })
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Removes every socket record of a node, as if each had disconnected,
@@ -570,16 +601,30 @@ impl Presence {
         Ok(n)
     }
 
-    /// Keeps an edge's lease alive until `stop`, then deletes it.
-    pub async fn hold_lease(&self, node: String, stop: CancellationToken) {
+    /// Keeps an edge's lease alive until `stop`, then deletes it. `revision`
+    /// is the lease as the edge wrote it at start. Each time the lease turns
+    /// out to have been lost (see [`Presence::keep_lease`]), `lost` gets a
+    /// message (dropped when one is already waiting).
+    pub async fn hold_lease(
+        &self,
+        node: String,
+        mut revision: u64,
+        stop: CancellationToken,
+        lost: tokio::sync::mpsc::Sender<()>,
+    ) {
         let every = self.cfg.lease_ttl / 3;
         loop {
             tokio::select! {
-                r = self.refresh_lease(&node) => {
-                    if let Err(e) = r {
-                        tracing::warn!(error = %e, "lease not refreshed");
+                r = self.keep_lease(&node, revision) => match r {
+                    Ok(kept) => {
+                        revision = kept.revision;
+                        if kept.lost {
+                            tracing::warn!("lease lost: this edge was taken for dead and its sockets removed");
+                            let _ = lost.try_send(());
+                        }
                     }
-                }
+                    Err(e) => tracing::warn!(error = %e, "lease not refreshed"),
+                },
                 _ = stop.cancelled() => break,
             }
             tokio::select! {

@@ -2,11 +2,18 @@
 //! history 1, so every replica of every process sees the same revisions and
 //! compare-and-swap arbitrates between them.
 
+use std::time::Duration;
+
 use async_nats::jetstream::kv;
 use bytes::Bytes;
 use futures_util::StreamExt;
 
 use crate::store::{async_stream_like, Change, Store, StoreError, Watch};
+
+/// How long opening retries until the bucket answers reads.
+const READY_TIMEOUT: Duration = Duration::from_secs(15);
+/// The key read to see whether the bucket answers (it never exists).
+const READY_PROBE: &str = "probe";
 
 /// A JetStream KV bucket.
 #[derive(Clone)]
@@ -19,13 +26,38 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
 }
 
 impl NatsStore {
-    /// Opens the bucket, creating it when missing.
+    /// Opens the bucket, creating it when missing, and waits until it answers
+    /// reads. Retried for a while: a JetStream cluster that has just started
+    /// may not place a replicated bucket yet ("no suitable peers for
+    /// placement"), and a bucket just created (by this process or another one
+    /// starting at the same time) answers reads only once its replicas are up
+    /// ("no stream found for given subject").
     pub async fn open(
         client: async_nats::Client,
         bucket: &str,
         replicas: usize,
     ) -> Result<NatsStore, StoreError> {
         let js = async_nats::jetstream::new(client);
+        let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+        let mut pause = Duration::from_millis(50);
+        loop {
+            match Self::try_open(&js, bucket, replicas).await {
+                Ok(kv) => return Ok(NatsStore { kv }),
+                Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
+                Err(e) => {
+                    tracing::info!(error = %e, "presence bucket not ready yet, retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(500));
+                }
+            }
+        }
+    }
+
+    async fn try_open(
+        js: &async_nats::jetstream::Context,
+        bucket: &str,
+        replicas: usize,
+    ) -> Result<kv::Store, StoreError> {
         let kv = match js.get_key_value(bucket).await {
             Ok(kv) => kv,
             Err(_) => js
@@ -39,7 +71,8 @@ impl NatsStore {
                 .await
                 .map_err(unavailable)?,
         };
-        Ok(NatsStore { kv })
+        kv.get(READY_PROBE).await.map_err(unavailable)?;
+        Ok(kv)
     }
 }
 

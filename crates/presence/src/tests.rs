@@ -215,7 +215,7 @@ async fn an_expired_lease_takes_its_sockets_and_users_with_it() {
     )
     .await;
     p.refresh_lease("dead").await.expect("lease");
-    p.refresh_lease("alive").await.expect("lease");
+    let alive_lease = p.refresh_lease("alive").await.expect("lease");
     p.connected(&rec("d1", "dave", "dead", 1))
         .await
         .expect("connect");
@@ -227,7 +227,12 @@ async fn an_expired_lease_takes_its_sockets_and_users_with_it() {
     // "alive" keeps its lease; "dead" does not.
     let holding = p.clone();
     let holder_stop = stop.clone();
-    let holder = tokio::spawn(async move { holding.hold_lease("alive".into(), holder_stop).await });
+    let (lost_tx, mut lost) = tokio::sync::mpsc::channel(1);
+    let holder = tokio::spawn(async move {
+        holding
+            .hold_lease("alive".into(), alive_lease, holder_stop, lost_tx)
+            .await
+    });
     let mut seen = Vec::new();
     eventually("dave to go offline", || {
         seen.extend(transitions(&mut f.events));
@@ -239,9 +244,31 @@ async fn an_expired_lease_takes_its_sockets_and_users_with_it() {
         f.store.keys("sock.").await.expect("keys"),
         vec![socket_key("alive", "e1")]
     );
+    assert!(lost.try_recv().is_err(), "a held lease is never lost");
     stop.cancel();
     let _ = keeper.await;
     let _ = holder.await;
+}
+
+#[tokio::test]
+async fn an_edge_taken_for_dead_finds_its_lease_lost_once() {
+    let f = fixture().await;
+    let p = presence(&f, cfg(0)).await;
+    let revision = p.refresh_lease("paused").await.expect("lease");
+    let kept = p.keep_lease("paused", revision).await.expect("keep");
+    assert!(!kept.lost);
+    // A control plane took the edge for dead: its sockets and lease are gone.
+    p.clean_node("paused").await.expect("clean");
+    let kept = p.keep_lease("paused", kept.revision).await.expect("keep");
+    assert!(kept.lost, "the edge notices");
+    assert!(f
+        .store
+        .get(&lease_key("paused"))
+        .await
+        .expect("get")
+        .is_some());
+    let again = p.keep_lease("paused", kept.revision).await.expect("keep");
+    assert!(!again.lost, "the new lease is its own");
 }
 
 #[tokio::test]
