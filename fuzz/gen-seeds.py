@@ -3,9 +3,9 @@
 
 The seeds are valid inputs from the protocol specifications and the unit tests,
 so each target starts from inputs that reach deep into its decoder. HS256 tokens
-are signed with the targets' fuzz secret; the RS256 seeds (seeds/edge_auth/rs256-*)
-were signed once with a throwaway key whose public half is fixtures/rs256-public.pem
-and are kept as they are.
+are signed with the targets' fuzz secret. Kept as they are: the RS256 seeds
+(seeds/edge_auth/rs256-*), signed once with a throwaway key whose public half is
+fixtures/rs256-public.pem, and the inputs of past crashes (regression-*).
 
 Run from fuzz/: ./gen-seeds.py
 """
@@ -14,7 +14,6 @@ import hashlib
 import hmac
 import json
 import os
-import shutil
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SEEDS = os.path.join(HERE, "seeds")
@@ -96,14 +95,13 @@ def http(method, uri, headers=(), body=b"") -> bytes:
 
 
 def main() -> None:
+    # Kept as they are: the RS256 tokens and the inputs of past crashes.
+    kept = ("rs256-", "regression-")
     if os.path.isdir(SEEDS):
         for t in os.listdir(SEEDS):
-            if t == "edge_auth":
-                for f in os.listdir(os.path.join(SEEDS, t)):
-                    if not f.startswith("rs256-"):
-                        os.remove(os.path.join(SEEDS, t, f))
-            else:
-                shutil.rmtree(os.path.join(SEEDS, t))
+            for f in os.listdir(os.path.join(SEEDS, t)):
+                if not f.startswith(kept):
+                    os.remove(os.path.join(SEEDS, t, f))
 
     write("engineio_packet", EIO_PACKETS)
     write("engineio_payload", {
