@@ -32,6 +32,7 @@ pub mod config;
 pub mod hook;
 mod http;
 mod index;
+pub mod limits;
 pub mod metrics;
 mod outbox;
 mod polling;
@@ -39,6 +40,7 @@ mod presence;
 mod session;
 mod sio;
 mod ws;
+mod wsread;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
@@ -71,6 +73,8 @@ struct Inner {
     config: EdgeConfig,
     auth: Authenticator,
     hook: Option<hook::Hook>,
+    /// Connections and handshake rates per peer address.
+    peers: Arc<limits::PeerLimits>,
     presence: Option<presence::Link>,
     bus: Arc<dyn Bus>,
     subjects: Subjects,
@@ -136,6 +140,10 @@ impl Edge {
         };
         let edge = Edge {
             inner: Arc::new(Inner {
+                peers: limits::PeerLimits::new(
+                    config.max_connections_per_ip,
+                    config.handshakes_per_ip_per_sec,
+                ),
                 subjects,
                 config,
                 auth,
