@@ -29,6 +29,10 @@ use crate::Edge;
 const WRITE_BATCH_BYTES: usize = 256 * 1024;
 /// Most frames in one vectored write (two buffers each, well under IOV_MAX).
 const WRITE_BATCH_FRAMES: usize = 256;
+/// How long a closed connection's reader waits for the client's close.
+const CLOSE_LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long a closed connection may take to flush what was queued before it.
+const CLOSE_FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 type Io = TokioIo<hyper::upgrade::Upgraded>;
 type Reader = MessageReader<tokio::io::ReadHalf<Io>>;
@@ -85,6 +89,15 @@ pub(crate) async fn serve(
     let span = session.span.clone();
     tracing::Instrument::instrument(read_loop(&edge, &session, &mut reader, &direct_tx), span)
         .await;
+    // Closing with unread input would reset the connection, and the client
+    // could lose the close frame (and its code) on its way: read on until the
+    // client closes too, for a short while.
+    let mut discard = |_: fastwebsockets::Frame<'_>| -> SendFuture { Box::pin(async { Ok(()) }) };
+    reader.without_ping_limit();
+    let _ = tokio::time::timeout(CLOSE_LINGER, async {
+        while reader.next(&mut discard).await.is_ok() {}
+    })
+    .await;
 }
 
 /// `2probe` → `3probe`, then `5`: the client moves its session to this socket.
@@ -198,12 +211,27 @@ fn spawn_writer(
     let span = session.span.clone();
     edge.spawn(tracing::Instrument::instrument(
         async move {
-            if let Err(reason) = writer(w, &session, direct, switched).await {
+            let result = tokio::select! {
+                r = writer(w, &session, direct, switched) => r,
+                _ = flush_deadline(&session) => {
+                    tracing::debug!(sid = %session.sid, "queued frames not flushed in time, dropping the connection");
+                    Ok(())
+                }
+            };
+            if let Err(reason) = result {
                 e.close_session(&session, reason);
             }
         },
         span,
     ));
+}
+
+/// Resolves `CLOSE_FLUSH_TIMEOUT` after the session closed: a client that
+/// reads no more (a slow consumer) must not keep its connection, and the
+/// writer blocked on it, forever.
+async fn flush_deadline(session: &Session) {
+    session.cancel.cancelled().await;
+    tokio::time::sleep(CLOSE_FLUSH_TIMEOUT).await;
 }
 
 /// Writes control replies, and once the session is on this socket, drains its

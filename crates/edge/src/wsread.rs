@@ -57,6 +57,11 @@ impl<S: AsyncRead + Unpin> MessageReader<S> {
         }
     }
 
+    /// Stops counting pings (once the connection is closing anyway).
+    pub fn without_ping_limit(&mut self) {
+        self.pings = Bucket::new(0);
+    }
+
     /// The next whole message (text or binary; pongs are returned too), with
     /// its opcode. Control replies the library owes (pong, close echo) go to
     /// `send`.
