@@ -15,6 +15,7 @@ import {
   fetchMetrics,
   rsaKeyPair,
   signHs256,
+  startCluster,
   startStandalone,
   unsignedToken,
   waitFor,
@@ -564,5 +565,42 @@ describe('token expiry during a session', { timeout: 60_000 }, () => {
     assert.ok(Date.now() / 1000 >= now + 2, 'not before its exp');
     await counterRises(server, disconnects('token_expired'), before);
     assert.ok(longLived.socket.connected);
+  });
+});
+
+describe('rooms per socket across a cluster', { timeout: 90_000 }, () => {
+  let cluster;
+  let api;
+  let pool;
+
+  before(async () => {
+    cluster = await startCluster({
+      edges: 2,
+      edgeArgs: ['--allow-anonymous', '--max-rooms-per-socket', '2'],
+    });
+    api = createRoomcastClient(cluster.grpcAddr);
+    pool = new SocketPool(cluster.httpUrls);
+  });
+
+  after(async () => {
+    pool?.closeAll();
+    api?.close();
+    await cluster?.stop();
+  });
+
+  it('a JoinRooms that would take a socket on any edge over the limit fails; the others join', async () => {
+    const full = await pool.connectAt(0, '/', { transports: ['websocket'] });
+    const empty = await pool.connectAt(1, '/', { transports: ['websocket'] });
+    await api.joinRooms({ target: { socket_ids: [full.id] }, rooms: ['x', 'y'] });
+    await assert.rejects(
+      api.joinRooms({ target: { socket_ids: [full.id, empty.id] }, rooms: ['z'] }),
+      (err) => {
+        assert.equal(err.code, GrpcStatus.FAILED_PRECONDITION, `code ${err.code}: ${err.details}`);
+        assert.match(err.details, /1 sockets would exceed the rooms-per-socket limit and did not join \(1 did\)/);
+        return true;
+      },
+    );
+    const { sockets } = await api.fetchSockets({ target: { rooms: ['z'] } });
+    assert.deepEqual(sockets.map((s) => s.id), [empty.id]);
   });
 });

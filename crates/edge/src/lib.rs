@@ -16,7 +16,10 @@
 //! - [`auth`]: JWT verification at CONNECT; [`hook`]: a backend's verdict instead.
 //! - `outbox`: the per-connection queue, bounded in bytes.
 //! - `session`: the Engine.IO session (heartbeat, close reasons).
-//! - `ws`, `polling`: the two transports; `http`: routing and CORS.
+//! - `ws`, `polling`: the two transports; `http`: routing and CORS;
+//!   `wsread`: whole WebSocket messages within the size and ping limits.
+//! - [`limits`]: per-address connection and handshake limits, rate buckets,
+//!   the limit-hit counter.
 //! - `sio`: Socket.IO packets of a session.
 //! - `index`: local sockets, rooms, subscriptions and fan-out.
 //! - `commands`: commands edges answer (fetch, disconnect, emit with ack) and
