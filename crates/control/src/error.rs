@@ -34,7 +34,7 @@ pub enum ControlError {
     #[error("timeout_ms must be at most {0}")]
     InvalidTimeout(u128),
     #[error(
-        "{refused} sockets would exceed the rooms-per-socket limit and did not join ({joined} did)"
+        "{refused} of the selected sockets would exceed the rooms-per-socket limit and did not join ({joined} did)"
     )]
     TooManyRooms { refused: u64, joined: u64 },
     #[error("presence is off on this server")]
