@@ -35,6 +35,7 @@ const CLOSE: &str = "rc-close";
 const TIMEOUT: &str = "rc-timeout";
 const USERS: &str = "rc-users";
 const SENT_AT: &str = "rc-sent";
+const REFUSED: &str = "rc-refused";
 
 /// Which sockets a command applies to. The union of `rooms`, `sockets` and the
 /// sockets of `users` (every socket of `ns` when all are empty), less the
@@ -127,8 +128,14 @@ pub enum EdgeReply {
     Hello { node: String },
     /// The edge is going away; forget it now rather than at heartbeat expiry.
     Bye { node: String },
-    /// A join, leave or disconnect was applied to `count` local sockets.
-    Done { node: String, count: u64 },
+    /// A join, leave or disconnect was applied to `count` local sockets;
+    /// `refused` more were selected but left as they were (a join that would
+    /// put them over the edge's rooms-per-socket limit).
+    Done {
+        node: String,
+        count: u64,
+        refused: u64,
+    },
     /// The answer to [`Command::Fetch`].
     Sockets {
         node: String,
@@ -425,8 +432,11 @@ impl EdgeReply {
         let (op, payload) = match self {
             EdgeReply::Hello { .. } => ("hello", Bytes::new()),
             EdgeReply::Bye { .. } => ("bye", Bytes::new()),
-            EdgeReply::Done { count, .. } => {
+            EdgeReply::Done { count, refused, .. } => {
                 h.append(COUNT, count.to_string());
+                if *refused > 0 {
+                    h.append(REFUSED, refused.to_string());
+                }
                 ("done", Bytes::new())
             }
             EdgeReply::Sockets { sockets, .. } => ("sockets", json_payload(sockets)),
@@ -451,6 +461,10 @@ impl EdgeReply {
             "done" => Ok(EdgeReply::Done {
                 node,
                 count: get_number(h, COUNT)?,
+                refused: match h.get(REFUSED) {
+                    None => 0,
+                    Some(_) => get_number(h, REFUSED)?,
+                },
             }),
             "sockets" => Ok(EdgeReply::Sockets {
                 node,
@@ -644,6 +658,12 @@ mod tests {
             EdgeReply::Done {
                 node: node.clone(),
                 count: 3,
+                refused: 0,
+            },
+            EdgeReply::Done {
+                node: node.clone(),
+                count: 1,
+                refused: 2,
             },
             EdgeReply::Sockets {
                 node: node.clone(),

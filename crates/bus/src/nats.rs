@@ -355,6 +355,12 @@ impl NatsBus {
             + self.stats.slow_consumer.load(Ordering::Relaxed)
     }
 
+    /// Slow-consumer events the NATS client reported (its own buffer in front
+    /// of a subscription was full; each is also in [`NatsBus::dropped`]).
+    pub fn slow_consumer_events(&self) -> u64 {
+        self.stats.slow_consumer.load(Ordering::Relaxed)
+    }
+
     /// Returns once the server has processed everything this client sent
     /// before: earlier publishes are routed and earlier subscriptions are live
     /// on that server (other servers of a cluster learn of them a moment later).

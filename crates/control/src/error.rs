@@ -33,6 +33,10 @@ pub enum ControlError {
     },
     #[error("timeout_ms must be at most {0}")]
     InvalidTimeout(u128),
+    #[error(
+        "{refused} of the selected sockets would exceed the rooms-per-socket limit and did not join ({joined} did)"
+    )]
+    TooManyRooms { refused: u64, joined: u64 },
     #[error("presence is off on this server")]
     PresenceOff,
     #[error("{0}")]
@@ -59,7 +63,9 @@ impl From<ControlError> for tonic::Status {
             | ControlError::MissingAckId
             | ControlError::InvalidTimeout(_) => tonic::Status::invalid_argument(msg),
             ControlError::NotConfirmed { .. } => tonic::Status::deadline_exceeded(msg),
-            ControlError::PresenceOff => tonic::Status::failed_precondition(msg),
+            ControlError::PresenceOff | ControlError::TooManyRooms { .. } => {
+                tonic::Status::failed_precondition(msg)
+            }
             ControlError::Presence(_) => tonic::Status::unavailable(msg),
             ControlError::Bus(BusError::InvalidSubject(_)) => tonic::Status::internal(msg),
             ControlError::Bus(BusError::Timeout(_)) => tonic::Status::deadline_exceeded(msg),

@@ -398,7 +398,21 @@ impl Control {
         } else {
             Command::Leave { target, rooms }
         };
-        Ok(Self::count(&self.ask_edges(&cmd).await?))
+        let replies = self.ask_edges(&cmd).await?;
+        let refused: u64 = replies
+            .iter()
+            .map(|r| match r {
+                EdgeReply::Done { refused, .. } => *refused,
+                _ => 0,
+            })
+            .sum();
+        if refused > 0 {
+            return Err(ControlError::TooManyRooms {
+                refused,
+                joined: Self::count(&replies),
+            });
+        }
+        Ok(Self::count(&replies))
     }
 
     /// Disconnects the selected sockets on every edge; returns how many.

@@ -65,6 +65,8 @@ pub struct Identity {
     pub user_id: String,
     /// Rooms to join at CONNECT.
     pub rooms: Vec<String>,
+    /// When the token stops being valid, leeway included (Unix seconds).
+    pub expires_at: Option<u64>,
 }
 
 /// Why a CONNECT is refused; the message is what the client's `connect_error` shows.
@@ -194,7 +196,14 @@ impl Authenticator {
         }
         // Reads the header only to pick our key; the algorithm it names must be one
         // we pinned. `none` and unknown algorithms fail to parse here.
-        let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Malformed)?;
+        let header = jsonwebtoken::decode_header(token).map_err(|_| {
+            if names_an_algorithm(token) {
+                // `none`, or one jsonwebtoken does not know: say so.
+                AuthError::AlgorithmNotAllowed
+            } else {
+                AuthError::Malformed
+            }
+        })?;
         let key = self
             .keys
             .iter()
@@ -238,8 +247,30 @@ impl Authenticator {
                 .collect::<Result<_, _>>()?,
             Some(_) => return Err(AuthError::BadRoomsClaim(self.rooms_claim.clone())),
         };
-        Ok(Identity { user_id, rooms })
+        let expires_at = claims
+            .get("exp")
+            .and_then(Value::as_u64)
+            .map(|exp| exp.saturating_add(self.leeway_secs));
+        Ok(Identity {
+            user_id,
+            rooms,
+            expires_at,
+        })
     }
+}
+
+/// Whether a token whose header did not parse still names an algorithm
+/// (`{"alg":"none"}`); bounded by [`MAX_TOKEN_LEN`] already.
+fn names_an_algorithm(token: &str) -> bool {
+    use base64::Engine as _;
+    let Some((head, _)) = token.split_once('.') else {
+        return false;
+    };
+    let Ok(json) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(head) else {
+        return false;
+    };
+    serde_json::from_slice::<Map<String, Value>>(&json)
+        .is_ok_and(|h| matches!(h.get("alg"), Some(Value::String(_))))
 }
 
 #[cfg(test)]
@@ -288,7 +319,8 @@ mod tests {
             auth().authenticate(Some(&t)),
             Ok(Identity {
                 user_id: "u1".into(),
-                rooms: vec!["a".into(), "b".into()]
+                rooms: vec!["a".into(), "b".into()],
+                expires_at: Some(now() + 60),
             })
         );
     }
@@ -321,7 +353,10 @@ mod tests {
             B64.encode(br#"{"alg":"none","typ":"JWT"}"#),
             B64.encode(json!({"sub":"u1","exp":now()+60}).to_string())
         );
-        assert!(a.authenticate(Some(&none)).is_err());
+        assert_eq!(
+            a.authenticate(Some(&none)),
+            Err(AuthError::AlgorithmNotAllowed)
+        );
         assert_eq!(a.authenticate(None), Err(AuthError::MissingToken));
         assert_eq!(a.authenticate(Some("garbage")), Err(AuthError::Malformed));
         assert_eq!(
@@ -344,6 +379,61 @@ mod tests {
         };
         let t = hs(json!({"sub":"u1","exp":now()+60}), b"public-key-bytes");
         assert_eq!(rs_only.verify(&t), Err(AuthError::AlgorithmNotAllowed));
+    }
+
+    /// A public key only: tokens it verifies cannot be minted here, but tokens
+    /// that abuse it as an HS256 secret can.
+    const RSA_PUBLIC_PEM: &str = "-----BEGIN PUBLIC KEY-----\nMIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA0TBOqwmZYz54fBhNstQt\njuAHxvqtaGdNeZWGvj4Z30lsEx+njiS/21HOV5bbrxb8TszPt3LEAXG3D4cl0152\nvtifriZz0Q+Dkx4MjUWsRi5uIL/TGISpzDOI5TvAdlPE8uGnkp6D/DrBxNlE7jmx\nhIJ/WvNvdBZCABycIli2856AHSs6lCauWNUrn1wzUgBZF7u3q3sTqeQhjLDj0HLX\n2/yx5AAIw2AHUQzteYKWPFTI7eSmFplADLLlzicpP7UHm0BzbkCmXk0cbfBi47fq\nJ/QVcEmbX86eGZR+1aZa+PnLZVfqp+TGhdkAK7rW1y+uGjhk4foCVUqoQc2f9zYT\nhQIDAQAB\n-----END PUBLIC KEY-----\n";
+
+    #[test]
+    fn refuses_an_rs256_public_key_used_as_an_hs256_secret() {
+        let rs_only = Authenticator::new(
+            Some(&JwtConfig {
+                rs256_public_pem: Some(RSA_PUBLIC_PEM.as_bytes().to_vec()),
+                rooms_claim: "rooms".into(),
+                ..JwtConfig::default()
+            }),
+            false,
+        )
+        .expect("config");
+        let forged = hs(
+            json!({"sub":"u1","exp":now()+60}),
+            RSA_PUBLIC_PEM.as_bytes(),
+        );
+        assert_eq!(
+            rs_only.authenticate(Some(&forged)),
+            Err(AuthError::AlgorithmNotAllowed)
+        );
+    }
+
+    #[test]
+    fn expiry_is_checked_with_the_leeway() {
+        let a = Authenticator::new(
+            Some(&JwtConfig {
+                hs256_secret: Some(b"k".to_vec()),
+                leeway_secs: 30,
+                ..JwtConfig::default()
+            }),
+            false,
+        )
+        .expect("config");
+        let within = hs(json!({"sub":"u","exp":now()-10}), b"k");
+        assert!(a.authenticate(Some(&within)).is_ok(), "within the leeway");
+        let beyond = hs(json!({"sub":"u","exp":now()-31}), b"k");
+        assert_eq!(a.authenticate(Some(&beyond)), Err(AuthError::Expired));
+        assert_eq!(
+            AuthError::Expired.to_string(),
+            "invalid token: token expired"
+        );
+    }
+
+    #[test]
+    fn a_huge_token_is_refused_before_it_is_decoded() {
+        // A validly signed token, only too long: the length alone decides.
+        let claims = json!({"sub":"u","exp":now()+60,"pad":"x".repeat(MAX_TOKEN_LEN)});
+        let huge = hs(claims, b"s3cret");
+        assert!(huge.len() > MAX_TOKEN_LEN);
+        assert_eq!(auth().authenticate(Some(&huge)), Err(AuthError::TooLong));
     }
 
     #[test]

@@ -38,16 +38,22 @@ impl Edge {
     pub(crate) async fn answer(&self, cmd: Command, reply: Option<&str>) {
         let node = self.inner.config.node_id.clone();
         let answer = match cmd {
-            Command::Join { target, rooms } => EdgeReply::Done {
-                count: self.apply_rooms(&target, &rooms, true).await,
-                node,
-            },
+            Command::Join { target, rooms } => {
+                let (count, refused) = self.apply_rooms(&target, &rooms, true).await;
+                EdgeReply::Done {
+                    count,
+                    refused,
+                    node,
+                }
+            }
             Command::Leave { target, rooms } => EdgeReply::Done {
-                count: self.apply_rooms(&target, &rooms, false).await,
+                count: self.apply_rooms(&target, &rooms, false).await.0,
+                refused: 0,
                 node,
             },
             Command::Disconnect { target, close } => EdgeReply::Done {
                 count: self.disconnect(&target, close).await,
+                refused: 0,
                 node,
             },
             Command::Fetch { target } => EdgeReply::Sockets {

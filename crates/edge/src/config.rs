@@ -21,6 +21,25 @@ pub struct EdgeConfig {
     pub max_attachments: usize,
     /// Outbound bytes queued per connection before it is a slow consumer.
     pub outbound_queue_bytes: usize,
+    /// Most headers on a request to the endpoint (431 beyond).
+    pub max_request_headers: usize,
+    /// Most bytes of a request's target and headers together (431 beyond).
+    pub max_request_head_bytes: usize,
+    /// Most open connections from one peer address; 0: no limit.
+    pub max_connections_per_ip: usize,
+    /// New connections per second from one peer address (bursts of twice
+    /// that); 0: no limit.
+    pub handshakes_per_ip_per_sec: u32,
+    /// Most rooms one socket may be in (its own room aside); 0: no limit.
+    pub max_rooms_per_socket: usize,
+    /// WebSocket pings per second a connection may send (bursts of twice
+    /// that); 0: no limit.
+    pub ws_pings_per_sec: u32,
+    /// Engine.IO packets per second a connection may send (bursts of twice
+    /// that); 0: no limit.
+    pub packets_per_sec: u32,
+    /// Disconnect a socket when the `exp` of the JWT it connected with passes.
+    pub disconnect_on_token_expiry: bool,
     /// Origins allowed to connect from a browser; empty allows any.
     pub cors_origins: Vec<String>,
     /// Name of the roomcast cluster (subject prefix).
@@ -47,6 +66,14 @@ impl Default for EdgeConfig {
             max_payload: 1_000_000,
             max_attachments: 10,
             outbound_queue_bytes: 4 * 1024 * 1024,
+            max_request_headers: 64,
+            max_request_head_bytes: 32 * 1024,
+            max_connections_per_ip: 0,
+            handshakes_per_ip_per_sec: 0,
+            max_rooms_per_socket: 1000,
+            ws_pings_per_sec: 20,
+            packets_per_sec: 1000,
+            disconnect_on_token_expiry: false,
             cors_origins: Vec::new(),
             cluster: "roomcast".into(),
             node_id: roomcast_bus::names::new_id(),

@@ -113,6 +113,7 @@ impl Hook {
             identity: Identity {
                 user_id: answer.user_id,
                 rooms: answer.rooms,
+                expires_at: None,
             },
             data_json: answer.data_json,
         })

@@ -132,10 +132,49 @@ fn handshake<'a>(
                 Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
             })
             .collect(),
+        slot: None,
     }
 }
 
+/// Refuses a request head over the configured header count or size (431).
+fn check_head(edge: &Edge, req: &Request) -> Result<(), crate::limits::Limit> {
+    use crate::limits::Limit;
+    let cfg = edge.config();
+    let headers = req.headers();
+    if headers.len() > cfg.max_request_headers {
+        return Err(Limit::HeaderCount);
+    }
+    let target = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    let bytes = headers
+        .iter()
+        .fold(target, |n, (k, v)| n + k.as_str().len() + v.len());
+    if bytes > cfg.max_request_head_bytes {
+        return Err(Limit::HeaderBytes);
+    }
+    Ok(())
+}
+
+fn too_many_requests(message: &'static str) -> Response {
+    let mut res = response(
+        StatusCode::TOO_MANY_REQUESTS,
+        "text/plain; charset=UTF-8",
+        Body::from(message),
+    );
+    res.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    res
+}
+
 async fn handle(State(edge): State<Edge>, req: Request) -> Response {
+    if let Err(limit) = check_head(&edge, &req) {
+        limit.hit();
+        tracing::debug!(limit = limit.label(), "request head refused");
+        return response(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "text/plain; charset=UTF-8",
+            Body::from("request header fields too large"),
+        );
+    }
     let origin = match allowed_origin(&edge, req.headers()) {
         Ok(origin) => origin,
         Err(()) => return EioError::Forbidden.response(),
@@ -167,7 +206,19 @@ async fn route(edge: &Edge, mut req: Request) -> Response {
     let sid = query.get("sid").cloned();
     // Only a request that opens a session keeps its handshake data.
     let hs = if sid.is_none() {
-        handshake(&req, query.iter())
+        let mut hs = handshake(&req, query.iter());
+        if let Some(peer) = hs.remote {
+            // Before any session exists or the upgrade is answered.
+            match edge.inner.peers.admit(peer.ip()) {
+                Ok(slot) => hs.slot = slot,
+                Err(refusal) => {
+                    refusal.limit().hit();
+                    tracing::debug!(peer = %peer.ip(), limit = refusal.limit().label(), "connection refused");
+                    return too_many_requests(refusal.message());
+                }
+            }
+        }
+        hs
     } else {
         Handshake::default()
     };

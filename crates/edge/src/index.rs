@@ -522,20 +522,39 @@ impl Edge {
     }
 
     /// Makes every local socket the target selects join or leave rooms;
-    /// returns how many sockets were selected.
-    pub(crate) async fn apply_rooms(&self, target: &Target, rooms: &[String], join: bool) -> u64 {
+    /// returns how many sockets were changed (or already as asked), and how
+    /// many were left out because the join would put them over the
+    /// rooms-per-socket limit.
+    pub(crate) async fn apply_rooms(
+        &self,
+        target: &Target,
+        rooms: &[String],
+        join: bool,
+    ) -> (u64, u64) {
+        let max_rooms = self.inner.config.max_rooms_per_socket;
         let rooms: Vec<String> = rooms
             .iter()
             .filter(|r| roomcast_bus::names::valid_room(r))
             .cloned()
             .collect();
         let tracked = self.tracks_presence();
-        let (changed, count, records) = {
+        let (changed, count, records, refused) = {
             let mut index = self.write_index();
             let mut changed = Vec::new();
             let mut records = Vec::new();
             let selected = index.select(target);
+            let mut refused = 0;
             for sid in &selected {
+                if join && max_rooms > 0 {
+                    let over = index.sockets.get(sid).is_some_and(|m| {
+                        let new = rooms.iter().filter(|r| !m.rooms.contains(*r)).count();
+                        m.rooms.len() + new > max_rooms
+                    });
+                    if over {
+                        refused += 1;
+                        continue;
+                    }
+                }
                 let moved = if join {
                     index.join(sid, &rooms, &mut changed)
                 } else {
@@ -548,8 +567,16 @@ impl Edge {
                     records.push((self.record(&socket, index.rooms_of(sid)), moved));
                 }
             }
-            (changed, selected.len() as u64, records)
+            (changed, selected.len() as u64 - refused, records, refused)
         };
+        if refused > 0 {
+            crate::limits::Limit::RoomsPerSocket.hit();
+            tracing::info!(
+                refused,
+                max_rooms,
+                "join refused: too many rooms per socket"
+            );
+        }
         self.reconcile(changed).await;
         for (record, moved) in records {
             let (joined, left) = if join {
@@ -559,7 +586,7 @@ impl Edge {
             };
             self.presence_op(|| Op::Rooms(record, joined, left)).await;
         }
-        count
+        (count, refused)
     }
 
     /// Queues one packet on every target; slow consumers are disconnected.

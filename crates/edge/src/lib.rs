@@ -16,7 +16,10 @@
 //! - [`auth`]: JWT verification at CONNECT; [`hook`]: a backend's verdict instead.
 //! - `outbox`: the per-connection queue, bounded in bytes.
 //! - `session`: the Engine.IO session (heartbeat, close reasons).
-//! - `ws`, `polling`: the two transports; `http`: routing and CORS.
+//! - `ws`, `polling`: the two transports; `http`: routing and CORS;
+//!   `wsread`: whole WebSocket messages within the size and ping limits.
+//! - [`limits`]: per-address connection and handshake limits, rate buckets,
+//!   the limit-hit counter.
 //! - `sio`: Socket.IO packets of a session.
 //! - `index`: local sockets, rooms, subscriptions and fan-out.
 //! - `recovery`: connection state recovery (pid, offsets, replay).
@@ -33,6 +36,7 @@ pub mod config;
 pub mod hook;
 mod http;
 mod index;
+pub mod limits;
 pub mod metrics;
 mod outbox;
 mod polling;
@@ -41,6 +45,7 @@ mod recovery;
 mod session;
 mod sio;
 mod ws;
+mod wsread;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
@@ -73,6 +78,8 @@ struct Inner {
     config: EdgeConfig,
     auth: Authenticator,
     hook: Option<hook::Hook>,
+    /// Connections and handshake rates per peer address.
+    peers: Arc<limits::PeerLimits>,
     presence: Option<presence::Link>,
     /// Connection state recovery, when on.
     recovery: Option<roomcast_bus::recovery::Recovery>,
@@ -141,6 +148,10 @@ impl Edge {
         };
         let edge = Edge {
             inner: Arc::new(Inner {
+                peers: limits::PeerLimits::new(
+                    config.max_connections_per_ip,
+                    config.handshakes_per_ip_per_sec,
+                ),
                 subjects,
                 config,
                 auth,

@@ -19,6 +19,8 @@ pub const CLIENT_EVENTS: &str = "roomcast_edge_client_events_total";
 pub const BYTES_IN: &str = "roomcast_edge_bytes_in_total";
 /// Bytes written to clients.
 pub const BYTES_OUT: &str = "roomcast_edge_bytes_out_total";
+/// Limits hit (label `limit`: see [`crate::limits::Limit::label`]).
+pub const LIMIT_HITS: &str = "roomcast_edge_limit_hits_total";
 /// Seconds from an emit's publication by the control plane to its packet
 /// being queued on the recipients of this edge.
 pub const FANOUT_LATENCY: &str = "roomcast_fanout_latency_seconds";
@@ -37,7 +39,7 @@ pub const RECOVERY_OUTCOMES: [&str; 6] = [
 ];
 
 /// Every refusal cause, so their series exist from the start.
-const CAUSES: [&str; 12] = [
+const CAUSES: [&str; 13] = [
     "invalid_namespace",
     "missing_token",
     "malformed_token",
@@ -50,6 +52,7 @@ const CAUSES: [&str; 12] = [
     "hook_timeout",
     "hook_unavailable",
     "hook_invalid_answer",
+    "too_many_rooms",
 ];
 
 /// Registers descriptions with the installed recorder, and zero values for
@@ -65,6 +68,9 @@ pub fn describe() {
     for outcome in RECOVERY_OUTCOMES {
         metrics::counter!(RECOVERIES, "outcome" => outcome).absolute(0);
     }
+    for limit in crate::limits::Limit::ALL {
+        metrics::counter!(LIMIT_HITS, "limit" => limit.label()).absolute(0);
+    }
     for name in [DELIVERIES, CLIENT_EVENTS, BYTES_IN, BYTES_OUT] {
         metrics::counter!(name).absolute(0);
     }
@@ -76,6 +82,7 @@ pub fn describe() {
         RECOVERIES,
         "connects that asked to recover a session, by outcome"
     );
+    describe_counter!(LIMIT_HITS, "limits hit by clients, by limit");
     describe_counter!(BUS_MESSAGES, "commands received from the bus, by operation");
     describe_counter!(DELIVERIES, "packets queued on sockets (one per recipient)");
     describe_counter!(CLIENT_EVENTS, "client events relayed to backends");

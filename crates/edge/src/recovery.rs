@@ -146,6 +146,12 @@ impl Edge {
             return Some(Ok(()));
         }
         outcome("recovered");
+        if let (true, Some(exp)) = (
+            self.inner.config.disconnect_on_token_expiry,
+            identity.expires_at,
+        ) {
+            self.expire_at(&socket, exp);
+        }
         tracing::debug!(sid = %session.sid, socket = %socket.id, replayed = replay.messages.len(), "socket recovered");
         let reply = socketio::encode_connect_with_pid(nsp, &socket.id, socket.pid.as_deref());
         let mut pushed = session.outbox.push([Frame::Text(reply)]);

@@ -37,11 +37,15 @@ pub enum CloseReason {
     ServerShutdown,
     /// A backend asked for the connection to be closed.
     ForcedClose,
+    /// The client sent packets or WebSocket pings faster than allowed.
+    Flood,
+    /// The JWT a socket connected with expired (when the edge checks).
+    TokenExpired,
 }
 
 impl CloseReason {
     /// Every reason, e.g. for metrics series that exist from the start.
-    pub const ALL: [CloseReason; 10] = [
+    pub const ALL: [CloseReason; 12] = [
         CloseReason::TransportClose,
         CloseReason::TransportError,
         CloseReason::PingTimeout,
@@ -52,6 +56,8 @@ impl CloseReason {
         CloseReason::PollingOverlap,
         CloseReason::ServerShutdown,
         CloseReason::ForcedClose,
+        CloseReason::Flood,
+        CloseReason::TokenExpired,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -66,6 +72,8 @@ impl CloseReason {
             CloseReason::PollingOverlap => "polling overlap",
             CloseReason::ServerShutdown => "server shutting down",
             CloseReason::ForcedClose => "forced close",
+            CloseReason::Flood => "flood",
+            CloseReason::TokenExpired => "token expired",
         }
     }
 
@@ -82,6 +90,8 @@ impl CloseReason {
             CloseReason::PollingOverlap => "polling_overlap",
             CloseReason::ServerShutdown => "server_shutdown",
             CloseReason::ForcedClose => "forced_close",
+            CloseReason::Flood => "flood",
+            CloseReason::TokenExpired => "token_expired",
         }
     }
 
@@ -90,7 +100,7 @@ impl CloseReason {
         match self {
             CloseReason::ProtocolError => 1002,
             CloseReason::MessageTooBig => 1009,
-            CloseReason::SlowConsumer => 1008,
+            CloseReason::SlowConsumer | CloseReason::Flood | CloseReason::TokenExpired => 1008,
             CloseReason::ServerShutdown => 1001,
             _ => 1000,
         }
@@ -120,6 +130,8 @@ pub(crate) struct Handshake {
     /// Every header with a text value (the connect hook sees them all;
     /// FetchSockets leaves out `authorization` and `cookie`).
     pub headers: Vec<(String, String)>,
+    /// The connection's slot among its address's connections, released at close.
+    pub slot: Option<Arc<crate::limits::Slot>>,
 }
 
 /// Socket.IO state of a session, touched by its inbound packets.
@@ -142,6 +154,8 @@ pub(crate) struct Session {
     pub upgrading: AtomicBool,
     pub get_busy: AtomicBool,
     pub post_busy: AtomicBool,
+    /// Engine.IO packets the client may still send (flood limit).
+    pub packet_budget: crate::limits::SharedBucket,
     sio: Mutex<SioState>,
     pub cancel: CancellationToken,
     /// The connection's span (debug level): its id and peer on every log line
@@ -180,6 +194,7 @@ impl Edge {
             upgrading: AtomicBool::new(false),
             get_busy: AtomicBool::new(false),
             post_busy: AtomicBool::new(false),
+            packet_budget: crate::limits::SharedBucket::new(cfg.packets_per_sec),
             sio: Mutex::new(SioState::default()),
             cancel: self.inner.shutdown.child_token(),
             span,
@@ -262,6 +277,11 @@ impl Edge {
         session: &Arc<Session>,
         packet: Packet,
     ) -> Result<(), CloseReason> {
+        if !session.packet_budget.take() {
+            crate::limits::Limit::PacketRate.hit();
+            tracing::info!(sid = %session.sid, limit = self.inner.config.packets_per_sec, "packet flood, closing");
+            return Err(CloseReason::Flood);
+        }
         match packet {
             Packet::Pong(_) => {
                 session.pong.notify_waiters();
@@ -289,8 +309,20 @@ impl Edge {
             .close_code
             .store(reason.ws_code(), Ordering::Release);
         tracing::debug!(sid = %session.sid, reason = reason.as_str(), "session closed");
+        let limit = match reason {
+            CloseReason::SlowConsumer => Some(crate::limits::Limit::OutboundQueue),
+            CloseReason::MessageTooBig => Some(crate::limits::Limit::Payload),
+            _ => None,
+        };
+        if let Some(limit) = limit {
+            limit.hit();
+            tracing::info!(sid = %session.sid, limit = limit.label(), "limit hit, connection closed");
+        }
         metrics::counter!(crate::metrics::DISCONNECTS, "reason" => reason.label()).increment(1);
         self.sessions().remove(&session.sid);
+        if let Some(slot) = &session.handshake.slot {
+            slot.release();
+        }
         let sockets: Vec<Arc<Socket>> = session.sio().sockets.drain().map(|(_, s)| s).collect();
         if !sockets.is_empty() {
             let edge = self.clone();

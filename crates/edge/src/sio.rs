@@ -147,7 +147,12 @@ impl Edge {
             Ok(Some(msg)) => self.dispatch(session, msg).await,
             Ok(None) => Ok(()),
             Err(e) => {
-                tracing::debug!(sid = %session.sid, error = %e, "invalid socket.io packet");
+                if let socketio::DecodeError::TooManyAttachments(..) = e {
+                    crate::limits::Limit::Attachments.hit();
+                    tracing::info!(sid = %session.sid, error = %e, "limit hit, closing");
+                } else {
+                    tracing::debug!(sid = %session.sid, error = %e, "invalid socket.io packet");
+                }
                 Err(CloseReason::ProtocolError)
             }
         }
@@ -177,6 +182,12 @@ impl Edge {
             }
             PacketKind::Event | PacketKind::BinaryEvent => {
                 let (event, args_json) = packet.event().ok_or(CloseReason::ProtocolError)?;
+                if event.len() > roomcast_bus::names::MAX_NAME_LEN {
+                    // Event names become bus subjects, whose length NATS bounds.
+                    crate::limits::Limit::EventName.hit();
+                    tracing::info!(sid = %session.sid, len = event.len(), "event name too long, closing");
+                    return Err(CloseReason::ProtocolError);
+                }
                 self.relay_event(&socket, event, args_json, attachments, packet.id)
                     .await;
                 Ok(())
@@ -245,6 +256,16 @@ impl Edge {
                 }
             }
         };
+        let max_rooms = self.inner.config.max_rooms_per_socket;
+        if max_rooms > 0 && identity.rooms.len() > max_rooms {
+            crate::limits::Limit::RoomsPerSocket.hit();
+            refused("too_many_rooms");
+            tracing::info!(sid = %session.sid, nsp, rooms = identity.rooms.len(), max_rooms, "connect refused: too many rooms");
+            return refuse(&format!(
+                "too many rooms: {} exceed the limit of {max_rooms} per socket",
+                identity.rooms.len()
+            ));
+        }
         if session.is_closed() {
             return Ok(());
         }
@@ -269,6 +290,12 @@ impl Edge {
             self.remove_socket(&socket).await;
             return Ok(());
         }
+        if let (true, Some(exp)) = (
+            self.inner.config.disconnect_on_token_expiry,
+            identity.expires_at,
+        ) {
+            self.expire_at(&socket, exp);
+        }
         let packet = socketio::encode_connect_with_pid(nsp, &socket.id, socket.pid.as_deref());
         // The namespace is one of the configured ones: a bounded label.
         metrics::counter!(crate::metrics::SOCKETS_CONNECTED, "namespace" => nsp.to_owned())
@@ -278,6 +305,28 @@ impl Edge {
             Err(PushError::Full) => Err(CloseReason::SlowConsumer),
             _ => Ok(()),
         }
+    }
+
+    /// Disconnects a socket when its token expires (`exp`, Unix seconds): the
+    /// client sees "io server disconnect", then the connection closes.
+    pub(crate) fn expire_at(&self, socket: &Arc<Socket>, exp: u64) {
+        let now_ms = u64::try_from(crate::now_ms()).unwrap_or(0);
+        let wait =
+            std::time::Duration::from_millis(exp.saturating_mul(1000).saturating_sub(now_ms));
+        let edge = self.clone();
+        let socket = socket.clone();
+        self.spawn(async move {
+            let session = &socket.session;
+            tokio::select! {
+                _ = session.cancel.cancelled() => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+            tracing::info!(sid = %session.sid, socket = %socket.id, "token expired, disconnecting");
+            let _ = session
+                .outbox
+                .push([Frame::Text(socketio::encode_disconnect(&socket.ns))]);
+            edge.close_session(session, CloseReason::TokenExpired);
+        });
     }
 
     /// What the connect hook is told about a CONNECT.

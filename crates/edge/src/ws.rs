@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use fastwebsockets::upgrade::UpgradeFut;
-use fastwebsockets::{FragmentCollectorRead, OpCode, Role, WebSocketError};
+use fastwebsockets::{OpCode, Role};
 use hyper_util::rt::TokioIo;
 use roomcast_wire::engineio::{self, Frame, PacketType};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
@@ -22,14 +22,20 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::outbox::Mode;
 use crate::session::{CloseReason, Handshake, Session};
+use crate::wsread::{MessageReader, ReadError, SendFuture};
 use crate::Edge;
 
 /// Most bytes the writer takes from the queue for one vectored write.
 const WRITE_BATCH_BYTES: usize = 256 * 1024;
 /// Most frames in one vectored write (two buffers each, well under IOV_MAX).
 const WRITE_BATCH_FRAMES: usize = 256;
+/// How long a closed connection's reader waits for the client's close.
+const CLOSE_LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long a closed connection may take to flush what was queued before it.
+const CLOSE_FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 type Io = TokioIo<hyper::upgrade::Upgraded>;
+type Reader = MessageReader<tokio::io::ReadHalf<Io>>;
 
 /// Serves one WebSocket connection: a new session, or the upgrade of an
 /// existing polling session.
@@ -47,9 +53,9 @@ pub(crate) async fn serve(
         }
     };
     let (r, w) = tokio::io::split(ws.into_inner());
-    let (mut read, _) = fastwebsockets::after_handshake_split(r, tokio::io::sink(), Role::Server);
-    read.set_max_message_size(edge.config().max_payload.saturating_add(1));
-    let mut reader = FragmentCollectorRead::new(read);
+    let (read, _) = fastwebsockets::after_handshake_split(r, tokio::io::sink(), Role::Server);
+    let cfg = edge.config();
+    let mut reader = MessageReader::new(read, cfg.max_payload, cfg.ws_pings_per_sec);
     let (direct_tx, direct_rx) = mpsc::channel::<Bytes>(16);
     let (switch_tx, switch_rx) = oneshot::channel::<()>();
 
@@ -83,11 +89,20 @@ pub(crate) async fn serve(
     let span = session.span.clone();
     tracing::Instrument::instrument(read_loop(&edge, &session, &mut reader, &direct_tx), span)
         .await;
+    // Closing with unread input would reset the connection, and the client
+    // could lose the close frame (and its code) on its way: read on until the
+    // client closes too, for a short while.
+    let mut discard = |_: fastwebsockets::Frame<'_>| -> SendFuture { Box::pin(async { Ok(()) }) };
+    reader.without_ping_limit();
+    let _ = tokio::time::timeout(CLOSE_LINGER, async {
+        while reader.next(&mut discard).await.is_ok() {}
+    })
+    .await;
 }
 
 /// `2probe` → `3probe`, then `5`: the client moves its session to this socket.
 async fn probe(
-    reader: &mut FragmentCollectorRead<tokio::io::ReadHalf<Io>>,
+    reader: &mut Reader,
     direct: &mpsc::Sender<Bytes>,
     session: &Session,
 ) -> Result<(), CloseReason> {
@@ -110,25 +125,20 @@ async fn probe(
 
 /// Reads the next message and checks it is exactly this text.
 async fn expect_text(
-    reader: &mut FragmentCollectorRead<tokio::io::ReadHalf<Io>>,
+    reader: &mut Reader,
     direct: &mpsc::Sender<Bytes>,
     expected: &[u8],
 ) -> Result<(), CloseReason> {
     let mut send = control_sender(direct);
-    let frame = reader
-        .read_frame(&mut send)
+    let (opcode, payload) = reader
+        .next(&mut send)
         .await
         .map_err(|_| CloseReason::TransportError)?;
-    if frame.opcode != OpCode::Text || &frame.payload[..] != expected {
+    if opcode != OpCode::Text || &payload[..] != expected {
         return Err(CloseReason::ProtocolError);
     }
     Ok(())
 }
-
-/// What the reader's send callback returns: queuing a control reply.
-type SendFuture = std::pin::Pin<
-    Box<dyn std::future::Future<Output = Result<(), mpsc::error::SendError<Bytes>>> + Send>,
->;
 
 fn control_sender(
     direct: &mpsc::Sender<Bytes>,
@@ -137,48 +147,44 @@ fn control_sender(
     move |frame| {
         let bytes = encode_frame(frame.opcode, &frame.payload);
         let direct = direct.clone();
-        Box::pin(async move { direct.send(bytes).await })
+        Box::pin(async move { direct.send(bytes).await.map_err(|e| Box::new(e) as _) })
     }
 }
 
 async fn read_loop(
     edge: &Edge,
     session: &Arc<Session>,
-    reader: &mut FragmentCollectorRead<tokio::io::ReadHalf<Io>>,
+    reader: &mut Reader,
     direct: &mpsc::Sender<Bytes>,
 ) {
-    let max = edge.config().max_payload;
     let mut send = control_sender(direct);
     loop {
         // Reads are not cancel-safe, but cancellation only comes with the end of
         // the session, when the rest of the stream no longer matters.
-        let frame = tokio::select! {
+        let message = tokio::select! {
             _ = session.cancel.cancelled() => return,
-            frame = reader.read_frame(&mut send) => frame,
+            message = reader.next(&mut send) => message,
         };
-        if let Ok(f) = &frame {
-            if matches!(f.opcode, OpCode::Text | OpCode::Binary) {
-                metrics::counter!(crate::metrics::BYTES_IN).increment(f.payload.len() as u64);
-            }
+        if let Ok((OpCode::Text | OpCode::Binary, payload)) = &message {
+            metrics::counter!(crate::metrics::BYTES_IN).increment(payload.len() as u64);
         }
-        let packet = match frame {
-            Err(WebSocketError::FrameTooLarge) => Err(CloseReason::MessageTooBig),
-            Err(WebSocketError::UnexpectedEOF) | Err(WebSocketError::ConnectionClosed) => {
-                Err(CloseReason::TransportClose)
+        let packet = match message {
+            Err(ReadError::TooBig) => Err(CloseReason::MessageTooBig),
+            Err(ReadError::Closed) => Err(CloseReason::TransportClose),
+            Err(ReadError::PingFlood) => {
+                crate::limits::Limit::PingRate.hit();
+                tracing::info!(sid = %session.sid, limit = edge.config().ws_pings_per_sec, "websocket ping flood, closing");
+                Err(CloseReason::Flood)
             }
-            Err(e) => {
+            Err(ReadError::Failed(e)) => {
                 tracing::debug!(sid = %session.sid, error = %e, "websocket read failed");
                 Err(CloseReason::TransportError)
             }
-            Ok(frame) if frame.payload.len() > max => Err(CloseReason::MessageTooBig),
-            Ok(frame) => match frame.opcode {
-                OpCode::Text => engineio::decode_text(Bytes::copy_from_slice(&frame.payload))
+            Ok((opcode, payload)) => match opcode {
+                OpCode::Text => engineio::decode_text(payload)
                     .map(Some)
                     .map_err(|_| CloseReason::ProtocolError),
-                OpCode::Binary => Ok(Some(engineio::Packet::Binary(Bytes::copy_from_slice(
-                    &frame.payload,
-                )))),
-                OpCode::Close => Err(CloseReason::TransportClose),
+                OpCode::Binary => Ok(Some(engineio::Packet::Binary(payload))),
                 _ => Ok(None),
             },
         };
@@ -205,12 +211,27 @@ fn spawn_writer(
     let span = session.span.clone();
     edge.spawn(tracing::Instrument::instrument(
         async move {
-            if let Err(reason) = writer(w, &session, direct, switched).await {
+            let result = tokio::select! {
+                r = writer(w, &session, direct, switched) => r,
+                _ = flush_deadline(&session) => {
+                    tracing::debug!(sid = %session.sid, "queued frames not flushed in time, dropping the connection");
+                    Ok(())
+                }
+            };
+            if let Err(reason) = result {
                 e.close_session(&session, reason);
             }
         },
         span,
     ));
+}
+
+/// Resolves `CLOSE_FLUSH_TIMEOUT` after the session closed: a client that
+/// reads no more (a slow consumer) must not keep its connection, and the
+/// writer blocked on it, forever.
+async fn flush_deadline(session: &Session) {
+    session.cancel.cancelled().await;
+    tokio::time::sleep(CLOSE_FLUSH_TIMEOUT).await;
 }
 
 /// Writes control replies, and once the session is on this socket, drains its

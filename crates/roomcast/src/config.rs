@@ -70,6 +70,30 @@ pub struct Settings {
     /// Bytes queued for one connection before it is disconnected as a slow consumer [default: 4194304]
     #[arg(long, env = "ROOMCAST_OUTBOUND_QUEUE_BYTES")]
     pub outbound_queue_bytes: Option<usize>,
+    /// Most headers on a client request; more get 431 [default: 64]
+    #[arg(long, env = "ROOMCAST_MAX_REQUEST_HEADERS")]
+    pub max_request_headers: Option<usize>,
+    /// Most bytes of a client request's target and headers together; more get 431 [default: 32768]
+    #[arg(long, env = "ROOMCAST_MAX_REQUEST_HEAD_BYTES")]
+    pub max_request_head_bytes: Option<usize>,
+    /// Most open connections from one peer address; more get 429 (0: no limit; behind a proxy every client has the proxy's address) [default: 0]
+    #[arg(long, env = "ROOMCAST_MAX_CONNECTIONS_PER_IP")]
+    pub max_connections_per_ip: Option<usize>,
+    /// New connections per second from one peer address, bursts of twice that; more get 429 (0: no limit) [default: 0]
+    #[arg(long, env = "ROOMCAST_HANDSHAKES_PER_IP_PER_SEC")]
+    pub handshakes_per_ip_per_sec: Option<u32>,
+    /// Most rooms one socket may be in: a JWT rooms claim over it is refused, a JoinRooms over it fails (0: no limit) [default: 1000]
+    #[arg(long, env = "ROOMCAST_MAX_ROOMS_PER_SOCKET")]
+    pub max_rooms_per_socket: Option<usize>,
+    /// WebSocket pings per second a connection may send, bursts of twice that; faster closes it (0: no limit) [default: 20]
+    #[arg(long, env = "ROOMCAST_WS_PINGS_PER_SEC")]
+    pub ws_pings_per_sec: Option<u32>,
+    /// Engine.IO packets per second a connection may send, bursts of twice that; faster closes it (0: no limit) [default: 1000]
+    #[arg(long, env = "ROOMCAST_PACKETS_PER_SEC")]
+    pub packets_per_sec: Option<u32>,
+    /// Disconnect a socket when the `exp` of its JWT passes (leeway included)
+    #[arg(long, env = "ROOMCAST_DISCONNECT_ON_TOKEN_EXPIRY", num_args = 0..=1, default_missing_value = "true")]
+    pub disconnect_on_token_expiry: Option<bool>,
     /// A browser origin allowed to connect; repeat for several [default: any]
     #[arg(
         long = "cors-origin",
@@ -253,6 +277,9 @@ impl Settings {
               edge_ttl_ms, nats_token, nats_user, nats_password, nats_nkey_seed, nats_creds_file,
               nats_tls_required, nats_tls_ca_file, nats_tls_cert_file, nats_tls_key_file, path, ping_interval_ms, ping_timeout_ms, connect_timeout_ms,
               upgrade_timeout_ms, max_payload, max_attachments, outbound_queue_bytes,
+              max_request_headers, max_request_head_bytes, max_connections_per_ip,
+              handshakes_per_ip_per_sec, max_rooms_per_socket, ws_pings_per_sec, packets_per_sec,
+              disconnect_on_token_expiry,
               allow_anonymous, jwt_secret, jwt_public_key_file, jwt_audience, jwt_issuer,
               jwt_rooms_claim, jwt_leeway_secs, cluster, node_id, log, log_format;
               namespaces, cors_origins, api_keys, nats_urls, recovery_rooms)
@@ -496,6 +523,24 @@ impl Settings {
             outbound_queue_bytes: self
                 .outbound_queue_bytes
                 .unwrap_or(defaults.outbound_queue_bytes),
+            max_request_headers: self
+                .max_request_headers
+                .unwrap_or(defaults.max_request_headers),
+            max_request_head_bytes: self
+                .max_request_head_bytes
+                .unwrap_or(defaults.max_request_head_bytes),
+            max_connections_per_ip: self
+                .max_connections_per_ip
+                .unwrap_or(defaults.max_connections_per_ip),
+            handshakes_per_ip_per_sec: self
+                .handshakes_per_ip_per_sec
+                .unwrap_or(defaults.handshakes_per_ip_per_sec),
+            max_rooms_per_socket: self
+                .max_rooms_per_socket
+                .unwrap_or(defaults.max_rooms_per_socket),
+            ws_pings_per_sec: self.ws_pings_per_sec.unwrap_or(defaults.ws_pings_per_sec),
+            packets_per_sec: self.packets_per_sec.unwrap_or(defaults.packets_per_sec),
+            disconnect_on_token_expiry: self.disconnect_on_token_expiry.unwrap_or(false),
             cors_origins: self.cors_origins.clone(),
             cluster: cluster.clone(),
             node_id,
@@ -521,6 +566,12 @@ impl Settings {
         let edge_ttl = ms(self.edge_ttl_ms, 3_000, "edge-ttl-ms")?;
         if role == Role::Control && edge_ttl < 2 * edge.heartbeat_interval {
             bail!("edge-ttl-ms must be at least twice heartbeat-interval-ms");
+        }
+        if edge.max_request_headers < 8 {
+            bail!("max-request-headers must be at least 8");
+        }
+        if edge.max_request_head_bytes < 1024 {
+            bail!("max-request-head-bytes must be at least 1024");
         }
         if edge.outbound_queue_bytes < max_payload {
             bail!("outbound-queue-bytes must be at least max-payload ({max_payload})");
@@ -674,6 +725,45 @@ mod tests {
         assert_eq!(r.edge.path, "/socket.io/");
         assert_eq!(r.edge.namespaces, vec!["/"]);
         assert_eq!(r.edge.ping_interval, Duration::from_secs(25));
+    }
+
+    #[test]
+    fn limits_have_safe_defaults_and_come_from_the_file() {
+        let r = anon().resolve(Role::Standalone).expect("valid");
+        assert_eq!(r.edge.max_request_headers, 64);
+        assert_eq!(r.edge.max_request_head_bytes, 32 * 1024);
+        assert_eq!(
+            r.edge.max_connections_per_ip, 0,
+            "off: proxies share an address"
+        );
+        assert_eq!(r.edge.handshakes_per_ip_per_sec, 0);
+        assert_eq!(r.edge.max_rooms_per_socket, 1000);
+        assert_eq!(r.edge.ws_pings_per_sec, 20);
+        assert_eq!(r.edge.packets_per_sec, 1000);
+        let file: Settings = toml::from_str(
+            "allow_anonymous = true\nmax_connections_per_ip = 50\nhandshakes_per_ip_per_sec = 5\n\
+             max_rooms_per_socket = 10\nws_pings_per_sec = 0\npackets_per_sec = 100\n\
+             max_request_headers = 32\nmax_request_head_bytes = 8192\n",
+        )
+        .expect("valid toml");
+        let r = file.resolve(Role::Edge).expect("valid");
+        assert_eq!(
+            (
+                r.edge.max_connections_per_ip,
+                r.edge.handshakes_per_ip_per_sec,
+                r.edge.max_rooms_per_socket,
+                r.edge.ws_pings_per_sec,
+                r.edge.packets_per_sec,
+                r.edge.max_request_headers,
+                r.edge.max_request_head_bytes
+            ),
+            (50, 5, 10, 0, 100, 32, 8192)
+        );
+        let tiny = Settings {
+            max_request_head_bytes: Some(100),
+            ..anon()
+        };
+        assert!(tiny.resolve(Role::Standalone).is_err());
     }
 
     #[test]

@@ -20,6 +20,8 @@ pub const NATS_RECONNECTS: &str = "roomcast_nats_reconnects_total";
 pub const NATS_DISCONNECTS: &str = "roomcast_nats_disconnects_total";
 /// Messages a slow bus subscriber lost.
 pub const NATS_DROPPED: &str = "roomcast_nats_dropped_messages_total";
+/// Slow-consumer events reported by the NATS client (part of the dropped).
+pub const NATS_SLOW_CONSUMER_EVENTS: &str = "roomcast_nats_slow_consumer_events_total";
 /// Engine.IO connections open on an edge.
 pub const EDGE_CONNECTIONS: &str = "roomcast_edge_connections";
 /// Engine.IO connections by transport (label `transport`).
@@ -67,6 +69,10 @@ fn describe() {
     );
     describe_counter!(NATS_DISCONNECTS, "NATS connections lost");
     describe_counter!(NATS_DROPPED, "bus messages lost by a slow subscriber");
+    describe_counter!(
+        NATS_SLOW_CONSUMER_EVENTS,
+        "slow-consumer events reported by the nats client"
+    );
     describe_gauge!(EDGE_CONNECTIONS, "Engine.IO connections open on this edge");
     describe_gauge!(
         EDGE_CONNECTIONS_BY_TRANSPORT,

@@ -14,6 +14,7 @@ fn sample_nats(nats: &NatsBus) {
     metrics::counter!(m::NATS_RECONNECTS).absolute(nats.reconnects());
     metrics::counter!(m::NATS_DISCONNECTS).absolute(nats.disconnects());
     metrics::counter!(m::NATS_DROPPED).absolute(nats.dropped());
+    metrics::counter!(m::NATS_SLOW_CONSUMER_EVENTS).absolute(nats.slow_consumer_events());
 }
 
 /// An edge: ready while connected to NATS (always, on the in-memory bus) and
