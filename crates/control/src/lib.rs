@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod delivery;
 pub mod edges;
 pub mod error;
 pub mod metrics;
@@ -33,6 +34,10 @@ use roomcast_api::v1::{
     ReplyResponse, RoomInfo, RoomsRequest, RoomsResponse, Selector, SocketInfo,
 };
 use roomcast_api::v1::{
+    GetDeliveryRequest, GetDeliveryResponse, GetInboxRequest, GetInboxResponse, PurgeInboxRequest,
+    PurgeInboxResponse,
+};
+use roomcast_api::v1::{
     GetPresenceRequest, GetPresenceResponse, PresenceEvent, UserPresence, WatchPresenceRequest,
 };
 use roomcast_bus::envelope::{self, Command, EdgeReply, Target};
@@ -48,6 +53,7 @@ pub use error::ControlError;
 
 use edges::EdgeRequest;
 
+pub use delivery::{Delivery, DeliveryConfig};
 pub use edges::{EdgeDirectory, LiveEdges, StaticEdges};
 
 /// Default and largest `EmitWithAck` timeouts.
@@ -91,6 +97,8 @@ pub struct Control {
     /// that two replicas are unlikely to use one id for one socket at once.
     next_ack_id: Arc<AtomicU64>,
     presence: Option<Presence>,
+    /// At-least-once emits and inboxes; needs presence.
+    delivery: Option<Delivery>,
     /// Ends every open stream at shutdown (a graceful gRPC shutdown waits
     /// for them otherwise).
     stop: tokio_util::sync::CancellationToken,
@@ -105,6 +113,7 @@ impl Control {
             edges,
             next_ack_id: Arc::new(AtomicU64::new(rand::random_range(1..MAX_ACK_ID))),
             presence: None,
+            delivery: None,
             stop: tokio_util::sync::CancellationToken::new(),
         }
     }
@@ -118,6 +127,38 @@ impl Control {
     pub fn with_presence(mut self, presence: Presence) -> Self {
         self.presence = Some(presence);
         self
+    }
+
+    /// Serves at-least-once emits, GetDelivery and the inbox calls, keeping
+    /// their state in `store`; `me` names this control plane as queue owner.
+    /// Needs presence (call [`Control::with_presence`] first). Run the
+    /// returned [`Delivery`] (`run`) to follow connects and take over queues.
+    pub fn with_delivery(
+        mut self,
+        store: Arc<dyn roomcast_presence::Store>,
+        cfg: DeliveryConfig,
+        me: String,
+    ) -> Result<(Self, Delivery), ControlError> {
+        let presence = self.presence()?.clone();
+        let delivery = Delivery::new(self.clone(), presence, store, cfg, me);
+        self.delivery = Some(delivery.clone());
+        Ok((self, delivery))
+    }
+
+    fn delivery(&self) -> Result<&Delivery, ControlError> {
+        self.delivery.as_ref().ok_or(ControlError::DeliveryOff)
+    }
+
+    /// An emit, plain or at-least-once; returns the message id of the latter.
+    pub async fn emit_any(&self, req: EmitRequest) -> Result<String, ControlError> {
+        if req.at_least_once {
+            return self.delivery()?.emit(req).await;
+        }
+        if req.ttl_ms != 0 {
+            return Err(ControlError::TtlWithoutAck);
+        }
+        self.emit(req).await?;
+        Ok(String::new())
     }
 
     fn presence(&self) -> Result<&Presence, ControlError> {
@@ -618,8 +659,8 @@ type EventStream = Pin<Box<dyn Stream<Item = Result<ClientEvent, Status>> + Send
 impl Roomcast for Control {
     async fn emit(&self, req: Request<EmitRequest>) -> Result<Response<EmitResponse>, Status> {
         metrics::observe("Emit", async move {
-            Control::emit(self, req.into_inner()).await?;
-            Ok(Response::new(EmitResponse {}))
+            let message_id = self.emit_any(req.into_inner()).await?;
+            Ok(Response::new(EmitResponse { message_id }))
         })
         .await
     }
@@ -728,6 +769,47 @@ impl Roomcast for Control {
             let stream: Self::WatchPresenceStream =
                 Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx));
             Ok(Response::new(stream))
+        })
+        .await
+    }
+
+    async fn get_delivery(
+        &self,
+        req: Request<GetDeliveryRequest>,
+    ) -> Result<Response<GetDeliveryResponse>, Status> {
+        metrics::observe("GetDelivery", async move {
+            let id = req.into_inner().message_id;
+            Ok(Response::new(self.delivery()?.status(&id).await?))
+        })
+        .await
+    }
+
+    async fn get_inbox(
+        &self,
+        req: Request<GetInboxRequest>,
+    ) -> Result<Response<GetInboxResponse>, Status> {
+        metrics::observe("GetInbox", async move {
+            let r = req.into_inner();
+            let entries = self
+                .delivery()?
+                .inbox(&r.namespace, &r.user_id, &r.socket_id)
+                .await?;
+            Ok(Response::new(GetInboxResponse { entries }))
+        })
+        .await
+    }
+
+    async fn purge_inbox(
+        &self,
+        req: Request<PurgeInboxRequest>,
+    ) -> Result<Response<PurgeInboxResponse>, Status> {
+        metrics::observe("PurgeInbox", async move {
+            let r = req.into_inner();
+            let purged = self
+                .delivery()?
+                .purge(&r.namespace, &r.user_id, &r.socket_id)
+                .await?;
+            Ok(Response::new(PurgeInboxResponse { purged }))
         })
         .await
     }

@@ -19,11 +19,30 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
 }
 
 impl NatsStore {
-    /// Opens the bucket, creating it when missing.
+    /// Opens the presence bucket, creating it when missing.
     pub async fn open(
         client: async_nats::Client,
         bucket: &str,
         replicas: usize,
+    ) -> Result<NatsStore, StoreError> {
+        Self::open_bucket(
+            client,
+            bucket,
+            replicas,
+            "roomcast presence: sockets, users, edge leases",
+            std::time::Duration::ZERO,
+        )
+        .await
+    }
+
+    /// Opens a bucket, creating it when missing with this description and
+    /// maximum age of a key's last write (zero: no limit).
+    pub async fn open_bucket(
+        client: async_nats::Client,
+        bucket: &str,
+        replicas: usize,
+        description: &str,
+        max_age: std::time::Duration,
     ) -> Result<NatsStore, StoreError> {
         let js = async_nats::jetstream::new(client);
         let kv = match js.get_key_value(bucket).await {
@@ -31,9 +50,10 @@ impl NatsStore {
             Err(_) => js
                 .create_key_value(kv::Config {
                     bucket: bucket.to_owned(),
-                    description: "roomcast presence: sockets, users, edge leases".to_owned(),
+                    description: description.to_owned(),
                     history: 1,
                     num_replicas: replicas,
+                    max_age,
                     ..Default::default()
                 })
                 .await
