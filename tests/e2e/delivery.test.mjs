@@ -12,6 +12,7 @@ import {
   claims,
   createRoomcastClient,
   GrpcStatus,
+  runCli,
   signHs256,
   SocketPool,
   startCluster,
@@ -242,6 +243,27 @@ describe(`at-least-once delivery against roomcast ${TARGET}`, { timeout: 240_000
       (err) => err.code === GrpcStatus.INVALID_ARGUMENT,
     );
     assert.deepEqual((await api.getInbox({ user_id: user })).entries, [], 'nothing accepted');
+  });
+
+  it('the CLI emits at least once, shows the inbox and the status, and purges', async () => {
+    const user = uid('cli');
+    await knownOffline(api, pool, user);
+    const cli = (args) => runCli(args, { grpcAddr: server.grpcAddr, apiKey: API_KEY });
+    const emitted = await cli(['emit', 'note', '["from-cli"]', '-u', user, '--at-least-once-ttl-ms', '60000']);
+    assert.equal(emitted.code, 0, emitted.stderr);
+    const id = emitted.json.message_id;
+    assert.match(id, /^m[0-9a-f]{32}$/);
+    const inbox = await cli(['inbox', '-u', user]);
+    assert.deepEqual(inbox.json.entries.map((e) => [e.message_id, e.event, e.args]), [[id, 'note', ['from-cli']]]);
+    const status = await cli(['delivery', id]);
+    assert.equal(status.json.status, 'pending');
+    assert.deepEqual(status.json.recipients.map((r) => [r.user_id, r.status]), [[user, 'pending']]);
+    const purged = await cli(['inbox', '-u', user, '--purge']);
+    assert.equal(purged.json.purged, 1);
+    assert.equal((await cli(['delivery', id])).json.status, 'purged');
+    const refused = await cli(['emit', 'note', '[]', '-r', 'lobby', '--at-least-once-ttl-ms', '1000']);
+    assert.equal(refused.code, 1);
+    assert.match(refused.stderr, /InvalidArgument|invalid argument/i);
   });
 
   it('an explicit socket id gets its message resent until that socket acks', async () => {
