@@ -979,6 +979,128 @@ enum Attempt {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use roomcast_bus::envelope::{Command, EdgeReply, Packet};
+    use roomcast_bus::{Bus, MemoryBus};
+    use roomcast_presence::{MemoryStore, PresenceConfig, SocketRecord};
+
+    /// An edge with one socket of user "u" that acks from the `ack_from`-th
+    /// send on; returns the packets it was sent.
+    async fn fake_edge(bus: &MemoryBus, ack_from: usize) -> Arc<Mutex<Vec<String>>> {
+        let subjects = Subjects::new("roomcast");
+        let mut sub = bus.subscribe(&subjects.edges(), None).await.expect("sub");
+        let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+        let (bus, log) = (bus.clone(), seen.clone());
+        tokio::spawn(async move {
+            while let Some(msg) = sub.next().await {
+                let Ok(Command::EmitWithAck { packet, .. }) =
+                    Command::decode(&msg.headers, msg.payload)
+                else {
+                    continue;
+                };
+                let Some(reply) = msg.reply else { continue };
+                let n = {
+                    let mut log = log.lock().expect("log");
+                    log.push(String::from_utf8_lossy(&packet.text).into_owned());
+                    log.len()
+                };
+                let mut answers = vec![EdgeReply::Targets {
+                    node: "e1".into(),
+                    sockets: vec!["s1".into()],
+                }];
+                if n >= ack_from {
+                    answers.push(EdgeReply::Ack {
+                        node: "e1".into(),
+                        socket: "s1".into(),
+                        args: Packet {
+                            text: Bytes::from_static(b"[]"),
+                            attachments: Vec::new(),
+                        },
+                    });
+                }
+                for a in answers {
+                    let (h, p) = a.encode();
+                    bus.publish(&reply, h, p, None).await.expect("reply");
+                }
+            }
+        });
+        seen
+    }
+
+    async fn delivery(bus: &MemoryBus) -> (Delivery, Presence) {
+        let presence = Presence::new(
+            Arc::new(MemoryStore::default()),
+            Arc::new(bus.clone()),
+            PresenceConfig::default(),
+        );
+        let control = Control::new(
+            crate::ControlConfig::default(),
+            Arc::new(bus.clone()),
+            Arc::new(crate::StaticEdges(vec!["e1".into()])),
+        )
+        .with_presence(presence.clone());
+        let cfg = DeliveryConfig {
+            resend_interval: Duration::from_millis(30),
+            max_resend_interval: Duration::from_millis(60),
+            ..DeliveryConfig::default()
+        };
+        let (_, d) = control
+            .with_delivery(Arc::new(MemoryStore::default()), cfg, "c1".into())
+            .expect("presence is on");
+        (d, presence)
+    }
+
+    fn emit_to(user: &str, args: &str) -> EmitRequest {
+        EmitRequest {
+            to: Some(Selector {
+                user_ids: vec![user.into()],
+                ..Selector::default()
+            }),
+            event: "note".into(),
+            args_json: args.into(),
+            at_least_once: true,
+            ttl_ms: 10_000,
+            ..EmitRequest::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_message_is_resent_with_its_id_until_acked_then_popped() {
+        let bus = MemoryBus::default();
+        let sent = fake_edge(&bus, 3).await;
+        let (d, presence) = delivery(&bus).await;
+        let err = d.emit(emit_to("u", "[1]")).await.expect_err("never seen");
+        assert!(matches!(err, ControlError::UnknownUser(_)));
+        presence
+            .connected(&SocketRecord {
+                id: "s1".into(),
+                user: "u".into(),
+                ns: "/".into(),
+                node: "e1".into(),
+                rooms: Vec::new(),
+                connected_at_ms: now_ms(),
+            })
+            .await
+            .expect("connected");
+        let id = d.emit(emit_to("u", "[1]")).await.expect("accepted");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let s = d.status(&id).await.expect("status");
+            if s.status == DeliveryStatus::Acked as i32 {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "never acked");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let sent = sent.lock().expect("log").clone();
+        assert_eq!(sent.len(), 3, "two unanswered sends, then the acked one");
+        for text in &sent {
+            assert!(
+                text.ends_with(&format!("[\"note\",1,{{\"messageId\":\"{id}\"}}]")),
+                "{text}"
+            );
+        }
+        assert!(d.inbox("/", "u", "").await.expect("inbox").is_empty());
+    }
 
     fn msg(recipients: Vec<RecipientState>) -> Message {
         Message {
