@@ -322,6 +322,27 @@ impl Delivery {
         self.inner.stop.cancel();
     }
 
+    /// After [`Delivery::shutdown`]: lets go of the queues this control plane
+    /// works on, so that another one takes them at the recipient's next
+    /// connect or at once by the sweep, rather than after the lease TTL.
+    pub async fn release(&self) {
+        let keys: Vec<String> = self.workers().keys().cloned().collect();
+        let me = self.inner.me.clone();
+        for key in keys {
+            let released = self
+                .update_queue(&key, |q| {
+                    if q.owner == me {
+                        // An expired lease, so that a sweep takes it at once.
+                        q.lease_until_ms = 0;
+                    }
+                })
+                .await;
+            if let Err(e) = released {
+                tracing::warn!(queue = %key, error = %e, "delivery queue not released");
+            }
+        }
+    }
+
     /// Validates and accepts an at-least-once emit; returns its message id.
     pub async fn emit(&self, req: EmitRequest) -> Result<String, ControlError> {
         let cfg = &self.inner.cfg;

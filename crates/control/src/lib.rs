@@ -1,6 +1,7 @@
 //! The control plane: the gRPC API backends use, served over the bus.
 //!
-//! The control plane holds no state of its own. `Emit` validates the request,
+//! The control plane holds no state of its own (at-least-once emits keep
+//! theirs in a store shared by every control plane, see [`delivery`]). `Emit` validates the request,
 //! encodes the Socket.IO packet once and publishes it on the subjects of the
 //! target rooms (or of the namespace, or the edges subject for sockets named by
 //! id); edges deliver it. `JoinRooms`/`LeaveRooms` ask every edge and wait for

@@ -129,6 +129,9 @@ pub async fn run_control(cfg: Resolved, metrics: PrometheusHandle) -> anyhow::Re
     keeper_stop.cancel();
     if let Some(d) = &delivery {
         d.shutdown();
+        // Another control plane takes the queues at once rather than after
+        // their leases; a NATS that is gone must not hold up the exit.
+        let _ = tokio::time::timeout(EXIT_FLUSH, d.release()).await;
     }
     control.shutdown();
     servers.stop().await
