@@ -134,7 +134,10 @@ fn descriptor_set_describes_the_service() {
             "FetchSockets",
             "ListRooms",
             "GetPresence",
-            "WatchPresence"
+            "WatchPresence",
+            "GetDelivery",
+            "GetInbox",
+            "PurgeInbox"
         ]
     );
 }

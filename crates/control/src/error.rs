@@ -39,6 +39,22 @@ pub enum ControlError {
     TooManyRooms { refused: u64, joined: u64 },
     #[error("presence is off on this server")]
     PresenceOff,
+    #[error("ttl_ms must be 1 to {0} with at_least_once")]
+    InvalidTtl(u128),
+    #[error("ttl_ms needs at_least_once")]
+    TtlWithoutAck,
+    #[error("{0}")]
+    AckedTarget(&'static str),
+    #[error("unknown user {0:?}: at-least-once emits go to users that connected at least once")]
+    UnknownUser(String),
+    #[error(
+        "unknown message id {0:?} (never accepted, or finished longer ago than the retention)"
+    )]
+    UnknownMessage(String),
+    #[error("the inbox is full ({0} messages waiting)")]
+    InboxFull(usize),
+    #[error("at-least-once delivery is off on this server (it needs presence)")]
+    DeliveryOff,
     #[error("{0}")]
     Presence(#[from] roomcast_presence::StoreError),
     #[error("bus unavailable: {0}")]
@@ -61,7 +77,15 @@ impl From<ControlError> for tonic::Status {
             | ControlError::NoRooms
             | ControlError::InvalidReplyTo
             | ControlError::MissingAckId
-            | ControlError::InvalidTimeout(_) => tonic::Status::invalid_argument(msg),
+            | ControlError::InvalidTimeout(_)
+            | ControlError::InvalidTtl(_)
+            | ControlError::TtlWithoutAck
+            | ControlError::AckedTarget(_) => tonic::Status::invalid_argument(msg),
+            ControlError::UnknownUser(_) | ControlError::UnknownMessage(_) => {
+                tonic::Status::not_found(msg)
+            }
+            ControlError::InboxFull(_) => tonic::Status::resource_exhausted(msg),
+            ControlError::DeliveryOff => tonic::Status::failed_precondition(msg),
             ControlError::NotConfirmed { .. } => tonic::Status::deadline_exceeded(msg),
             ControlError::PresenceOff | ControlError::TooManyRooms { .. } => {
                 tonic::Status::failed_precondition(msg)

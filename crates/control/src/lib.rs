@@ -1,6 +1,7 @@
 //! The control plane: the gRPC API backends use, served over the bus.
 //!
-//! The control plane holds no state of its own. `Emit` validates the request,
+//! The control plane holds no state of its own (at-least-once emits keep
+//! theirs in a store shared by every control plane, see [`delivery`]). `Emit` validates the request,
 //! encodes the Socket.IO packet once and publishes it on the subjects of the
 //! target rooms (or of the namespace, or the edges subject for sockets named by
 //! id); edges deliver it. `JoinRooms`/`LeaveRooms` ask every edge and wait for
@@ -14,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod delivery;
 pub mod edges;
 pub mod error;
 pub mod metrics;
@@ -33,6 +35,10 @@ use roomcast_api::v1::{
     ReplyResponse, RoomInfo, RoomsRequest, RoomsResponse, Selector, SocketInfo,
 };
 use roomcast_api::v1::{
+    GetDeliveryRequest, GetDeliveryResponse, GetInboxRequest, GetInboxResponse, PurgeInboxRequest,
+    PurgeInboxResponse,
+};
+use roomcast_api::v1::{
     GetPresenceRequest, GetPresenceResponse, PresenceEvent, UserPresence, WatchPresenceRequest,
 };
 use roomcast_bus::envelope::{self, Command, EdgeReply, Target};
@@ -48,6 +54,7 @@ pub use error::ControlError;
 
 use edges::EdgeRequest;
 
+pub use delivery::{Delivery, DeliveryConfig};
 pub use edges::{EdgeDirectory, LiveEdges, StaticEdges};
 
 /// Default and largest `EmitWithAck` timeouts.
@@ -94,6 +101,8 @@ pub struct Control {
     /// Connection state recovery: emits to recoverable rooms go through its
     /// history.
     recovery: Option<roomcast_bus::recovery::Recovery>,
+    /// At-least-once emits and inboxes; needs presence.
+    delivery: Option<Delivery>,
     /// Ends every open stream at shutdown (a graceful gRPC shutdown waits
     /// for them otherwise).
     stop: tokio_util::sync::CancellationToken,
@@ -109,6 +118,7 @@ impl Control {
             next_ack_id: Arc::new(AtomicU64::new(rand::random_range(1..MAX_ACK_ID))),
             presence: None,
             recovery: None,
+            delivery: None,
             stop: tokio_util::sync::CancellationToken::new(),
         }
     }
@@ -128,6 +138,38 @@ impl Control {
     pub fn with_recovery(mut self, recovery: roomcast_bus::recovery::Recovery) -> Self {
         self.recovery = Some(recovery);
         self
+    }
+
+    /// Serves at-least-once emits, GetDelivery and the inbox calls, keeping
+    /// their state in `store`; `me` names this control plane as queue owner.
+    /// Needs presence (call [`Control::with_presence`] first). Run the
+    /// returned [`Delivery`] (`run`) to follow connects and take over queues.
+    pub fn with_delivery(
+        mut self,
+        store: Arc<dyn roomcast_presence::Store>,
+        cfg: DeliveryConfig,
+        me: String,
+    ) -> Result<(Self, Delivery), ControlError> {
+        let presence = self.presence()?.clone();
+        let delivery = Delivery::new(self.clone(), presence, store, cfg, me);
+        self.delivery = Some(delivery.clone());
+        Ok((self, delivery))
+    }
+
+    fn delivery(&self) -> Result<&Delivery, ControlError> {
+        self.delivery.as_ref().ok_or(ControlError::DeliveryOff)
+    }
+
+    /// An emit, plain or at-least-once; returns the message id of the latter.
+    pub async fn emit_any(&self, req: EmitRequest) -> Result<String, ControlError> {
+        if req.at_least_once {
+            return self.delivery()?.emit(req).await;
+        }
+        if req.ttl_ms != 0 {
+            return Err(ControlError::TtlWithoutAck);
+        }
+        self.emit(req).await?;
+        Ok(String::new())
     }
 
     fn presence(&self) -> Result<&Presence, ControlError> {
@@ -657,8 +699,8 @@ type EventStream = Pin<Box<dyn Stream<Item = Result<ClientEvent, Status>> + Send
 impl Roomcast for Control {
     async fn emit(&self, req: Request<EmitRequest>) -> Result<Response<EmitResponse>, Status> {
         metrics::observe("Emit", async move {
-            Control::emit(self, req.into_inner()).await?;
-            Ok(Response::new(EmitResponse {}))
+            let message_id = self.emit_any(req.into_inner()).await?;
+            Ok(Response::new(EmitResponse { message_id }))
         })
         .await
     }
@@ -767,6 +809,47 @@ impl Roomcast for Control {
             let stream: Self::WatchPresenceStream =
                 Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx));
             Ok(Response::new(stream))
+        })
+        .await
+    }
+
+    async fn get_delivery(
+        &self,
+        req: Request<GetDeliveryRequest>,
+    ) -> Result<Response<GetDeliveryResponse>, Status> {
+        metrics::observe("GetDelivery", async move {
+            let id = req.into_inner().message_id;
+            Ok(Response::new(self.delivery()?.status(&id).await?))
+        })
+        .await
+    }
+
+    async fn get_inbox(
+        &self,
+        req: Request<GetInboxRequest>,
+    ) -> Result<Response<GetInboxResponse>, Status> {
+        metrics::observe("GetInbox", async move {
+            let r = req.into_inner();
+            let entries = self
+                .delivery()?
+                .inbox(&r.namespace, &r.user_id, &r.socket_id)
+                .await?;
+            Ok(Response::new(GetInboxResponse { entries }))
+        })
+        .await
+    }
+
+    async fn purge_inbox(
+        &self,
+        req: Request<PurgeInboxRequest>,
+    ) -> Result<Response<PurgeInboxResponse>, Status> {
+        metrics::observe("PurgeInbox", async move {
+            let r = req.into_inner();
+            let purged = self
+                .delivery()?
+                .purge(&r.namespace, &r.user_id, &r.socket_id)
+                .await?;
+            Ok(Response::new(PurgeInboxResponse { purged }))
         })
         .await
     }

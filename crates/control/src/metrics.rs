@@ -14,8 +14,33 @@ pub const GRPC_DURATION: &str = "roomcast_grpc_request_duration_seconds";
 /// gRPC calls refused for a missing or wrong API key (before any method).
 pub const GRPC_UNAUTHENTICATED: &str = "roomcast_grpc_unauthenticated_total";
 
+/// At-least-once emits accepted, one per recipient.
+pub const DELIVERY_ACCEPTED: &str = "roomcast_delivery_accepted_total";
+/// At-least-once sends (first sends and resends) to a recipient's sockets.
+pub const DELIVERY_ATTEMPTS: &str = "roomcast_delivery_attempts_total";
+/// At-least-once messages finished per recipient (label `outcome`: acked,
+/// expired, purged).
+pub const DELIVERY_DONE: &str = "roomcast_delivery_done_total";
+
 pub fn describe() {
     use metrics::{describe_counter, describe_histogram, Unit};
+    describe_counter!(
+        DELIVERY_ACCEPTED,
+        "at-least-once emits accepted, one per recipient"
+    );
+    describe_counter!(
+        DELIVERY_ATTEMPTS,
+        "at-least-once sends and resends to a recipient's sockets"
+    );
+    describe_counter!(
+        DELIVERY_DONE,
+        "at-least-once messages finished per recipient, by outcome"
+    );
+    metrics::counter!(DELIVERY_ACCEPTED).absolute(0);
+    metrics::counter!(DELIVERY_ATTEMPTS).absolute(0);
+    for outcome in ["acked", "expired", "purged"] {
+        metrics::counter!(DELIVERY_DONE, "outcome" => outcome).absolute(0);
+    }
     describe_counter!(
         GRPC_UNAUTHENTICATED,
         "gRPC calls refused for a missing or wrong api key"

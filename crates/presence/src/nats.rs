@@ -26,26 +26,45 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
 }
 
 impl NatsStore {
-    /// Opens the bucket, creating it when missing, and waits until it answers
-    /// reads. Retried for a while: a JetStream cluster that has just started
-    /// may not place a replicated bucket yet ("no suitable peers for
-    /// placement"), and a bucket just created (by this process or another one
-    /// starting at the same time) answers reads only once its replicas are up
-    /// ("no stream found for given subject").
+    /// Opens the presence bucket (see [`NatsStore::open_bucket`]).
     pub async fn open(
         client: async_nats::Client,
         bucket: &str,
         replicas: usize,
     ) -> Result<NatsStore, StoreError> {
+        Self::open_bucket(
+            client,
+            bucket,
+            replicas,
+            "roomcast presence: sockets, users, edge leases",
+            std::time::Duration::ZERO,
+        )
+        .await
+    }
+
+    /// Opens a bucket, creating it when missing with this description and
+    /// maximum age of a key's last write (zero: no limit), and waits until it
+    /// answers reads. Retried for a while: a JetStream cluster that has just
+    /// started may not place a replicated bucket yet ("no suitable peers for
+    /// placement"), and a bucket just created (by this process or another one
+    /// starting at the same time) answers reads only once its replicas are up
+    /// ("no stream found for given subject").
+    pub async fn open_bucket(
+        client: async_nats::Client,
+        bucket: &str,
+        replicas: usize,
+        description: &str,
+        max_age: std::time::Duration,
+    ) -> Result<NatsStore, StoreError> {
         let js = async_nats::jetstream::new(client);
         let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
         let mut pause = Duration::from_millis(50);
         loop {
-            match Self::try_open(&js, bucket, replicas).await {
+            match Self::try_open(&js, bucket, replicas, description, max_age).await {
                 Ok(kv) => return Ok(NatsStore { kv }),
                 Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
                 Err(e) => {
-                    tracing::info!(error = %e, "presence bucket not ready yet, retrying");
+                    tracing::info!(bucket, error = %e, "bucket not ready yet, retrying");
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_millis(500));
                 }
@@ -57,15 +76,18 @@ impl NatsStore {
         js: &async_nats::jetstream::Context,
         bucket: &str,
         replicas: usize,
+        description: &str,
+        max_age: std::time::Duration,
     ) -> Result<kv::Store, StoreError> {
         let kv = match js.get_key_value(bucket).await {
             Ok(kv) => kv,
             Err(_) => js
                 .create_key_value(kv::Config {
                     bucket: bucket.to_owned(),
-                    description: "roomcast presence: sockets, users, edge leases".to_owned(),
+                    description: description.to_owned(),
                     history: 1,
                     num_replicas: replicas,
+                    max_age,
                     ..Default::default()
                 })
                 .await

@@ -1,4 +1,4 @@
-//! `roomcast emit | sockets | rooms | join | leave | presence | disconnect`: the gRPC API
+//! `roomcast emit | sockets | rooms | join | leave | presence | disconnect | delivery | inbox`: the gRPC API
 //! from a shell, against any standalone process or control plane.
 
 use std::time::Duration;
@@ -7,8 +7,9 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use roomcast_api::v1::roomcast_client::RoomcastClient;
 use roomcast_api::v1::{
-    DisconnectSocketsRequest, EmitRequest, EmitWithAckRequest, FetchSocketsRequest,
-    GetPresenceRequest, ListRoomsRequest, RoomsRequest, Selector, WatchPresenceRequest,
+    DeliveryStatus, DisconnectSocketsRequest, EmitRequest, EmitWithAckRequest, FetchSocketsRequest,
+    GetDeliveryRequest, GetInboxRequest, GetPresenceRequest, ListRoomsRequest, PurgeInboxRequest,
+    RoomsRequest, Selector, WatchPresenceRequest,
 };
 use serde_json::{json, Value};
 use tonic::metadata::MetadataValue;
@@ -94,6 +95,33 @@ pub enum ApiCommand {
         /// May be dropped for sockets that are busy
         #[arg(long)]
         volatile: bool,
+        /// At-least-once: resend until acked or this many ms passed (users and sockets only); prints the message id
+        #[arg(long, conflicts_with = "ack_timeout_ms")]
+        at_least_once_ttl_ms: Option<u32>,
+    },
+    /// Show where an at-least-once message stands (pending, acked, expired, purged)
+    Delivery {
+        #[command(flatten)]
+        conn: Conn,
+        /// The message id an at-least-once emit returned
+        message_id: String,
+    },
+    /// List (or --purge) the at-least-once messages waiting for a user or socket
+    Inbox {
+        #[command(flatten)]
+        conn: Conn,
+        /// The user
+        #[arg(long, short, required_unless_present = "socket")]
+        user: Option<String>,
+        /// Or the socket
+        #[arg(long, short, conflicts_with = "user")]
+        socket: Option<String>,
+        /// Namespace
+        #[arg(long, short, default_value = "/")]
+        namespace: String,
+        /// Drop the waiting messages instead of listing them
+        #[arg(long)]
+        purge: bool,
     },
     /// List the selected sockets (id, user, node, rooms)
     Sockets {
@@ -168,7 +196,9 @@ pub async fn run(cmd: ApiCommand) -> anyhow::Result<()> {
         | ApiCommand::Join { conn, .. }
         | ApiCommand::Leave { conn, .. }
         | ApiCommand::Presence { conn, .. }
-        | ApiCommand::Disconnect { conn, .. } => conn.clone(),
+        | ApiCommand::Disconnect { conn, .. }
+        | ApiCommand::Delivery { conn, .. }
+        | ApiCommand::Inbox { conn, .. } => conn.clone(),
     };
     let streaming = matches!(cmd, ApiCommand::Presence { watch: true, .. });
     let mut endpoint = Channel::from_shared(conn.server.clone())
@@ -257,22 +287,135 @@ pub async fn run(cmd: ApiCommand) -> anyhow::Result<()> {
             sel,
             volatile,
             ack_timeout_ms: None,
+            at_least_once_ttl_ms,
             ..
         } => {
-            client
+            let res = client
                 .emit(EmitRequest {
                     to: Some(sel.selector()),
                     event,
                     args_json: args,
                     attachments: Vec::new(),
                     volatile,
+                    at_least_once: at_least_once_ttl_ms.is_some(),
+                    ttl_ms: at_least_once_ttl_ms.unwrap_or(0),
                 })
                 .await
-                .map_err(status)?;
-            if !conn.json {
-                println!("emitted");
+                .map_err(status)?
+                .into_inner();
+            if res.message_id.is_empty() {
+                if !conn.json {
+                    println!("emitted");
+                }
+                json!({ "emitted": true })
+            } else {
+                if !conn.json {
+                    println!("{}", res.message_id);
+                }
+                json!({ "emitted": true, "message_id": res.message_id })
             }
-            json!({ "emitted": true })
+        }
+        ApiCommand::Delivery { message_id, .. } => {
+            let res = client
+                .get_delivery(GetDeliveryRequest { message_id })
+                .await
+                .map_err(status)?
+                .into_inner();
+            let name = |s: i32| {
+                DeliveryStatus::try_from(s)
+                    .map(|s| {
+                        s.as_str_name()
+                            .trim_start_matches("DELIVERY_STATUS_")
+                            .to_lowercase()
+                    })
+                    .unwrap_or_default()
+            };
+            let recipients: Vec<Value> = res
+                .recipients
+                .iter()
+                .map(|r| {
+                    json!({
+                        "user_id": r.user_id,
+                        "socket_id": r.socket_id,
+                        "status": name(r.status),
+                        "done_at_ms": r.done_at_ms,
+                    })
+                })
+                .collect();
+            if !conn.json {
+                println!("{}  {}", res.message_id, name(res.status));
+                for r in &res.recipients {
+                    let who = if r.user_id.is_empty() {
+                        format!("socket {}", r.socket_id)
+                    } else {
+                        format!("user {}", r.user_id)
+                    };
+                    println!("  {who}  {}", name(r.status));
+                }
+            }
+            json!({
+                "message_id": res.message_id,
+                "status": name(res.status),
+                "recipients": recipients,
+                "created_at_ms": res.created_at_ms,
+                "expires_at_ms": res.expires_at_ms,
+            })
+        }
+        ApiCommand::Inbox {
+            user,
+            socket,
+            namespace,
+            purge: true,
+            ..
+        } => {
+            let res = client
+                .purge_inbox(PurgeInboxRequest {
+                    namespace,
+                    user_id: user.unwrap_or_default(),
+                    socket_id: socket.unwrap_or_default(),
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            if !conn.json {
+                println!("purged {}", res.purged);
+            }
+            json!({ "purged": res.purged })
+        }
+        ApiCommand::Inbox {
+            user,
+            socket,
+            namespace,
+            ..
+        } => {
+            let res = client
+                .get_inbox(GetInboxRequest {
+                    namespace,
+                    user_id: user.unwrap_or_default(),
+                    socket_id: socket.unwrap_or_default(),
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            if !conn.json {
+                for e in &res.entries {
+                    println!("{}  {}  {}", e.message_id, e.event, e.args_json);
+                }
+            }
+            let entries: Vec<Value> = res
+                .entries
+                .iter()
+                .map(|e| {
+                    json!({
+                        "message_id": e.message_id,
+                        "event": e.event,
+                        "args": serde_json::from_str::<Value>(&e.args_json).unwrap_or(Value::Null),
+                        "created_at_ms": e.created_at_ms,
+                        "expires_at_ms": e.expires_at_ms,
+                    })
+                })
+                .collect();
+            json!({ "entries": entries })
         }
         ApiCommand::Sockets { sel, .. } => {
             let res = client

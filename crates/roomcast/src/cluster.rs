@@ -10,7 +10,7 @@ use roomcast_bus::nats::NatsBus;
 use roomcast_bus::recovery::{NatsHistory, NatsSessions, Recovery};
 use roomcast_bus::subject::Subjects;
 use roomcast_bus::Bus;
-use roomcast_control::{Control, LiveEdges};
+use roomcast_control::{Control, DeliveryConfig, LiveEdges};
 use roomcast_edge::Edge;
 use roomcast_presence::nats::NatsStore;
 use roomcast_presence::Presence;
@@ -93,13 +93,24 @@ pub async fn run_control(cfg: Resolved, metrics: PrometheusHandle) -> anyhow::Re
     let presence = open_presence(&cfg, &nats, bus.clone()).await?;
     let keeper_stop = CancellationToken::new();
     let recovery = open_recovery(&cfg, &nats).await?;
+    let delivery_store = open_delivery(&cfg, &nats).await?;
+    let me = cfg.edge.node_id.clone();
     let mut control = Control::new(cfg.control, bus, edges.clone());
     if let Some(r) = recovery {
         control = control.with_recovery(r);
     }
+    let mut delivery = None;
     if let Some(p) = presence {
         tokio::spawn(crate::standalone::keep(p.clone(), keeper_stop.clone()));
         control = control.with_presence(p);
+        if let Some((store, dcfg)) = delivery_store {
+            let (c, d) = control
+                .with_delivery(store, dcfg, me)
+                .context("cannot start at-least-once delivery")?;
+            tokio::spawn(d.clone().run());
+            control = c;
+            delivery = Some(d);
+        }
     }
     let probe = Arc::new(ControlProbe {
         nats: nats.clone(),
@@ -122,6 +133,12 @@ pub async fn run_control(cfg: Resolved, metrics: PrometheusHandle) -> anyhow::Re
     signal.wait().await;
     tracing::info!("shutting down");
     keeper_stop.cancel();
+    if let Some(d) = &delivery {
+        d.shutdown();
+        // Another control plane takes the queues at once rather than after
+        // their leases; a NATS that is gone must not hold up the exit.
+        let _ = tokio::time::timeout(EXIT_FLUSH, d.release()).await;
+    }
     control.shutdown();
     servers.stop().await
 }
@@ -147,6 +164,29 @@ async fn open_recovery(cfg: &Resolved, nats: &NatsBus) -> anyhow::Result<Option<
         history: Arc::new(history),
         sessions: Arc::new(sessions),
     }))
+}
+
+/// The store of at-least-once messages of a control plane: its JetStream KV
+/// bucket, whose keys age out `max_ttl` + an hour after their last write.
+async fn open_delivery(
+    cfg: &Resolved,
+    nats: &NatsBus,
+) -> anyhow::Result<Option<(Arc<dyn roomcast_presence::Store>, DeliveryConfig)>> {
+    let Some(mut dcfg) = cfg.delivery.clone() else {
+        return Ok(None);
+    };
+    dcfg.collect = false;
+    let bucket = cfg.delivery_bucket();
+    let store = NatsStore::open_bucket(
+        nats.client().clone(),
+        &bucket,
+        cfg.presence_replicas,
+        "roomcast at-least-once messages and inboxes",
+        dcfg.max_ttl + dcfg.retention,
+    )
+    .await
+    .with_context(|| format!("cannot open the delivery bucket {bucket}"))?;
+    Ok(Some((Arc::new(store), dcfg)))
 }
 
 /// The presence of a cluster process: its JetStream KV bucket.

@@ -182,6 +182,21 @@ pub struct Settings {
     /// Replicas of the recovery stream and sessions bucket in a JetStream cluster [default: 1]
     #[arg(long, env = "ROOMCAST_RECOVERY_REPLICAS")]
     pub recovery_replicas: Option<usize>,
+    /// At-least-once emits: first wait for an ack before a resend, ms [default: 1000]
+    #[arg(long, env = "ROOMCAST_DELIVERY_RESEND_MS")]
+    pub delivery_resend_ms: Option<u64>,
+    /// At-least-once emits: longest wait between resends (the wait doubles up to it), ms [default: 8000]
+    #[arg(long, env = "ROOMCAST_DELIVERY_MAX_RESEND_MS")]
+    pub delivery_max_resend_ms: Option<u64>,
+    /// At-least-once emits: how long a control plane owns a recipient's queue without renewing, ms [default: 15000]
+    #[arg(long, env = "ROOMCAST_DELIVERY_LEASE_TTL_MS")]
+    pub delivery_lease_ttl_ms: Option<u64>,
+    /// At-least-once emits: most messages waiting per user (or socket) and namespace [default: 1000]
+    #[arg(long, env = "ROOMCAST_DELIVERY_INBOX_MAX")]
+    pub delivery_inbox_max: Option<usize>,
+    /// At-least-once emits: largest ttl_ms an emit may ask for, ms [default: 86400000]
+    #[arg(long, env = "ROOMCAST_DELIVERY_MAX_TTL_MS")]
+    pub delivery_max_ttl_ms: Option<u64>,
     /// Most sockets one user may have in the cluster; a new one evicts the oldest (0: no limit) [default: 0]
     #[arg(long, env = "ROOMCAST_MAX_CONNECTIONS_PER_USER")]
     pub max_connections_per_user: Option<usize>,
@@ -272,7 +287,8 @@ impl Settings {
         }
         pick!(otlp_endpoint, trace_sample_ratio, drain_delay_ms, drain_window_ms, presence, presence_grace_ms, presence_lease_ttl_ms, presence_audience,
               presence_namespace, presence_replicas, recovery_window_ms, recovery_history_max_age_ms,
-              recovery_history_max_bytes, recovery_replicas, max_connections_per_user, listen, grpc_listen, grpc_tls_cert_file, grpc_tls_key_file, grpc_tls_client_ca_file,
+              recovery_history_max_bytes, recovery_replicas, max_connections_per_user, delivery_resend_ms, delivery_max_resend_ms,
+              delivery_lease_ttl_ms, delivery_inbox_max, delivery_max_ttl_ms, listen, grpc_listen, grpc_tls_cert_file, grpc_tls_key_file, grpc_tls_client_ca_file,
               admin_listen, connect_hook_url, connect_hook_timeout_ms, request_timeout_ms, heartbeat_interval_ms,
               edge_ttl_ms, nats_token, nats_user, nats_password, nats_nkey_seed, nats_creds_file,
               nats_tls_required, nats_tls_ca_file, nats_tls_cert_file, nats_tls_key_file, path, ping_interval_ms, ping_timeout_ms, connect_timeout_ms,
@@ -348,6 +364,8 @@ pub struct Resolved {
     pub presence_replicas: usize,
     /// Connection state recovery; `None` when off.
     pub recovery: Option<RecoveryConfig>,
+    /// At-least-once delivery settings; `None` when presence is off.
+    pub delivery: Option<roomcast_control::DeliveryConfig>,
     pub drain: Drain,
     /// Trace export; `None` when off.
     pub traces: Option<crate::telemetry::TraceConfig>,
@@ -367,6 +385,11 @@ impl Resolved {
     /// The JetStream KV bucket of this cluster's recoverable sessions.
     pub fn recovery_bucket(&self) -> String {
         format!("roomcast-sessions-{}", self.control.cluster)
+    }
+
+    /// The JetStream KV bucket of this cluster's at-least-once messages.
+    pub fn delivery_bucket(&self) -> String {
+        format!("roomcast-delivery-{}", self.control.cluster)
     }
 }
 
@@ -662,6 +685,39 @@ impl Settings {
             None
         };
         let recovery = self.recovery()?;
+        let delivery = if presence.is_some() {
+            let resend_interval = ms(self.delivery_resend_ms, 1_000, "delivery-resend-ms")?;
+            let max_resend_interval =
+                ms(self.delivery_max_resend_ms, 8_000, "delivery-max-resend-ms")?;
+            let lease_ttl = ms(self.delivery_lease_ttl_ms, 15_000, "delivery-lease-ttl-ms")?;
+            if resend_interval < Duration::from_millis(10) {
+                bail!("delivery-resend-ms must be at least 10");
+            }
+            if max_resend_interval < resend_interval {
+                bail!("delivery-max-resend-ms must be at least delivery-resend-ms");
+            }
+            if lease_ttl < Duration::from_millis(300) {
+                bail!("delivery-lease-ttl-ms must be at least 300");
+            }
+            let inbox_max = self.delivery_inbox_max.unwrap_or(1000);
+            if inbox_max == 0 {
+                bail!("delivery-inbox-max must be at least 1");
+            }
+            let max_ttl = ms(self.delivery_max_ttl_ms, 86_400_000, "delivery-max-ttl-ms")?;
+            if max_ttl.is_zero() || max_ttl.as_millis() > u128::from(u32::MAX) {
+                bail!("delivery-max-ttl-ms must be 1 to {}", u32::MAX);
+            }
+            Some(roomcast_control::DeliveryConfig {
+                resend_interval,
+                max_resend_interval,
+                lease_ttl,
+                inbox_max,
+                max_ttl,
+                ..roomcast_control::DeliveryConfig::default()
+            })
+        } else {
+            None
+        };
         let mut nats = self.nats()?;
         nats.name = Some(format!("roomcast-{}-{}", role.name(), edge.node_id));
         Ok(Resolved {
@@ -682,6 +738,7 @@ impl Settings {
             presence,
             presence_replicas: self.presence_replicas.unwrap_or(1).max(1),
             recovery,
+            delivery,
             traces: match &self.otlp_endpoint {
                 None => None,
                 Some(endpoint) => {
@@ -714,6 +771,53 @@ mod tests {
         Settings {
             allow_anonymous: Some(true),
             ..Settings::default()
+        }
+    }
+
+    #[test]
+    fn delivery_settings_are_checked_and_follow_presence() {
+        let d = anon()
+            .resolve(Role::Control)
+            .expect("valid")
+            .delivery
+            .expect("on with presence");
+        assert_eq!(d.resend_interval, Duration::from_secs(1));
+        assert_eq!(d.inbox_max, 1000);
+        let off = Settings {
+            presence: Some(false),
+            ..anon()
+        };
+        assert!(off
+            .resolve(Role::Standalone)
+            .expect("valid")
+            .delivery
+            .is_none());
+        for (bad, msg) in [
+            (
+                Settings {
+                    delivery_resend_ms: Some(2000),
+                    delivery_max_resend_ms: Some(1000),
+                    ..anon()
+                },
+                "delivery-max-resend-ms",
+            ),
+            (
+                Settings {
+                    delivery_inbox_max: Some(0),
+                    ..anon()
+                },
+                "delivery-inbox-max",
+            ),
+            (
+                Settings {
+                    delivery_max_ttl_ms: Some(u64::from(u32::MAX) + 1),
+                    ..anon()
+                },
+                "delivery-max-ttl-ms",
+            ),
+        ] {
+            let err = bad.resolve(Role::Standalone).err().expect("refused");
+            assert!(err.to_string().contains(msg), "{err}");
         }
     }
 

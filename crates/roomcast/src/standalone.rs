@@ -51,12 +51,21 @@ pub async fn run(cfg: Resolved, metrics: PrometheusHandle) -> anyhow::Result<()>
     )
     .await
     .context("cannot start the edge")?;
-    let mut control = Control::new(cfg.control, bus, Arc::new(StaticEdges(vec![node])));
+    let mut control = Control::new(cfg.control, bus, Arc::new(StaticEdges(vec![node.clone()])));
     if let Some(r) = recovery {
         control = control.with_recovery(r);
     }
+    let mut delivery = None;
     if let Some(p) = presence {
         control = control.with_presence(p);
+        if let Some(dcfg) = cfg.delivery {
+            let (c, d) = control
+                .with_delivery(Arc::new(MemoryStore::default()), dcfg, node)
+                .context("cannot start at-least-once delivery")?;
+            tokio::spawn(d.clone().run());
+            control = c;
+            delivery = Some(d);
+        }
     }
 
     let probe: Arc<dyn Probe> = Arc::new(EdgeProbe {
@@ -82,6 +91,9 @@ pub async fn run(cfg: Resolved, metrics: PrometheusHandle) -> anyhow::Result<()>
     tracing::info!("shutting down");
     serve::drain_edge(&edge, &servers, cfg.drain).await;
     keeper_stop.cancel();
+    if let Some(d) = &delivery {
+        d.shutdown();
+    }
     control.shutdown();
     servers.stop().await
 }

@@ -7,7 +7,14 @@ import { startNats } from './nats.mjs';
 import { startControl, startEdge, startStandalone } from './process.mjs';
 
 /** Flags that configure the gRPC API; in a cluster they go to the control planes. */
-const CONTROL_FLAGS = new Set(['--api-key']);
+const CONTROL_FLAGS = new Set([
+  '--api-key',
+  '--delivery-resend-ms',
+  '--delivery-max-resend-ms',
+  '--delivery-lease-ttl-ms',
+  '--delivery-inbox-max',
+  '--delivery-max-ttl-ms',
+]);
 /**
  * Flags every process takes: cluster name, logging, presence, which edges
  * (socket records, connection limit, online announcements) and control planes

@@ -41,7 +41,8 @@ const DEFAULT_ACK_TIMEOUT_MS = 5000;
 /**
  * `createRoomcastClient("127.0.0.1:50051", { apiKey })` → an object with
  * `emit`, `joinRooms`, `leaveRooms`, `reply`, `emitWithAck`, `disconnectSockets`,
- * `fetchSockets`, `listRooms`, `getPresence` (each `(request) => Promise<response>`,
+ * `fetchSockets`, `listRooms`, `getPresence`, `getDelivery`, `getInbox`,
+ * `purgeInbox` (each `(request) => Promise<response>`,
  * rejecting with the grpc-js error, whose `.code` is a `GrpcStatus`),
  * `consume(request)` → an `EventConsumer` of ClientEvents, `watchPresence(request)`
  * → an `EventConsumer` of PresenceEvents, and `close()`. Every call has a deadline of `deadlineMs`;
@@ -71,6 +72,9 @@ export function createRoomcastClient(grpcAddr, { apiKey, deadlineMs = 5000 } = {
     fetchSockets: unary('FetchSockets'),
     listRooms: unary('ListRooms'),
     getPresence: unary('GetPresence'),
+    getDelivery: unary('GetDelivery'),
+    getInbox: unary('GetInbox'),
+    purgeInbox: unary('PurgeInbox'),
     consume: (request = {}) => new EventConsumer(client.ConsumeEvents(request, metadata())),
     watchPresence: (request = {}) =>
       new EventConsumer(client.WatchPresence(request, metadata()), 'WatchPresence', 'PresenceEvent'),

@@ -95,9 +95,26 @@ pub struct EmitRequest {
     /// instead of counting against it.
     #[prost(bool, tag = "5")]
     pub volatile: bool,
+    /// At-least-once delivery: the emit gets a message id, carried to the client
+    /// as a last argument `{"messageId": "<id>"}` with an ack callback, and is
+    /// resent (same id) until one socket of each recipient acks or `ttl_ms`
+    /// passes. A user with no socket in the namespace gets it, in order, when
+    /// one connects. Only `user_ids` and `socket_ids` may be targeted (no rooms,
+    /// no except lists, not the whole namespace); not with `volatile`. Needs
+    /// presence on.
+    #[prost(bool, tag = "6")]
+    pub at_least_once: bool,
+    /// With `at_least_once`: how long the message may wait for its ack, in
+    /// milliseconds (1 to the server's --delivery-max-ttl-ms). Required.
+    #[prost(uint32, tag = "7")]
+    pub ttl_ms: u32,
 }
-#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
-pub struct EmitResponse {}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct EmitResponse {
+    /// With `at_least_once`: the message id (also what GetDelivery takes).
+    #[prost(string, tag = "1")]
+    pub message_id: ::prost::alloc::string::String,
+}
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct RoomsRequest {
     /// The sockets to act on.
@@ -374,6 +391,132 @@ pub struct PresenceEvent {
     #[prost(int64, tag = "8")]
     pub last_seen_ms: i64,
 }
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct GetDeliveryRequest {
+    #[prost(string, tag = "1")]
+    pub message_id: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RecipientDelivery {
+    /// One of the two is set.
+    #[prost(string, tag = "1")]
+    pub user_id: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub socket_id: ::prost::alloc::string::String,
+    #[prost(enumeration = "DeliveryStatus", tag = "3")]
+    pub status: i32,
+    /// Unix time in milliseconds of the ack, expiry or purge; 0 while pending.
+    #[prost(int64, tag = "4")]
+    pub done_at_ms: i64,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct GetDeliveryResponse {
+    #[prost(string, tag = "1")]
+    pub message_id: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub namespace: ::prost::alloc::string::String,
+    #[prost(string, tag = "3")]
+    pub event: ::prost::alloc::string::String,
+    /// ACKED when every recipient acked; PENDING while one is pending; otherwise
+    /// EXPIRED (or PURGED when every unacked recipient was purged).
+    #[prost(enumeration = "DeliveryStatus", tag = "4")]
+    pub status: i32,
+    #[prost(message, repeated, tag = "5")]
+    pub recipients: ::prost::alloc::vec::Vec<RecipientDelivery>,
+    #[prost(int64, tag = "6")]
+    pub created_at_ms: i64,
+    #[prost(int64, tag = "7")]
+    pub expires_at_ms: i64,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct GetInboxRequest {
+    /// Empty means "/".
+    #[prost(string, tag = "1")]
+    pub namespace: ::prost::alloc::string::String,
+    /// One of the two.
+    #[prost(string, tag = "2")]
+    pub user_id: ::prost::alloc::string::String,
+    #[prost(string, tag = "3")]
+    pub socket_id: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct InboxEntry {
+    #[prost(string, tag = "1")]
+    pub message_id: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub event: ::prost::alloc::string::String,
+    /// The emit's arguments, without the `{"messageId"}` argument.
+    #[prost(string, tag = "3")]
+    pub args_json: ::prost::alloc::string::String,
+    #[prost(uint32, tag = "4")]
+    pub attachments: u32,
+    #[prost(int64, tag = "5")]
+    pub created_at_ms: i64,
+    #[prost(int64, tag = "6")]
+    pub expires_at_ms: i64,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct GetInboxResponse {
+    /// In delivery (emit) order.
+    #[prost(message, repeated, tag = "1")]
+    pub entries: ::prost::alloc::vec::Vec<InboxEntry>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct PurgeInboxRequest {
+    /// Empty means "/".
+    #[prost(string, tag = "1")]
+    pub namespace: ::prost::alloc::string::String,
+    /// One of the two.
+    #[prost(string, tag = "2")]
+    pub user_id: ::prost::alloc::string::String,
+    #[prost(string, tag = "3")]
+    pub socket_id: ::prost::alloc::string::String,
+}
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct PurgeInboxResponse {
+    /// How many messages were dropped.
+    #[prost(uint32, tag = "1")]
+    pub purged: u32,
+}
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum DeliveryStatus {
+    Unspecified = 0,
+    /// Not acked yet and not expired: being resent, or waiting in an inbox.
+    Pending = 1,
+    /// A socket of the recipient called the ack callback.
+    Acked = 2,
+    /// The TTL passed before any ack.
+    Expired = 3,
+    /// Removed by PurgeInbox before any ack.
+    Purged = 4,
+}
+impl DeliveryStatus {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Unspecified => "DELIVERY_STATUS_UNSPECIFIED",
+            Self::Pending => "DELIVERY_STATUS_PENDING",
+            Self::Acked => "DELIVERY_STATUS_ACKED",
+            Self::Expired => "DELIVERY_STATUS_EXPIRED",
+            Self::Purged => "DELIVERY_STATUS_PURGED",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "DELIVERY_STATUS_UNSPECIFIED" => Some(Self::Unspecified),
+            "DELIVERY_STATUS_PENDING" => Some(Self::Pending),
+            "DELIVERY_STATUS_ACKED" => Some(Self::Acked),
+            "DELIVERY_STATUS_EXPIRED" => Some(Self::Expired),
+            "DELIVERY_STATUS_PURGED" => Some(Self::Purged),
+            _ => None,
+        }
+    }
+}
 /// Generated client implementations.
 pub mod roomcast_client {
     #![allow(
@@ -468,7 +611,8 @@ pub mod roomcast_client {
         }
         /// Emits an event to the sockets a selector picks. The Socket.IO packet is
         /// encoded once and shared by every recipient. At-most-once, ordered per room
-        /// for one producer.
+        /// for one producer; with `at_least_once`, resent until acked or expired
+        /// (see docs/delivery.md).
         pub async fn emit(
             &mut self,
             request: impl tonic::IntoRequest<super::EmitRequest>,
@@ -740,6 +884,84 @@ pub mod roomcast_client {
                 .insert(GrpcMethod::new("roomcast.v1.Roomcast", "WatchPresence"));
             self.inner.server_streaming(req, path, codec).await
         }
+        /// Where an at-least-once emit stands: pending, acked or expired, for each
+        /// of its recipients.
+        pub async fn get_delivery(
+            &mut self,
+            request: impl tonic::IntoRequest<super::GetDeliveryRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::GetDeliveryResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/roomcast.v1.Roomcast/GetDelivery",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("roomcast.v1.Roomcast", "GetDelivery"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// The at-least-once messages still waiting for one user (or socket) in a
+        /// namespace, in delivery order.
+        pub async fn get_inbox(
+            &mut self,
+            request: impl tonic::IntoRequest<super::GetInboxRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::GetInboxResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/roomcast.v1.Roomcast/GetInbox",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("roomcast.v1.Roomcast", "GetInbox"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// Drops every message waiting for one user (or socket) in a namespace;
+        /// their recipients' status becomes PURGED.
+        pub async fn purge_inbox(
+            &mut self,
+            request: impl tonic::IntoRequest<super::PurgeInboxRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::PurgeInboxResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/roomcast.v1.Roomcast/PurgeInbox",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("roomcast.v1.Roomcast", "PurgeInbox"));
+            self.inner.unary(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -757,7 +979,8 @@ pub mod roomcast_server {
     pub trait Roomcast: std::marker::Send + std::marker::Sync + 'static {
         /// Emits an event to the sockets a selector picks. The Socket.IO packet is
         /// encoded once and shared by every recipient. At-most-once, ordered per room
-        /// for one producer.
+        /// for one producer; with `at_least_once`, resent until acked or expired
+        /// (see docs/delivery.md).
         async fn emit(
             &self,
             request: tonic::Request<super::EmitRequest>,
@@ -853,6 +1076,33 @@ pub mod roomcast_server {
             request: tonic::Request<super::WatchPresenceRequest>,
         ) -> std::result::Result<
             tonic::Response<Self::WatchPresenceStream>,
+            tonic::Status,
+        >;
+        /// Where an at-least-once emit stands: pending, acked or expired, for each
+        /// of its recipients.
+        async fn get_delivery(
+            &self,
+            request: tonic::Request<super::GetDeliveryRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::GetDeliveryResponse>,
+            tonic::Status,
+        >;
+        /// The at-least-once messages still waiting for one user (or socket) in a
+        /// namespace, in delivery order.
+        async fn get_inbox(
+            &self,
+            request: tonic::Request<super::GetInboxRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::GetInboxResponse>,
+            tonic::Status,
+        >;
+        /// Drops every message waiting for one user (or socket) in a namespace;
+        /// their recipients' status becomes PURGED.
+        async fn purge_inbox(
+            &self,
+            request: tonic::Request<super::PurgeInboxRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::PurgeInboxResponse>,
             tonic::Status,
         >;
     }
@@ -1418,6 +1668,139 @@ pub mod roomcast_server {
                                 max_encoding_message_size,
                             );
                         let res = grpc.server_streaming(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/roomcast.v1.Roomcast/GetDelivery" => {
+                    #[allow(non_camel_case_types)]
+                    struct GetDeliverySvc<T: Roomcast>(pub Arc<T>);
+                    impl<
+                        T: Roomcast,
+                    > tonic::server::UnaryService<super::GetDeliveryRequest>
+                    for GetDeliverySvc<T> {
+                        type Response = super::GetDeliveryResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::GetDeliveryRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Roomcast>::get_delivery(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = GetDeliverySvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/roomcast.v1.Roomcast/GetInbox" => {
+                    #[allow(non_camel_case_types)]
+                    struct GetInboxSvc<T: Roomcast>(pub Arc<T>);
+                    impl<T: Roomcast> tonic::server::UnaryService<super::GetInboxRequest>
+                    for GetInboxSvc<T> {
+                        type Response = super::GetInboxResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::GetInboxRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Roomcast>::get_inbox(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = GetInboxSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/roomcast.v1.Roomcast/PurgeInbox" => {
+                    #[allow(non_camel_case_types)]
+                    struct PurgeInboxSvc<T: Roomcast>(pub Arc<T>);
+                    impl<
+                        T: Roomcast,
+                    > tonic::server::UnaryService<super::PurgeInboxRequest>
+                    for PurgeInboxSvc<T> {
+                        type Response = super::PurgeInboxResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::PurgeInboxRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Roomcast>::purge_inbox(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = PurgeInboxSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
                         Ok(res)
                     };
                     Box::pin(fut)
