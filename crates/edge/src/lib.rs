@@ -16,7 +16,8 @@
 //! - [`auth`]: JWT verification at CONNECT; [`hook`]: a backend's verdict instead.
 //! - `outbox`: the per-connection queue, bounded in bytes.
 //! - `session`: the Engine.IO session (heartbeat, close reasons).
-//! - `ws`, `polling`: the two transports; `http`: routing and CORS.
+//! - `ws`, `polling`: the two transports; `ws_read`: whole WebSocket messages
+//!   from frames; `http`: routing and CORS.
 //! - `sio`: Socket.IO packets of a session.
 //! - `index`: local sockets, rooms, subscriptions and fan-out.
 //! - `commands`: commands edges answer (fetch, disconnect, emit with ack) and
@@ -39,6 +40,7 @@ mod presence;
 mod session;
 mod sio;
 mod ws;
+mod ws_read;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};

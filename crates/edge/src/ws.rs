@@ -6,30 +6,40 @@
 //! hands both to one vectored write, for as many queued packets as there are.
 //! `fastwebsockets`' own writer would copy small frames into a per-connection
 //! buffer and write each frame separately. Control replies the reader owes (pong,
-//! close echo, the upgrade probe's `3probe`) reach the writer on a small channel.
+//! close echo, the upgrade probe's `3probe`, the close frame that fails the
+//! connection on a protocol error) reach the writer on a small channel. Once the
+//! writer has written a close frame it writes nothing more and shuts the stream.
+//!
+//! [`echo`] serves the opt-in echo endpoint for conformance suites with the same
+//! reader, limits and writer.
 
 use std::io::IoSlice;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use fastwebsockets::upgrade::UpgradeFut;
-use fastwebsockets::{FragmentCollectorRead, OpCode, Role, WebSocketError};
+use fastwebsockets::{OpCode, Role};
 use hyper_util::rt::TokioIo;
 use roomcast_wire::engineio::{self, Frame, PacketType};
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::outbox::Mode;
+use crate::outbox::{Mode, Outbox, PushError};
 use crate::session::{CloseReason, Handshake, Session};
+use crate::ws_read::{Message, MessageReader, ReadError};
 use crate::Edge;
 
 /// Most bytes the writer takes from the queue for one vectored write.
 const WRITE_BATCH_BYTES: usize = 256 * 1024;
+/// Longest a finished connection keeps reading (and dropping) what the client
+/// still sends, waiting for it to close its side.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
 /// Most frames in one vectored write (two buffers each, well under IOV_MAX).
 const WRITE_BATCH_FRAMES: usize = 256;
 
 type Io = TokioIo<hyper::upgrade::Upgraded>;
+type Reader<'a> = MessageReader<&'a mut tokio::io::ReadHalf<Io>>;
 
 /// Serves one WebSocket connection: a new session, or the upgrade of an
 /// existing polling session.
@@ -46,10 +56,9 @@ pub(crate) async fn serve(
             return;
         }
     };
-    let (r, w) = tokio::io::split(ws.into_inner());
-    let (mut read, _) = fastwebsockets::after_handshake_split(r, tokio::io::sink(), Role::Server);
-    read.set_max_message_size(edge.config().max_payload.saturating_add(1));
-    let mut reader = FragmentCollectorRead::new(read);
+    let (mut r, w) = tokio::io::split(ws.into_inner());
+    let (read, _) = fastwebsockets::after_handshake_split(&mut r, tokio::io::sink(), Role::Server);
+    let mut reader = MessageReader::new(read, edge.config().max_payload);
     let (direct_tx, direct_rx) = mpsc::channel::<Bytes>(16);
     let (switch_tx, switch_rx) = oneshot::channel::<()>();
 
@@ -83,11 +92,23 @@ pub(crate) async fn serve(
     let span = session.span.clone();
     tracing::Instrument::instrument(read_loop(&edge, &session, &mut reader, &direct_tx), span)
         .await;
+    drop(reader);
+    linger(&mut r).await;
+}
+
+/// Reads and drops what the client still sends until it closes, for at most
+/// [`LINGER`]. Closing a socket with unread input resets the connection, and a
+/// reset can destroy what the client has not read yet: the last messages and
+/// the close frame.
+async fn linger(r: &mut tokio::io::ReadHalf<Io>) {
+    let mut buf = [0u8; 4096];
+    let drain = async { while matches!(r.read(&mut buf).await, Ok(n) if n > 0) {} };
+    let _ = tokio::time::timeout(LINGER, drain).await;
 }
 
 /// `2probe` → `3probe`, then `5`: the client moves its session to this socket.
 async fn probe(
-    reader: &mut FragmentCollectorRead<tokio::io::ReadHalf<Io>>,
+    reader: &mut Reader<'_>,
     direct: &mpsc::Sender<Bytes>,
     session: &Session,
 ) -> Result<(), CloseReason> {
@@ -110,19 +131,32 @@ async fn probe(
 
 /// Reads the next message and checks it is exactly this text.
 async fn expect_text(
-    reader: &mut FragmentCollectorRead<tokio::io::ReadHalf<Io>>,
+    reader: &mut Reader<'_>,
     direct: &mpsc::Sender<Bytes>,
     expected: &[u8],
 ) -> Result<(), CloseReason> {
     let mut send = control_sender(direct);
-    let frame = reader
-        .read_frame(&mut send)
-        .await
-        .map_err(|_| CloseReason::TransportError)?;
-    if frame.opcode != OpCode::Text || &frame.payload[..] != expected {
-        return Err(CloseReason::ProtocolError);
+    match reader.next(&mut send).await {
+        Ok(Message::Text(text)) if text == expected => Ok(()),
+        Ok(_) => Err(CloseReason::ProtocolError),
+        Err(e) => Err(fail(direct, e).await),
     }
-    Ok(())
+}
+
+/// Fails the connection after a read error: queues the close frame with the
+/// code the error calls for, and tells why the session ends.
+async fn fail(direct: &mpsc::Sender<Bytes>, e: ReadError) -> CloseReason {
+    if let Some(code) = e.close_code() {
+        let _ = direct
+            .send(encode_frame(OpCode::Close, &code.to_be_bytes()))
+            .await;
+    }
+    match e {
+        ReadError::Eof => CloseReason::TransportClose,
+        ReadError::Io => CloseReason::TransportError,
+        ReadError::Protocol | ReadError::InvalidUtf8 => CloseReason::ProtocolError,
+        ReadError::TooBig => CloseReason::MessageTooBig,
+    }
 }
 
 /// What the reader's send callback returns: queuing a control reply.
@@ -144,43 +178,33 @@ fn control_sender(
 async fn read_loop(
     edge: &Edge,
     session: &Arc<Session>,
-    reader: &mut FragmentCollectorRead<tokio::io::ReadHalf<Io>>,
+    reader: &mut Reader<'_>,
     direct: &mpsc::Sender<Bytes>,
 ) {
-    let max = edge.config().max_payload;
     let mut send = control_sender(direct);
     loop {
         // Reads are not cancel-safe, but cancellation only comes with the end of
         // the session, when the rest of the stream no longer matters.
-        let frame = tokio::select! {
+        let message = tokio::select! {
             _ = session.cancel.cancelled() => return,
-            frame = reader.read_frame(&mut send) => frame,
+            message = reader.next(&mut send) => message,
         };
-        if let Ok(f) = &frame {
-            if matches!(f.opcode, OpCode::Text | OpCode::Binary) {
-                metrics::counter!(crate::metrics::BYTES_IN).increment(f.payload.len() as u64);
-            }
+        if let Ok(Message::Text(p) | Message::Binary(p)) = &message {
+            metrics::counter!(crate::metrics::BYTES_IN).increment(p.len() as u64);
         }
-        let packet = match frame {
-            Err(WebSocketError::FrameTooLarge) => Err(CloseReason::MessageTooBig),
-            Err(WebSocketError::UnexpectedEOF) | Err(WebSocketError::ConnectionClosed) => {
-                Err(CloseReason::TransportClose)
-            }
+        let packet = match message {
             Err(e) => {
-                tracing::debug!(sid = %session.sid, error = %e, "websocket read failed");
-                Err(CloseReason::TransportError)
+                if e == ReadError::Io {
+                    tracing::debug!(sid = %session.sid, "websocket read failed");
+                }
+                Err(fail(direct, e).await)
             }
-            Ok(frame) if frame.payload.len() > max => Err(CloseReason::MessageTooBig),
-            Ok(frame) => match frame.opcode {
-                OpCode::Text => engineio::decode_text(Bytes::copy_from_slice(&frame.payload))
-                    .map(Some)
-                    .map_err(|_| CloseReason::ProtocolError),
-                OpCode::Binary => Ok(Some(engineio::Packet::Binary(Bytes::copy_from_slice(
-                    &frame.payload,
-                )))),
-                OpCode::Close => Err(CloseReason::TransportClose),
-                _ => Ok(None),
-            },
+            Ok(Message::Text(text)) => engineio::decode_text(text)
+                .map(Some)
+                .map_err(|_| CloseReason::ProtocolError),
+            Ok(Message::Binary(data)) => Ok(Some(engineio::Packet::Binary(data))),
+            // The close frame is already echoed.
+            Ok(Message::Close) => Err(CloseReason::TransportClose),
         };
         let result = match packet {
             Ok(Some(packet)) => edge.on_engine_packet(session, packet).await,
@@ -194,6 +218,57 @@ async fn read_loop(
     }
 }
 
+/// Serves one connection of the echo endpoint (conformance testing only): each
+/// message goes back as it came, through the same reader, limits, bounded queue
+/// and writer as a session's messages.
+pub(crate) async fn echo(edge: Edge, fut: UpgradeFut) {
+    let ws = match fut.await {
+        Ok(ws) => ws,
+        Err(e) => {
+            tracing::debug!(error = %e, "websocket upgrade failed");
+            return;
+        }
+    };
+    let cfg = edge.config();
+    let (mut r, w) = tokio::io::split(ws.into_inner());
+    let (read, _) = fastwebsockets::after_handshake_split(&mut r, tokio::io::sink(), Role::Server);
+    let mut reader = MessageReader::new(read, cfg.max_payload);
+    let (direct_tx, direct_rx) = mpsc::channel::<Bytes>(16);
+    let (switch_tx, switch_rx) = oneshot::channel::<()>();
+    let _ = switch_tx.send(());
+    let outbox = Arc::new(Outbox::new(Mode::WebSocket, cfg.outbound_queue_bytes));
+    let code = Arc::new(AtomicU16::new(1000));
+    {
+        let (outbox, code) = (outbox.clone(), code.clone());
+        edge.spawn(async move {
+            let close_code = || code.load(Ordering::Acquire);
+            let _ = writer(w, &outbox, close_code, direct_rx, switch_rx).await;
+        });
+    }
+    let mut send = control_sender(&direct_tx);
+    let reason = loop {
+        let message = tokio::select! {
+            _ = edge.inner.shutdown.cancelled() => break CloseReason::ServerShutdown,
+            message = reader.next(&mut send) => message,
+        };
+        let frame = match message {
+            Ok(Message::Text(text)) => Frame::Text(text),
+            Ok(Message::Binary(data)) => Frame::Binary(data),
+            Ok(Message::Close) => break CloseReason::TransportClose,
+            Err(e) => break fail(&direct_tx, e).await,
+        };
+        match outbox.push([frame]) {
+            Ok(()) => {}
+            Err(PushError::Full) => break CloseReason::SlowConsumer,
+            Err(PushError::Closed) => break CloseReason::TransportError,
+        }
+    };
+    code.store(reason.ws_code(), Ordering::Release);
+    outbox.close();
+    drop(reader);
+    linger(&mut r).await;
+}
+
 fn spawn_writer(
     edge: &Edge,
     w: tokio::io::WriteHalf<Io>,
@@ -205,7 +280,8 @@ fn spawn_writer(
     let span = session.span.clone();
     edge.spawn(tracing::Instrument::instrument(
         async move {
-            if let Err(reason) = writer(w, &session, direct, switched).await {
+            let close_code = || session.close_code();
+            if let Err(reason) = writer(w, &session.outbox, close_code, direct, switched).await {
                 e.close_session(&session, reason);
             }
         },
@@ -214,40 +290,56 @@ fn spawn_writer(
 }
 
 /// Writes control replies, and once the session is on this socket, drains its
-/// queue; on close, flushes what is queued and sends a close frame.
+/// queue; on close, flushes what is queued and sends a close frame. A close
+/// frame among the control replies (the echo of the client's, or one that fails
+/// the connection) is the last thing written: once the session is on this
+/// socket, it waits for the queue to close (the reader closes it) and goes after
+/// what was queued before it; before that, it goes at once.
 async fn writer(
     mut w: tokio::io::WriteHalf<Io>,
-    session: &Session,
+    outbox: &Outbox,
+    close_code: impl Fn() -> u16,
     mut direct: mpsc::Receiver<Bytes>,
     mut switched: oneshot::Receiver<()>,
 ) -> Result<(), CloseReason> {
     let io_err = |_| CloseReason::TransportError;
+    let is_close = |b: &Bytes| b.first() == Some(&(0x80 | OpCode::Close as u8));
     let mut active = false;
     let mut direct_open = true;
+    let mut pending_close: Option<Bytes> = None;
     loop {
         tokio::select! {
             biased;
-            d = direct.recv(), if direct_open => match d {
+            // First: a close frame that is already queued must go after the
+            // messages queued before it, which needs knowing the switch happened.
+            r = &mut switched, if !active => match r {
+                Ok(()) => active = true,
+                Err(_) => return Ok(()),
+            },
+            d = direct.recv(), if direct_open && pending_close.is_none() => match d {
+                Some(bytes) if active && is_close(&bytes) => pending_close = Some(bytes),
                 Some(bytes) => {
                     w.write_all(&bytes).await.map_err(io_err)?;
                     w.flush().await.map_err(io_err)?;
+                    if is_close(&bytes) {
+                        let _ = w.shutdown().await;
+                        return Ok(());
+                    }
                 }
                 None if active => direct_open = false,
                 // The upgrade was abandoned before the switch.
                 None => return Ok(()),
             },
-            r = &mut switched, if !active => match r {
-                Ok(()) => active = true,
-                Err(_) => return Ok(()),
-            },
-            batch = session.outbox.take(Mode::WebSocket, WRITE_BATCH_BYTES), if active => {
+            batch = outbox.take(Mode::WebSocket, WRITE_BATCH_BYTES), if active => {
                 let Some(batch) = batch else { return Ok(()) };
                 write_frames(&mut w, &batch.frames).await.map_err(io_err)?;
                 let written: usize = batch.frames.iter().map(Frame::len).sum();
                 metrics::counter!(crate::metrics::BYTES_OUT).increment(written as u64);
                 if batch.closed {
-                    let code = session.close_code().to_be_bytes();
-                    let _ = w.write_all(&encode_frame(OpCode::Close, &code)).await;
+                    let close = pending_close.take().unwrap_or_else(|| {
+                        encode_frame(OpCode::Close, &close_code().to_be_bytes())
+                    });
+                    let _ = w.write_all(&close).await;
                     let _ = w.shutdown().await;
                     return Ok(());
                 }
