@@ -38,12 +38,21 @@ pub struct Settings {
     /// PEM CA certificates: gRPC callers must present a certificate they signed (mutual TLS)
     #[arg(long, env = "ROOMCAST_GRPC_TLS_CLIENT_CA_FILE")]
     pub grpc_tls_client_ca_file: Option<PathBuf>,
+    /// PEM certificate chain that makes the client port speak TLS (https:// and wss://; with --tls-key-file)
+    #[arg(long, env = "ROOMCAST_TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of the client port's TLS certificate
+    #[arg(long, env = "ROOMCAST_TLS_KEY_FILE")]
+    pub tls_key_file: Option<PathBuf>,
     /// Admin port: /healthz, /readyz, /metrics [default: 0.0.0.0:9464]
     #[arg(long, env = "ROOMCAST_ADMIN_LISTEN")]
     pub admin_listen: Option<SocketAddr>,
     /// HTTP path of the Socket.IO endpoint [default: /socket.io/]
     #[arg(long, env = "ROOMCAST_PATH")]
     pub path: Option<String>,
+    /// HTTP path of a raw WebSocket endpoint that echoes every message, for conformance testing only [default: none]
+    #[arg(long, env = "ROOMCAST_WS_ECHO_PATH")]
+    pub ws_echo_path: Option<String>,
     /// A namespace clients may connect to; repeat for several [default: /]
     #[arg(long = "namespace", env = "ROOMCAST_NAMESPACES", value_delimiter = ',')]
     #[serde(rename = "namespaces")]
@@ -227,6 +236,7 @@ impl Settings {
         }
         pick!(otlp_endpoint, trace_sample_ratio, drain_delay_ms, drain_window_ms, presence, presence_grace_ms, presence_lease_ttl_ms, presence_audience,
               presence_namespace, presence_replicas, max_connections_per_user, listen, grpc_listen, grpc_tls_cert_file, grpc_tls_key_file, grpc_tls_client_ca_file,
+              tls_cert_file, tls_key_file, ws_echo_path,
               admin_listen, connect_hook_url, connect_hook_timeout_ms, request_timeout_ms, heartbeat_interval_ms,
               edge_ttl_ms, nats_token, nats_user, nats_password, nats_nkey_seed, nats_creds_file,
               nats_tls_required, nats_tls_ca_file, nats_tls_cert_file, nats_tls_key_file, path, ping_interval_ms, ping_timeout_ms, connect_timeout_ms,
@@ -285,6 +295,8 @@ pub struct Resolved {
     pub listen: SocketAddr,
     pub grpc_listen: SocketAddr,
     pub grpc_tls: Option<GrpcTls>,
+    /// TLS for the client port; `None` for a control plane or plain HTTP.
+    pub client_tls: Option<crate::tls::ClientTls>,
     pub admin_listen: SocketAddr,
     pub edge: EdgeConfig,
     pub control: ControlConfig,
@@ -375,6 +387,25 @@ impl Settings {
         }
     }
 
+    fn client_tls(&self) -> anyhow::Result<Option<crate::tls::ClientTls>> {
+        match (&self.tls_cert_file, &self.tls_key_file) {
+            (None, None) => Ok(None),
+            (Some(cert), Some(key)) => crate::tls::ClientTls::from_pem(
+                &read_file(cert, "tls certificate")?,
+                &read_file(key, "tls key")?,
+            )
+            .with_context(|| {
+                format!(
+                    "invalid tls certificate {} or key {}",
+                    cert.display(),
+                    key.display()
+                )
+            })
+            .map(Some),
+            _ => bail!("tls-cert-file and tls-key-file go together"),
+        }
+    }
+
     pub fn resolve(self, role: Role) -> anyhow::Result<Resolved> {
         let defaults = EdgeConfig::default();
         let path = self.path.clone().unwrap_or(defaults.path.clone());
@@ -407,6 +438,22 @@ impl Settings {
         if node_id.is_empty() {
             bail!("node-id must not be empty");
         }
+        let ws_echo_path = match &self.ws_echo_path {
+            None => None,
+            Some(echo) => {
+                let engine = path.trim_end_matches('/');
+                if !echo.starts_with('/')
+                    || echo.contains(['{', '}', '*', ':'])
+                    || echo.trim_end_matches('/') == engine
+                {
+                    bail!(
+                        "ws-echo-path {echo:?} must start with '/', have no '{{', '}}', '*' \
+                         or ':', and differ from path"
+                    );
+                }
+                Some(echo.clone())
+            }
+        };
         let edge = EdgeConfig {
             path,
             namespaces,
@@ -424,6 +471,7 @@ impl Settings {
             node_id,
             request_timeout: ms(self.request_timeout_ms, 5_000, "request-timeout-ms")?,
             heartbeat_interval: ms(self.heartbeat_interval_ms, 1_000, "heartbeat-interval-ms")?,
+            ws_echo_path,
             connect_hook: match &self.connect_hook_url {
                 None => None,
                 Some(url) => {
@@ -542,6 +590,11 @@ impl Settings {
                 None
             } else {
                 self.grpc_tls()?
+            },
+            client_tls: if role.has_edge() {
+                self.client_tls()?
+            } else {
+                None
             },
             admin_listen: self.admin_listen.unwrap_or(([0, 0, 0, 0], 9464).into()),
             edge,
