@@ -713,6 +713,49 @@ mod tests {
     }
 
     #[test]
+    fn client_tls_and_echo_path_are_checked() {
+        let half = Settings {
+            tls_cert_file: Some("/nonexistent/cert.pem".into()),
+            ..anon()
+        };
+        let err = half.resolve(Role::Standalone).err().expect("refused");
+        assert!(err.to_string().contains("go together"), "{err}");
+        let missing = Settings {
+            tls_cert_file: Some("/nonexistent/cert.pem".into()),
+            tls_key_file: Some("/nonexistent/key.pem".into()),
+            ..anon()
+        };
+        let err = missing.resolve(Role::Standalone).err().expect("refused");
+        assert!(format!("{err:#}").contains("cert.pem"), "{err:#}");
+        assert!(anon()
+            .resolve(Role::Standalone)
+            .expect("valid")
+            .client_tls
+            .is_none());
+
+        let echo = |p: &str| {
+            Settings {
+                ws_echo_path: Some(p.into()),
+                ..anon()
+            }
+            .resolve(Role::Standalone)
+        };
+        assert_eq!(
+            echo("/echo").expect("valid").edge.ws_echo_path.as_deref(),
+            Some("/echo")
+        );
+        for bad in ["echo", "/socket.io/", "/socket.io", "/{x}", "/*rest"] {
+            assert!(echo(bad).is_err(), "{bad}");
+        }
+        assert!(anon()
+            .resolve(Role::Standalone)
+            .expect("valid")
+            .edge
+            .ws_echo_path
+            .is_none());
+    }
+
+    #[test]
     fn roles_check_what_they_use() {
         let control = Settings::default()
             .resolve(Role::Control)
