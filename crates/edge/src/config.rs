@@ -52,6 +52,9 @@ pub struct EdgeConfig {
     pub heartbeat_interval: Duration,
     /// A backend that authorizes every CONNECT instead of JWTs.
     pub connect_hook: Option<crate::hook::HookConfig>,
+    /// HTTP path of a raw WebSocket endpoint that echoes every message, for
+    /// conformance suites only; `None` (the default) serves none.
+    pub ws_echo_path: Option<String>,
 }
 
 impl Default for EdgeConfig {
@@ -80,6 +83,7 @@ impl Default for EdgeConfig {
             request_timeout: Duration::from_secs(5),
             heartbeat_interval: Duration::from_secs(1),
             connect_hook: None,
+            ws_echo_path: None,
         }
     }
 }

@@ -67,7 +67,24 @@ pub(crate) fn router(edge: Edge) -> axum::Router {
     if !bare.is_empty() && bare != path {
         router = router.route(bare, any(handle));
     }
+    if let Some(echo) = edge.config().ws_echo_path.clone() {
+        router = router.route(&echo, any(echo_handle));
+    }
     router.with_state(edge)
+}
+
+/// The echo endpoint: a plain WebSocket, no Engine.IO.
+async fn echo_handle(State(edge): State<Edge>, mut req: Request) -> Response {
+    if !fastwebsockets::upgrade::is_upgrade_request(&req) {
+        return EioError::BadRequest.response();
+    }
+    match fastwebsockets::upgrade::upgrade(&mut req) {
+        Ok((res, fut)) => {
+            edge.clone().spawn(crate::ws::echo(edge, fut));
+            res.map(Body::new)
+        }
+        Err(_) => EioError::BadRequest.response(),
+    }
 }
 
 /// The `Origin` of a browser request, if it is allowed; `Err` if it is not.

@@ -16,8 +16,8 @@
 //! - [`auth`]: JWT verification at CONNECT; [`hook`]: a backend's verdict instead.
 //! - `outbox`: the per-connection queue, bounded in bytes.
 //! - `session`: the Engine.IO session (heartbeat, close reasons).
-//! - `ws`, `polling`: the two transports; `http`: routing and CORS;
-//!   `wsread`: whole WebSocket messages within the size and ping limits.
+//! - `ws`, `polling`: the two transports; `ws_read`: whole WebSocket messages
+//!   from frames; `http`: routing and CORS.
 //! - [`limits`]: per-address connection and handshake limits, rate buckets,
 //!   the limit-hit counter.
 //! - `sio`: Socket.IO packets of a session.
@@ -45,7 +45,7 @@ mod recovery;
 mod session;
 mod sio;
 mod ws;
-mod wsread;
+mod ws_read;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};

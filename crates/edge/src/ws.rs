@@ -6,10 +6,15 @@
 //! hands both to one vectored write, for as many queued packets as there are.
 //! `fastwebsockets`' own writer would copy small frames into a per-connection
 //! buffer and write each frame separately. Control replies the reader owes (pong,
-//! close echo, the upgrade probe's `3probe`) reach the writer on a small channel.
+//! close echo, the upgrade probe's `3probe`, the close frame that fails the
+//! connection on a protocol error) reach the writer on a small channel. Once the
+//! writer has written a close frame it writes nothing more and shuts the stream.
+//!
+//! [`echo`] serves the opt-in echo endpoint for conformance suites with the same
+//! reader, limits and writer.
 
 use std::io::IoSlice;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -17,25 +22,26 @@ use fastwebsockets::upgrade::UpgradeFut;
 use fastwebsockets::{OpCode, Role};
 use hyper_util::rt::TokioIo;
 use roomcast_wire::engineio::{self, Frame, PacketType};
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::outbox::Mode;
+use crate::outbox::{Mode, Outbox, PushError};
 use crate::session::{CloseReason, Handshake, Session};
-use crate::wsread::{MessageReader, ReadError, SendFuture};
+use crate::ws_read::{Message, MessageReader, ReadError};
 use crate::Edge;
 
 /// Most bytes the writer takes from the queue for one vectored write.
 const WRITE_BATCH_BYTES: usize = 256 * 1024;
-/// Most frames in one vectored write (two buffers each, well under IOV_MAX).
-const WRITE_BATCH_FRAMES: usize = 256;
-/// How long a closed connection's reader waits for the client's close.
-const CLOSE_LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+/// Longest a finished connection keeps reading (and dropping) what the client
+/// still sends, waiting for it to close its side.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
 /// How long a closed connection may take to flush what was queued before it.
 const CLOSE_FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Most frames in one vectored write (two buffers each, well under IOV_MAX).
+const WRITE_BATCH_FRAMES: usize = 256;
 
 type Io = TokioIo<hyper::upgrade::Upgraded>;
-type Reader = MessageReader<tokio::io::ReadHalf<Io>>;
+type Reader<'a> = MessageReader<&'a mut tokio::io::ReadHalf<Io>>;
 
 /// Serves one WebSocket connection: a new session, or the upgrade of an
 /// existing polling session.
@@ -52,8 +58,8 @@ pub(crate) async fn serve(
             return;
         }
     };
-    let (r, w) = tokio::io::split(ws.into_inner());
-    let (read, _) = fastwebsockets::after_handshake_split(r, tokio::io::sink(), Role::Server);
+    let (mut r, w) = tokio::io::split(ws.into_inner());
+    let (read, _) = fastwebsockets::after_handshake_split(&mut r, tokio::io::sink(), Role::Server);
     let cfg = edge.config();
     let mut reader = MessageReader::new(read, cfg.max_payload, cfg.ws_pings_per_sec);
     let (direct_tx, direct_rx) = mpsc::channel::<Bytes>(16);
@@ -89,20 +95,23 @@ pub(crate) async fn serve(
     let span = session.span.clone();
     tracing::Instrument::instrument(read_loop(&edge, &session, &mut reader, &direct_tx), span)
         .await;
-    // Closing with unread input would reset the connection, and the client
-    // could lose the close frame (and its code) on its way: read on until the
-    // client closes too, for a short while.
-    let mut discard = |_: fastwebsockets::Frame<'_>| -> SendFuture { Box::pin(async { Ok(()) }) };
-    reader.without_ping_limit();
-    let _ = tokio::time::timeout(CLOSE_LINGER, async {
-        while reader.next(&mut discard).await.is_ok() {}
-    })
-    .await;
+    drop(reader);
+    linger(&mut r).await;
+}
+
+/// Reads and drops what the client still sends until it closes, for at most
+/// [`LINGER`]. Closing a socket with unread input resets the connection, and a
+/// reset can destroy what the client has not read yet: the last messages and
+/// the close frame.
+async fn linger(r: &mut tokio::io::ReadHalf<Io>) {
+    let mut buf = [0u8; 4096];
+    let drain = async { while matches!(r.read(&mut buf).await, Ok(n) if n > 0) {} };
+    let _ = tokio::time::timeout(LINGER, drain).await;
 }
 
 /// `2probe` → `3probe`, then `5`: the client moves its session to this socket.
 async fn probe(
-    reader: &mut Reader,
+    reader: &mut Reader<'_>,
     direct: &mpsc::Sender<Bytes>,
     session: &Session,
 ) -> Result<(), CloseReason> {
@@ -125,20 +134,43 @@ async fn probe(
 
 /// Reads the next message and checks it is exactly this text.
 async fn expect_text(
-    reader: &mut Reader,
+    reader: &mut Reader<'_>,
     direct: &mpsc::Sender<Bytes>,
     expected: &[u8],
 ) -> Result<(), CloseReason> {
     let mut send = control_sender(direct);
-    let (opcode, payload) = reader
-        .next(&mut send)
-        .await
-        .map_err(|_| CloseReason::TransportError)?;
-    if opcode != OpCode::Text || &payload[..] != expected {
-        return Err(CloseReason::ProtocolError);
+    match reader.next(&mut send).await {
+        Ok(Message::Text(text)) if text == expected => Ok(()),
+        Ok(_) => Err(CloseReason::ProtocolError),
+        Err(e) => Err(fail(direct, e).await),
     }
-    Ok(())
 }
+
+/// Fails the connection after a read error: queues the close frame with the
+/// code the error calls for, and tells why the session ends.
+async fn fail(direct: &mpsc::Sender<Bytes>, e: ReadError) -> CloseReason {
+    if let Some(code) = e.close_code() {
+        let _ = direct
+            .send(encode_frame(OpCode::Close, &code.to_be_bytes()))
+            .await;
+    }
+    match e {
+        ReadError::Eof => CloseReason::TransportClose,
+        ReadError::Io => CloseReason::TransportError,
+        ReadError::Protocol | ReadError::InvalidUtf8 => CloseReason::ProtocolError,
+        ReadError::TooBig => CloseReason::MessageTooBig,
+        ReadError::PingFlood => {
+            crate::limits::Limit::PingRate.hit();
+            tracing::info!("websocket ping flood, closing");
+            CloseReason::Flood
+        }
+    }
+}
+
+/// What the reader's send callback returns: queuing a control reply.
+type SendFuture = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<(), mpsc::error::SendError<Bytes>>> + Send>,
+>;
 
 fn control_sender(
     direct: &mpsc::Sender<Bytes>,
@@ -147,14 +179,14 @@ fn control_sender(
     move |frame| {
         let bytes = encode_frame(frame.opcode, &frame.payload);
         let direct = direct.clone();
-        Box::pin(async move { direct.send(bytes).await.map_err(|e| Box::new(e) as _) })
+        Box::pin(async move { direct.send(bytes).await })
     }
 }
 
 async fn read_loop(
     edge: &Edge,
     session: &Arc<Session>,
-    reader: &mut Reader,
+    reader: &mut Reader<'_>,
     direct: &mpsc::Sender<Bytes>,
 ) {
     let mut send = control_sender(direct);
@@ -165,28 +197,22 @@ async fn read_loop(
             _ = session.cancel.cancelled() => return,
             message = reader.next(&mut send) => message,
         };
-        if let Ok((OpCode::Text | OpCode::Binary, payload)) = &message {
-            metrics::counter!(crate::metrics::BYTES_IN).increment(payload.len() as u64);
+        if let Ok(Message::Text(p) | Message::Binary(p)) = &message {
+            metrics::counter!(crate::metrics::BYTES_IN).increment(p.len() as u64);
         }
         let packet = match message {
-            Err(ReadError::TooBig) => Err(CloseReason::MessageTooBig),
-            Err(ReadError::Closed) => Err(CloseReason::TransportClose),
-            Err(ReadError::PingFlood) => {
-                crate::limits::Limit::PingRate.hit();
-                tracing::info!(sid = %session.sid, limit = edge.config().ws_pings_per_sec, "websocket ping flood, closing");
-                Err(CloseReason::Flood)
+            Err(e) => {
+                if e == ReadError::Io {
+                    tracing::debug!(sid = %session.sid, "websocket read failed");
+                }
+                Err(fail(direct, e).await)
             }
-            Err(ReadError::Failed(e)) => {
-                tracing::debug!(sid = %session.sid, error = %e, "websocket read failed");
-                Err(CloseReason::TransportError)
-            }
-            Ok((opcode, payload)) => match opcode {
-                OpCode::Text => engineio::decode_text(payload)
-                    .map(Some)
-                    .map_err(|_| CloseReason::ProtocolError),
-                OpCode::Binary => Ok(Some(engineio::Packet::Binary(payload))),
-                _ => Ok(None),
-            },
+            Ok(Message::Text(text)) => engineio::decode_text(text)
+                .map(Some)
+                .map_err(|_| CloseReason::ProtocolError),
+            Ok(Message::Binary(data)) => Ok(Some(engineio::Packet::Binary(data))),
+            // The close frame is already echoed.
+            Ok(Message::Close) => Err(CloseReason::TransportClose),
         };
         let result = match packet {
             Ok(Some(packet)) => edge.on_engine_packet(session, packet).await,
@@ -200,6 +226,57 @@ async fn read_loop(
     }
 }
 
+/// Serves one connection of the echo endpoint (conformance testing only): each
+/// message goes back as it came, through the same reader, limits, bounded queue
+/// and writer as a session's messages.
+pub(crate) async fn echo(edge: Edge, fut: UpgradeFut) {
+    let ws = match fut.await {
+        Ok(ws) => ws,
+        Err(e) => {
+            tracing::debug!(error = %e, "websocket upgrade failed");
+            return;
+        }
+    };
+    let cfg = edge.config();
+    let (mut r, w) = tokio::io::split(ws.into_inner());
+    let (read, _) = fastwebsockets::after_handshake_split(&mut r, tokio::io::sink(), Role::Server);
+    let mut reader = MessageReader::new(read, cfg.max_payload, cfg.ws_pings_per_sec);
+    let (direct_tx, direct_rx) = mpsc::channel::<Bytes>(16);
+    let (switch_tx, switch_rx) = oneshot::channel::<()>();
+    let _ = switch_tx.send(());
+    let outbox = Arc::new(Outbox::new(Mode::WebSocket, cfg.outbound_queue_bytes));
+    let code = Arc::new(AtomicU16::new(1000));
+    {
+        let (outbox, code) = (outbox.clone(), code.clone());
+        edge.spawn(async move {
+            let close_code = || code.load(Ordering::Acquire);
+            let _ = writer(w, &outbox, close_code, direct_rx, switch_rx).await;
+        });
+    }
+    let mut send = control_sender(&direct_tx);
+    let reason = loop {
+        let message = tokio::select! {
+            _ = edge.inner.shutdown.cancelled() => break CloseReason::ServerShutdown,
+            message = reader.next(&mut send) => message,
+        };
+        let frame = match message {
+            Ok(Message::Text(text)) => Frame::Text(text),
+            Ok(Message::Binary(data)) => Frame::Binary(data),
+            Ok(Message::Close) => break CloseReason::TransportClose,
+            Err(e) => break fail(&direct_tx, e).await,
+        };
+        match outbox.push([frame]) {
+            Ok(()) => {}
+            Err(PushError::Full) => break CloseReason::SlowConsumer,
+            Err(PushError::Closed) => break CloseReason::TransportError,
+        }
+    };
+    code.store(reason.ws_code(), Ordering::Release);
+    outbox.close();
+    drop(reader);
+    linger(&mut r).await;
+}
+
 fn spawn_writer(
     edge: &Edge,
     w: tokio::io::WriteHalf<Io>,
@@ -211,8 +288,9 @@ fn spawn_writer(
     let span = session.span.clone();
     edge.spawn(tracing::Instrument::instrument(
         async move {
+            let close_code = || session.close_code();
             let result = tokio::select! {
-                r = writer(w, &session, direct, switched) => r,
+                r = writer(w, &session.outbox, close_code, direct, switched) => r,
                 _ = flush_deadline(&session) => {
                     tracing::debug!(sid = %session.sid, "queued frames not flushed in time, dropping the connection");
                     Ok(())
@@ -226,7 +304,7 @@ fn spawn_writer(
     ));
 }
 
-/// Resolves `CLOSE_FLUSH_TIMEOUT` after the session closed: a client that
+/// Resolves [`CLOSE_FLUSH_TIMEOUT`] after the session closed: a client that
 /// reads no more (a slow consumer) must not keep its connection, and the
 /// writer blocked on it, forever.
 async fn flush_deadline(session: &Session) {
@@ -235,40 +313,56 @@ async fn flush_deadline(session: &Session) {
 }
 
 /// Writes control replies, and once the session is on this socket, drains its
-/// queue; on close, flushes what is queued and sends a close frame.
+/// queue; on close, flushes what is queued and sends a close frame. A close
+/// frame among the control replies (the echo of the client's, or one that fails
+/// the connection) is the last thing written: once the session is on this
+/// socket, it waits for the queue to close (the reader closes it) and goes after
+/// what was queued before it; before that, it goes at once.
 async fn writer(
     mut w: tokio::io::WriteHalf<Io>,
-    session: &Session,
+    outbox: &Outbox,
+    close_code: impl Fn() -> u16,
     mut direct: mpsc::Receiver<Bytes>,
     mut switched: oneshot::Receiver<()>,
 ) -> Result<(), CloseReason> {
     let io_err = |_| CloseReason::TransportError;
+    let is_close = |b: &Bytes| b.first() == Some(&(0x80 | OpCode::Close as u8));
     let mut active = false;
     let mut direct_open = true;
+    let mut pending_close: Option<Bytes> = None;
     loop {
         tokio::select! {
             biased;
-            d = direct.recv(), if direct_open => match d {
+            // First: a close frame that is already queued must go after the
+            // messages queued before it, which needs knowing the switch happened.
+            r = &mut switched, if !active => match r {
+                Ok(()) => active = true,
+                Err(_) => return Ok(()),
+            },
+            d = direct.recv(), if direct_open && pending_close.is_none() => match d {
+                Some(bytes) if active && is_close(&bytes) => pending_close = Some(bytes),
                 Some(bytes) => {
                     w.write_all(&bytes).await.map_err(io_err)?;
                     w.flush().await.map_err(io_err)?;
+                    if is_close(&bytes) {
+                        let _ = w.shutdown().await;
+                        return Ok(());
+                    }
                 }
                 None if active => direct_open = false,
                 // The upgrade was abandoned before the switch.
                 None => return Ok(()),
             },
-            r = &mut switched, if !active => match r {
-                Ok(()) => active = true,
-                Err(_) => return Ok(()),
-            },
-            batch = session.outbox.take(Mode::WebSocket, WRITE_BATCH_BYTES), if active => {
+            batch = outbox.take(Mode::WebSocket, WRITE_BATCH_BYTES), if active => {
                 let Some(batch) = batch else { return Ok(()) };
                 write_frames(&mut w, &batch.frames).await.map_err(io_err)?;
                 let written: usize = batch.frames.iter().map(Frame::len).sum();
                 metrics::counter!(crate::metrics::BYTES_OUT).increment(written as u64);
                 if batch.closed {
-                    let code = session.close_code().to_be_bytes();
-                    let _ = w.write_all(&encode_frame(OpCode::Close, &code)).await;
+                    let close = pending_close.take().unwrap_or_else(|| {
+                        encode_frame(OpCode::Close, &close_code().to_be_bytes())
+                    });
+                    let _ = w.write_all(&close).await;
                     let _ = w.shutdown().await;
                     return Ok(());
                 }

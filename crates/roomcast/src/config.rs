@@ -39,12 +39,21 @@ pub struct Settings {
     /// PEM CA certificates: gRPC callers must present a certificate they signed (mutual TLS)
     #[arg(long, env = "ROOMCAST_GRPC_TLS_CLIENT_CA_FILE")]
     pub grpc_tls_client_ca_file: Option<PathBuf>,
+    /// PEM certificate chain that makes the client port speak TLS (https:// and wss://; with --tls-key-file)
+    #[arg(long, env = "ROOMCAST_TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of the client port's TLS certificate
+    #[arg(long, env = "ROOMCAST_TLS_KEY_FILE")]
+    pub tls_key_file: Option<PathBuf>,
     /// Admin port: /healthz, /readyz, /metrics [default: 0.0.0.0:9464]
     #[arg(long, env = "ROOMCAST_ADMIN_LISTEN")]
     pub admin_listen: Option<SocketAddr>,
     /// HTTP path of the Socket.IO endpoint [default: /socket.io/]
     #[arg(long, env = "ROOMCAST_PATH")]
     pub path: Option<String>,
+    /// HTTP path of a raw WebSocket endpoint that echoes every message, for conformance testing only [default: none]
+    #[arg(long, env = "ROOMCAST_WS_ECHO_PATH")]
+    pub ws_echo_path: Option<String>,
     /// A namespace clients may connect to; repeat for several [default: /]
     #[arg(long = "namespace", env = "ROOMCAST_NAMESPACES", value_delimiter = ',')]
     #[serde(rename = "namespaces")]
@@ -289,6 +298,7 @@ impl Settings {
               presence_namespace, presence_replicas, recovery_window_ms, recovery_history_max_age_ms,
               recovery_history_max_bytes, recovery_replicas, max_connections_per_user, delivery_resend_ms, delivery_max_resend_ms,
               delivery_lease_ttl_ms, delivery_inbox_max, delivery_max_ttl_ms, listen, grpc_listen, grpc_tls_cert_file, grpc_tls_key_file, grpc_tls_client_ca_file,
+              tls_cert_file, tls_key_file, ws_echo_path,
               admin_listen, connect_hook_url, connect_hook_timeout_ms, request_timeout_ms, heartbeat_interval_ms,
               edge_ttl_ms, nats_token, nats_user, nats_password, nats_nkey_seed, nats_creds_file,
               nats_tls_required, nats_tls_ca_file, nats_tls_cert_file, nats_tls_key_file, path, ping_interval_ms, ping_timeout_ms, connect_timeout_ms,
@@ -350,6 +360,8 @@ pub struct Resolved {
     pub listen: SocketAddr,
     pub grpc_listen: SocketAddr,
     pub grpc_tls: Option<GrpcTls>,
+    /// TLS for the client port; `None` for a control plane or plain HTTP.
+    pub client_tls: Option<crate::tls::ClientTls>,
     pub admin_listen: SocketAddr,
     pub edge: EdgeConfig,
     pub control: ControlConfig,
@@ -502,6 +514,25 @@ impl Settings {
         }
     }
 
+    fn client_tls(&self) -> anyhow::Result<Option<crate::tls::ClientTls>> {
+        match (&self.tls_cert_file, &self.tls_key_file) {
+            (None, None) => Ok(None),
+            (Some(cert), Some(key)) => crate::tls::ClientTls::from_pem(
+                &read_file(cert, "tls certificate")?,
+                &read_file(key, "tls key")?,
+            )
+            .with_context(|| {
+                format!(
+                    "invalid tls certificate {} or key {}",
+                    cert.display(),
+                    key.display()
+                )
+            })
+            .map(Some),
+            _ => bail!("tls-cert-file and tls-key-file go together"),
+        }
+    }
+
     pub fn resolve(self, role: Role) -> anyhow::Result<Resolved> {
         let defaults = EdgeConfig::default();
         let path = self.path.clone().unwrap_or(defaults.path.clone());
@@ -534,6 +565,22 @@ impl Settings {
         if node_id.is_empty() {
             bail!("node-id must not be empty");
         }
+        let ws_echo_path = match &self.ws_echo_path {
+            None => None,
+            Some(echo) => {
+                let engine = path.trim_end_matches('/');
+                if !echo.starts_with('/')
+                    || echo.contains(['{', '}', '*', ':'])
+                    || echo.trim_end_matches('/') == engine
+                {
+                    bail!(
+                        "ws-echo-path {echo:?} must start with '/', have no '{{', '}}', '*' \
+                         or ':', and differ from path"
+                    );
+                }
+                Some(echo.clone())
+            }
+        };
         let edge = EdgeConfig {
             path,
             namespaces,
@@ -569,6 +616,7 @@ impl Settings {
             node_id,
             request_timeout: ms(self.request_timeout_ms, 5_000, "request-timeout-ms")?,
             heartbeat_interval: ms(self.heartbeat_interval_ms, 1_000, "heartbeat-interval-ms")?,
+            ws_echo_path,
             connect_hook: match &self.connect_hook_url {
                 None => None,
                 Some(url) => {
@@ -727,6 +775,11 @@ impl Settings {
                 None
             } else {
                 self.grpc_tls()?
+            },
+            client_tls: if role.has_edge() {
+                self.client_tls()?
+            } else {
+                None
             },
             admin_listen: self.admin_listen.unwrap_or(([0, 0, 0, 0], 9464).into()),
             edge,
@@ -930,6 +983,49 @@ mod tests {
             ..Settings::default()
         };
         assert!(missing_key.resolve(Role::Standalone).is_err());
+    }
+
+    #[test]
+    fn client_tls_and_echo_path_are_checked() {
+        let half = Settings {
+            tls_cert_file: Some("/nonexistent/cert.pem".into()),
+            ..anon()
+        };
+        let err = half.resolve(Role::Standalone).err().expect("refused");
+        assert!(err.to_string().contains("go together"), "{err}");
+        let missing = Settings {
+            tls_cert_file: Some("/nonexistent/cert.pem".into()),
+            tls_key_file: Some("/nonexistent/key.pem".into()),
+            ..anon()
+        };
+        let err = missing.resolve(Role::Standalone).err().expect("refused");
+        assert!(format!("{err:#}").contains("cert.pem"), "{err:#}");
+        assert!(anon()
+            .resolve(Role::Standalone)
+            .expect("valid")
+            .client_tls
+            .is_none());
+
+        let echo = |p: &str| {
+            Settings {
+                ws_echo_path: Some(p.into()),
+                ..anon()
+            }
+            .resolve(Role::Standalone)
+        };
+        assert_eq!(
+            echo("/echo").expect("valid").edge.ws_echo_path.as_deref(),
+            Some("/echo")
+        );
+        for bad in ["echo", "/socket.io/", "/socket.io", "/{x}", "/*rest"] {
+            assert!(echo(bad).is_err(), "{bad}");
+        }
+        assert!(anon()
+            .resolve(Role::Standalone)
+            .expect("valid")
+            .edge
+            .ws_echo_path
+            .is_none());
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod probes;
 mod serve;
 mod standalone;
 mod telemetry;
+mod tls;
 
 use std::path::PathBuf;
 

@@ -16,6 +16,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, Probe};
 use crate::config::GrpcTls;
+use crate::tls::{ClientTls, TlsListener};
+use axum::serve::ListenerExt;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
 /// SIGINT and SIGTERM, listened to from the moment this is built: build it
@@ -100,6 +102,35 @@ impl Servers {
             name,
             tokio::spawn(async move { server.await.map_err(anyhow::Error::from) }),
         ));
+    }
+
+    /// Serves the client port: plain HTTP, or HTTPS when `tls` is given.
+    pub fn client(
+        &mut self,
+        listener: TcpListener,
+        tls: Option<&ClientTls>,
+        router: axum::Router,
+    ) -> anyhow::Result<()> {
+        let Some(tls) = tls else {
+            self.http("client", listener, router);
+            return Ok(());
+        };
+        let stop = self.clients_stop.clone();
+        // `tap_io` does nothing to the streams: it makes axum's own
+        // `ConnectInfo<SocketAddr>` impl apply to this listener.
+        let listener = TlsListener::new(listener, tls)
+            .context("cannot start the tls listener")?
+            .tap_io(|_| {});
+        let server = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { stop.cancelled().await });
+        self.tasks.push((
+            "client",
+            tokio::spawn(async move { server.await.map_err(anyhow::Error::from) }),
+        ));
+        Ok(())
     }
 
     /// Serves the admin endpoints.
