@@ -45,7 +45,7 @@ fuzz_target!(|data: &[u8]| {
             }
             Ok(None) => {
                 pending = if kind % 2 == 0 {
-                    assembler_pending(&assembler, frame)
+                    announced(frame)
                 } else {
                     pending - 1
                 };
@@ -59,8 +59,8 @@ fuzz_target!(|data: &[u8]| {
     }
 });
 
-/// Attachments a binary packet that was just accepted still waits for.
-fn assembler_pending(_assembler: &Assembler, text: &[u8]) -> usize {
+/// Attachments the binary packet that was just accepted announced.
+fn announced(text: &[u8]) -> usize {
     let text = std::str::from_utf8(text).unwrap_or_default();
     roomcast_wire::socketio::decode(text, MAX_ATTACHMENTS).map_or(0, |p| p.attachments)
 }
