@@ -1,7 +1,8 @@
 //! Whole WebSocket messages from client frames, as RFC 6455 wants them read.
 //!
-//! `fastwebsockets` parses and unmasks single frames and answers pings (through
-//! the send callback, so the replies go to our writer). Close frames are
+//! `fastwebsockets` parses and unmasks single frames. Pings are counted and
+//! answered here (through the send callback, so the replies go to our writer:
+//! a client that pings faster than allowed is cut off), and close frames are
 //! checked and answered here (their length, code and UTF-8 reason), and the
 //! reassembly of fragmented messages is ours rather than its
 //! `FragmentCollectorRead`, for three reasons: the size limit applies to the
@@ -98,6 +99,8 @@ impl<S: AsyncRead + Unpin> MessageReader<S> {
         // (fastwebsockets refuses lengths >= its setting).
         frames.set_max_message_size(max.saturating_add(1));
         frames.set_auto_close(false);
+        // Pings come to us, to be counted before they are answered.
+        frames.set_auto_pong(false);
         Self {
             frames,
             max,
@@ -161,13 +164,17 @@ impl<S: AsyncRead + Unpin> MessageReader<S> {
                         .map_err(|_| ReadError::Io)?;
                     return Ok(Message::Close);
                 }
-                // Pings are answered by fastwebsockets; a pong needs nothing.
                 OpCode::Pong | OpCode::Ping => {
                     if frame.payload.len() > 125 {
                         return Err(ReadError::Protocol);
                     }
-                    if frame.opcode == OpCode::Ping && !self.pings.take(std::time::Instant::now()) {
-                        return Err(ReadError::PingFlood);
+                    // A pong needs nothing; a ping, within the limit, its pong.
+                    if frame.opcode == OpCode::Ping {
+                        if !self.pings.take(std::time::Instant::now()) {
+                            return Err(ReadError::PingFlood);
+                        }
+                        let pong = Frame::pong(Payload::Owned(frame.payload.to_vec()));
+                        send(pong).await.map_err(|_| ReadError::Io)?;
                     }
                 }
             }
@@ -264,6 +271,26 @@ mod tests {
                 Err(e) => return (messages, Some(e)),
             }
         }
+    }
+
+    #[tokio::test]
+    async fn answers_pings_and_cuts_a_flood() {
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        let wire: Vec<u8> = (0..30).flat_map(|_| frame(true, 0x9, b"p")).collect();
+        client.write_all(&wire).await.expect("write");
+        let (read, _) =
+            fastwebsockets::after_handshake_split(server, tokio::io::sink(), Role::Server);
+        // 5 a second, bursts of 10.
+        let mut reader = MessageReader::new(read, 100, 5);
+        let mut pongs = 0;
+        let mut send = |f: Frame<'_>| {
+            assert_eq!(f.opcode, OpCode::Pong);
+            pongs += 1;
+            async { Ok::<(), std::io::Error>(()) }
+        };
+        assert_eq!(reader.next(&mut send).await, Err(ReadError::PingFlood));
+        assert_eq!(pongs, 10, "the burst is answered, the rest is not");
+        assert_eq!(ReadError::PingFlood.close_code(), Some(1008));
     }
 
     #[tokio::test]
