@@ -19,6 +19,7 @@ import {
   startStandalone,
   unsignedToken,
   waitFor,
+  useBystanderServer,
 } from './lib/index.mjs';
 
 const SECRET = 'limits-e2e-hs256-secret-0123456789';
@@ -51,38 +52,21 @@ describe('per-connection limits', { timeout: 120_000 }, () => {
   let api;
   let pool;
   let bystander;
-  let seq = 0;
 
-  before(async () => {
-    server = await startStandalone([
-      '--allow-anonymous',
-      '--jwt-secret', SECRET,
-      '--max-payload', String(MAX_PAYLOAD),
-      '--max-attachments', '2',
-      '--max-rooms-per-socket', '3',
-      '--ws-pings-per-sec', '5',
-      '--packets-per-sec', '20',
-      '--max-request-headers', '24',
-      '--max-request-head-bytes', '4096',
-    ]);
-    api = createRoomcastClient(server.grpcAddr);
-    pool = new SocketPool(server.httpUrl);
-    bystander = await pool.connect('/', { transports: ['websocket'] });
-  });
+  const state = useBystanderServer([
+    '--allow-anonymous',
+    '--jwt-secret', SECRET,
+    '--max-payload', String(MAX_PAYLOAD),
+    '--max-attachments', '2',
+    '--max-rooms-per-socket', '3',
+    '--ws-pings-per-sec', '5',
+    '--packets-per-sec', '20',
+    '--max-request-headers', '24',
+    '--max-request-head-bytes', '4096',
+  ]);
+  before(() => ({ server, api, pool, bystander } = state));
 
-  after(async () => {
-    pool?.closeAll();
-    api?.close();
-    await server?.stop();
-  });
-
-  /** The well-behaved client still gets a fresh emit. */
-  async function bystanderStillServed() {
-    assert.ok(server.alive, `roomcast exited; stderr:\n${server.stderrTail()}`);
-    const n = ++seq;
-    await api.emit({ to: { socket_ids: [bystander.id] }, event: 'still-there', args_json: JSON.stringify([n]) });
-    await bystander.nextEvent('still-there', ([got]) => got === n);
-  }
+  const bystanderStillServed = () => state.stillServes();
 
   async function rawConnected() {
     const raw = await RawSocket.connect(server.httpUrl);

@@ -3,49 +3,25 @@
 // well-behaved socket.io-client connected alongside keeps receiving emits.
 
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
-import {
-  RawSocket,
-  SocketPool,
-  createRoomcastClient,
-  startStandalone,
-} from './lib/index.mjs';
+import { before, describe, it } from 'node:test';
+import { RawSocket, useBystanderServer } from './lib/index.mjs';
 
 const MAX_PAYLOAD = 1000;
 
 describe('malformed input', { timeout: 120_000 }, () => {
   let server;
   let api;
-  let pool;
   let bystander;
-  let bystanderSeq = 0;
 
-  before(async () => {
-    server = await startStandalone([
-      '--allow-anonymous',
-      '--namespace', '/',
-      '--namespace', '/admin',
-      '--max-payload', String(MAX_PAYLOAD),
-    ]);
-    api = createRoomcastClient(server.grpcAddr);
-    pool = new SocketPool(server.httpUrl);
-    bystander = await pool.connect('/', { transports: ['websocket'] });
-  });
+  const state = useBystanderServer([
+    '--allow-anonymous',
+    '--namespace', '/',
+    '--namespace', '/admin',
+    '--max-payload', String(MAX_PAYLOAD),
+  ]);
+  before(() => ({ server, api, bystander } = state));
 
-  after(async () => {
-    pool?.closeAll();
-    api?.close();
-    await server?.stop();
-  });
-
-  /** The process is up and the well-behaved client still gets a fresh emit. */
-  async function assertServerStillServes() {
-    assert.ok(server.alive, `roomcast exited; stderr:\n${server.stderrTail()}`);
-    const n = ++bystanderSeq;
-    await api.emit({ to: { socket_ids: [bystander.id] }, event: 'still-there', args_json: JSON.stringify([n]) });
-    await bystander.nextEvent('still-there', ([got]) => got === n);
-    assert.ok(bystander.socket.connected);
-  }
+  const assertServerStillServes = () => state.stillServes();
 
   /** A raw WebSocket connected to namespace "/", with its Socket.IO sid. */
   async function rawConnected() {

@@ -1,8 +1,10 @@
 // Shared set-up of suites that run against `startTarget`.
 
+import assert from 'node:assert/strict';
 import { after, afterEach, before } from 'node:test';
 import { SocketPool } from './clients.mjs';
 import { startTarget } from './cluster.mjs';
+import { startStandalone } from './process.mjs';
 import { createRoomcastClient } from './grpc.mjs';
 import { waitFor } from './wait.mjs';
 
@@ -54,4 +56,37 @@ export function useApiTarget({ namespaces, secret, apiKey }, ready) {
     state.api?.close();
     await state.server?.stop();
   });
+}
+
+/**
+ * Registers the hooks of a suite that attacks one `roomcast standalone`
+ * (started with `args`): before all, the server, a gRPC client, a SocketPool
+ * and a well-behaved websocket "bystander" socket; after all, everything
+ * stopped. Returns them (set once the suite's `before` hooks ran) with
+ * `stillServes()`, which asserts that the process is up and the bystander
+ * still gets a fresh emit.
+ */
+export function useBystanderServer(args) {
+  const state = {};
+  let seq = 0;
+  before(async () => {
+    state.server = await startStandalone(args);
+    state.api = createRoomcastClient(state.server.grpcAddr);
+    state.pool = new SocketPool(state.server.httpUrl);
+    state.bystander = await state.pool.connect('/', { transports: ['websocket'] });
+  });
+  after(async () => {
+    state.pool?.closeAll();
+    state.api?.close();
+    await state.server?.stop();
+  });
+  state.stillServes = async () => {
+    const { server, api, bystander } = state;
+    assert.ok(server.alive, `roomcast exited; stderr:\n${server.stderrTail()}`);
+    const n = ++seq;
+    await api.emit({ to: { socket_ids: [bystander.id] }, event: 'still-there', args_json: JSON.stringify([n]) });
+    await bystander.nextEvent('still-there', ([got]) => got === n);
+    assert.ok(bystander.socket.connected);
+  };
+  return state;
 }
