@@ -177,6 +177,7 @@ def main() -> None:
         "connect-event-ack": http("POST", polling, body=(
             '40{"token":"' + token + '"}\x1e42["chat","hi"]\x1e421["ask",1]\x1e43[]')),
         "connect-admin": http("POST", polling, body='40/admin,\x1e42/admin,["x"]\x1e41/admin,'),
+        "connect-recover": http("POST", polling, body='40{"pid":"AAAAAAAAAAAAAAAAAAAA","offset":"1"}\x1e42["ev",1]'),
         "binary": http("POST", polling, body='40\x1e451-["up",{"_placeholder":true,"num":0}]\x1ebAQIDBA=='),
         "two-requests": http("POST", polling, body="40") + b"\x00" + http("POST", polling, body='42["b"]\x1e3'),
         "websocket": http("GET", "/socket.io/?EIO=4&transport=websocket&sid=SID",

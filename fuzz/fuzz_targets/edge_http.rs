@@ -1,8 +1,8 @@
 //! HTTP requests to a running edge's Engine.IO endpoint, through its real
 //! router: query parsing, the handshake (bearer header, CORS origin), polling
 //! POST bodies, and behind them the Engine.IO and Socket.IO handling of a
-//! session (CONNECT with its auth object and JWT, events, acks, binary
-//! attachments, disconnects).
+//! session (CONNECT with its auth object and JWT, connection state recovery's
+//! pid and offset, events, acks, binary attachments, disconnects).
 //!
 //! Each input first opens a polling session, as a client would, then sends up
 //! to 8 requests, separated by NUL bytes. A request is `METHOD URI`, header
@@ -24,7 +24,9 @@ use axum::extract::Query;
 use http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use libfuzzer_sys::fuzz_target;
-use roomcast_bus::MemoryBus;
+use roomcast_bus::recovery::{MemoryHistory, MemorySessions, Recovery, RecoveryConfig};
+use roomcast_bus::subject::Subjects;
+use roomcast_bus::{Bus, MemoryBus};
 use roomcast_edge::{Authenticator, Edge, EdgeConfig, JwtConfig};
 use tower::ServiceExt;
 
@@ -58,13 +60,24 @@ fn harness() -> &'static Harness {
             max_payload: 64 * 1024,
             ..EdgeConfig::default()
         };
+        // Connection state recovery on, so CONNECTs with a pid and an offset
+        // reach the recovery path too.
+        let bus: Arc<dyn Bus> = Arc::new(MemoryBus::default());
+        let rcfg = RecoveryConfig {
+            rooms: vec!["*".into()],
+            ..RecoveryConfig::default()
+        };
+        let recovery = Recovery {
+            history: Arc::new(MemoryHistory::new(
+                bus.clone(),
+                Subjects::new("roomcast"),
+                &rcfg,
+            )),
+            sessions: Arc::new(MemorySessions::new(rcfg.window)),
+            config: rcfg,
+        };
         let edge = runtime
-            .block_on(Edge::start(
-                config,
-                auth,
-                Arc::new(MemoryBus::default()),
-                None,
-            ))
+            .block_on(Edge::start(config, auth, bus, None, Some(recovery)))
             .expect("edge starts");
         Harness {
             runtime,
