@@ -110,14 +110,22 @@ async function connectListening(pool, edge, user, event, opts) {
   return { client, got };
 }
 
-/** Makes a user known (seen once by presence), then leaves it with no socket. */
-async function knownOffline(api, pool, user) {
-  const c = await pool.connectAt(0, '/', asUser(user));
-  await waitFor(
+/**
+ * Waits until presence, as `api` reads it, has `user` online: edges record a
+ * connect on their own time, and an acked emit goes only to users presence knows.
+ */
+function waitOnline(api, user) {
+  return waitFor(
     async () => (await api.getPresence({ user_ids: [user] })).users[0].online,
     5000,
     `${user} online`,
   );
+}
+
+/** Makes a user known (seen once by presence), then leaves it with no socket. */
+async function knownOffline(api, pool, user) {
+  const c = await pool.connectAt(0, '/', asUser(user));
+  await waitOnline(api, user);
   c.socket.close();
   await waitFor(
     async () => (await api.getPresence({ user_ids: [user] })).users[0].sockets === 0,
@@ -151,6 +159,7 @@ describe(`at-least-once delivery against roomcast ${TARGET}`, { timeout: 240_000
   it('is resent with the same id while the client does not ack, and never again once it does', async () => {
     const user = uid('resend');
     const { got } = await connectListening(pool, 1, user, 'note', { ignore: 2 });
+    await waitOnline(api, user);
     const { message_id: id } = await acked(api, { user, args: [{ text: 'hi' }, 7] });
     assert.match(id, /^m[0-9a-f]{32}$/);
 
@@ -314,6 +323,7 @@ describe('at-least-once delivery in a cluster: an edge and a control plane die m
     const [api] = apis;
     let holding = true;
     const onA = await connectListening(pool, 0, user, 'note', { hold: () => holding });
+    await waitOnline(api, user);
     const ids = [];
     for (let i = 0; i < 3; i++) ids.push((await acked(api, { user, args: [i] })).message_id);
     await waitFor(() => onA.got.count(ids[0]) >= 1, 5000, 'the first message on edge 1');
@@ -331,6 +341,7 @@ describe('at-least-once delivery in a cluster: an edge and a control plane die m
     const user = uid('control-crash');
     let holding = true;
     const { got } = await connectListening(pool, 1, user, 'note', { hold: () => holding });
+    await waitOnline(apis[0], user);
     const { message_id: id } = await acked(apis[0], { user, args: ['survives'] });
     await waitFor(() => got.count(id) >= 1, 5000, 'a first delivery by control-1');
     await server.controls[0].kill();
