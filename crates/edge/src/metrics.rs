@@ -28,16 +28,6 @@ pub const FANOUT_LATENCY: &str = "roomcast_fanout_latency_seconds";
 /// CONNECTs that asked to recover a session (label `outcome`).
 pub const RECOVERIES: &str = "roomcast_edge_recoveries_total";
 
-/// Every recovery outcome: recovered, or why a fresh session was given.
-pub const RECOVERY_OUTCOMES: [&str; 6] = [
-    "recovered",
-    "unknown_session",
-    "invalid_offset",
-    "other_identity",
-    "history_lost",
-    "unavailable",
-];
-
 /// Every refusal cause, so their series exist from the start.
 const CAUSES: [&str; 13] = [
     "invalid_namespace",
@@ -65,8 +55,8 @@ pub fn describe() {
     for cause in CAUSES {
         metrics::counter!(CONNECTS_REFUSED, "cause" => cause).absolute(0);
     }
-    for outcome in RECOVERY_OUTCOMES {
-        metrics::counter!(RECOVERIES, "outcome" => outcome).absolute(0);
+    for outcome in crate::recovery::Outcome::ALL {
+        metrics::counter!(RECOVERIES, "outcome" => outcome.label()).absolute(0);
     }
     for limit in crate::limits::Limit::ALL {
         metrics::counter!(LIMIT_HITS, "limit" => limit.label()).absolute(0);

@@ -51,8 +51,44 @@ pub(crate) fn with_offset(packet: Packet, seq: u64) -> Packet {
     }
 }
 
-fn outcome(label: &'static str) {
-    metrics::counter!(crate::metrics::RECOVERIES, "outcome" => label).increment(1);
+/// How a CONNECT that asked to recover a session ended: recovered, or why a
+/// fresh socket was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Recovered,
+    UnknownSession,
+    InvalidOffset,
+    OtherIdentity,
+    HistoryLost,
+    Unavailable,
+}
+
+impl Outcome {
+    /// Every outcome, for metrics series that exist from the start.
+    pub(crate) const ALL: [Outcome; 6] = [
+        Outcome::Recovered,
+        Outcome::UnknownSession,
+        Outcome::InvalidOffset,
+        Outcome::OtherIdentity,
+        Outcome::HistoryLost,
+        Outcome::Unavailable,
+    ];
+
+    /// The metrics label of this outcome.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Outcome::Recovered => "recovered",
+            Outcome::UnknownSession => "unknown_session",
+            Outcome::InvalidOffset => "invalid_offset",
+            Outcome::OtherIdentity => "other_identity",
+            Outcome::HistoryLost => "history_lost",
+            Outcome::Unavailable => "unavailable",
+        }
+    }
+}
+
+fn outcome(o: Outcome) {
+    metrics::counter!(crate::metrics::RECOVERIES, "outcome" => o.label()).increment(1);
 }
 
 impl Edge {
@@ -82,18 +118,18 @@ impl Edge {
             .and_then(Value::as_str)
             .and_then(|o| o.parse::<u64>().ok())
         else {
-            outcome("invalid_offset");
+            outcome(Outcome::InvalidOffset);
             return None;
         };
         let saved = match recovery.sessions.take(pid).await {
             Ok(Some(saved)) => saved,
             Ok(None) => {
-                outcome("unknown_session");
+                outcome(Outcome::UnknownSession);
                 return None;
             }
             Err(e) => {
                 tracing::warn!(sid = %session.sid, error = %e, "session store unavailable: not recovered");
-                outcome("unavailable");
+                outcome(Outcome::Unavailable);
                 return None;
             }
         };
@@ -105,7 +141,7 @@ impl Edge {
             if let Err(e) = recovery.sessions.save(&saved).await {
                 tracing::warn!(socket = %saved.sid, error = %e, "session not put back");
             }
-            outcome("other_identity");
+            outcome(Outcome::OtherIdentity);
             return None;
         }
         let socket = Arc::new(Socket {
@@ -130,8 +166,8 @@ impl Edge {
             Ok(replay) => replay,
             Err(e) => {
                 let label = match e {
-                    RecoveryError::Lost(_) => "history_lost",
-                    RecoveryError::Unavailable(_) => "unavailable",
+                    RecoveryError::Lost(_) => Outcome::HistoryLost,
+                    RecoveryError::Unavailable(_) => Outcome::Unavailable,
                 };
                 tracing::info!(sid = %session.sid, socket = %socket.id, error = %e, "not recovered");
                 outcome(label);
@@ -145,7 +181,7 @@ impl Edge {
             self.remove_socket(&socket).await;
             return Some(Ok(()));
         }
-        outcome("recovered");
+        outcome(Outcome::Recovered);
         if let (true, Some(exp)) = (
             self.inner.config.disconnect_on_token_expiry,
             identity.expires_at,
