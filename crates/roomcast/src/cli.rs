@@ -47,19 +47,19 @@ pub struct Sel {
     #[arg(long, short, default_value = "/")]
     namespace: String,
     /// A room; repeat for several
-    #[arg(long = "room", short)]
+    #[arg(long = "room", short, allow_hyphen_values = true, value_parser = name)]
     rooms: Vec<String>,
     /// A socket id; repeat for several
-    #[arg(long = "socket", short)]
+    #[arg(long = "socket", short, allow_hyphen_values = true, value_parser = name)]
     sockets: Vec<String>,
     /// A user id; repeat for several
-    #[arg(long = "user", short)]
+    #[arg(long = "user", short, allow_hyphen_values = true, value_parser = name)]
     users: Vec<String>,
     /// Leave out sockets in this room; repeat for several
-    #[arg(long = "except-room")]
+    #[arg(long = "except-room", allow_hyphen_values = true, value_parser = name)]
     except_rooms: Vec<String>,
     /// Leave out this socket; repeat for several
-    #[arg(long = "except-socket")]
+    #[arg(long = "except-socket", allow_hyphen_values = true, value_parser = name)]
     except_sockets: Vec<String>,
 }
 
@@ -111,10 +111,10 @@ pub enum ApiCommand {
         #[command(flatten)]
         conn: Conn,
         /// The user
-        #[arg(long, short, required_unless_present = "socket")]
+        #[arg(long, short, required_unless_present = "socket", allow_hyphen_values = true, value_parser = name)]
         user: Option<String>,
         /// Or the socket
-        #[arg(long, short, conflicts_with = "user")]
+        #[arg(long, short, conflicts_with = "user", allow_hyphen_values = true, value_parser = name)]
         socket: Option<String>,
         /// Namespace
         #[arg(long, short, default_value = "/")]
@@ -163,10 +163,10 @@ pub enum ApiCommand {
         #[command(flatten)]
         conn: Conn,
         /// A user whose status to show; repeat for several
-        #[arg(long = "user", short)]
+        #[arg(long = "user", short, allow_hyphen_values = true, value_parser = name)]
         users: Vec<String>,
         /// A room whose members to show
-        #[arg(long, short)]
+        #[arg(long, short, allow_hyphen_values = true, value_parser = name)]
         room: Option<String>,
         /// Namespace of the room (and of --watch's filter)
         #[arg(long, short, default_value = "")]
@@ -615,6 +615,16 @@ pub async fn run(cmd: ApiCommand) -> anyhow::Result<()> {
 }
 
 /// A gRPC error as the user should read it.
+/// A room, socket id or user given to a flag. Socket ids (like rooms and
+/// users) may begin with `-`, so these flags take such values; a value that
+/// begins with `--` is a flag written where the value was forgotten.
+fn name(value: &str) -> Result<String, String> {
+    if value.starts_with("--") {
+        return Err(format!("a value is missing before {value}"));
+    }
+    Ok(value.to_owned())
+}
+
 fn status(s: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{:?}: {}", s.code(), s.message())
 }

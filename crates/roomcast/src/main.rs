@@ -136,4 +136,37 @@ mod tests {
         use clap::CommandFactory;
         super::Cli::command().debug_assert();
     }
+
+    /// Socket ids (and room or user names) may begin with `-`; the selector
+    /// flags take them as values instead of reading them as flags.
+    #[test]
+    fn selector_values_may_begin_with_a_hyphen() {
+        use clap::Parser;
+        let args = [
+            "roomcast",
+            "emit",
+            "ev",
+            "-s",
+            "-12kUINnGq",
+            "--except-socket",
+            "-x",
+            "-r",
+            "-room",
+            "-u",
+            "-dave",
+        ];
+        let parsed = super::Cli::try_parse_from(args).map_err(|e| e.to_string());
+        assert!(parsed.is_ok(), "{parsed:?}", parsed = parsed.err());
+        let args = ["roomcast", "inbox", "-s", "-12kUINnGq"];
+        assert!(super::Cli::try_parse_from(args).is_ok());
+        // A forgotten value is not filled with the next flag.
+        let err = super::Cli::try_parse_from(["roomcast", "emit", "ev", "-s", "--json"])
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            err.as_deref()
+                .is_some_and(|e| e.contains("a value is missing before --json")),
+            "{err:?}"
+        );
+    }
 }
