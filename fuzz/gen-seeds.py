@@ -94,6 +94,20 @@ def http(method, uri, headers=(), body=b"") -> bytes:
     return head + b"\n\n" + body
 
 
+def ws_frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
+    """A masked client WebSocket frame (RFC 6455 5.2)."""
+    mask = b"\x01\x02\x03\x04"
+    head = bytes([(0x80 if fin else 0) | opcode])
+    n = len(payload)
+    if n < 126:
+        head += bytes([0x80 | n])
+    elif n <= 0xFFFF:
+        head += bytes([0x80 | 126]) + n.to_bytes(2, "big")
+    else:
+        head += bytes([0x80 | 127]) + n.to_bytes(8, "big")
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
 def main() -> None:
     # Kept as they are: the RS256 tokens and the inputs of past crashes.
     kept = ("rs256-", "regression-")
@@ -108,6 +122,15 @@ def main() -> None:
         "spec": "4hello\x1e4€\x1ebAQIDBA==",
         "binary": "451-[\"a\",{\"_placeholder\":true,\"num\":0}]\x1ebAQID",
         "control": "2\x1e3\x1e6\x1e1",
+    })
+    # ws_frames: the first byte picks the read size (0: whole, n: n bytes).
+    write("ws_frames", {
+        "messages": b"\x00" + ws_frame(1, b'42["a"]') + ws_frame(2, b"\x01\x02")
+        + ws_frame(1, "é".encode() * 70) + ws_frame(8, b"\x03\xe8bye"),
+        "fragments-split": b"\x03" + ws_frame(1, "h\u00e9".encode()[:2], fin=False)
+        + ws_frame(9, b"p") + ws_frame(0, "h\u00e9".encode()[2:], fin=False)
+        + ws_frame(0, b"llo") + ws_frame(10, b""),
+        "long": b"\x10" + ws_frame(2, bytes(300)) + ws_frame(8, b""),
     })
     write("socketio_packet", SIO_PACKETS)
     write("socketio_assembler", {

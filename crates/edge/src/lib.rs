@@ -45,7 +45,8 @@ mod recovery;
 mod session;
 mod sio;
 mod ws;
-mod ws_read;
+#[doc(hidden)]
+pub mod ws_read;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};

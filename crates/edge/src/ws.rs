@@ -1,5 +1,5 @@
-//! The WebSocket transport: `fastwebsockets` reads and unmasks client frames;
-//! writing is ours.
+//! The WebSocket transport: `fastwebsockets` does the upgrade; reading
+//! ([`crate::ws_read`]) and writing are ours.
 //!
 //! Server frames are unmasked, so a packet's bytes are the same for every
 //! recipient: the writer puts a small header in front of the shared payload and
@@ -19,7 +19,6 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use fastwebsockets::upgrade::UpgradeFut;
-use fastwebsockets::{OpCode, Role};
 use hyper_util::rt::TokioIo;
 use roomcast_wire::engineio::{self, Frame, PacketType};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -27,7 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::outbox::{Mode, Outbox, PushError};
 use crate::session::{CloseReason, Handshake, Session};
-use crate::ws_read::{Message, MessageReader, ReadError};
+use crate::ws_read::{Message, MessageReader, OpCode, ReadError};
 use crate::Edge;
 
 /// Most bytes the writer takes from the queue for one vectored write.
@@ -41,7 +40,7 @@ const CLOSE_FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 const WRITE_BATCH_FRAMES: usize = 256;
 
 type Io = TokioIo<hyper::upgrade::Upgraded>;
-type Reader<'a> = MessageReader<&'a mut tokio::io::ReadHalf<Io>>;
+type Reader = MessageReader<tokio::io::ReadHalf<Io>>;
 
 /// Serves one WebSocket connection: a new session, or the upgrade of an
 /// existing polling session.
@@ -58,10 +57,9 @@ pub(crate) async fn serve(
             return;
         }
     };
-    let (mut r, w) = tokio::io::split(ws.into_inner());
-    let (read, _) = fastwebsockets::after_handshake_split(&mut r, tokio::io::sink(), Role::Server);
+    let (r, w) = tokio::io::split(ws.into_inner());
     let cfg = edge.config();
-    let mut reader = MessageReader::new(read, cfg.max_payload, cfg.ws_pings_per_sec);
+    let mut reader = MessageReader::new(r, cfg.max_payload, cfg.ws_pings_per_sec);
     let (direct_tx, direct_rx) = mpsc::channel::<Bytes>(16);
     let (switch_tx, switch_rx) = oneshot::channel::<()>();
 
@@ -95,23 +93,23 @@ pub(crate) async fn serve(
     let span = session.span.clone();
     tracing::Instrument::instrument(read_loop(&edge, &session, &mut reader, &direct_tx), span)
         .await;
-    drop(reader);
-    linger(&mut r).await;
+    linger(reader.into_inner()).await;
 }
 
 /// Reads and drops what the client still sends until it closes, for at most
 /// [`LINGER`]. Closing a socket with unread input resets the connection, and a
 /// reset can destroy what the client has not read yet: the last messages and
 /// the close frame.
-async fn linger(r: &mut tokio::io::ReadHalf<Io>) {
-    let mut buf = [0u8; 4096];
+async fn linger(mut r: tokio::io::ReadHalf<Io>) {
+    // On the heap: an array here would be part of every connection's task.
+    let mut buf = vec![0u8; 4096];
     let drain = async { while matches!(r.read(&mut buf).await, Ok(n) if n > 0) {} };
     let _ = tokio::time::timeout(LINGER, drain).await;
 }
 
 /// `2probe` → `3probe`, then `5`: the client moves its session to this socket.
 async fn probe(
-    reader: &mut Reader<'_>,
+    reader: &mut Reader,
     direct: &mpsc::Sender<Bytes>,
     session: &Session,
 ) -> Result<(), CloseReason> {
@@ -134,7 +132,7 @@ async fn probe(
 
 /// Reads the next message and checks it is exactly this text.
 async fn expect_text(
-    reader: &mut Reader<'_>,
+    reader: &mut Reader,
     direct: &mpsc::Sender<Bytes>,
     expected: &[u8],
 ) -> Result<(), CloseReason> {
@@ -172,12 +170,11 @@ type SendFuture = std::pin::Pin<
     Box<dyn std::future::Future<Output = Result<(), mpsc::error::SendError<Bytes>>> + Send>,
 >;
 
-fn control_sender(
-    direct: &mpsc::Sender<Bytes>,
-) -> impl FnMut(fastwebsockets::Frame<'_>) -> SendFuture {
+/// The reader's send callback: queues a control reply for the writer.
+fn control_sender(direct: &mpsc::Sender<Bytes>) -> impl FnMut(OpCode, &[u8]) -> SendFuture {
     let direct = direct.clone();
-    move |frame| {
-        let bytes = encode_frame(frame.opcode, &frame.payload);
+    move |opcode, payload| {
+        let bytes = encode_frame(opcode, payload);
         let direct = direct.clone();
         Box::pin(async move { direct.send(bytes).await })
     }
@@ -186,7 +183,7 @@ fn control_sender(
 async fn read_loop(
     edge: &Edge,
     session: &Arc<Session>,
-    reader: &mut Reader<'_>,
+    reader: &mut Reader,
     direct: &mpsc::Sender<Bytes>,
 ) {
     let mut send = control_sender(direct);
@@ -215,7 +212,10 @@ async fn read_loop(
             Ok(Message::Close) => Err(CloseReason::TransportClose),
         };
         let result = match packet {
-            Ok(Some(packet)) => edge.on_engine_packet(session, packet).await,
+            // Boxed: the handling of a packet (a CONNECT verifies tokens and
+            // calls hooks) takes kilobytes of future state that an idle
+            // connection's task should not carry.
+            Ok(Some(packet)) => Box::pin(edge.on_engine_packet(session, packet)).await,
             Ok(None) => Ok(()),
             Err(reason) => Err(reason),
         };
@@ -238,9 +238,8 @@ pub(crate) async fn echo(edge: Edge, fut: UpgradeFut) {
         }
     };
     let cfg = edge.config();
-    let (mut r, w) = tokio::io::split(ws.into_inner());
-    let (read, _) = fastwebsockets::after_handshake_split(&mut r, tokio::io::sink(), Role::Server);
-    let mut reader = MessageReader::new(read, cfg.max_payload, cfg.ws_pings_per_sec);
+    let (r, w) = tokio::io::split(ws.into_inner());
+    let mut reader = MessageReader::new(r, cfg.max_payload, cfg.ws_pings_per_sec);
     let (direct_tx, direct_rx) = mpsc::channel::<Bytes>(16);
     let (switch_tx, switch_rx) = oneshot::channel::<()>();
     let _ = switch_tx.send(());
@@ -273,8 +272,7 @@ pub(crate) async fn echo(edge: Edge, fut: UpgradeFut) {
     };
     code.store(reason.ws_code(), Ordering::Release);
     outbox.close();
-    drop(reader);
-    linger(&mut r).await;
+    linger(reader.into_inner()).await;
 }
 
 fn spawn_writer(

@@ -1,30 +1,37 @@
 //! Whole WebSocket messages from client frames, as RFC 6455 wants them read.
 //!
-//! `fastwebsockets` parses and unmasks single frames. Pings are counted and
-//! answered here (through the send callback, so the replies go to our writer:
-//! a client that pings faster than allowed is cut off), and close frames are
-//! checked and answered here (their length, code and UTF-8 reason), and the
-//! reassembly of fragmented messages is ours rather than its
-//! `FragmentCollectorRead`, for three reasons: the size limit applies to the
-//! whole message while it is being assembled (not only to each frame, which
-//! would let a client grow one message without bound from small fragments);
-//! text is checked as UTF-8 fragment by fragment, so a bad byte fails the
-//! connection before the rest of the message arrives, and a message that ends
-//! in the middle of a character fails too; and every way a client can break the
-//! protocol comes back as a [`ReadError`] that carries the close code to fail
-//! the connection with.
+//! Frames are parsed and unmasked here ([`decode_frame`]), not by
+//! `fastwebsockets` (which only does the upgrade): its reader keeps an 8 KiB
+//! buffer for the life of every connection, most of an idle connection's
+//! memory. This one holds no buffer while the client is quiet: a read borrows
+//! its worker thread's scratch buffer only for the moment the socket has bytes,
+//! and keeps only what is left of an unfinished frame.
+//!
+//! Pings are counted and answered here (through the send callback, so the
+//! replies go to our writer: a client that pings faster than allowed is cut
+//! off), close frames are checked and answered here (their length, code and
+//! UTF-8 reason), and fragmented messages are reassembled here: the size limit
+//! applies to the whole message while it is being assembled (not only to each
+//! frame, which would let a client grow one message without bound from small
+//! fragments); text is checked as UTF-8 fragment by fragment, so a bad byte
+//! fails the connection before the rest of the message arrives, and a message
+//! that ends in the middle of a character fails too; and every way a client can
+//! break the protocol comes back as a [`ReadError`] that carries the close code
+//! to fail the connection with.
 
+use std::cell::RefCell;
 use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
 
-use bytes::{Bytes, BytesMut};
-use fastwebsockets::{Frame, OpCode, Payload, WebSocketError, WebSocketRead};
-use tokio::io::AsyncRead;
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, ReadBuf};
 
 use crate::limits::Bucket;
 
 /// A complete message, or the client's close frame (already answered).
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Message {
+pub enum Message {
     Text(Bytes),
     Binary(Bytes),
     Close,
@@ -32,13 +39,13 @@ pub(crate) enum Message {
 
 /// Why no further message can be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ReadError {
+pub enum ReadError {
     /// The peer went away without a close frame.
     Eof,
     /// An I/O error, or the writer is gone.
     Io,
-    /// A frame the protocol forbids (reserved bits, unknown opcode, bad
-    /// fragmentation, oversized or fragmented control frame, bad close frame).
+    /// A frame the protocol forbids (reserved bits, unknown opcode, unmasked,
+    /// bad fragmentation, oversized or fragmented control frame, bad close frame).
     Protocol,
     /// A text message (or close reason) that is not UTF-8.
     InvalidUtf8,
@@ -51,7 +58,7 @@ pub(crate) enum ReadError {
 impl ReadError {
     /// The close code that fails the connection, if there is still someone
     /// to send it to.
-    pub(crate) fn close_code(self) -> Option<u16> {
+    pub fn close_code(self) -> Option<u16> {
         match self {
             ReadError::Eof | ReadError::Io => None,
             ReadError::Protocol => Some(1002),
@@ -62,16 +69,116 @@ impl ReadError {
     }
 }
 
-impl From<WebSocketError> for ReadError {
-    fn from(e: WebSocketError) -> Self {
-        match e {
-            WebSocketError::UnexpectedEOF | WebSocketError::ConnectionClosed => ReadError::Eof,
-            WebSocketError::IoError(_) | WebSocketError::SendError(_) => ReadError::Io,
-            WebSocketError::InvalidUTF8 => ReadError::InvalidUtf8,
-            WebSocketError::FrameTooLarge => ReadError::TooBig,
-            _ => ReadError::Protocol,
-        }
+/// A frame's opcode (RFC 6455 5.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpCode {
+    Continuation = 0x0,
+    Text = 0x1,
+    Binary = 0x2,
+    Close = 0x8,
+    Ping = 0x9,
+    Pong = 0xA,
+}
+
+impl OpCode {
+    fn from_bits(bits: u8) -> Option<Self> {
+        Some(match bits {
+            0x0 => OpCode::Continuation,
+            0x1 => OpCode::Text,
+            0x2 => OpCode::Binary,
+            0x8 => OpCode::Close,
+            0x9 => OpCode::Ping,
+            0xA => OpCode::Pong,
+            _ => return None,
+        })
     }
+
+    fn is_control(self) -> bool {
+        (self as u8) & 0x8 != 0
+    }
+}
+
+/// One client frame, unmasked.
+#[derive(Debug)]
+pub struct RawFrame {
+    pub fin: bool,
+    pub opcode: OpCode,
+    pub payload: BytesMut,
+}
+
+/// Takes the first frame off `buf` when all of it is there (`None`: more bytes
+/// are needed). A frame's header is checked before its payload is waited for,
+/// so a frame longer than `max` fails as soon as its length is known.
+pub fn decode_frame(buf: &mut BytesMut, max: usize) -> Result<Option<RawFrame>, ReadError> {
+    let [b0, b1, ..] = buf[..] else {
+        return Ok(None);
+    };
+    if b0 & 0x70 != 0 {
+        // No extension is negotiated, so no reserved bit may be set.
+        return Err(ReadError::Protocol);
+    }
+    let opcode = OpCode::from_bits(b0 & 0x0F).ok_or(ReadError::Protocol)?;
+    let fin = b0 & 0x80 != 0;
+    if b1 & 0x80 == 0 {
+        // Client frames are masked.
+        return Err(ReadError::Protocol);
+    }
+    let (len, at) = match b1 & 0x7F {
+        126 => match buf.get(2..4) {
+            Some(b) => (u64::from(u16::from_be_bytes([b[0], b[1]])), 4),
+            None => return Ok(None),
+        },
+        127 => match buf.get(2..10).and_then(|b| <[u8; 8]>::try_from(b).ok()) {
+            Some(b) => (u64::from_be_bytes(b), 10),
+            None => return Ok(None),
+        },
+        n => (u64::from(n), 2),
+    };
+    if opcode.is_control() && (!fin || len > 125) {
+        return Err(ReadError::Protocol);
+    }
+    let len = match usize::try_from(len) {
+        Ok(len) if len <= max => len,
+        _ => return Err(ReadError::TooBig),
+    };
+    let Some(mask) = buf
+        .get(at..at + 4)
+        .and_then(|m| <[u8; 4]>::try_from(m).ok())
+    else {
+        return Ok(None);
+    };
+    if buf.len() - (at + 4) < len {
+        return Ok(None);
+    }
+    buf.advance(at + 4);
+    let mut payload = buf.split_to(len);
+    unmask(&mut payload, mask);
+    Ok(Some(RawFrame {
+        fin,
+        opcode,
+        payload,
+    }))
+}
+
+fn unmask(payload: &mut [u8], mask: [u8; 4]) {
+    let word = u32::from_ne_bytes(mask);
+    let mut chunks = payload.chunks_exact_mut(4);
+    for chunk in &mut chunks {
+        let v = u32::from_ne_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]) ^ word;
+        chunk.copy_from_slice(&v.to_ne_bytes());
+    }
+    for (i, b) in chunks.into_remainder().iter_mut().enumerate() {
+        *b ^= mask[i];
+    }
+}
+
+/// Bytes one read may take from a socket.
+const SCRATCH_BYTES: usize = 16 * 1024;
+
+thread_local! {
+    /// Where reads land before what they brought is kept: one per worker
+    /// thread, lent to a connection only during its read.
+    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; SCRATCH_BYTES].into_boxed_slice());
 }
 
 /// A fragmented message being assembled.
@@ -83,44 +190,78 @@ struct Partial {
 }
 
 /// Reads whole messages, at most `max` bytes each.
-pub(crate) struct MessageReader<S> {
-    frames: WebSocketRead<S>,
+pub struct MessageReader<S> {
+    io: S,
+    /// Bytes read and not yet taken as frames: empty (and unallocated)
+    /// between messages.
+    buf: BytesMut,
     max: usize,
     partial: Option<Partial>,
-    /// Pings the client may still send (fastwebsockets answers each one).
+    /// Pings the client may still send.
     pings: Bucket,
 }
 
 impl<S: AsyncRead + Unpin> MessageReader<S> {
     /// `max`: the largest message in bytes; `pings_per_sec`: the most pings a
     /// second, in bursts of twice that (0: no limit).
-    pub(crate) fn new(mut frames: WebSocketRead<S>, max: usize, pings_per_sec: u32) -> Self {
-        // One byte over the limit: a frame of exactly `max` bytes is allowed
-        // (fastwebsockets refuses lengths >= its setting).
-        frames.set_max_message_size(max.saturating_add(1));
-        frames.set_auto_close(false);
-        // Pings come to us, to be counted before they are answered.
-        frames.set_auto_pong(false);
+    pub fn new(io: S, max: usize, pings_per_sec: u32) -> Self {
         Self {
-            frames,
+            io,
+            buf: BytesMut::new(),
             max,
             partial: None,
             pings: Bucket::new(pings_per_sec),
         }
     }
 
-    /// The next message. `send` queues the control replies the reader owes
-    /// (pongs and the close echo); it must reach the connection's writer.
-    pub(crate) async fn next<'f, R, E>(
+    /// Waits for bytes and appends them to `buf`.
+    async fn fill(&mut self) -> Result<(), ReadError> {
+        let (io, buf) = (&mut self.io, &mut self.buf);
+        std::future::poll_fn(|cx| {
+            SCRATCH.with_borrow_mut(|scratch| {
+                let mut rb = ReadBuf::new(scratch);
+                match Pin::new(&mut *io).poll_read(cx, &mut rb) {
+                    Poll::Pending => Poll::Pending,
+                    Poll::Ready(Err(_)) => Poll::Ready(Err(ReadError::Io)),
+                    Poll::Ready(Ok(())) if rb.filled().is_empty() => {
+                        Poll::Ready(Err(ReadError::Eof))
+                    }
+                    Poll::Ready(Ok(())) => {
+                        buf.extend_from_slice(rb.filled());
+                        Poll::Ready(Ok(()))
+                    }
+                }
+            })
+        })
+        .await
+    }
+
+    /// The next frame, read as far as needed.
+    async fn frame(&mut self) -> Result<RawFrame, ReadError> {
+        loop {
+            if let Some(frame) = decode_frame(&mut self.buf, self.max)? {
+                if self.buf.is_empty() {
+                    // Let go of the allocation the payload now shares.
+                    self.buf = BytesMut::new();
+                }
+                return Ok(frame);
+            }
+            self.fill().await?;
+        }
+    }
+
+    /// The next message. `send` queues a control reply the reader owes (a
+    /// pong, the close echo) given its opcode and payload; it must reach the
+    /// connection's writer.
+    pub async fn next<R, E>(
         &mut self,
-        send: &mut impl FnMut(Frame<'f>) -> R,
+        send: &mut impl FnMut(OpCode, &[u8]) -> R,
     ) -> Result<Message, ReadError>
     where
         R: Future<Output = Result<(), E>>,
-        E: Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
     {
         loop {
-            let frame = self.frames.read_frame(send).await?;
+            let frame = self.frame().await?;
             match frame.opcode {
                 OpCode::Text | OpCode::Binary => {
                     if self.partial.is_some() {
@@ -129,13 +270,14 @@ impl<S: AsyncRead + Unpin> MessageReader<S> {
                     }
                     let text = frame.opcode == OpCode::Text;
                     if frame.fin {
-                        // fastwebsockets has checked the UTF-8 of a whole text frame.
-                        let payload = Bytes::copy_from_slice(&frame.payload);
-                        return Ok(if text {
-                            Message::Text(payload)
-                        } else {
-                            Message::Binary(payload)
-                        });
+                        let payload = frame.payload.freeze();
+                        if !text {
+                            return Ok(Message::Binary(payload));
+                        }
+                        if std::str::from_utf8(&payload).is_err() {
+                            return Err(ReadError::InvalidUtf8);
+                        }
+                        return Ok(Message::Text(payload));
                     }
                     let mut partial = Partial {
                         text,
@@ -159,26 +301,28 @@ impl<S: AsyncRead + Unpin> MessageReader<S> {
                 }
                 OpCode::Close => {
                     let reply = close_reply(&frame.payload)?;
-                    send(Frame::close_raw(Payload::Owned(reply)))
+                    send(OpCode::Close, &reply)
                         .await
                         .map_err(|_| ReadError::Io)?;
                     return Ok(Message::Close);
                 }
-                OpCode::Pong | OpCode::Ping => {
-                    if frame.payload.len() > 125 {
-                        return Err(ReadError::Protocol);
+                // A pong needs nothing.
+                OpCode::Pong => {}
+                OpCode::Ping => {
+                    if !self.pings.take(std::time::Instant::now()) {
+                        return Err(ReadError::PingFlood);
                     }
-                    // A pong needs nothing; a ping, within the limit, its pong.
-                    if frame.opcode == OpCode::Ping {
-                        if !self.pings.take(std::time::Instant::now()) {
-                            return Err(ReadError::PingFlood);
-                        }
-                        let pong = Frame::pong(Payload::Owned(frame.payload.to_vec()));
-                        send(pong).await.map_err(|_| ReadError::Io)?;
-                    }
+                    send(OpCode::Pong, &frame.payload)
+                        .await
+                        .map_err(|_| ReadError::Io)?;
                 }
             }
         }
+    }
+
+    /// Gives back the stream.
+    pub fn into_inner(self) -> S {
+        self.io
     }
 }
 
@@ -240,31 +384,39 @@ impl Partial {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fastwebsockets::Role;
     use tokio::io::AsyncWriteExt;
 
     /// A masked client frame.
     fn frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
         let mask = [1u8, 2, 3, 4];
         let mut out = vec![(u8::from(fin) << 7) | opcode];
-        assert!(payload.len() < 126, "short frames only");
-        out.push(0x80 | payload.len() as u8);
+        match payload.len() {
+            n if n < 126 => out.push(0x80 | n as u8),
+            n if n <= 0xFFFF => {
+                out.push(0x80 | 126);
+                out.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                out.push(0x80 | 127);
+                out.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
         out.extend_from_slice(&mask);
         out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
         out
     }
 
+    fn no_reply(_: OpCode, _: &[u8]) -> std::future::Ready<Result<(), std::io::Error>> {
+        std::future::ready(Ok(()))
+    }
+
     async fn read_all(wire: Vec<u8>, max: usize) -> (Vec<Message>, Option<ReadError>) {
         let (mut client, server) = tokio::io::duplex(1 << 16);
-        client.write_all(&wire).await.expect("write");
-        drop(client);
-        let (read, _) =
-            fastwebsockets::after_handshake_split(server, tokio::io::sink(), Role::Server);
-        let mut reader = MessageReader::new(read, max, 0);
-        let mut send = |_f: Frame<'_>| async { Ok::<(), std::io::Error>(()) };
+        tokio::spawn(async move { client.write_all(&wire).await });
+        let mut reader = MessageReader::new(server, max, 0);
         let mut messages = Vec::new();
         loop {
-            match reader.next(&mut send).await {
+            match reader.next(&mut no_reply).await {
                 Ok(Message::Close) => return (messages, None),
                 Ok(m) => messages.push(m),
                 Err(ReadError::Eof) => return (messages, None),
@@ -278,15 +430,13 @@ mod tests {
         let (mut client, server) = tokio::io::duplex(1 << 16);
         let wire: Vec<u8> = (0..30).flat_map(|_| frame(true, 0x9, b"p")).collect();
         client.write_all(&wire).await.expect("write");
-        let (read, _) =
-            fastwebsockets::after_handshake_split(server, tokio::io::sink(), Role::Server);
         // 5 a second, bursts of 10.
-        let mut reader = MessageReader::new(read, 100, 5);
+        let mut reader = MessageReader::new(server, 100, 5);
         let mut pongs = 0;
-        let mut send = |f: Frame<'_>| {
-            assert_eq!(f.opcode, OpCode::Pong);
+        let mut send = |op: OpCode, payload: &[u8]| {
+            assert_eq!((op, payload), (OpCode::Pong, &b"p"[..]));
             pongs += 1;
-            async { Ok::<(), std::io::Error>(()) }
+            std::future::ready(Ok::<(), std::io::Error>(()))
         };
         assert_eq!(reader.next(&mut send).await, Err(ReadError::PingFlood));
         assert_eq!(pongs, 10, "the burst is answered, the rest is not");
@@ -333,6 +483,17 @@ mod tests {
                 ReadError::TooBig,
             ),
             (frame(true, 0x8, &[0x03]), ReadError::Protocol),
+            // Unmasked.
+            (vec![0x81, 0x01, b'a'], ReadError::Protocol),
+            // A reserved opcode, a control frame too long for its kind.
+            (frame(true, 0xB, b""), ReadError::Protocol),
+            (frame(true, 0x9, &[0; 126]), ReadError::Protocol),
+            // Over the limit in one frame: refused from its header alone.
+            (vec![0x82, 0x80 | 126, 0x01, 0x00], ReadError::TooBig),
+            (
+                vec![0x82, 0xFF, 0x80, 0, 0, 0, 0, 0, 0, 0],
+                ReadError::TooBig,
+            ),
             (frame(true, 0x8, &[0x03, 0xe7]), ReadError::Protocol),
             (
                 frame(true, 0x8, &[0x03, 0xe8, 0xff]),
@@ -353,5 +514,58 @@ mod tests {
             assert!(!close_code_allowed(code), "{code}");
         }
         assert_eq!(ReadError::Eof.close_code(), None);
+    }
+
+    #[tokio::test]
+    async fn reads_every_length_encoding_however_the_bytes_arrive() {
+        let texts = [
+            "",
+            "a",
+            &"b".repeat(125),
+            &"c".repeat(126),
+            &"d".repeat(70_000),
+        ];
+        let wire: Vec<u8> = texts
+            .iter()
+            .flat_map(|t| frame(true, 0x1, t.as_bytes()))
+            .collect();
+        let expected: Vec<Message> = texts
+            .iter()
+            .map(|t| Message::Text(Bytes::copy_from_slice(t.as_bytes())))
+            .collect();
+        assert_eq!(read_all(wire.clone(), 100_000).await, (expected, None));
+        // One byte at a time: every frame waits for the rest of itself.
+        let (mut client, server) = tokio::io::duplex(1);
+        let writer = tokio::spawn(async move {
+            for b in wire {
+                client.write_all(&[b]).await.expect("write");
+            }
+        });
+        let mut reader = MessageReader::new(server, 100_000, 0);
+        for text in texts {
+            let m = reader.next(&mut no_reply).await.expect("message");
+            assert_eq!(m, Message::Text(Bytes::copy_from_slice(text.as_bytes())));
+            // Nothing is kept between messages.
+            assert_eq!(reader.buf.capacity(), 0);
+        }
+        writer.await.expect("writer");
+        assert_eq!(reader.next(&mut no_reply).await, Err(ReadError::Eof));
+    }
+
+    #[tokio::test]
+    async fn echoes_the_close_code() {
+        let (mut client, server) = tokio::io::duplex(64);
+        client
+            .write_all(&frame(true, 0x8, &[0x03, 0xe8, b'b', b'y']))
+            .await
+            .expect("write");
+        let mut reader = MessageReader::new(server, 100, 0);
+        let mut replies = Vec::new();
+        let mut send = |op: OpCode, payload: &[u8]| {
+            replies.push((op, payload.to_vec()));
+            std::future::ready(Ok::<(), std::io::Error>(()))
+        };
+        assert_eq!(reader.next(&mut send).await, Ok(Message::Close));
+        assert_eq!(replies, vec![(OpCode::Close, vec![0x03, 0xe8])]);
     }
 }
