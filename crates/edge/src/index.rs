@@ -446,7 +446,9 @@ impl Edge {
             let edge = self.clone();
             Ok(tokio::spawn(async move {
                 while let Some(msg) = sub.next().await {
-                    edge.on_bus_message(msg, &via).await;
+                    // Boxed, once per message: what handling one takes stays out
+                    // of the state every subscription's task keeps while idle.
+                    Box::pin(edge.on_bus_message(msg, &via)).await;
                 }
             }))
         })

@@ -231,40 +231,58 @@ impl Edge {
     /// Server pings every interval; no pong within the timeout closes the
     /// session. Also enforces the connect timeout.
     async fn heartbeat(&self, session: Arc<Session>) {
+        use tokio::time::Instant;
         let cfg = &self.inner.config;
-        let connect_deadline = tokio::time::Instant::now() + cfg.connect_timeout;
-        let mut connect_checked = false;
+        // One timer, reset to the next thing due, and one pong waiter: this
+        // task lives as long as the session, so its size is per connection.
+        let mut connect_deadline = Some(Instant::now() + cfg.connect_timeout);
+        let mut next_ping = Instant::now() + cfg.ping_interval;
+        // While a ping waits for its pong: when it times out.
+        let mut pong_deadline: Option<Instant> = None;
+        let timer = tokio::time::sleep_until(next_ping);
+        tokio::pin!(timer);
+        let pong = session.pong.notified();
+        tokio::pin!(pong);
         loop {
-            let tick = tokio::time::sleep(cfg.ping_interval);
-            tokio::pin!(tick);
-            loop {
-                tokio::select! {
-                    _ = session.cancel.cancelled() => return,
-                    _ = &mut tick => break,
-                    _ = tokio::time::sleep_until(connect_deadline), if !connect_checked => {
-                        connect_checked = true;
+            let due = pong_deadline.unwrap_or(next_ping);
+            timer
+                .as_mut()
+                .reset(connect_deadline.map_or(due, |c| c.min(due)));
+            tokio::select! {
+                _ = session.cancel.cancelled() => return,
+                _ = pong.as_mut(), if pong_deadline.is_some() => {
+                    pong_deadline = None;
+                    next_ping = Instant::now() + cfg.ping_interval;
+                    pong.set(session.pong.notified());
+                }
+                _ = timer.as_mut() => {
+                    let now = Instant::now();
+                    if connect_deadline.is_some_and(|d| d <= now) {
+                        connect_deadline = None;
                         if session.sio().sockets.is_empty() {
                             self.close_session(&session, CloseReason::ConnectTimeout);
                             return;
                         }
                     }
-                }
-            }
-            let pong = session.pong.notified();
-            tokio::pin!(pong);
-            pong.as_mut().enable();
-            if let Err(e) = session.outbox.push([Frame::control(PacketType::Ping)]) {
-                if e == crate::outbox::PushError::Full {
-                    self.close_session(&session, CloseReason::SlowConsumer);
-                }
-                return;
-            }
-            tokio::select! {
-                _ = session.cancel.cancelled() => return,
-                _ = &mut pong => {}
-                _ = tokio::time::sleep(cfg.ping_timeout) => {
-                    self.close_session(&session, CloseReason::PingTimeout);
-                    return;
+                    match pong_deadline {
+                        Some(d) if d <= now => {
+                            self.close_session(&session, CloseReason::PingTimeout);
+                            return;
+                        }
+                        Some(_) => {}
+                        None if next_ping <= now => {
+                            // Listening before the ping goes: the pong may be quick.
+                            pong.as_mut().enable();
+                            if let Err(e) = session.outbox.push([Frame::control(PacketType::Ping)]) {
+                                if e == crate::outbox::PushError::Full {
+                                    self.close_session(&session, CloseReason::SlowConsumer);
+                                }
+                                return;
+                            }
+                            pong_deadline = Some(now + cfg.ping_timeout);
+                        }
+                        None => {}
+                    }
                 }
             }
         }

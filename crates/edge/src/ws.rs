@@ -19,10 +19,11 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use fastwebsockets::upgrade::UpgradeFut;
+use futures_util::StreamExt;
 use hyper_util::rt::TokioIo;
 use roomcast_wire::engineio::{self, Frame, PacketType};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::outbox::{Mode, Outbox, PushError};
 use crate::session::{CloseReason, Handshake, Session};
@@ -60,7 +61,7 @@ pub(crate) async fn serve(
     let (r, w) = tokio::io::split(ws.into_inner());
     let cfg = edge.config();
     let mut reader = MessageReader::new(r, cfg.max_payload, cfg.ws_pings_per_sec);
-    let (direct_tx, direct_rx) = mpsc::channel::<Bytes>(16);
+    let (direct_tx, direct_rx) = direct_channel();
     let (switch_tx, switch_rx) = oneshot::channel::<()>();
 
     let session = match existing {
@@ -108,11 +109,7 @@ async fn linger(mut r: tokio::io::ReadHalf<Io>) {
 }
 
 /// `2probe` → `3probe`, then `5`: the client moves its session to this socket.
-async fn probe(
-    reader: &mut Reader,
-    direct: &mpsc::Sender<Bytes>,
-    session: &Session,
-) -> Result<(), CloseReason> {
+async fn probe(reader: &mut Reader, direct: &Direct, session: &Session) -> Result<(), CloseReason> {
     expect_text(reader, direct, b"2probe").await?;
     if session
         .upgrading
@@ -133,7 +130,7 @@ async fn probe(
 /// Reads the next message and checks it is exactly this text.
 async fn expect_text(
     reader: &mut Reader,
-    direct: &mpsc::Sender<Bytes>,
+    direct: &Direct,
     expected: &[u8],
 ) -> Result<(), CloseReason> {
     let mut send = control_sender(direct);
@@ -146,7 +143,7 @@ async fn expect_text(
 
 /// Fails the connection after a read error: queues the close frame with the
 /// code the error calls for, and tells why the session ends.
-async fn fail(direct: &mpsc::Sender<Bytes>, e: ReadError) -> CloseReason {
+async fn fail(direct: &Direct, e: ReadError) -> CloseReason {
     if let Some(code) = e.close_code() {
         let _ = direct
             .send(encode_frame(OpCode::Close, &code.to_be_bytes()))
@@ -165,13 +162,37 @@ async fn fail(direct: &mpsc::Sender<Bytes>, e: ReadError) -> CloseReason {
     }
 }
 
+/// Where the reader and the upgrade probe queue the frames they owe the
+/// client (pongs, the close echo or failing close, `3probe`) for the writer.
+/// futures-channel's channel allocates per message; tokio's allocates a block
+/// of 32 slots per channel up front, a kilobyte for every connection.
+#[derive(Clone)]
+struct Direct(futures_channel::mpsc::Sender<Bytes>);
+
+/// The writer is gone.
+#[derive(Debug)]
+struct Closed;
+
+fn direct_channel() -> (Direct, futures_channel::mpsc::Receiver<Bytes>) {
+    let (tx, rx) = futures_channel::mpsc::channel(16);
+    (Direct(tx), rx)
+}
+
+impl Direct {
+    async fn send(&self, frame: Bytes) -> Result<(), Closed> {
+        let mut tx = self.0.clone();
+        std::future::poll_fn(|cx| tx.poll_ready(cx))
+            .await
+            .map_err(|_| Closed)?;
+        tx.start_send(frame).map_err(|_| Closed)
+    }
+}
+
 /// What the reader's send callback returns: queuing a control reply.
-type SendFuture = std::pin::Pin<
-    Box<dyn std::future::Future<Output = Result<(), mpsc::error::SendError<Bytes>>> + Send>,
->;
+type SendFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Closed>> + Send>>;
 
 /// The reader's send callback: queues a control reply for the writer.
-fn control_sender(direct: &mpsc::Sender<Bytes>) -> impl FnMut(OpCode, &[u8]) -> SendFuture {
+fn control_sender(direct: &Direct) -> impl FnMut(OpCode, &[u8]) -> SendFuture {
     let direct = direct.clone();
     move |opcode, payload| {
         let bytes = encode_frame(opcode, payload);
@@ -180,12 +201,7 @@ fn control_sender(direct: &mpsc::Sender<Bytes>) -> impl FnMut(OpCode, &[u8]) -> 
     }
 }
 
-async fn read_loop(
-    edge: &Edge,
-    session: &Arc<Session>,
-    reader: &mut Reader,
-    direct: &mpsc::Sender<Bytes>,
-) {
+async fn read_loop(edge: &Edge, session: &Arc<Session>, reader: &mut Reader, direct: &Direct) {
     let mut send = control_sender(direct);
     loop {
         // Reads are not cancel-safe, but cancellation only comes with the end of
@@ -240,7 +256,7 @@ pub(crate) async fn echo(edge: Edge, fut: UpgradeFut) {
     let cfg = edge.config();
     let (r, w) = tokio::io::split(ws.into_inner());
     let mut reader = MessageReader::new(r, cfg.max_payload, cfg.ws_pings_per_sec);
-    let (direct_tx, direct_rx) = mpsc::channel::<Bytes>(16);
+    let (direct_tx, direct_rx) = direct_channel();
     let (switch_tx, switch_rx) = oneshot::channel::<()>();
     let _ = switch_tx.send(());
     let outbox = Arc::new(Outbox::new(Mode::WebSocket, cfg.outbound_queue_bytes));
@@ -279,7 +295,7 @@ fn spawn_writer(
     edge: &Edge,
     w: tokio::io::WriteHalf<Io>,
     session: Arc<Session>,
-    direct: mpsc::Receiver<Bytes>,
+    direct: futures_channel::mpsc::Receiver<Bytes>,
     switched: oneshot::Receiver<()>,
 ) {
     let e = edge.clone();
@@ -320,7 +336,7 @@ async fn writer(
     mut w: tokio::io::WriteHalf<Io>,
     outbox: &Outbox,
     close_code: impl Fn() -> u16,
-    mut direct: mpsc::Receiver<Bytes>,
+    mut direct: futures_channel::mpsc::Receiver<Bytes>,
     mut switched: oneshot::Receiver<()>,
 ) -> Result<(), CloseReason> {
     let io_err = |_| CloseReason::TransportError;
@@ -337,7 +353,7 @@ async fn writer(
                 Ok(()) => active = true,
                 Err(_) => return Ok(()),
             },
-            d = direct.recv(), if direct_open && pending_close.is_none() => match d {
+            d = direct.next(), if direct_open && pending_close.is_none() => match d {
                 Some(bytes) if active && is_close(&bytes) => pending_close = Some(bytes),
                 Some(bytes) => {
                     w.write_all(&bytes).await.map_err(io_err)?;
