@@ -73,7 +73,7 @@ impl Outbox {
     /// Queues the frames of one packet, all or none.
     pub fn push(&self, frames: impl IntoIterator<Item = Frame> + Clone) -> Result<(), PushError> {
         let size: usize = frames.clone().into_iter().map(|f| f.len()).sum();
-        {
+        let was_empty = {
             let mut s = self.lock();
             if s.closed {
                 return Err(PushError::Closed);
@@ -82,9 +82,17 @@ impl Outbox {
                 return Err(PushError::Full);
             }
             s.bytes += size;
+            let was_empty = s.frames.is_empty();
             s.frames.extend(frames);
+            was_empty
+        };
+        // Only the push that makes the queue non-empty wakes the consumer: a
+        // consumer looks at the queue before it waits, and its wait counts any
+        // notification since it began (`Notified`), so later pushes would only
+        // take the waiters' lock again for nothing.
+        if was_empty {
+            self.notify.notify_waiters();
         }
-        self.notify.notify_waiters();
         Ok(())
     }
 
@@ -177,6 +185,37 @@ mod tests {
         let batch = q.take(Mode::WebSocket, 1024).await.expect("ws owns it");
         assert_eq!(batch.frames, vec![frame("43")]);
         assert_eq!(q.queued_bytes(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_waiting_consumer_gets_every_push() {
+        let q = std::sync::Arc::new(Outbox::new(Mode::WebSocket, 1024));
+        let consumer = {
+            let q = q.clone();
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                while got.len() < 4 {
+                    got.extend(q.take(Mode::WebSocket, 1024).await.expect("ws").frames);
+                }
+                got
+            })
+        };
+        // The consumer waits on the empty queue; pushes come alone and in a row.
+        tokio::task::yield_now().await;
+        q.push([frame("41")]).expect("push");
+        q.push([frame("42")]).expect("push");
+        tokio::task::yield_now().await;
+        q.push([frame("43")]).expect("push");
+        tokio::task::yield_now().await;
+        q.push([frame("44")]).expect("push");
+        let got = tokio::time::timeout(std::time::Duration::from_secs(5), consumer)
+            .await
+            .expect("the consumer was woken")
+            .expect("consumer");
+        assert_eq!(
+            got,
+            vec![frame("41"), frame("42"), frame("43"), frame("44")]
+        );
     }
 
     #[tokio::test]
