@@ -186,6 +186,8 @@ impl Edge {
         drop(subs);
         let beating = edge.clone();
         edge.spawn(async move { beating.heartbeat_loop().await });
+        let sweeping = edge.clone();
+        edge.spawn(async move { sweeping.ping_sweep().await });
         if let Some(lost) = edge.inner.presence.as_ref().and_then(|p| p.take_lost()) {
             let recording = edge.clone();
             edge.spawn(async move { recording.rerecord_loop(lost).await });

@@ -6,12 +6,17 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use roomcast_wire::engineio::{Frame, OpenPacket, Packet, PacketType};
 use roomcast_wire::socketio::Assembler;
-use tokio::sync::Notify;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::outbox::{Mode, Outbox};
 use crate::sio::Socket;
 use crate::Edge;
+
+/// Bounds of the ping sweep's period (a tenth of the shortest of the ping
+/// interval, ping timeout and connect timeout).
+const SWEEP_MIN: std::time::Duration = std::time::Duration::from_millis(10);
+const SWEEP_MAX: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Why a connection closed. Maps to logs, WebSocket close codes and, later,
 /// metrics labels and whether a session may be recovered.
@@ -142,11 +147,22 @@ pub(crate) struct SioState {
     pub sockets: HashMap<String, Arc<Socket>>,
 }
 
+/// A session's heartbeat: Engine.IO's server pings, and the connect timeout.
+struct Beat {
+    /// Until a namespace is connected: when the session gives up waiting.
+    connect_by: Option<Instant>,
+    /// When the next ping is due (while no ping waits for its pong).
+    next_ping: Instant,
+    /// While a ping waits for its pong: when it times out.
+    pong_by: Option<Instant>,
+}
+
 pub(crate) struct Session {
     pub sid: String,
     pub outbox: Outbox,
     pub handshake: Handshake,
-    pong: Notify,
+    /// Where the session's heartbeat stands: the edge's ping sweep moves it.
+    beat: Mutex<Beat>,
     closed: AtomicBool,
     /// The WebSocket close code of the reason the session closed.
     close_code: AtomicU16,
@@ -169,6 +185,11 @@ impl Session {
         self.sio.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    fn beat(&self) -> MutexGuard<'_, Beat> {
+        // Plain field updates: consistent across a panic.
+        self.beat.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     pub fn close_code(&self) -> u16 {
         self.close_code.load(Ordering::Acquire)
     }
@@ -179,7 +200,8 @@ impl Session {
 }
 
 impl Edge {
-    /// Creates a session and its heartbeat task, and queues the open packet.
+    /// Creates a session (the ping sweep looks after its heartbeat) and queues
+    /// the open packet.
     pub(crate) fn open_session(&self, mode: Mode, handshake: Handshake) -> Arc<Session> {
         let cfg = &self.inner.config;
         let sid = roomcast_bus::names::new_id();
@@ -188,7 +210,11 @@ impl Edge {
             outbox: Outbox::new(mode, cfg.outbound_queue_bytes),
             sid: sid.clone(),
             handshake,
-            pong: Notify::new(),
+            beat: Mutex::new(Beat {
+                connect_by: Some(Instant::now() + cfg.connect_timeout),
+                next_ping: Instant::now() + cfg.ping_interval,
+                pong_by: None,
+            }),
             closed: AtomicBool::new(false),
             close_code: AtomicU16::new(1000),
             upgrading: AtomicBool::new(false),
@@ -213,13 +239,6 @@ impl Edge {
         // A fresh queue is empty and open: this push cannot fail.
         let _ = session.outbox.push([open.frame()]);
         self.sessions().insert(sid, session.clone());
-        let edge = self.clone();
-        let s = session.clone();
-        let span = session.span.clone();
-        self.spawn(tracing::Instrument::instrument(
-            async move { edge.heartbeat(s).await },
-            span,
-        ));
         tracing::debug!(sid = %session.sid, ?mode, remote = ?session.handshake.remote, "session opened");
         session
     }
@@ -228,63 +247,63 @@ impl Edge {
         self.sessions().get(sid).cloned()
     }
 
-    /// Server pings every interval; no pong within the timeout closes the
-    /// session. Also enforces the connect timeout.
-    async fn heartbeat(&self, session: Arc<Session>) {
-        use tokio::time::Instant;
+    /// Server pings every interval and no pong within the timeout closes the
+    /// session; a session with no namespace connected within the connect
+    /// timeout closes too. One task per edge sweeps every session a few times
+    /// per shortest interval, so an idle session carries no task or timer of
+    /// its own; pings and timeouts are late by at most one sweep period.
+    pub(crate) async fn ping_sweep(&self) {
         let cfg = &self.inner.config;
-        // One timer, reset to the next thing due, and one pong waiter: this
-        // task lives as long as the session, so its size is per connection.
-        let mut connect_deadline = Some(Instant::now() + cfg.connect_timeout);
-        let mut next_ping = Instant::now() + cfg.ping_interval;
-        // While a ping waits for its pong: when it times out.
-        let mut pong_deadline: Option<Instant> = None;
-        let timer = tokio::time::sleep_until(next_ping);
-        tokio::pin!(timer);
-        let pong = session.pong.notified();
-        tokio::pin!(pong);
+        let period = (cfg
+            .ping_interval
+            .min(cfg.ping_timeout)
+            .min(cfg.connect_timeout)
+            / 10)
+            .clamp(SWEEP_MIN, SWEEP_MAX);
+        let mut ticks = tokio::time::interval(period);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let due = pong_deadline.unwrap_or(next_ping);
-            timer
-                .as_mut()
-                .reset(connect_deadline.map_or(due, |c| c.min(due)));
             tokio::select! {
-                _ = session.cancel.cancelled() => return,
-                _ = pong.as_mut(), if pong_deadline.is_some() => {
-                    pong_deadline = None;
-                    next_ping = Instant::now() + cfg.ping_interval;
-                    pong.set(session.pong.notified());
-                }
-                _ = timer.as_mut() => {
-                    let now = Instant::now();
-                    if connect_deadline.is_some_and(|d| d <= now) {
-                        connect_deadline = None;
-                        if session.sio().sockets.is_empty() {
-                            self.close_session(&session, CloseReason::ConnectTimeout);
-                            return;
-                        }
-                    }
-                    match pong_deadline {
-                        Some(d) if d <= now => {
-                            self.close_session(&session, CloseReason::PingTimeout);
-                            return;
-                        }
-                        Some(_) => {}
-                        None if next_ping <= now => {
-                            // Listening before the ping goes: the pong may be quick.
-                            pong.as_mut().enable();
-                            if let Err(e) = session.outbox.push([Frame::control(PacketType::Ping)]) {
-                                if e == crate::outbox::PushError::Full {
-                                    self.close_session(&session, CloseReason::SlowConsumer);
-                                }
-                                return;
-                            }
-                            pong_deadline = Some(now + cfg.ping_timeout);
-                        }
-                        None => {}
-                    }
+                _ = self.inner.shutdown.cancelled() => return,
+                _ = ticks.tick() => {}
+            }
+            // Out of the map's lock first: the checks take each session's own.
+            let sessions: Vec<Arc<Session>> = self.sessions().values().cloned().collect();
+            let now = Instant::now();
+            for session in sessions {
+                if let Some(reason) = self.check_beat(&session, now) {
+                    self.close_session(&session, reason);
                 }
             }
+        }
+    }
+
+    /// Moves one session's heartbeat on to `now`: sends the ping that is due,
+    /// or says why the session must close.
+    fn check_beat(&self, session: &Session, now: Instant) -> Option<CloseReason> {
+        let cfg = &self.inner.config;
+        let mut beat = session.beat();
+        if beat.connect_by.is_some_and(|d| d <= now) {
+            beat.connect_by = None;
+            if session.sio().sockets.is_empty() {
+                return Some(CloseReason::ConnectTimeout);
+            }
+        }
+        let pong_by = beat.pong_by;
+        match pong_by {
+            Some(d) if d <= now => Some(CloseReason::PingTimeout),
+            None if beat.next_ping <= now => {
+                match session.outbox.push([Frame::control(PacketType::Ping)]) {
+                    Ok(()) => {
+                        beat.pong_by = Some(now + cfg.ping_timeout);
+                        None
+                    }
+                    Err(crate::outbox::PushError::Full) => Some(CloseReason::SlowConsumer),
+                    // Closing already.
+                    Err(crate::outbox::PushError::Closed) => None,
+                }
+            }
+            _ => None,
         }
     }
 
@@ -302,7 +321,11 @@ impl Edge {
         }
         match packet {
             Packet::Pong(_) => {
-                session.pong.notify_waiters();
+                let mut beat = session.beat();
+                // A pong nobody waits for changes nothing.
+                if beat.pong_by.take().is_some() {
+                    beat.next_ping = Instant::now() + self.inner.config.ping_interval;
+                }
                 Ok(())
             }
             Packet::Message(text) => {

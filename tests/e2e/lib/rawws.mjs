@@ -1,20 +1,24 @@
 // A raw Engine.IO/Socket.IO client over the `ws` package, for sending frames the
-// official client never would. It answers the server's pings so that only what a
-// test sends can make the server close the connection.
+// official client never would. It answers the server's pings (unless told not
+// to) so that only what a test sends can make the server close the connection.
 
 import WebSocket from 'ws';
 import { waitFor, withTimeout } from './wait.mjs';
 
 export class RawSocket {
-  constructor(ws) {
+  constructor(ws, { answerPings = true } = {}) {
     this.ws = ws;
     /** Text frames as strings, binary frames as Buffers, in arrival order. */
     this.frames = [];
     this.closed = null;
+    /** Engine.IO pings received. */
+    this.pings = 0;
     ws.on('message', (data, isBinary) => {
       const frame = isBinary ? Buffer.from(data) : data.toString();
-      if (frame === '2') ws.send('3');
-      else this.frames.push(frame);
+      if (frame === '2') {
+        this.pings += 1;
+        if (answerPings) ws.send('3');
+      } else this.frames.push(frame);
     });
     ws.on('close', (code, reason) => {
       this.closed = { code, reason: reason.toString() };
@@ -27,10 +31,13 @@ export class RawSocket {
    * Opens `ws://…/socket.io/?EIO=4&transport=websocket` and waits for the Engine.IO
    * open packet; `.open` is its parsed payload.
    */
-  static async connect(httpUrl, { path = '/socket.io/', query = 'EIO=4&transport=websocket' } = {}) {
+  static async connect(
+    httpUrl,
+    { path = '/socket.io/', query = 'EIO=4&transport=websocket', answerPings = true } = {},
+  ) {
     const url = `${httpUrl.replace(/^http/, 'ws')}${path}?${query}`;
     const ws = new WebSocket(url);
-    const raw = new RawSocket(ws);
+    const raw = new RawSocket(ws, { answerPings });
     await withTimeout(
       new Promise((resolve, reject) => {
         ws.once('open', resolve);
