@@ -37,8 +37,9 @@ const WRITE_BATCH_BYTES: usize = 256 * 1024;
 const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
 /// How long a closed connection may take to flush what was queued before it.
 const CLOSE_FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-/// Most frames in one vectored write (two buffers each, well under IOV_MAX).
-const WRITE_BATCH_FRAMES: usize = 256;
+/// Most frames in one vectored write (two buffers each, well under IOV_MAX);
+/// the slices are on the stack.
+const WRITE_SLICE_FRAMES: usize = 64;
 
 type Io = TokioIo<hyper::upgrade::Upgraded>;
 type Reader = MessageReader<tokio::io::ReadHalf<Io>>;
@@ -412,33 +413,76 @@ fn encode_frame(opcode: OpCode, payload: &[u8]) -> Bytes {
     Bytes::from(buf)
 }
 
+/// Writes the frames, each as a header and its shared payload, in as few
+/// vectored writes as the socket takes. The slices are built on the stack at
+/// each attempt, from where the batch got to: no allocation per write, and no
+/// buffer in the writer's state while it waits for the socket.
 async fn write_frames<W: AsyncWrite + Unpin>(w: &mut W, frames: &[Frame]) -> std::io::Result<()> {
-    for chunk in frames.chunks(WRITE_BATCH_FRAMES) {
-        let heads: Vec<([u8; 10], usize)> = chunk
-            .iter()
-            .map(|f| match f {
-                Frame::Text(b) => header(OpCode::Text, b.len()),
-                Frame::Binary(b) => header(OpCode::Binary, b.len()),
-            })
-            .collect();
-        let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(chunk.len() * 2);
-        for (frame, (h, n)) in chunk.iter().zip(&heads) {
-            slices.push(IoSlice::new(&h[..*n]));
-            let (Frame::Text(p) | Frame::Binary(p)) = frame;
-            if !p.is_empty() {
-                slices.push(IoSlice::new(p));
+    use std::task::Poll;
+    let wire_len = |f: &Frame| {
+        let len = frame_payload(f).len();
+        header(opcode_of(f), len).1 + len
+    };
+    // The first frame not wholly written, and how much of it is.
+    let (mut first, mut done) = (0, 0);
+    std::future::poll_fn(|cx| {
+        while first < frames.len() {
+            let mut heads = [([0u8; 10], 0); WRITE_SLICE_FRAMES];
+            let mut slices = [IoSlice::new(&[]); 2 * WRITE_SLICE_FRAMES];
+            let batch = &frames[first..frames.len().min(first + WRITE_SLICE_FRAMES)];
+            for (h, f) in heads.iter_mut().zip(batch) {
+                *h = header(opcode_of(f), frame_payload(f).len());
+            }
+            let mut used = 0;
+            let mut skip = done;
+            for ((h, n), f) in heads.iter().zip(batch) {
+                for part in [&h[..*n], frame_payload(f)] {
+                    // Only the first frame has a written part to leave out.
+                    let cut = skip.min(part.len());
+                    skip -= cut;
+                    if part.len() > cut {
+                        slices[used] = IoSlice::new(&part[cut..]);
+                        used += 1;
+                    }
+                }
+            }
+            let mut n = match std::pin::Pin::new(&mut *w).poll_write_vectored(cx, &slices[..used]) {
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()))
+                }
+                Poll::Ready(Ok(n)) => n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            };
+            // Move past what the socket took.
+            while n > 0 && first < frames.len() {
+                let left = wire_len(&frames[first]) - done;
+                if n >= left {
+                    n -= left;
+                    first += 1;
+                    done = 0;
+                } else {
+                    done += n;
+                    n = 0;
+                }
             }
         }
-        let mut bufs = &mut slices[..];
-        while !bufs.is_empty() {
-            let n = w.write_vectored(bufs).await?;
-            if n == 0 {
-                return Err(std::io::ErrorKind::WriteZero.into());
-            }
-            IoSlice::advance_slices(&mut bufs, n);
-        }
-    }
+        Poll::Ready(Ok(()))
+    })
+    .await?;
     w.flush().await
+}
+
+fn frame_payload(f: &Frame) -> &[u8] {
+    let (Frame::Text(p) | Frame::Binary(p)) = f;
+    p
+}
+
+fn opcode_of(f: &Frame) -> OpCode {
+    match f {
+        Frame::Text(_) => OpCode::Text,
+        Frame::Binary(_) => OpCode::Binary,
+    }
 }
 
 #[cfg(test)]
@@ -455,6 +499,97 @@ mod tests {
         assert_eq!((&h[..n], n), (&[0x82, 126, 1, 44][..], 4));
         let (h, n) = header(OpCode::Text, 70_000);
         assert_eq!(&h[..n], &[0x81, 127, 0, 0, 0, 0, 0, 1, 0x11, 0x70]);
+    }
+
+    /// Takes at most `step` bytes per write, and is not ready every other time.
+    struct Trickle {
+        out: Vec<u8>,
+        step: usize,
+        ready: bool,
+        calls: usize,
+    }
+
+    impl AsyncWrite for Trickle {
+        fn poll_write(
+            self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            self.poll_write_vectored(cx, &[IoSlice::new(buf)])
+        }
+
+        fn poll_write_vectored(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            bufs: &[IoSlice<'_>],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            self.ready = !self.ready;
+            if !self.ready {
+                cx.waker().wake_by_ref();
+                return std::task::Poll::Pending;
+            }
+            self.calls += 1;
+            let mut n = 0;
+            for b in bufs {
+                let take = b.len().min(self.step - n);
+                self.out.extend_from_slice(&b[..take]);
+                n += take;
+                if n == self.step {
+                    break;
+                }
+            }
+            std::task::Poll::Ready(Ok(n))
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            true
+        }
+
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn partial_writes_resume_where_the_socket_stopped() {
+        // More frames than one write takes, of every header length, some empty.
+        let frames: Vec<Frame> = (0..150)
+            .map(|i| match i % 5 {
+                0 => Frame::Text(Bytes::new()),
+                1 => Frame::Text(Bytes::from(vec![b'a'; 125])),
+                2 => Frame::Binary(Bytes::from(vec![i as u8; 126])),
+                3 => Frame::Text(Bytes::from(format!("42[\"e\",{i}]"))),
+                _ => Frame::Binary(Bytes::from(vec![7u8; if i == 149 { 70_000 } else { 300 }])),
+            })
+            .collect();
+        let expected: Vec<u8> = frames
+            .iter()
+            .flat_map(|f| encode_frame(opcode_of(f), frame_payload(f)).to_vec())
+            .collect();
+        for step in [1, 3, 7, 100, 4096, usize::MAX] {
+            let mut w = Trickle {
+                out: Vec::new(),
+                step,
+                ready: false,
+                calls: 0,
+            };
+            write_frames(&mut w, &frames).await.expect("write");
+            assert_eq!(w.out, expected, "step {step}");
+            if step == usize::MAX {
+                // 64 frames per write at most.
+                assert_eq!(w.calls, 3);
+            }
+        }
     }
 
     #[tokio::test]
