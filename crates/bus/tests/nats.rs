@@ -19,14 +19,21 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(v) = check().await {
-            return v;
+    let found = std::cell::RefCell::new(None);
+    roomcast_testkit::wait_for(WAIT, || {
+        let (value, found) = (check(), &found);
+        async move {
+            let value = value.await;
+            let done = value.is_some();
+            *found.borrow_mut() = value;
+            done
         }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("timed out waiting for {what}: {e}"));
+    found
+        .into_inner()
+        .unwrap_or_else(|| panic!("{what}: no value"))
 }
 
 async fn connect(server: &NatsServer, name: &str) -> NatsBus {

@@ -1103,15 +1103,11 @@ mod tests {
             .await
             .expect("connected");
         let id = d.emit(emit_to("u", "[1]")).await.expect("accepted");
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        loop {
-            let s = d.status(&id).await.expect("status");
-            if s.status == DeliveryStatus::Acked as i32 {
-                break;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "never acked");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        roomcast_testkit::wait_for(Duration::from_secs(5), || async {
+            d.status(&id).await.expect("status").status == DeliveryStatus::Acked as i32
+        })
+        .await
+        .expect("never acked");
         let sent = sent.lock().expect("log").clone();
         assert_eq!(sent.len(), 3, "two unanswered sends, then the acked one");
         for text in &sent {

@@ -78,11 +78,9 @@ fn broadcast_texts(sub: &mut Subscription) -> Vec<String> {
 }
 
 async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    roomcast_testkit::wait_for(Duration::from_secs(5), || std::future::ready(check()))
+        .await
+        .unwrap_or_else(|e| panic!("timed out waiting for {what}: {e}"));
 }
 
 /// Waits until every grace timer the keepers started before now has fired:
