@@ -419,17 +419,14 @@ fn encode_frame(opcode: OpCode, payload: &[u8]) -> Bytes {
 /// buffer in the writer's state while it waits for the socket.
 async fn write_frames<W: AsyncWrite + Unpin>(w: &mut W, frames: &[Frame]) -> std::io::Result<()> {
     use std::task::Poll;
-    let wire_len = |f: &Frame| {
-        let len = frame_payload(f).len();
-        header(opcode_of(f), len).1 + len
-    };
     // The first frame not wholly written, and how much of it is.
     let (mut first, mut done) = (0, 0);
     std::future::poll_fn(|cx| {
         while first < frames.len() {
             let mut heads = [([0u8; 10], 0); WRITE_SLICE_FRAMES];
             let mut slices = [IoSlice::new(&[]); 2 * WRITE_SLICE_FRAMES];
-            let batch = &frames[first..frames.len().min(first + WRITE_SLICE_FRAMES)];
+            let start = first;
+            let batch = &frames[start..frames.len().min(start + WRITE_SLICE_FRAMES)];
             for (h, f) in heads.iter_mut().zip(batch) {
                 *h = header(opcode_of(f), frame_payload(f).len());
             }
@@ -454,9 +451,10 @@ async fn write_frames<W: AsyncWrite + Unpin>(w: &mut W, frames: &[Frame]) -> std
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => return Poll::Pending,
             };
-            // Move past what the socket took.
-            while n > 0 && first < frames.len() {
-                let left = wire_len(&frames[first]) - done;
+            // Move past what the socket took (within this batch: the socket
+            // took no more than its slices).
+            while n > 0 && first < start + batch.len() {
+                let left = heads[first - start].1 + frame_payload(&frames[first]).len() - done;
                 if n >= left {
                     n -= left;
                     first += 1;
