@@ -159,17 +159,25 @@ impl Message {
         }
     }
 
-    /// Marks a pending recipient; returns whether it changed.
-    pub fn mark(&mut self, to: &Recipient, state: State, now: i64) -> bool {
-        let mut changed = false;
+    /// Marks a pending recipient; returns the state recorded, if any. A
+    /// recipient already past the expiry is recorded as expired whatever was
+    /// asked, as `state_at` reports it: a purge or a late ack that comes
+    /// before a sweep recorded the expiry does not change the outcome.
+    pub fn mark(&mut self, to: &Recipient, state: State, now: i64) -> Option<State> {
+        let mut recorded = None;
         for r in &mut self.recipients {
             if r.to == *to && r.state == State::Pending {
+                let (state, done_ms) = if now >= self.expires_ms {
+                    (State::Expired, self.expires_ms.min(now))
+                } else {
+                    (state, now)
+                };
                 r.state = state;
-                r.done_ms = now;
-                changed = true;
+                r.done_ms = done_ms;
+                recorded = Some(state);
             }
         }
-        changed
+        recorded
     }
 
     /// When the record may be deleted: `retention` after the last recipient
@@ -513,9 +521,9 @@ impl Delivery {
             let Some((mut msg, rev)) = self.read_message(id).await? else {
                 return Ok(false);
             };
-            if !msg.mark(to, state, now_ms()) {
+            let Some(recorded) = msg.mark(to, state, now_ms()) else {
                 return Ok(false);
-            }
+            };
             match self
                 .inner
                 .store
@@ -523,14 +531,14 @@ impl Delivery {
                 .await
             {
                 Ok(_) => {
-                    let label = match state {
+                    let label = match recorded {
                         State::Acked => "acked",
                         State::Expired => "expired",
                         State::Purged => "purged",
-                        State::Pending => return Ok(true),
+                        State::Pending => return Ok(recorded == state),
                     };
                     ::metrics::counter!(metrics::DELIVERY_DONE, "outcome" => label).increment(1);
-                    return Ok(true);
+                    return Ok(recorded == state);
                 }
                 Err(StoreError::Conflict) => continue,
                 Err(e) => return Err(e),
@@ -1119,6 +1127,54 @@ mod tests {
         assert!(d.inbox("/", "u", "").await.expect("inbox").is_empty());
     }
 
+    /// A purge that comes after a message expired but before anything
+    /// pruned it from the queue purges only what is still pending.
+    #[tokio::test]
+    async fn a_purge_does_not_count_what_expired_unswept() {
+        let bus = MemoryBus::default();
+        let (d, _) = delivery(&bus).await;
+        let u = Recipient::User("u".into());
+        let now = now_ms();
+        let mut items = Vec::new();
+        for (id, expires_ms) in [("m-old", now - 1), ("m-live", now + 60_000)] {
+            let mut m = msg(vec![pending("u")]);
+            m.id = id.into();
+            m.expires_ms = expires_ms;
+            d.inner
+                .store
+                .swap(&message_key(id), to_json(&m), None)
+                .await
+                .expect("message stored");
+            items.push(Item {
+                msg: id.into(),
+                expires_ms,
+            });
+        }
+        let queue = Queue {
+            items,
+            ..Queue::default()
+        };
+        d.inner
+            .store
+            .swap(&queue_key("/", &u), to_json(&queue), None)
+            .await
+            .expect("queue stored");
+
+        assert_eq!(d.purge("/", "u", "").await.expect("purged"), 1);
+        let status = |id: &'static str| {
+            let d = d.clone();
+            async move { d.status(id).await.expect("status").status }
+        };
+        assert_eq!(status("m-old").await, DeliveryStatus::Expired as i32);
+        assert_eq!(status("m-live").await, DeliveryStatus::Purged as i32);
+        let (old, _) = d.read_message("m-old").await.expect("read").expect("kept");
+        assert_eq!(
+            old.recipients[0].state,
+            State::Expired,
+            "recorded, not purged"
+        );
+    }
+
     fn msg(recipients: Vec<RecipientState>) -> Message {
         Message {
             id: "m1".into(),
@@ -1145,14 +1201,17 @@ mod tests {
         let mut m = msg(vec![pending("a"), pending("b")]);
         assert_eq!(m.status_at(50), State::Pending);
         assert_eq!(m.status_at(100), State::Expired, "pending past the ttl");
-        assert!(m.mark(&Recipient::User("a".into()), State::Acked, 10));
-        assert!(
-            !m.mark(&Recipient::User("a".into()), State::Expired, 11),
+        let a = Recipient::User("a".into());
+        let b = Recipient::User("b".into());
+        assert_eq!(m.mark(&a, State::Acked, 10), Some(State::Acked));
+        assert_eq!(
+            m.mark(&a, State::Expired, 11),
+            None,
             "a final state is never changed"
         );
         assert_eq!(m.status_at(50), State::Pending);
         assert_eq!(m.status_at(150), State::Expired);
-        assert!(m.mark(&Recipient::User("b".into()), State::Acked, 20));
+        assert_eq!(m.mark(&b, State::Acked, 20), Some(State::Acked));
         assert_eq!(
             m.status_at(150),
             State::Acked,
@@ -1161,8 +1220,19 @@ mod tests {
         assert_eq!(m.collectable_at(Duration::from_millis(5)), 25);
 
         let mut p = msg(vec![pending("a")]);
-        p.mark(&Recipient::User("a".into()), State::Purged, 5);
+        assert_eq!(p.mark(&a, State::Purged, 5), Some(State::Purged));
         assert_eq!(p.status_at(500), State::Purged);
+    }
+
+    #[test]
+    fn a_recipient_past_the_expiry_is_recorded_expired_whatever_is_asked() {
+        let a = Recipient::User("a".into());
+        for asked in [State::Purged, State::Acked, State::Expired] {
+            let mut m = msg(vec![pending("a")]);
+            assert_eq!(m.mark(&a, asked, 130), Some(State::Expired), "{asked:?}");
+            assert_eq!(m.recipients[0].done_ms, 100, "done at the expiry");
+            assert_eq!(m.status_at(130), State::Expired);
+        }
     }
 
     #[test]
