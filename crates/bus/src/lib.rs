@@ -14,9 +14,9 @@
 //!   untouched payload (the Socket.IO packet, encoded once by the producer).
 //! - [`memory`]: the in-process implementation with NATS subject semantics
 //!   (`*` and `>` wildcards, queue groups, slow subscribers dropped, not waited on).
-//! - [`nats`]: the `async-nats` implementation: a forwarding task per
-//!   subscription into the same bounded channels, reconnects that never give up
-//!   (the client resubscribes), and connection state and reconnect counters for
+//! - [`nats`]: the `async-nats` implementation: subscriptions read the
+//!   client's own bounded per-subscription channel, reconnects never give up
+//!   (the client resubscribes), and connection state and reconnect counters serve
 //!   readiness. Its tests run against real `nats-server` processes.
 
 #![forbid(unsafe_code)]
@@ -29,10 +29,11 @@ pub mod recovery;
 pub mod subject;
 pub mod trace;
 
+use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use futures_util::{FutureExt, Stream, StreamExt};
 
 pub use memory::MemoryBus;
 pub use nats::{NatsBus, NatsOptions};
@@ -101,28 +102,31 @@ pub enum BusError {
 }
 
 /// A live subscription. Dropping it unsubscribes.
+///
+/// It is the implementation's own stream, read directly by the subscriber: no
+/// task or channel of ours sits between the bus and the reader, so a
+/// subscription costs one allocation here and what the implementation keeps
+/// (for NATS, the client's channel), and a message one wake-up.
 pub struct Subscription {
-    rx: mpsc::Receiver<Message>,
-    _guard: Box<dyn Send + Sync>,
+    stream: Pin<Box<dyn Stream<Item = Message> + Send + Sync>>,
 }
 
 impl Subscription {
-    /// Wraps a receiver and a value whose drop ends the subscription.
-    pub fn new(rx: mpsc::Receiver<Message>, guard: impl Send + Sync + 'static) -> Self {
+    /// Wraps a stream whose drop ends the subscription.
+    pub fn new(stream: impl Stream<Item = Message> + Send + Sync + 'static) -> Self {
         Self {
-            rx,
-            _guard: Box::new(guard),
+            stream: Box::pin(stream),
         }
     }
 
     /// The next message; `None` once the bus is gone.
     pub async fn next(&mut self) -> Option<Message> {
-        self.rx.recv().await
+        self.stream.next().await
     }
 
     /// A message if one is waiting, without waiting.
     pub fn try_next(&mut self) -> Option<Message> {
-        self.rx.try_recv().ok()
+        self.stream.next().now_or_never().flatten()
     }
 }
 
@@ -151,6 +155,14 @@ pub trait Bus: Send + Sync + 'static {
 
     /// A subject nobody else uses, for replies.
     fn new_inbox(&self) -> String;
+
+    /// Returns once every subscription made before the call is live where
+    /// publishers reach it: a message published after this returns, by anyone,
+    /// reaches them. In memory a subscription is live when `subscribe`
+    /// returns; NATS takes a round trip to the server.
+    async fn sync(&self) -> Result<(), BusError> {
+        Ok(())
+    }
 
     /// Publishes a request with a fresh reply subject; its replies, however
     /// many, arrive on the returned subscription, taken before the request

@@ -7,11 +7,14 @@
 //! than stalling the publisher and everyone else.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use futures_channel::mpsc;
+use futures_util::{Stream, StreamExt};
 
 use crate::{subject, Bus, BusError, Headers, Message, Subscription};
 
@@ -44,7 +47,12 @@ struct Sub {
     id: u64,
     pattern: String,
     queue: Option<String>,
-    tx: mpsc::Sender<Message>,
+    /// Unbounded by itself, bounded by `queued`: futures-channel allocates per
+    /// message, where tokio's bounded channel allocates a block of 32 slots (3
+    /// KiB) for every subscription up front, and an edge has one per room.
+    tx: mpsc::UnboundedSender<Message>,
+    /// Messages sent and not yet received.
+    queued: Arc<AtomicUsize>,
 }
 
 impl Default for MemoryBus {
@@ -89,6 +97,26 @@ struct Unsubscribe {
     inner: Arc<Inner>,
     id: u64,
     pattern: String,
+}
+
+/// The subscriber's end: the channel, and the registration it removes when
+/// dropped.
+struct Receiver {
+    rx: mpsc::UnboundedReceiver<Message>,
+    queued: Arc<AtomicUsize>,
+    _unsubscribe: Unsubscribe,
+}
+
+impl Stream for Receiver {
+    type Item = Message;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Message>> {
+        let msg = ready!(self.rx.poll_next_unpin(cx));
+        if msg.is_some() {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+        }
+        Poll::Ready(msg)
+    }
 }
 
 impl Drop for Unsubscribe {
@@ -145,7 +173,15 @@ impl Bus for MemoryBus {
             targets.push(members[*cursor % members.len()]);
         }
         for sub in targets {
-            if sub.tx.try_send(msg.clone()).is_err() && !sub.tx.is_closed() {
+            // Publishers hold the lock: only the receiver moves `queued`
+            // meanwhile, and only down.
+            let full = sub.queued.load(Ordering::Acquire) >= self.inner.capacity;
+            if !full {
+                sub.queued.fetch_add(1, Ordering::AcqRel);
+                if sub.tx.unbounded_send(msg.clone()).is_err() {
+                    sub.queued.fetch_sub(1, Ordering::AcqRel);
+                }
+            } else if !sub.tx.is_closed() {
                 self.inner.dropped.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(subject, "in-memory subscriber is slow, message dropped");
             }
@@ -161,13 +197,15 @@ impl Bus for MemoryBus {
         if !subject::is_valid(pattern, true) {
             return Err(BusError::InvalidSubject(pattern.to_owned()));
         }
-        let (tx, rx) = mpsc::channel(self.inner.capacity);
+        let (tx, rx) = mpsc::unbounded();
+        let queued = Arc::new(AtomicUsize::new(0));
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let sub = Sub {
             id,
             pattern: pattern.to_owned(),
             queue: queue.map(str::to_owned),
             tx,
+            queued: queued.clone(),
         };
         {
             let mut subs = self.inner.lock();
@@ -177,14 +215,15 @@ impl Bus for MemoryBus {
                 subs.exact.entry(pattern.to_owned()).or_default().push(sub);
             }
         }
-        Ok(Subscription::new(
+        Ok(Subscription::new(Receiver {
             rx,
-            Unsubscribe {
+            queued,
+            _unsubscribe: Unsubscribe {
                 inner: self.inner.clone(),
                 id,
                 pattern: pattern.to_owned(),
             },
-        ))
+        }))
     }
 
     fn new_inbox(&self) -> String {

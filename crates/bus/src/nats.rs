@@ -24,17 +24,17 @@
 //! [`Headers::get_all`] never depend on.
 
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use async_nats::connection::State;
 use async_nats::{Event, HeaderMap, HeaderName, HeaderValue, ServerAddr, StatusCode};
 use bytes::Bytes;
-use futures_util::StreamExt;
-use tokio::sync::mpsc;
-use tokio::task::AbortHandle;
+use futures_util::{Stream, StreamExt};
 
 use crate::memory::DEFAULT_SUBSCRIBER_CAPACITY;
 use crate::{subject, Bus, BusError, Headers, Message, Subscription};
@@ -199,16 +199,13 @@ pub enum ConnectionState {
 pub struct NatsBus {
     client: async_nats::Client,
     stats: Arc<Stats>,
-    capacity: usize,
 }
 
 #[derive(Default)]
 struct Stats {
     connects: AtomicU64,
     disconnects: AtomicU64,
-    /// Lost because a [`Subscription`]'s channel was full.
-    dropped: AtomicU64,
-    /// Lost because the client's own per-subscription buffer was full.
+    /// Lost because the client's per-subscription buffer was full.
     slow_consumer: AtomicU64,
 }
 
@@ -310,11 +307,7 @@ impl NatsBus {
             co = co.retry_on_initial_connect();
         }
         let client = co.connect(addrs).await.map_err(connection_error)?;
-        Ok(NatsBus {
-            client,
-            stats,
-            capacity: opts.subscriber_capacity,
-        })
+        Ok(NatsBus { client, stats })
     }
 
     /// The underlying client, for what the bus does not cover (JetStream).
@@ -348,15 +341,16 @@ impl NatsBus {
         self.stats.disconnects.load(Ordering::Relaxed)
     }
 
-    /// Messages lost because a subscriber was slow: its [`Subscription`]
-    /// channel was full, or, rarely, the client's own buffer in front of it.
+    /// Messages lost because a subscriber was slow: the client's buffer of its
+    /// subscription ([`NatsOptions::subscriber_capacity`]) was full. Counted
+    /// from the client's slow-consumer events, one per lost message; the client
+    /// queues at most 128 events, so a burst beyond that counts fewer.
     pub fn dropped(&self) -> u64 {
-        self.stats.dropped.load(Ordering::Relaxed)
-            + self.stats.slow_consumer.load(Ordering::Relaxed)
+        self.stats.slow_consumer.load(Ordering::Relaxed)
     }
 
-    /// Slow-consumer events the NATS client reported (its own buffer in front
-    /// of a subscription was full; each is also in [`NatsBus::dropped`]).
+    /// Slow-consumer events the NATS client reported, the same count as
+    /// [`NatsBus::dropped`].
     pub fn slow_consumer_events(&self) -> u64 {
         self.stats.slow_consumer.load(Ordering::Relaxed)
     }
@@ -442,37 +436,26 @@ fn from_nats(msg: async_nats::Message) -> Message {
     }
 }
 
-/// Ends a forwarding task, and with it the server-side subscription.
-struct AbortOnDrop(AbortHandle);
+/// A subscription read straight from the client's per-subscription channel;
+/// dropping it unsubscribes. Status messages (only request inboxes get them,
+/// "no responders") are not messages and are skipped.
+struct NatsStream(async_nats::Subscriber);
 
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
+impl Stream for NatsStream {
+    type Item = Message;
 
-async fn forward(mut sub: async_nats::Subscriber, tx: mpsc::Sender<Message>, stats: Arc<Stats>) {
-    loop {
-        let msg = tokio::select! {
-            msg = sub.next() => msg,
-            () = tx.closed() => break,
-        };
-        let Some(msg) = msg else { break };
-        if let Some(status) = msg.status {
-            // Only request inboxes get these ("no responders"); they are not messages.
-            tracing::debug!(subject = %msg.subject, %status, "nats status message skipped");
-            continue;
-        }
-        match tx.try_send(from_nats(msg)) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(msg)) => {
-                stats.dropped.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(subject = %msg.subject, "nats subscriber is slow, message dropped");
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Message>> {
+        loop {
+            let Some(msg) = ready!(self.0.poll_next_unpin(cx)) else {
+                return Poll::Ready(None);
+            };
+            if let Some(status) = msg.status {
+                tracing::debug!(subject = %msg.subject, %status, "nats status message skipped");
+                continue;
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => break,
+            return Poll::Ready(Some(from_nats(msg)));
         }
     }
-    // Dropping `sub` here (or when the task is aborted) unsubscribes.
 }
 
 fn is_valid_queue(queue: &str) -> bool {
@@ -536,13 +519,15 @@ impl Bus for NatsBus {
             None => self.client.subscribe(pattern.to_owned()).await,
         }
         .map_err(connection_error)?;
-        let (tx, rx) = mpsc::channel(self.capacity);
-        let task = tokio::spawn(forward(sub, tx, self.stats.clone()));
-        Ok(Subscription::new(rx, AbortOnDrop(task.abort_handle())))
+        Ok(Subscription::new(NatsStream(sub)))
     }
 
     fn new_inbox(&self) -> String {
         self.client.new_inbox()
+    }
+
+    async fn sync(&self) -> Result<(), BusError> {
+        self.flush().await
     }
 
     /// Like the default, but ends early when the server says nobody listens on

@@ -24,6 +24,9 @@ use crate::session::CloseReason;
 use crate::sio::Socket;
 use crate::Edge;
 
+/// Longest a join waits for the bus to confirm its subscriptions.
+const SYNC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The subject a command arrived on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Via {
@@ -395,6 +398,7 @@ impl Edge {
             return;
         }
         let mut subs = self.inner.subs.lock().await;
+        let mut wanted_any = false;
         for interest in changed {
             let (subject, via) = match &interest {
                 Interest::Room(ns, room) => (
@@ -407,6 +411,7 @@ impl Edge {
                 ),
             };
             let wanted = self.read_index().wants(&interest);
+            wanted_any |= wanted;
             match (wanted, subs.contains_key(&subject)) {
                 (true, false) => match self.subscribe(&subject, via).await {
                     Ok(handle) => {
@@ -421,6 +426,30 @@ impl Edge {
                 }
                 _ => {}
             }
+        }
+        drop(subs);
+        if wanted_any {
+            self.sync_subscriptions().await;
+        }
+    }
+
+    /// Waits until the subscriptions made so far are live at the bus (for NATS,
+    /// a round trip), unless they are known to be: a socket is told it joined a
+    /// room, and a backend that its join is done, only once an emit published
+    /// anywhere reaches it. Bounded: while the bus is away, joins go on and the
+    /// subscriptions become live when it is back.
+    pub(crate) async fn sync_subscriptions(&self) {
+        use std::sync::atomic::Ordering;
+        let upto = self.inner.subscribed.load(Ordering::Acquire);
+        if self.inner.synced.load(Ordering::Acquire) >= upto {
+            return;
+        }
+        match tokio::time::timeout(SYNC_TIMEOUT, self.inner.bus.sync()).await {
+            Ok(Ok(())) => {
+                self.inner.synced.fetch_max(upto, Ordering::AcqRel);
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "bus subscriptions not confirmed"),
+            Err(_) => tracing::warn!("bus subscriptions not confirmed in time"),
         }
     }
 
@@ -443,6 +472,9 @@ impl Edge {
     > {
         Box::pin(async move {
             let mut sub = self.inner.bus.subscribe(subject, None).await?;
+            self.inner
+                .subscribed
+                .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
             let edge = self.clone();
             Ok(tokio::spawn(async move {
                 while let Some(msg) = sub.next().await {

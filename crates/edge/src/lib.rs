@@ -92,6 +92,10 @@ struct Inner {
     index: RwLock<Index>,
     /// Live bus subscriptions by subject. Lock order: `subs` before `index`.
     subs: tokio::sync::Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
+    /// Subscriptions made so far, and how many of the first of them the bus
+    /// has confirmed live ([`roomcast_bus::Bus::sync`]).
+    subscribed: std::sync::atomic::AtomicU64,
+    synced: std::sync::atomic::AtomicU64,
     /// Where the acks of server emits go, by (socket id, ack id). Taken alone,
     /// never while holding another lock.
     acks: Mutex<HashMap<(String, u64), String>>,
@@ -163,6 +167,8 @@ impl Edge {
                 sessions: Mutex::new(HashMap::new()),
                 index: RwLock::new(Index::default()),
                 subs: tokio::sync::Mutex::new(HashMap::new()),
+                subscribed: std::sync::atomic::AtomicU64::new(0),
+                synced: std::sync::atomic::AtomicU64::new(0),
                 acks: Mutex::new(HashMap::new()),
                 shutdown: CancellationToken::new(),
                 draining: std::sync::atomic::AtomicBool::new(false),
@@ -184,6 +190,7 @@ impl Edge {
             subs.insert(subject, handle);
         }
         drop(subs);
+        edge.sync_subscriptions().await;
         let beating = edge.clone();
         edge.spawn(async move { beating.heartbeat_loop().await });
         let sweeping = edge.clone();
