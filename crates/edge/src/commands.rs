@@ -129,13 +129,8 @@ impl Edge {
                         Mode::Polling => "polling".into(),
                         Mode::WebSocket => "websocket".into(),
                     },
-                    query: handshake.query.clone(),
-                    headers: handshake
-                        .headers
-                        .iter()
-                        .filter(|(name, _)| !PRIVATE_HEADERS.contains(&name.as_str()))
-                        .cloned()
-                        .collect(),
+                    query: handshake.query.to_vec(&[]),
+                    headers: handshake.headers.to_vec(&PRIVATE_HEADERS),
                     data_json: socket.data_json.clone(),
                 })
             })

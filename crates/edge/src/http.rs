@@ -140,14 +140,12 @@ fn handshake<'a>(
             .map(|c| c.0),
         query: query
             .filter(|(k, _)| !ENGINE_PARAMS.contains(&k.as_str()))
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect(),
         headers: req
             .headers()
             .iter()
-            .filter_map(|(name, value)| {
-                Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
-            })
+            .filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?)))
             .collect(),
         slot: None,
     }
@@ -260,10 +258,7 @@ async fn route(edge: &Edge, mut req: Request) -> Response {
             };
             match fastwebsockets::upgrade::upgrade(&mut req) {
                 Ok((res, fut)) => {
-                    let edge = edge.clone();
-                    edge.clone().spawn(async move {
-                        crate::ws::serve(edge, fut, existing, hs).await;
-                    });
+                    edge.spawn(crate::ws::serve(edge.clone(), fut, existing, hs));
                     res.map(Body::new)
                 }
                 Err(_) => EioError::BadRequest.response(),

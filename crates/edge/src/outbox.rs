@@ -118,7 +118,17 @@ impl Outbox {
                 if s.mode != mode {
                     return None;
                 }
-                if !s.frames.is_empty() || s.closed {
+                if s.bytes <= max_bytes {
+                    // Everything: the queue's buffer itself becomes the batch
+                    // (no copy), and an idle connection keeps no buffer.
+                    if !s.frames.is_empty() || s.closed {
+                        s.bytes = 0;
+                        return Some(Batch {
+                            frames: Vec::from(std::mem::take(&mut s.frames)),
+                            closed: s.closed,
+                        });
+                    }
+                } else {
                     let mut batch = Batch::default();
                     let mut taken = 0;
                     while let Some(f) = s.frames.front() {

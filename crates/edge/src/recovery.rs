@@ -154,7 +154,7 @@ impl Edge {
             pid: Some(saved.pid),
             gate: Gate::closed(),
         });
-        session.sio().sockets.insert(nsp.to_owned(), socket.clone());
+        session.sio().sockets.insert(socket.clone());
         self.add_socket(&socket, &saved.rooms).await;
         let rooms: HashSet<String> = saved.rooms.into_iter().collect();
         let recoverable: Vec<String> = rooms

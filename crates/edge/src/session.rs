@@ -1,6 +1,5 @@
 //! The Engine.IO session: one per client connection, whatever its transport.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -131,12 +130,67 @@ pub(crate) struct Handshake {
     pub bearer: Option<String>,
     pub remote: Option<std::net::SocketAddr>,
     /// Query parameters, less Engine.IO's own.
-    pub query: Vec<(String, String)>,
+    pub query: Pairs,
     /// Every header with a text value (the connect hook sees them all;
     /// FetchSockets leaves out `authorization` and `cookie`).
-    pub headers: Vec<(String, String)>,
+    pub headers: Pairs,
     /// The connection's slot among its address's connections, released at close.
     pub slot: Option<Arc<crate::limits::Slot>>,
+}
+
+/// Name/value pairs in two allocations: a session keeps its handshake's
+/// headers and query for as long as it lives, and a string per name and per
+/// value made that a dozen allocations (about a kilobyte) per connection.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Pairs {
+    /// Each name followed by its value.
+    text: Box<str>,
+    /// Where each name and each value ends in `text`.
+    ends: Box<[(u32, u32)]>,
+}
+
+impl Pairs {
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        let mut start = 0;
+        self.ends.iter().map(move |&(name_end, value_end)| {
+            let (name_end, value_end) = (name_end as usize, value_end as usize);
+            let pair = (&self.text[start..name_end], &self.text[name_end..value_end]);
+            start = value_end;
+            pair
+        })
+    }
+
+    /// Owned copies, less the pairs whose name is in `except`.
+    pub fn to_vec(&self, except: &[&str]) -> Vec<(String, String)> {
+        self.iter()
+            .filter(|(name, _)| !except.contains(name))
+            .map(|(n, v)| (n.to_owned(), v.to_owned()))
+            .collect()
+    }
+}
+
+impl<'a> FromIterator<(&'a str, &'a str)> for Pairs {
+    /// Pairs past 4 GiB of text in all are left out (request heads are
+    /// bounded far below that).
+    fn from_iter<I: IntoIterator<Item = (&'a str, &'a str)>>(pairs: I) -> Self {
+        let mut text = String::new();
+        let mut ends = Vec::new();
+        for (name, value) in pairs {
+            let (Ok(name_end), Ok(value_end)) = (
+                u32::try_from(text.len() + name.len()),
+                u32::try_from(text.len() + name.len() + value.len()),
+            ) else {
+                break;
+            };
+            text.push_str(name);
+            text.push_str(value);
+            ends.push((name_end, value_end));
+        }
+        Self {
+            text: text.into_boxed_str(),
+            ends: ends.into_boxed_slice(),
+        }
+    }
 }
 
 /// Socket.IO state of a session, touched by its inbound packets.
@@ -144,7 +198,41 @@ pub(crate) struct Handshake {
 pub(crate) struct SioState {
     pub assembler: Assembler,
     /// Connected namespaces.
-    pub sockets: HashMap<String, Arc<Socket>>,
+    pub sockets: Namespaces,
+}
+
+/// A session's sockets, one per connected namespace. A session has one or a
+/// few: a list, where a map would allocate room for several on the first.
+#[derive(Default)]
+pub(crate) struct Namespaces(Vec<Arc<Socket>>);
+
+impl Namespaces {
+    pub fn get(&self, ns: &str) -> Option<&Arc<Socket>> {
+        self.0.iter().find(|s| s.ns == ns)
+    }
+
+    pub fn contains_key(&self, ns: &str) -> bool {
+        self.get(ns).is_some()
+    }
+
+    /// Adds a socket, replacing one of the same namespace.
+    pub fn insert(&mut self, socket: Arc<Socket>) {
+        self.remove(&socket.ns);
+        self.0.push(socket);
+    }
+
+    pub fn remove(&mut self, ns: &str) -> Option<Arc<Socket>> {
+        let at = self.0.iter().position(|s| s.ns == ns)?;
+        Some(self.0.swap_remove(at))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn drain(&mut self) -> impl Iterator<Item = Arc<Socket>> + '_ {
+        self.0.drain(..)
+    }
 }
 
 /// A session's heartbeat: Engine.IO's server pings, and the connect timeout.
@@ -364,7 +452,7 @@ impl Edge {
         if let Some(slot) = &session.handshake.slot {
             slot.release();
         }
-        let sockets: Vec<Arc<Socket>> = session.sio().sockets.drain().map(|(_, s)| s).collect();
+        let sockets: Vec<Arc<Socket>> = session.sio().sockets.drain().collect();
         if !sockets.is_empty() {
             let edge = self.clone();
             let saved = reason.is_recoverable();
@@ -392,5 +480,35 @@ impl Edge {
         }
         session.outbox.close();
         session.cancel.cancel();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Pairs;
+
+    #[test]
+    fn pairs_keep_every_name_and_value_as_given() {
+        let given = [
+            ("host", "127.0.0.1:3000"),
+            ("", "empty name"),
+            ("empty-value", ""),
+            ("x-weird", "a\0b=c&d"),
+            ("naïve", "значение"),
+            ("host", "again"),
+        ];
+        let pairs: Pairs = given.iter().copied().collect();
+        assert_eq!(pairs.iter().collect::<Vec<_>>(), given);
+        assert_eq!(
+            pairs.to_vec(&["host", ""]),
+            vec![
+                ("empty-value".to_owned(), String::new()),
+                ("x-weird".to_owned(), "a\0b=c&d".to_owned()),
+                ("naïve".to_owned(), "значение".to_owned()),
+            ]
+        );
+        let none: Pairs = std::iter::empty().collect();
+        assert_eq!(none.iter().count(), 0);
+        assert_eq!(none, Pairs::default());
     }
 }

@@ -282,7 +282,7 @@ impl Edge {
             pid: self.new_pid(),
             gate: Gate::default(),
         });
-        session.sio().sockets.insert(nsp.to_owned(), socket.clone());
+        session.sio().sockets.insert(socket.clone());
         // Join first, reply after: when the client sees `connect`, its socket is
         // in every room it was given.
         self.add_socket(&socket, &identity.rooms).await;
@@ -340,8 +340,8 @@ impl Edge {
         roomcast_api::v1::AuthorizeRequest {
             namespace: nsp.to_owned(),
             auth_json: auth.map(Value::to_string).unwrap_or_default(),
-            headers: hs.headers.iter().cloned().collect(),
-            query: hs.query.iter().cloned().collect(),
+            headers: hs.headers.to_vec(&[]).into_iter().collect(),
+            query: hs.query.to_vec(&[]).into_iter().collect(),
             remote_addr: hs.remote.map(|a| a.to_string()).unwrap_or_default(),
             node_id: self.inner.config.node_id.clone(),
         }

@@ -9,17 +9,20 @@
 //! close echo, the upgrade probe's `3probe`, the close frame that fails the
 //! connection on a protocol error) reach the writer on a small channel. Once the
 //! writer has written a close frame it writes nothing more and shuts the stream.
+//! Reader and writer are two futures joined in the connection's one task.
 //!
 //! [`echo`] serves the opt-in echo endpoint for conformance suites with the same
 //! reader, limits and writer.
 
+use std::future::Future;
 use std::io::IoSlice;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use fastwebsockets::upgrade::UpgradeFut;
-use futures_util::StreamExt;
+use futures_util::future::Either;
+use futures_util::{FutureExt, StreamExt};
 use hyper_util::rt::TokioIo;
 use roomcast_wire::engineio::{self, Frame, PacketType};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -46,55 +49,82 @@ type Reader = MessageReader<tokio::io::ReadHalf<Io>>;
 
 /// Serves one WebSocket connection: a new session, or the upgrade of an
 /// existing polling session.
-pub(crate) async fn serve(
+///
+/// Built from combinators rather than as one async fn: the upgrade and the
+/// connection are two states of one future that share their memory, and each
+/// part is stored once (an async fn keeps its arguments beside the locals they
+/// move into, and the futures it awaits beside the locals they were built in).
+/// This future is most of what an idle connection costs.
+pub(crate) fn serve(
     edge: Edge,
     fut: UpgradeFut,
     existing: Option<Arc<Session>>,
     hs: Handshake,
-) {
-    let ws = match fut.await {
-        Ok(ws) => ws,
+) -> impl Future<Output = ()> + Send {
+    fut.then(move |upgraded| match upgraded {
+        Ok(ws) => Either::Left(connection(edge, ws.into_inner(), existing, hs)),
         Err(e) => {
             tracing::debug!(error = %e, "websocket upgrade failed");
-            return;
+            Either::Right(std::future::ready(()))
         }
-    };
-    let (r, w) = tokio::io::split(ws.into_inner());
-    let cfg = edge.config();
-    let mut reader = MessageReader::new(r, cfg.max_payload, cfg.ws_pings_per_sec);
-    let (direct_tx, direct_rx) = direct_channel();
-    let (switch_tx, switch_rx) = oneshot::channel::<()>();
+    })
+}
 
-    let session = match existing {
-        None => {
-            let session = edge.open_session(Mode::WebSocket, hs);
-            let _ = switch_tx.send(());
-            spawn_writer(&edge, w, session.clone(), direct_rx, switch_rx);
-            session
-        }
+/// Reading and writing: two futures joined in the connection's one task, so
+/// the writer keeps flushing after the reader is done.
+fn connection(
+    edge: Edge,
+    io: Io,
+    existing: Option<Arc<Session>>,
+    hs: Handshake,
+) -> impl Future<Output = ()> + Send {
+    let (r, w) = tokio::io::split(io);
+    let (direct_tx, direct_rx) = direct_channel();
+    // Only an upgrade waits for its probe before the writer may drain the queue.
+    let (session, switch_tx, switch_rx) = match existing {
+        None => (edge.open_session(Mode::WebSocket, hs), None, None),
         Some(session) => {
-            spawn_writer(&edge, w, session.clone(), direct_rx, switch_rx);
-            let timeout = edge.config().upgrade_timeout;
-            let probed =
-                tokio::time::timeout(timeout, probe(&mut reader, &direct_tx, &session)).await;
-            session.upgrading.store(false, Ordering::Release);
-            match probed {
-                Ok(Ok(())) => {
-                    session.outbox.switch_to_websocket();
-                    let _ = switch_tx.send(());
-                    tracing::debug!(sid = %session.sid, "upgraded to websocket");
-                    session
-                }
-                _ => {
-                    tracing::debug!(sid = %session.sid, "websocket upgrade abandoned");
-                    return;
-                }
-            }
+            let (tx, rx) = oneshot::channel::<()>();
+            (session, Some(tx), Some(rx))
         }
     };
     let span = session.span.clone();
-    tracing::Instrument::instrument(read_loop(&edge, &session, &mut reader, &direct_tx), span)
+    let reading = read_half(edge.clone(), session.clone(), r, direct_tx, switch_tx);
+    let writing = write_session(edge, w, session, direct_rx, switch_rx);
+    tracing::Instrument::instrument(futures_util::future::join(reading, writing), span).map(drop)
+}
+
+/// A session's reading half: the upgrade probe if there is one, the read
+/// loop, then lingering.
+async fn read_half(
+    edge: Edge,
+    session: Arc<Session>,
+    r: tokio::io::ReadHalf<Io>,
+    direct_tx: Direct,
+    switch_tx: Option<oneshot::Sender<()>>,
+) {
+    let cfg = edge.config();
+    let mut reader = MessageReader::new(r, cfg.max_payload, cfg.ws_pings_per_sec);
+    if let Some(switch_tx) = switch_tx {
+        // Boxed: only upgrades probe, and its timer would take room in every
+        // connection's future.
+        let probed = Box::pin(tokio::time::timeout(
+            cfg.upgrade_timeout,
+            probe(&mut reader, &direct_tx, &session),
+        ))
         .await;
+        session.upgrading.store(false, Ordering::Release);
+        if !matches!(probed, Ok(Ok(()))) {
+            // Dropping `switch_tx` ends the writer; the polling session goes on.
+            tracing::debug!(sid = %session.sid, "websocket upgrade abandoned");
+            return;
+        }
+        session.outbox.switch_to_websocket();
+        let _ = switch_tx.send(());
+        tracing::debug!(sid = %session.sid, "upgraded to websocket");
+    }
+    read_loop(&edge, &session, &mut reader, &direct_tx).await;
+    drop(direct_tx);
     linger(reader.into_inner()).await;
 }
 
@@ -258,17 +288,24 @@ pub(crate) async fn echo(edge: Edge, fut: UpgradeFut) {
     let (r, w) = tokio::io::split(ws.into_inner());
     let mut reader = MessageReader::new(r, cfg.max_payload, cfg.ws_pings_per_sec);
     let (direct_tx, direct_rx) = direct_channel();
-    let (switch_tx, switch_rx) = oneshot::channel::<()>();
-    let _ = switch_tx.send(());
-    let outbox = Arc::new(Outbox::new(Mode::WebSocket, cfg.outbound_queue_bytes));
-    let code = Arc::new(AtomicU16::new(1000));
-    {
-        let (outbox, code) = (outbox.clone(), code.clone());
-        edge.spawn(async move {
-            let close_code = || code.load(Ordering::Acquire);
-            let _ = writer(w, &outbox, close_code, direct_rx, switch_rx).await;
-        });
-    }
+    let outbox = Outbox::new(Mode::WebSocket, cfg.outbound_queue_bytes);
+    let code = AtomicU16::new(1000);
+    let close_code = || code.load(Ordering::Acquire);
+    let writing = writer(w, &outbox, close_code, direct_rx, None);
+    let reading = echo_read(&edge, &mut reader, direct_tx, &outbox, &code);
+    let _ = tokio::join!(reading, writing);
+    linger(reader.into_inner()).await;
+}
+
+/// The echo endpoint's reading half: each message into the queue, until the
+/// connection ends; then the close code for the writer, and the queue closed.
+async fn echo_read(
+    edge: &Edge,
+    reader: &mut Reader,
+    direct_tx: Direct,
+    outbox: &Outbox,
+    code: &AtomicU16,
+) {
     let mut send = control_sender(&direct_tx);
     let reason = loop {
         let message = tokio::select! {
@@ -289,34 +326,28 @@ pub(crate) async fn echo(edge: Edge, fut: UpgradeFut) {
     };
     code.store(reason.ws_code(), Ordering::Release);
     outbox.close();
-    linger(reader.into_inner()).await;
 }
 
-fn spawn_writer(
-    edge: &Edge,
+/// A session's writing half: the writer, cut short by [`flush_deadline`];
+/// a write error closes the session.
+async fn write_session(
+    edge: Edge,
     w: tokio::io::WriteHalf<Io>,
     session: Arc<Session>,
     direct: futures_channel::mpsc::Receiver<Bytes>,
-    switched: oneshot::Receiver<()>,
+    switched: Option<oneshot::Receiver<()>>,
 ) {
-    let e = edge.clone();
-    let span = session.span.clone();
-    edge.spawn(tracing::Instrument::instrument(
-        async move {
-            let close_code = || session.close_code();
-            let result = tokio::select! {
-                r = writer(w, &session.outbox, close_code, direct, switched) => r,
-                _ = flush_deadline(&session) => {
-                    tracing::debug!(sid = %session.sid, "queued frames not flushed in time, dropping the connection");
-                    Ok(())
-                }
-            };
-            if let Err(reason) = result {
-                e.close_session(&session, reason);
-            }
-        },
-        span,
-    ));
+    let close_code = || session.close_code();
+    let result = tokio::select! {
+        r = writer(w, &session.outbox, close_code, direct, switched) => r,
+        _ = flush_deadline(&session) => {
+            tracing::debug!(sid = %session.sid, "queued frames not flushed in time, dropping the connection");
+            Ok(())
+        }
+    };
+    if let Err(reason) = result {
+        edge.close_session(&session, reason);
+    }
 }
 
 /// Resolves [`CLOSE_FLUSH_TIMEOUT`] after the session closed: a client that
@@ -327,22 +358,23 @@ async fn flush_deadline(session: &Session) {
     tokio::time::sleep(CLOSE_FLUSH_TIMEOUT).await;
 }
 
-/// Writes control replies, and once the session is on this socket, drains its
-/// queue; on close, flushes what is queued and sends a close frame. A close
-/// frame among the control replies (the echo of the client's, or one that fails
-/// the connection) is the last thing written: once the session is on this
-/// socket, it waits for the queue to close (the reader closes it) and goes after
-/// what was queued before it; before that, it goes at once.
+/// Writes control replies, and once the session is on this socket (at once,
+/// or when `switched` resolves), drains its queue; on close, flushes what is
+/// queued and sends a close frame. A close frame among the control replies
+/// (the echo of the client's, or one that fails the connection) is the last
+/// thing written: once the session is on this socket, it waits for the queue to
+/// close (the reader closes it) and goes after what was queued before it;
+/// before that, it goes at once.
 async fn writer(
     mut w: tokio::io::WriteHalf<Io>,
     outbox: &Outbox,
     close_code: impl Fn() -> u16,
     mut direct: futures_channel::mpsc::Receiver<Bytes>,
-    mut switched: oneshot::Receiver<()>,
+    mut switched: Option<oneshot::Receiver<()>>,
 ) -> Result<(), CloseReason> {
     let io_err = |_| CloseReason::TransportError;
     let is_close = |b: &Bytes| b.first() == Some(&(0x80 | OpCode::Close as u8));
-    let mut active = false;
+    let mut active = switched.is_none();
     let mut direct_open = true;
     let mut pending_close: Option<Bytes> = None;
     loop {
@@ -350,7 +382,7 @@ async fn writer(
             biased;
             // First: a close frame that is already queued must go after the
             // messages queued before it, which needs knowing the switch happened.
-            r = &mut switched, if !active => match r {
+            r = async { match switched.as_mut() { Some(s) => s.await, None => Ok(()) } }, if !active => match r {
                 Ok(()) => active = true,
                 Err(_) => return Ok(()),
             },

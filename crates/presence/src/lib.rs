@@ -215,8 +215,10 @@ pub struct LeaseKept {
 }
 
 fn to_json<T: Serialize>(v: &T) -> Bytes {
-    // Plain structs of strings and numbers always serialise.
-    Bytes::from(serde_json::to_vec(v).unwrap_or_default())
+    // Plain structs of strings and numbers always serialise. Trimmed to its
+    // length: the record is kept (standalone keeps it in memory for as long as
+    // its socket lives), and the writer's spare capacity doubles it.
+    Bytes::from(serde_json::to_vec(v).unwrap_or_default().into_boxed_slice())
 }
 
 /// The presence bookkeeping of one process.

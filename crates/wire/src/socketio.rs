@@ -313,9 +313,12 @@ pub struct Message {
 }
 
 /// Collects the binary frames that follow a BINARY_EVENT or BINARY_ACK.
+///
+/// The packet waiting for its attachments is boxed: every connection holds an
+/// assembler, and few ever have anything pending.
 #[derive(Debug, Default)]
 pub struct Assembler {
-    pending: Option<Message>,
+    pending: Option<Box<Message>>,
 }
 
 impl Assembler {
@@ -339,7 +342,7 @@ impl Assembler {
         if message.packet.attachments == 0 {
             return Ok(Some(message));
         }
-        self.pending = Some(message);
+        self.pending = Some(Box::new(message));
         Ok(None)
     }
 
@@ -350,7 +353,7 @@ impl Assembler {
         if pending.attachments.len() < pending.packet.attachments {
             return Ok(None);
         }
-        Ok(self.pending.take())
+        Ok(self.pending.take().map(|m| *m))
     }
 
     /// Bytes held by attachments that are not yet complete.
