@@ -157,9 +157,11 @@ pub trait Bus: Send + Sync + 'static {
     fn new_inbox(&self) -> String;
 
     /// Returns once every subscription made before the call is live where
-    /// publishers reach it: a message published after this returns, by anyone,
-    /// reaches them. In memory a subscription is live when `subscribe`
-    /// returns; NATS takes a round trip to the server.
+    /// publishers reach it. In memory a subscription is live when `subscribe`
+    /// returns. NATS takes a round trip: the subscriptions are then live at the
+    /// server this client is connected to, so a message published through that
+    /// server after this returns reaches them; other servers of a NATS cluster
+    /// learn of them a moment later.
     async fn sync(&self) -> Result<(), BusError> {
         Ok(())
     }

@@ -314,6 +314,23 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_drained_subscriber_has_its_whole_capacity_again() {
+        let bus = MemoryBus::new(2);
+        let mut sub = bus.subscribe("s", None).await.expect("sub");
+        for round in 0..3 {
+            publish(&bus, "s", "x").await;
+            publish(&bus, "s", "y").await;
+            assert_eq!(bus.dropped(), 0, "round {round}");
+            assert_eq!(&sub.next().await.expect("x").payload[..], b"x");
+            assert_eq!(&sub.next().await.expect("y").payload[..], b"y");
+            assert!(sub.try_next().is_none());
+        }
+        drop(sub);
+        publish(&bus, "s", "nobody").await;
+        assert_eq!(bus.dropped(), 0, "a message to no subscriber is not a loss");
+    }
+
+    #[tokio::test]
     async fn request_many_gathers_replies_until_deadline() {
         let bus = MemoryBus::default();
         for _ in 0..2 {

@@ -116,6 +116,32 @@ async fn round_trips_multi_valued_headers_and_binary_payloads() {
     assert_eq!(sub_bus.dropped(), 0);
 }
 
+/// `Bus::sync` (what an edge calls before it acknowledges a join) returns
+/// only once the server has every earlier subscription: a publish made right
+/// after it, by another client, is delivered. Several subscriptions at once,
+/// and the status-less stream skips nothing.
+#[tokio::test]
+async fn sync_makes_earlier_subscriptions_live_at_the_server() {
+    let bin = require_nats!();
+    let server = NatsServer::start(&bin);
+    let sub_bus = connect(&server, "sub").await;
+    let pub_bus = connect(&server, "pub").await;
+    for round in 0..20 {
+        let subjects: Vec<String> = (0..5).map(|i| format!("rc.t.sync.{round}.{i}")).collect();
+        let mut subs = Vec::new();
+        for subject in &subjects {
+            subs.push(sub_bus.subscribe(subject, None).await.expect("sub"));
+        }
+        Bus::sync(&sub_bus).await.expect("sync");
+        for subject in &subjects {
+            publish(&pub_bus, subject, b"x").await;
+        }
+        for sub in &mut subs {
+            assert_eq!(&recv(sub).await.payload[..], b"x", "round {round}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn wildcards_match_like_nats() {
     let bin = require_nats!();

@@ -434,10 +434,11 @@ impl Edge {
     }
 
     /// Waits until the subscriptions made so far are live at the bus (for NATS,
-    /// a round trip), unless they are known to be: a socket is told it joined a
-    /// room, and a backend that its join is done, only once an emit published
-    /// anywhere reaches it. Bounded: while the bus is away, joins go on and the
-    /// subscriptions become live when it is back.
+    /// a round trip to this edge's server), unless they are known to be: a
+    /// socket is told it joined a room, and a backend that its join is done,
+    /// only once an emit published afterwards reaches it. Bounded: while the
+    /// bus is away, joins go on and the subscriptions become live when it is
+    /// back.
     pub(crate) async fn sync_subscriptions(&self) {
         use std::sync::atomic::Ordering;
         let upto = self.inner.subscribed.load(Ordering::Acquire);
