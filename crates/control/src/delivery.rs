@@ -159,15 +159,17 @@ impl Message {
         }
     }
 
-    /// Marks a pending recipient; returns the state recorded, if any. A
-    /// recipient already past the expiry is recorded as expired whatever was
-    /// asked, as `state_at` reports it: a purge or a late ack that comes
-    /// before a sweep recorded the expiry does not change the outcome.
+    /// Marks a pending recipient; returns the state recorded, if any. A purge
+    /// of a recipient already past the expiry records it expired, as
+    /// `state_at` reports it: a purge that comes before a sweep recorded the
+    /// expiry does not change the outcome. An ack is recorded as given (the
+    /// attempt that got it waited no longer than the expiry; recording it can
+    /// come a little after).
     pub fn mark(&mut self, to: &Recipient, state: State, now: i64) -> Option<State> {
         let mut recorded = None;
         for r in &mut self.recipients {
             if r.to == *to && r.state == State::Pending {
-                let (state, done_ms) = if now >= self.expires_ms {
+                let (state, done_ms) = if now >= self.expires_ms && state != State::Acked {
                     (State::Expired, self.expires_ms.min(now))
                 } else {
                     (state, now)
@@ -1225,14 +1227,17 @@ mod tests {
     }
 
     #[test]
-    fn a_recipient_past_the_expiry_is_recorded_expired_whatever_is_asked() {
+    fn a_purge_past_the_expiry_is_recorded_expired_and_an_ack_as_given() {
         let a = Recipient::User("a".into());
-        for asked in [State::Purged, State::Acked, State::Expired] {
+        for asked in [State::Purged, State::Expired] {
             let mut m = msg(vec![pending("a")]);
             assert_eq!(m.mark(&a, asked, 130), Some(State::Expired), "{asked:?}");
             assert_eq!(m.recipients[0].done_ms, 100, "done at the expiry");
             assert_eq!(m.status_at(130), State::Expired);
         }
+        let mut m = msg(vec![pending("a")]);
+        assert_eq!(m.mark(&a, State::Acked, 101), Some(State::Acked));
+        assert_eq!(m.status_at(130), State::Acked);
     }
 
     #[test]

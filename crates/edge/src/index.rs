@@ -360,8 +360,9 @@ pub(crate) fn reaches_via_room(
 impl Edge {
     /// Adds a connected socket to the index, in its namespace and `rooms`.
     pub(crate) async fn add_socket(&self, socket: &Arc<Socket>, rooms: &[String]) {
+        let subs = self.inner.subs.lock().await;
         let changed = self.write_index().add(socket.clone(), rooms);
-        self.reconcile(changed).await;
+        self.reconcile(subs, changed, true).await;
         if self.tracks_presence() {
             let joined = self.read_index().rooms_of(&socket.id);
             self.presence_op(|| Op::Connected(self.record(socket, joined)))
@@ -372,6 +373,7 @@ impl Edge {
     /// Removes a socket from the index and from every room.
     pub(crate) async fn remove_socket(&self, socket: &Socket) {
         let tracked = self.tracks_presence();
+        let subs = self.inner.subs.lock().await;
         let (changed, rooms, was_there) = {
             let mut index = self.write_index();
             // Its rooms, for its presence record, before they are gone.
@@ -383,7 +385,7 @@ impl Edge {
             let was_there = index.sockets.contains_key(&socket.id);
             (index.remove(&socket.id), rooms, was_there)
         };
-        self.reconcile(changed).await;
+        self.reconcile(subs, changed, false).await;
         if tracked && was_there {
             self.presence_op(|| Op::Disconnected(self.record(socket, rooms)))
                 .await;
@@ -391,14 +393,20 @@ impl Edge {
     }
 
     /// Brings bus subscriptions in line with the index for the given interests.
-    /// Taking `subs` first serialises reconciliations, so a subscribe and an
-    /// unsubscribe of one subject can never be applied out of order.
-    async fn reconcile(&self, changed: Vec<Interest>) {
-        if changed.is_empty() {
-            return;
-        }
-        let mut subs = self.inner.subs.lock().await;
-        let mut wanted_any = false;
+    ///
+    /// Callers take `subs` before they change the index and hand it over: that
+    /// serialises reconciliations, so a subscribe and an unsubscribe of one
+    /// subject can never be applied out of order, and a socket that joins a
+    /// room another socket is joining at the same moment (its index change
+    /// reports nothing to subscribe) comes after that subscription is made.
+    /// A join (`joined`) then waits until the subscriptions are live.
+    async fn reconcile(
+        &self,
+        mut subs: tokio::sync::MutexGuard<'_, crate::Subs>,
+        changed: Vec<Interest>,
+        joined: bool,
+    ) {
+        let mut wanted_any = joined;
         for interest in changed {
             let (subject, via) = match &interest {
                 Interest::Room(ns, room) => (
@@ -573,6 +581,7 @@ impl Edge {
             .cloned()
             .collect();
         let tracked = self.tracks_presence();
+        let subs = self.inner.subs.lock().await;
         let (changed, count, records, refused) = {
             let mut index = self.write_index();
             let mut changed = Vec::new();
@@ -612,7 +621,7 @@ impl Edge {
                 "join refused: too many rooms per socket"
             );
         }
-        self.reconcile(changed).await;
+        self.reconcile(subs, changed, join).await;
         for (record, moved) in records {
             let (joined, left) = if join {
                 (moved, Vec::new())

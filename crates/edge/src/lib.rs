@@ -75,6 +75,9 @@ pub struct Edge {
     inner: Arc<Inner>,
 }
 
+/// An edge's live bus subscriptions, by subject: the task that reads each.
+pub(crate) type Subs = HashMap<String, tokio::task::JoinHandle<()>>;
+
 struct Inner {
     config: EdgeConfig,
     auth: Authenticator,
@@ -91,7 +94,7 @@ struct Inner {
     /// Local sockets and rooms. Fan-out takes it for reading only.
     index: RwLock<Index>,
     /// Live bus subscriptions by subject. Lock order: `subs` before `index`.
-    subs: tokio::sync::Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
+    subs: tokio::sync::Mutex<Subs>,
     /// Subscriptions made so far, and how many of the first of them the bus
     /// has confirmed live ([`roomcast_bus::Bus::sync`]).
     subscribed: std::sync::atomic::AtomicU64,

@@ -27,6 +27,7 @@ use hyper_util::rt::TokioIo;
 use roomcast_wire::engineio::{self, Frame, PacketType};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
 
 use crate::outbox::{Mode, Outbox, PushError};
 use crate::session::{CloseReason, Handshake, Session};
@@ -91,18 +92,24 @@ fn connection(
     let span = session.span.clone();
     let reading = read_half(edge.clone(), session.clone(), r, direct_tx, switch_tx);
     let writing = write_session(edge, w, session, direct_rx, switch_rx);
-    tracing::Instrument::instrument(futures_util::future::join(reading, writing), span).map(drop)
+    // Lingering comes after the writer is done, close frame and all: the
+    // client's answer to our close is what it waits for.
+    let served = futures_util::future::join(reading, writing).then(|(r, ())| match r {
+        Some(r) => Either::Left(linger(r)),
+        None => Either::Right(std::future::ready(())),
+    });
+    tracing::Instrument::instrument(served, span)
 }
 
-/// A session's reading half: the upgrade probe if there is one, the read
-/// loop, then lingering.
+/// A session's reading half: the upgrade probe if there is one, then the read
+/// loop. Returns the stream to linger on, `None` for an abandoned upgrade.
 async fn read_half(
     edge: Edge,
     session: Arc<Session>,
     r: tokio::io::ReadHalf<Io>,
     direct_tx: Direct,
     switch_tx: Option<oneshot::Sender<()>>,
-) {
+) -> Option<tokio::io::ReadHalf<Io>> {
     let cfg = edge.config();
     let mut reader = MessageReader::new(r, cfg.max_payload, cfg.ws_pings_per_sec);
     if let Some(switch_tx) = switch_tx {
@@ -117,15 +124,14 @@ async fn read_half(
         if !matches!(probed, Ok(Ok(()))) {
             // Dropping `switch_tx` ends the writer; the polling session goes on.
             tracing::debug!(sid = %session.sid, "websocket upgrade abandoned");
-            return;
+            return None;
         }
         session.outbox.switch_to_websocket();
         let _ = switch_tx.send(());
         tracing::debug!(sid = %session.sid, "upgraded to websocket");
     }
     read_loop(&edge, &session, &mut reader, &direct_tx).await;
-    drop(direct_tx);
-    linger(reader.into_inner()).await;
+    Some(reader.into_inner())
 }
 
 /// Reads and drops what the client still sends until it closes, for at most
@@ -291,9 +297,18 @@ pub(crate) async fn echo(edge: Edge, fut: UpgradeFut) {
     let outbox = Outbox::new(Mode::WebSocket, cfg.outbound_queue_bytes);
     let code = AtomicU16::new(1000);
     let close_code = || code.load(Ordering::Acquire);
-    let writing = writer(w, &outbox, close_code, direct_rx, None);
-    let reading = echo_read(&edge, &mut reader, direct_tx, &outbox, &code);
-    let _ = tokio::join!(reading, writing);
+    let done = CancellationToken::new();
+    let writing = async {
+        tokio::select! {
+            _ = writer(w, &outbox, close_code, direct_rx, None) => {}
+            _ = flush_deadline(&done) => {}
+        }
+    };
+    let reading = async {
+        echo_read(&edge, &mut reader, direct_tx, &outbox, &code).await;
+        done.cancel();
+    };
+    tokio::join!(reading, writing);
     linger(reader.into_inner()).await;
 }
 
@@ -340,7 +355,7 @@ async fn write_session(
     let close_code = || session.close_code();
     let result = tokio::select! {
         r = writer(w, &session.outbox, close_code, direct, switched) => r,
-        _ = flush_deadline(&session) => {
+        _ = flush_deadline(&session.cancel) => {
             tracing::debug!(sid = %session.sid, "queued frames not flushed in time, dropping the connection");
             Ok(())
         }
@@ -350,11 +365,11 @@ async fn write_session(
     }
 }
 
-/// Resolves [`CLOSE_FLUSH_TIMEOUT`] after the session closed: a client that
-/// reads no more (a slow consumer) must not keep its connection, and the
-/// writer blocked on it, forever.
-async fn flush_deadline(session: &Session) {
-    session.cancel.cancelled().await;
+/// Resolves [`CLOSE_FLUSH_TIMEOUT`] after the connection's end (`closed`, the
+/// session's cancel token): a client that reads no more (a slow consumer) must
+/// not keep its connection, and the writer blocked on it, forever.
+async fn flush_deadline(closed: &CancellationToken) {
+    closed.cancelled().await;
     tokio::time::sleep(CLOSE_FLUSH_TIMEOUT).await;
 }
 
