@@ -8,9 +8,9 @@
 
 use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use futures_channel::mpsc;
@@ -47,12 +47,12 @@ struct Sub {
     id: u64,
     pattern: String,
     queue: Option<String>,
-    /// Unbounded by itself, bounded by `queued`: futures-channel allocates per
-    /// message, where tokio's bounded channel allocates a block of 32 slots (3
-    /// KiB) for every subscription up front, and an edge has one per room.
-    tx: mpsc::UnboundedSender<Message>,
-    /// Messages sent and not yet received.
-    queued: Arc<AtomicUsize>,
+    /// futures-channel's bounded channel allocates per message, where tokio's
+    /// allocates a block of 32 slots (3 KiB) for every subscription up front,
+    /// and an edge has one per room. Its `try_send` takes `&mut`; publishers
+    /// reach a subscription through shared references while they hold the bus
+    /// lock, so this lock is never contended.
+    tx: Mutex<mpsc::Sender<Message>>,
 }
 
 impl Default for MemoryBus {
@@ -102,8 +102,7 @@ struct Unsubscribe {
 /// The subscriber's end: the channel, and the registration it removes when
 /// dropped.
 struct Receiver {
-    rx: mpsc::UnboundedReceiver<Message>,
-    queued: Arc<AtomicUsize>,
+    rx: mpsc::Receiver<Message>,
     _unsubscribe: Unsubscribe,
 }
 
@@ -111,11 +110,7 @@ impl Stream for Receiver {
     type Item = Message;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Message>> {
-        let msg = ready!(self.rx.poll_next_unpin(cx));
-        if msg.is_some() {
-            self.queued.fetch_sub(1, Ordering::AcqRel);
-        }
-        Poll::Ready(msg)
+        self.rx.poll_next_unpin(cx)
     }
 }
 
@@ -173,15 +168,13 @@ impl Bus for MemoryBus {
             targets.push(members[*cursor % members.len()]);
         }
         for sub in targets {
-            // Publishers hold the lock: only the receiver moves `queued`
-            // meanwhile, and only down.
-            let full = sub.queued.load(Ordering::Acquire) >= self.inner.capacity;
-            if !full {
-                sub.queued.fetch_add(1, Ordering::AcqRel);
-                if sub.tx.unbounded_send(msg.clone()).is_err() {
-                    sub.queued.fetch_sub(1, Ordering::AcqRel);
-                }
-            } else if !sub.tx.is_closed() {
+            let sent = sub
+                .tx
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .try_send(msg.clone());
+            // A closed channel is a subscription being dropped: not a loss.
+            if sent.is_err_and(|e| e.is_full()) {
                 self.inner.dropped.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(subject, "in-memory subscriber is slow, message dropped");
             }
@@ -197,15 +190,14 @@ impl Bus for MemoryBus {
         if !subject::is_valid(pattern, true) {
             return Err(BusError::InvalidSubject(pattern.to_owned()));
         }
-        let (tx, rx) = mpsc::unbounded();
-        let queued = Arc::new(AtomicUsize::new(0));
+        // The channel holds its buffer plus one message per sender (one here).
+        let (tx, rx) = mpsc::channel(self.inner.capacity.saturating_sub(1));
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let sub = Sub {
             id,
             pattern: pattern.to_owned(),
             queue: queue.map(str::to_owned),
-            tx,
-            queued: queued.clone(),
+            tx: Mutex::new(tx),
         };
         {
             let mut subs = self.inner.lock();
@@ -217,7 +209,6 @@ impl Bus for MemoryBus {
         }
         Ok(Subscription::new(Receiver {
             rx,
-            queued,
             _unsubscribe: Unsubscribe {
                 inner: self.inner.clone(),
                 id,
