@@ -109,11 +109,8 @@ fn cluster_script_starts_a_working_cluster_and_stops_it() {
         .status()
         .expect("kill")
         .success());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while child.try_wait().expect("wait").is_none() {
-        assert!(Instant::now() < deadline, "the script did not stop");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    roomcast_testkit::wait_until(Duration::from_secs(30), || child.try_wait().expect("wait"))
+        .expect("the script did not stop");
     for (name, p) in &ports {
         assert!(
             std::net::TcpStream::connect(("127.0.0.1", *p)).is_err(),

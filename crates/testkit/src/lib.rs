@@ -5,7 +5,8 @@
 //! the binary prints on stdout when it is ready, so tests never guess a free
 //! port. A [`Process`] is killed when dropped, so a failing test leaves nothing
 //! running. Waiting is done by polling a condition with a deadline
-//! ([`wait_for`]), never by sleeping a fixed time.
+//! ([`wait_for`], or [`wait_until`] outside a runtime), never by sleeping a
+//! fixed time.
 
 #![forbid(unsafe_code)]
 
@@ -147,6 +148,21 @@ where
             bail!("condition not met within {timeout:?}");
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Polls `check` until it gives a value or `timeout` passes, for tests
+/// outside an async runtime (waiting on a child process, a file).
+pub fn wait_until<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) -> anyhow::Result<T> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return Ok(value);
+        }
+        if std::time::Instant::now() >= deadline {
+            bail!("condition not met within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 

@@ -139,8 +139,7 @@ impl NatsServer {
 
     /// The server writes `nats-server_<pid>.ports` once it listens.
     fn wait_for_ports_file(&mut self, clustered: bool) -> serde_json::Value {
-        let deadline = std::time::Instant::now() + WAIT;
-        loop {
+        let waited = crate::wait_until(WAIT, || {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
                 panic!("nats-server exited with {status}:\n{}", self.log());
             }
@@ -150,21 +149,13 @@ impl NatsServer {
                 .map(|e| e.path())
                 .find(|p| p.extension().is_some_and(|x| x == "ports"));
             // A half-written file does not parse; read it again next round.
-            if let Some(ports) = found
+            found
                 .and_then(|p| std::fs::read(p).ok())
                 .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
                 .filter(|v| v["nats"][0].is_string() && v["monitoring"][0].is_string())
                 .filter(|v| !clustered || v["cluster"][0].is_string())
-            {
-                return ports;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "nats-server did not report its ports:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        });
+        waited.unwrap_or_else(|_| panic!("nats-server did not report its ports:\n{}", self.log()))
     }
 
     pub fn log(&self) -> String {
