@@ -170,7 +170,7 @@ impl Message {
         for r in &mut self.recipients {
             if r.to == *to && r.state == State::Pending {
                 let (state, done_ms) = if now >= self.expires_ms && state != State::Acked {
-                    (State::Expired, self.expires_ms.min(now))
+                    (State::Expired, self.expires_ms)
                 } else {
                     (state, now)
                 };
