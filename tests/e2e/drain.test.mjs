@@ -69,6 +69,15 @@ describe('edge drain', { timeout: 120_000 }, () => {
       );
     }
     await waitFor(() => sockets.every((s) => s.connected), 30_000, `${CLIENTS} clients to connect`);
+    // Presence records a connect after the client sees it: wait for all of
+    // them before watching, or the last ones show up as transitions.
+    const userIds = sockets.map((_, i) => `drain-user-${i}`);
+    await waitFor(
+      async () => (await api.getPresence({ user_ids: userIds })).users.every((u) => u.online),
+      10_000,
+      'presence to have every user online',
+      50,
+    );
     const [leaving, staying] = cluster.edges;
     const onLeaving = async () =>
       (await api.fetchSockets({ target: {} })).sockets.filter((s) => s.node_id === leaving.nodeId);
@@ -131,7 +140,7 @@ describe('edge drain', { timeout: 120_000 }, () => {
       [],
       'no presence flap',
     );
-    const { users } = await api.getPresence({ user_ids: sockets.map((_, i) => `drain-user-${i}`) });
+    const { users } = await api.getPresence({ user_ids: userIds });
     assert.ok(users.every((u) => u.online), 'every user is online');
     stream.cancel();
     watcher.close();

@@ -146,7 +146,7 @@ impl Edge {
             session.sio().sockets.remove(&socket.ns);
             let _ = session
                 .outbox
-                .push([Frame::Text(socketio::encode_disconnect(&socket.ns))]);
+                .push(&[Frame::Text(socketio::encode_disconnect(&socket.ns))]);
             self.remove_socket(socket).await;
             if close {
                 self.close_session(session, CloseReason::ForcedClose);

@@ -2,7 +2,6 @@
 //! and the hand-off to the polling or WebSocket transport.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Query, Request, State};
@@ -13,6 +12,7 @@ use http::{HeaderMap, Method, StatusCode};
 
 use crate::outbox::Mode;
 use crate::session::Handshake;
+use crate::tcp::ClientConn;
 use crate::Edge;
 
 /// Engine.IO's HTTP error codes, as the reference server numbers them.
@@ -136,8 +136,8 @@ fn handshake<'a>(
         bearer: bearer(req.headers()),
         remote: req
             .extensions()
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0),
+            .get::<ConnectInfo<ClientConn>>()
+            .map(|c| c.0.peer),
         query: query
             .filter(|(k, _)| !ENGINE_PARAMS.contains(&k.as_str()))
             .map(|(k, v)| (k.as_str(), v.as_str()))
@@ -258,7 +258,11 @@ async fn route(edge: &Edge, mut req: Request) -> Response {
             };
             match fastwebsockets::upgrade::upgrade(&mut req) {
                 Ok((res, fut)) => {
-                    edge.spawn(crate::ws::serve(edge.clone(), fut, existing, hs));
+                    let tcp = req
+                        .extensions()
+                        .get::<ConnectInfo<ClientConn>>()
+                        .and_then(|c| c.0.tcp.clone());
+                    edge.spawn(crate::ws::serve(edge.clone(), fut, existing, hs, tcp));
                     res.map(Body::new)
                 }
                 Err(_) => EioError::BadRequest.response(),

@@ -18,11 +18,19 @@ use std::sync::Arc;
 use roomcast_bus::envelope::{Command, Target};
 use roomcast_bus::{BusError, Message};
 
-use crate::outbox::PushError;
+use crate::outbox::{Path, PushError};
 use crate::presence::Op;
 use crate::session::CloseReason;
 use crate::sio::Socket;
 use crate::Edge;
+
+/// A delivery to at most this many local sockets writes to the idle ones
+/// itself (`outbox::Path::Direct`): no connection's task is woken for it. A
+/// larger one goes through each connection's writer, so that many writers
+/// write in parallel and coalesce what queues while they write; written from
+/// the fan-out task alone, one room of 10,000 sockets saturated at a seventh
+/// of the rate (BENCHMARKS.md).
+const DIRECT_FANOUT: usize = 32;
 
 /// Longest a join waits for the bus to confirm its subscriptions.
 const SYNC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
@@ -643,8 +651,13 @@ impl Edge {
         seq: u64,
     ) {
         metrics::counter!(crate::metrics::DELIVERIES).increment(targets.len() as u64);
+        let path = if targets.len() <= DIRECT_FANOUT {
+            Path::Direct
+        } else {
+            Path::Queue
+        };
         for socket in targets {
-            if let Err(PushError::Full) = socket.send(packet, volatile, seq) {
+            if let Err(PushError::Full) = socket.send(packet, volatile, seq, path) {
                 tracing::info!(socket = %socket.id, "slow consumer disconnected");
                 self.close_session(&socket.session, CloseReason::SlowConsumer);
             }

@@ -9,7 +9,8 @@
 //! Commands arrive from the bus with the packet already encoded; the edge finds
 //! its local targets and queues the same buffer on each socket's bounded outbox.
 //! One writer per WebSocket drains the outbox into vectored writes; a pending
-//! polling GET drains it into a payload.
+//! polling GET drains it into a payload. An event for a few sockets is written
+//! to those whose writer is idle by the fan-out itself.
 //!
 //! Layout:
 //! - [`config`]: what an edge is told (timeouts, limits, namespaces, CORS).
@@ -17,7 +18,8 @@
 //! - `outbox`: the per-connection queue, bounded in bytes.
 //! - `session`: the Engine.IO session (heartbeat, close reasons).
 //! - `ws`, `polling`: the two transports; `ws_read`: whole WebSocket messages
-//!   from frames; `http`: routing and CORS.
+//!   from frames; `wsframe`: frames written as header and shared payload;
+//!   `http`: routing and CORS; [`tcp`]: the client port's shared TCP streams.
 //! - [`limits`]: per-address connection and handshake limits, rate buckets,
 //!   the limit-hit counter.
 //! - `sio`: Socket.IO packets of a session.
@@ -44,9 +46,11 @@ mod presence;
 mod recovery;
 mod session;
 mod sio;
+pub mod tcp;
 mod ws;
 #[doc(hidden)]
 pub mod ws_read;
+mod wsframe;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};

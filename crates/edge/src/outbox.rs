@@ -6,13 +6,27 @@
 //! WebSocket happens under the same lock that draining takes: a GET that races
 //! the switch finds the queue no longer its own and takes nothing.
 //!
+//! A WebSocket over plain TCP gives the queue its stream. A push that finds
+//! the queue empty and the writer idle then writes the packet itself, with one
+//! non-blocking vectored write under the queue's lock: the connection's task
+//! is not woken for it, which is most of what a delivery costs in user space
+//! when events are far enough apart that nothing would be coalesced. What the
+//! socket does not take at once (a full send buffer) is queued, with how much
+//! of it was written, and the writer goes on from there. The writer marks
+//! itself busy while it holds frames it has taken but not wholly written, or
+//! writes a control reply: pushes queue behind it meanwhile, so the stream's
+//! bytes stay in order.
+//!
 //! The lock is per connection; no lock here is shared between connections.
 
 use std::collections::VecDeque;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use roomcast_wire::engineio::Frame;
+use tokio::net::TcpStream;
 use tokio::sync::Notify;
+
+use crate::wsframe::{self, Progress};
 
 /// Which transport drains the queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,16 +53,51 @@ pub struct Outbox {
 struct State {
     frames: VecDeque<Frame>,
     bytes: usize,
+    /// Bytes of the first queued frame already written (by a push that wrote
+    /// directly and was cut short).
+    written: usize,
     mode: Mode,
     closed: bool,
+    /// The writer holds frames it has not wholly written, or is writing a
+    /// control reply.
+    busy: bool,
+    /// The WebSocket's stream, for pushes to write to directly.
+    socket: Option<Arc<TcpStream>>,
 }
 
 /// What a consumer took from the queue.
 #[derive(Debug, Default)]
 pub struct Batch {
     pub frames: Vec<Frame>,
+    /// Bytes of the first frame already written.
+    pub written: usize,
     /// The queue is closed and these are its last frames.
     pub closed: bool,
+}
+
+impl Batch {
+    /// Where writing the batch starts.
+    pub fn start(&self) -> Progress {
+        Progress {
+            first: 0,
+            done: self.written,
+        }
+    }
+}
+
+/// Most frames of one packet a push writes directly; a packet with more
+/// (many binary attachments) is queued for the writer.
+const DIRECT_FRAMES: usize = 8;
+
+/// Whether a push may write to an idle socket itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Path {
+    /// Write at once when the writer is idle (what waits behind nothing).
+    Direct,
+    /// Always through the queue and the connection's writer: the fan-out to
+    /// a large room, where the writers of many connections write in parallel
+    /// and coalesce what queues up while they write.
+    Queue,
 }
 
 impl Outbox {
@@ -57,8 +106,11 @@ impl Outbox {
             state: Mutex::new(State {
                 frames: VecDeque::new(),
                 bytes: 0,
+                written: 0,
                 mode,
                 closed: false,
+                busy: false,
+                socket: None,
             }),
             notify: Notify::new(),
             limit,
@@ -70,20 +122,48 @@ impl Outbox {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Queues the frames of one packet, all or none.
-    pub fn push(&self, frames: impl IntoIterator<Item = Frame> + Clone) -> Result<(), PushError> {
-        let size: usize = frames.clone().into_iter().map(|f| f.len()).sum();
+    /// Queues the frames of one packet, all or none; writes them at once
+    /// instead when the writer is idle on a shared stream.
+    pub fn push(&self, frames: &[Frame]) -> Result<(), PushError> {
+        self.push_by(frames, Path::Direct)
+    }
+
+    /// [`Outbox::push`], or only queueing with [`Path::Queue`].
+    pub fn push_by(&self, frames: &[Frame], path: Path) -> Result<(), PushError> {
         let was_empty = {
             let mut s = self.lock();
             if s.closed {
                 return Err(PushError::Closed);
             }
+            let mut at = Progress::default();
+            let idle = s.frames.is_empty() && !s.busy && s.mode == Mode::WebSocket;
+            if idle && path == Path::Direct {
+                if let Some(socket) = &s.socket {
+                    match write_now(socket, frames) {
+                        Ok(done) => at = done,
+                        Err(e) => {
+                            // The writer meets the same error and closes the
+                            // session; until then everything is queued for it.
+                            tracing::debug!(error = %e, "direct write failed");
+                            s.socket = None;
+                        }
+                    }
+                    if at.finished(frames) {
+                        return Ok(());
+                    }
+                }
+            }
+            let rest = &frames[at.first..];
+            let size: usize = rest.iter().map(Frame::len).sum();
             if s.bytes + size > self.limit && !s.frames.is_empty() {
                 return Err(PushError::Full);
             }
-            s.bytes += size;
             let was_empty = s.frames.is_empty();
-            s.frames.extend(frames);
+            if was_empty {
+                s.written = at.done;
+            }
+            s.bytes += size;
+            s.frames.extend(rest.iter().cloned());
             was_empty
         };
         // Only the push that makes the queue non-empty wakes the consumer: a
@@ -98,18 +178,20 @@ impl Outbox {
 
     /// Queues a packet only if the queue is empty enough that it costs nobody
     /// anything (volatile emits).
-    pub fn push_volatile(&self, frames: impl IntoIterator<Item = Frame> + Clone) -> bool {
+    pub fn push_volatile(&self, frames: &[Frame], path: Path) -> bool {
         {
             let s = self.lock();
             if s.bytes > self.limit / 2 {
                 return false;
             }
         }
-        self.push(frames).is_ok()
+        self.push_by(frames, path).is_ok()
     }
 
     /// Takes every queued frame if `mode` is the queue's consumer, waiting until
     /// there is one. Returns `None` when the queue belongs to the other mode.
+    /// The WebSocket writer calls it only once it has written all it took
+    /// before: it is busy from the batch this returns until its next call.
     pub async fn take(&self, mode: Mode, max_bytes: usize) -> Option<Batch> {
         loop {
             let notified = self.notify.notified();
@@ -118,18 +200,25 @@ impl Outbox {
                 if s.mode != mode {
                     return None;
                 }
+                s.busy = false;
+                let written = std::mem::take(&mut s.written);
                 if s.bytes <= max_bytes {
                     // Everything: the queue's buffer itself becomes the batch
                     // (no copy), and an idle connection keeps no buffer.
                     if !s.frames.is_empty() || s.closed {
                         s.bytes = 0;
+                        s.busy = !s.frames.is_empty();
                         return Some(Batch {
                             frames: Vec::from(std::mem::take(&mut s.frames)),
+                            written,
                             closed: s.closed,
                         });
                     }
                 } else {
-                    let mut batch = Batch::default();
+                    let mut batch = Batch {
+                        written,
+                        ..Batch::default()
+                    };
                     let mut taken = 0;
                     while let Some(f) = s.frames.front() {
                         if taken > 0 && taken + f.len() > max_bytes {
@@ -141,6 +230,7 @@ impl Outbox {
                         }
                     }
                     s.bytes -= taken;
+                    s.busy = true;
                     batch.closed = s.closed && s.frames.is_empty();
                     return Some(batch);
                 }
@@ -149,9 +239,22 @@ impl Outbox {
         }
     }
 
-    /// Gives the queue to the WebSocket writer (the end of an upgrade).
-    pub fn switch_to_websocket(&self) {
-        self.lock().mode = Mode::WebSocket;
+    /// The writer is about to write (`true`) or is done writing (`false`)
+    /// something of its own, a control reply: pushes queue meanwhile.
+    pub fn set_busy(&self, busy: bool) {
+        self.lock().busy = busy;
+    }
+
+    /// Gives the queue to the WebSocket writer (the end of an upgrade), with
+    /// the stream pushes may write to directly, if it is plain TCP.
+    pub fn switch_to_websocket(&self, socket: Option<Arc<TcpStream>>) {
+        {
+            let mut s = self.lock();
+            s.mode = Mode::WebSocket;
+            if !s.closed {
+                s.socket = socket;
+            }
+        }
         self.notify.notify_waiters();
     }
 
@@ -161,12 +264,37 @@ impl Outbox {
 
     /// Closes the queue: frames already in it are still taken, new ones refused.
     pub fn close(&self) {
-        self.lock().closed = true;
+        {
+            let mut s = self.lock();
+            s.closed = true;
+            s.socket = None;
+        }
         self.notify.notify_waiters();
     }
 
     pub fn queued_bytes(&self) -> usize {
         self.lock().bytes
+    }
+}
+
+/// One non-blocking vectored write of a packet's frames; how far it got.
+fn write_now(socket: &TcpStream, frames: &[Frame]) -> std::io::Result<Progress> {
+    let mut at = Progress::default();
+    if frames.len() > DIRECT_FRAMES {
+        return Ok(at);
+    }
+    let mut heads = [([0u8; 10], 0); DIRECT_FRAMES];
+    match wsframe::with_slices(frames, at, &mut heads, |slices| {
+        socket.try_write_vectored(slices)
+    }) {
+        Ok(n) => {
+            at.advance(frames, n);
+            let sent: usize = frames[..at.first].iter().map(Frame::len).sum();
+            metrics::counter!(crate::metrics::BYTES_OUT).increment(sent as u64);
+            Ok(at)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(at),
+        Err(e) => Err(e),
     }
 }
 
@@ -182,12 +310,12 @@ mod tests {
     #[tokio::test]
     async fn drains_in_order_for_its_mode_only() {
         let q = Outbox::new(Mode::Polling, 1024);
-        q.push([frame("41"), frame("42")]).expect("push");
+        q.push(&[frame("41"), frame("42")]).expect("push");
         assert!(q.take(Mode::WebSocket, 1024).await.is_none());
         let batch = q.take(Mode::Polling, 1024).await.expect("polling owns it");
         assert_eq!(batch.frames, vec![frame("41"), frame("42")]);
-        q.push([frame("43")]).expect("push");
-        q.switch_to_websocket();
+        q.push(&[frame("43")]).expect("push");
+        q.switch_to_websocket(None);
         assert!(
             q.take(Mode::Polling, 1024).await.is_none(),
             "a racing GET takes nothing"
@@ -212,12 +340,12 @@ mod tests {
         };
         // The consumer waits on the empty queue; pushes come alone and in a row.
         tokio::task::yield_now().await;
-        q.push([frame("41")]).expect("push");
-        q.push([frame("42")]).expect("push");
+        q.push(&[frame("41")]).expect("push");
+        q.push(&[frame("42")]).expect("push");
         tokio::task::yield_now().await;
-        q.push([frame("43")]).expect("push");
+        q.push(&[frame("43")]).expect("push");
         tokio::task::yield_now().await;
-        q.push([frame("44")]).expect("push");
+        q.push(&[frame("44")]).expect("push");
         let got = tokio::time::timeout(std::time::Duration::from_secs(5), consumer)
             .await
             .expect("the consumer was woken")
@@ -231,21 +359,21 @@ mod tests {
     #[tokio::test]
     async fn bounded_in_bytes() {
         let q = Outbox::new(Mode::WebSocket, 4);
-        q.push([frame("42ab")]).expect("fits");
-        assert_eq!(q.push([frame("4")]), Err(PushError::Full));
-        assert!(!q.push_volatile([frame("4")]));
+        q.push(&[frame("42ab")]).expect("fits");
+        assert_eq!(q.push(&[frame("4")]), Err(PushError::Full));
+        assert!(!q.push_volatile(&[frame("4")], Path::Direct));
         q.take(Mode::WebSocket, 1024).await.expect("drain");
         // A single packet larger than the bound is still accepted into an empty queue.
-        q.push([frame("42abcdef")])
+        q.push(&[frame("42abcdef")])
             .expect("oversized packet into empty queue");
     }
 
     #[tokio::test]
     async fn close_hands_out_remaining_frames_then_reports_closed() {
         let q = Outbox::new(Mode::WebSocket, 1024);
-        q.push([frame("41")]).expect("push");
+        q.push(&[frame("41")]).expect("push");
         q.close();
-        assert_eq!(q.push([frame("42")]), Err(PushError::Closed));
+        assert_eq!(q.push(&[frame("42")]), Err(PushError::Closed));
         let batch = q.take(Mode::WebSocket, 1024).await.expect("ws");
         assert_eq!((batch.frames.len(), batch.closed), (1, true));
         let batch = q.take(Mode::WebSocket, 1024).await.expect("ws");
@@ -255,11 +383,122 @@ mod tests {
     #[tokio::test]
     async fn respects_max_bytes_per_batch() {
         let q = Outbox::new(Mode::Polling, 1024);
-        q.push([frame("4aaaa"), frame("4bbbb"), frame("4cccc")])
+        q.push(&[frame("4aaaa"), frame("4bbbb"), frame("4cccc")])
             .expect("push");
         let batch = q.take(Mode::Polling, 10).await.expect("polling");
         assert_eq!(batch.frames.len(), 2);
         let batch = q.take(Mode::Polling, 1).await.expect("polling");
         assert_eq!(batch.frames.len(), 1, "always at least one frame");
+    }
+
+    /// A connected pair on loopback: the server's end shared, the client's.
+    async fn pair() -> (Arc<TcpStream>, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        let (server, _) = accepted.expect("accept");
+        (Arc::new(server), client.expect("connect"))
+    }
+
+    fn wire(frames: &[Frame]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for f in frames {
+            let (opcode, p) = match f {
+                Frame::Text(p) => (crate::ws_read::OpCode::Text, p),
+                Frame::Binary(p) => (crate::ws_read::OpCode::Binary, p),
+            };
+            out.extend_from_slice(&crate::wsframe::encode_frame(opcode, p));
+        }
+        out
+    }
+
+    async fn read_exactly(client: &mut TcpStream, n: usize) -> Vec<u8> {
+        use tokio::io::AsyncReadExt;
+        let mut buf = vec![0u8; n];
+        tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            client.read_exact(&mut buf),
+        )
+        .await
+        .expect("the bytes arrive")
+        .expect("read");
+        buf
+    }
+
+    #[tokio::test]
+    async fn a_push_to_an_idle_writer_is_written_at_once() {
+        let (server, mut client) = pair().await;
+        let q = Outbox::new(Mode::WebSocket, 1 << 20);
+        q.switch_to_websocket(Some(server));
+        let frames = [
+            frame("42[\"a\"]"),
+            Frame::Binary(Bytes::from(vec![9u8; 300])),
+        ];
+        q.push(&frames).expect("push");
+        assert_eq!(q.queued_bytes(), 0, "nothing queued: the push wrote it");
+        assert_eq!(
+            read_exactly(&mut client, wire(&frames).len()).await,
+            wire(&frames)
+        );
+    }
+
+    #[tokio::test]
+    async fn pushes_queue_behind_a_busy_writer_and_in_polling_mode() {
+        let (server, _client) = pair().await;
+        let q = Outbox::new(Mode::Polling, 1 << 20);
+        q.push(&[frame("40")]).expect("push");
+        q.switch_to_websocket(Some(server));
+        // Queued frames go first: a push behind them queues too.
+        q.push(&[frame("41")]).expect("push");
+        assert_eq!(q.queued_bytes(), 4);
+        let batch = q.take(Mode::WebSocket, 1024).await.expect("ws");
+        assert_eq!(batch.frames, vec![frame("40"), frame("41")]);
+        // The writer holds that batch: pushes queue until it comes back.
+        q.push(&[frame("42")]).expect("push");
+        assert_eq!(q.queued_bytes(), 2);
+        let batch = q.take(Mode::WebSocket, 1024).await.expect("ws");
+        assert_eq!(batch.frames, vec![frame("42")]);
+        // A control reply being written: pushes queue.
+        q.set_busy(true);
+        q.push(&[frame("43")]).expect("push");
+        assert_eq!(q.queued_bytes(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_write_the_socket_cuts_short_is_finished_by_the_writer_in_order() {
+        let (server, mut client) = pair().await;
+        // A small send buffer, and a client that reads nothing for now.
+        socket2::SockRef::from(&*server)
+            .set_send_buffer_size(4096)
+            .expect("sndbuf");
+        let q = Outbox::new(Mode::WebSocket, 64 << 20);
+        q.switch_to_websocket(Some(server.clone()));
+        let mut sent = Vec::new();
+        let mut i = 0u8;
+        while q.queued_bytes() == 0 {
+            let frames = [
+                frame("42[\"big\"]"),
+                Frame::Binary(Bytes::from(vec![i; 20_000])),
+            ];
+            q.push(&frames).expect("push");
+            sent.extend(frames);
+            i = i.wrapping_add(1);
+            assert!(sent.len() < 20_000, "the socket never filled");
+        }
+        // More behind the cut: queued after it.
+        for f in [frame("42[\"after\"]"), frame("3")] {
+            q.push(std::slice::from_ref(&f)).expect("push");
+            sent.push(f);
+        }
+        let expected = wire(&sent);
+        let reading = tokio::spawn(async move { read_exactly(&mut client, expected.len()).await });
+        let mut w = crate::tcp::SharedTcp(server);
+        let batch = q.take(Mode::WebSocket, usize::MAX).await.expect("ws");
+        crate::wsframe::write_frames(&mut w, &batch.frames, batch.start())
+            .await
+            .expect("write");
+        assert_eq!(reading.await.expect("reader"), wire(&sent));
     }
 }

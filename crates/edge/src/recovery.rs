@@ -190,7 +190,7 @@ impl Edge {
         }
         tracing::debug!(sid = %session.sid, socket = %socket.id, replayed = replay.messages.len(), "socket recovered");
         let reply = socketio::encode_connect_with_pid(nsp, &socket.id, socket.pid.as_deref());
-        let mut pushed = session.outbox.push([Frame::Text(reply)]);
+        let mut pushed = session.outbox.push(&[Frame::Text(reply)]);
         for m in replay.messages {
             let Ok(Command::Emit {
                 target,

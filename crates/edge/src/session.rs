@@ -325,7 +325,7 @@ impl Edge {
             max_payload: cfg.max_payload as u64,
         };
         // A fresh queue is empty and open: this push cannot fail.
-        let _ = session.outbox.push([open.frame()]);
+        let _ = session.outbox.push(&[open.frame()]);
         self.sessions().insert(sid, session.clone());
         tracing::debug!(sid = %session.sid, ?mode, remote = ?session.handshake.remote, "session opened");
         session
@@ -381,7 +381,7 @@ impl Edge {
         match pong_by {
             Some(d) if d <= now => Some(CloseReason::PingTimeout),
             None if beat.next_ping <= now => {
-                match session.outbox.push([Frame::control(PacketType::Ping)]) {
+                match session.outbox.push(&[Frame::control(PacketType::Ping)]) {
                     Ok(()) => {
                         beat.pong_by = Some(now + cfg.ping_timeout);
                         None
@@ -476,7 +476,7 @@ impl Edge {
             )
         {
             // A polling client learns of the close from its next GET.
-            let _ = session.outbox.push([Frame::control(PacketType::Close)]);
+            let _ = session.outbox.push(&[Frame::control(PacketType::Close)]);
         }
         session.outbox.close();
         session.cancel.cancel();

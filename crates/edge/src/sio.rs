@@ -10,7 +10,7 @@ use roomcast_wire::engineio::Frame;
 use roomcast_wire::socketio::{self, Message, PacketKind};
 use serde_json::Value;
 
-use crate::outbox::PushError;
+use crate::outbox::{Path, PushError};
 use crate::session::{CloseReason, Session};
 use crate::Edge;
 
@@ -63,6 +63,7 @@ impl Socket {
         packet: &envelope::Packet,
         volatile: bool,
         seq: u64,
+        path: Path,
     ) -> Result<(), PushError> {
         if self.gate.closed.load(Ordering::Acquire) {
             let mut held = self.gate.held();
@@ -72,23 +73,33 @@ impl Socket {
                 return Ok(());
             }
         }
-        self.push(packet, volatile)
+        self.push(packet, volatile, path)
     }
 
-    fn push(&self, packet: &envelope::Packet, volatile: bool) -> Result<(), PushError> {
-        let frames = std::iter::once(Frame::Text(packet.text.clone()))
-            .chain(packet.attachments.iter().cloned().map(Frame::Binary));
+    fn push(&self, packet: &envelope::Packet, volatile: bool, path: Path) -> Result<(), PushError> {
+        let text = [Frame::Text(packet.text.clone())];
+        let with_attachments: Vec<Frame>;
+        let frames: &[Frame] = if packet.attachments.is_empty() {
+            &text
+        } else {
+            with_attachments = text
+                .into_iter()
+                .chain(packet.attachments.iter().cloned().map(Frame::Binary))
+                .collect();
+            &with_attachments
+        };
+        let outbox = &self.session.outbox;
         if volatile {
             // A volatile packet the socket has no room for is simply not sent.
-            self.session.outbox.push_volatile(frames);
+            outbox.push_volatile(frames, path);
             return Ok(());
         }
-        self.session.outbox.push(frames)
+        outbox.push_by(frames, path)
     }
 
     /// Queues a replayed packet, ahead of anything the gate holds.
     pub fn push_replayed(&self, packet: &envelope::Packet) -> Result<(), PushError> {
-        self.push(packet, false)
+        self.push(packet, false, Path::Direct)
     }
 
     /// Opens the gate: what it held goes to the outbox in order, except
@@ -101,7 +112,7 @@ impl Socket {
                 continue;
             }
             if result.is_ok() {
-                result = self.push(&packet, volatile);
+                result = self.push(&packet, volatile, Path::Direct);
             }
         }
         self.gate.closed.store(false, Ordering::Release);
@@ -214,7 +225,7 @@ impl Edge {
         }
         let refuse = |message: &str| {
             let packet = socketio::encode_connect_error(nsp, message);
-            match session.outbox.push([Frame::Text(packet)]) {
+            match session.outbox.push(&[Frame::Text(packet)]) {
                 Err(PushError::Full) => Err(CloseReason::SlowConsumer),
                 _ => Ok(()),
             }
@@ -301,7 +312,7 @@ impl Edge {
         metrics::counter!(crate::metrics::SOCKETS_CONNECTED, "namespace" => nsp.to_owned())
             .increment(1);
         tracing::debug!(sid = %session.sid, socket = %socket.id, nsp, user = %socket.user, "socket connected");
-        match session.outbox.push([Frame::Text(packet)]) {
+        match session.outbox.push(&[Frame::Text(packet)]) {
             Err(PushError::Full) => Err(CloseReason::SlowConsumer),
             _ => Ok(()),
         }
@@ -324,7 +335,7 @@ impl Edge {
             tracing::info!(sid = %session.sid, socket = %socket.id, "token expired, disconnecting");
             let _ = session
                 .outbox
-                .push([Frame::Text(socketio::encode_disconnect(&socket.ns))]);
+                .push(&[Frame::Text(socketio::encode_disconnect(&socket.ns))]);
             edge.close_session(session, CloseReason::TokenExpired);
         });
     }

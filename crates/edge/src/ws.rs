@@ -3,7 +3,8 @@
 //!
 //! Server frames are unmasked, so a packet's bytes are the same for every
 //! recipient: the writer puts a small header in front of the shared payload and
-//! hands both to one vectored write, for as many queued packets as there are.
+//! hands both to one vectored write, for as many queued packets as there are
+//! (`wsframe`). On plain TCP a push to an idle writer writes itself (`outbox`).
 //! `fastwebsockets`' own writer would copy small frames into a per-connection
 //! buffer and write each frame separately. Control replies the reader owes (pong,
 //! close echo, the upgrade probe's `3probe`, the close frame that fails the
@@ -15,7 +16,6 @@
 //! reader, limits and writer.
 
 use std::future::Future;
-use std::io::IoSlice;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;
 
@@ -25,13 +25,15 @@ use futures_util::future::Either;
 use futures_util::{FutureExt, StreamExt};
 use hyper_util::rt::TokioIo;
 use roomcast_wire::engineio::{self, Frame, PacketType};
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use crate::outbox::{Mode, Outbox, PushError};
 use crate::session::{CloseReason, Handshake, Session};
 use crate::ws_read::{Message, MessageReader, OpCode, ReadError};
+use crate::wsframe::{encode_frame, write_frames};
 use crate::Edge;
 
 /// Most bytes the writer takes from the queue for one vectored write.
@@ -41,15 +43,13 @@ const WRITE_BATCH_BYTES: usize = 256 * 1024;
 const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
 /// How long a closed connection may take to flush what was queued before it.
 const CLOSE_FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-/// Most frames in one vectored write (two buffers each, well under IOV_MAX);
-/// the slices are on the stack.
-const WRITE_SLICE_FRAMES: usize = 64;
 
 type Io = TokioIo<hyper::upgrade::Upgraded>;
 type Reader = MessageReader<tokio::io::ReadHalf<Io>>;
 
 /// Serves one WebSocket connection: a new session, or the upgrade of an
-/// existing polling session.
+/// existing polling session. `tcp` is the connection's stream when it is plain
+/// TCP: the session's queue writes to it directly while the writer is idle.
 ///
 /// Built from combinators rather than as one async fn: the upgrade and the
 /// connection are two states of one future that share their memory, and each
@@ -61,9 +61,10 @@ pub(crate) fn serve(
     fut: UpgradeFut,
     existing: Option<Arc<Session>>,
     hs: Handshake,
+    tcp: Option<Arc<TcpStream>>,
 ) -> impl Future<Output = ()> + Send {
     fut.then(move |upgraded| match upgraded {
-        Ok(ws) => Either::Left(connection(edge, ws.into_inner(), existing, hs)),
+        Ok(ws) => Either::Left(connection(edge, ws.into_inner(), existing, hs, tcp)),
         Err(e) => {
             tracing::debug!(error = %e, "websocket upgrade failed");
             Either::Right(std::future::ready(()))
@@ -78,15 +79,20 @@ fn connection(
     io: Io,
     existing: Option<Arc<Session>>,
     hs: Handshake,
+    tcp: Option<Arc<TcpStream>>,
 ) -> impl Future<Output = ()> + Send {
     let (r, w) = tokio::io::split(io);
     let (direct_tx, direct_rx) = direct_channel();
     // Only an upgrade waits for its probe before the writer may drain the queue.
     let (session, switch_tx, switch_rx) = match existing {
-        None => (edge.open_session(Mode::WebSocket, hs), None, None),
+        None => {
+            let session = edge.open_session(Mode::WebSocket, hs);
+            session.outbox.switch_to_websocket(tcp);
+            (session, None, None)
+        }
         Some(session) => {
             let (tx, rx) = oneshot::channel::<()>();
-            (session, Some(tx), Some(rx))
+            (session, Some((tx, tcp)), Some(rx))
         }
     };
     let span = session.span.clone();
@@ -108,11 +114,11 @@ async fn read_half(
     session: Arc<Session>,
     r: tokio::io::ReadHalf<Io>,
     direct_tx: Direct,
-    switch_tx: Option<oneshot::Sender<()>>,
+    switch_tx: Option<(oneshot::Sender<()>, Option<Arc<TcpStream>>)>,
 ) -> Option<tokio::io::ReadHalf<Io>> {
     let cfg = edge.config();
     let mut reader = MessageReader::new(r, cfg.max_payload, cfg.ws_pings_per_sec);
-    if let Some(switch_tx) = switch_tx {
+    if let Some((switch_tx, tcp)) = switch_tx {
         // Boxed: only upgrades probe, and its timer would take room in every
         // connection's future.
         let probed = Box::pin(tokio::time::timeout(
@@ -126,7 +132,7 @@ async fn read_half(
             tracing::debug!(sid = %session.sid, "websocket upgrade abandoned");
             return None;
         }
-        session.outbox.switch_to_websocket();
+        session.outbox.switch_to_websocket(tcp);
         let _ = switch_tx.send(());
         tracing::debug!(sid = %session.sid, "upgraded to websocket");
     }
@@ -160,7 +166,7 @@ async fn probe(reader: &mut Reader, direct: &Direct, session: &Session) -> Resul
         .await
         .map_err(|_| CloseReason::TransportError)?;
     // Release a GET the client is waiting on, so it can finish the upgrade.
-    let _ = session.outbox.push([Frame::control(PacketType::Noop)]);
+    let _ = session.outbox.push(&[Frame::control(PacketType::Noop)]);
     expect_text(reader, direct, b"5").await
 }
 
@@ -333,7 +339,7 @@ async fn echo_read(
             Ok(Message::Close) => break CloseReason::TransportClose,
             Err(e) => break fail(&direct_tx, e).await,
         };
-        match outbox.push([frame]) {
+        match outbox.push(&[frame]) {
             Ok(()) => {}
             Err(PushError::Full) => break CloseReason::SlowConsumer,
             Err(PushError::Closed) => break CloseReason::TransportError,
@@ -404,12 +410,16 @@ async fn writer(
             d = direct.next(), if direct_open && pending_close.is_none() => match d {
                 Some(bytes) if active && is_close(&bytes) => pending_close = Some(bytes),
                 Some(bytes) => {
+                    // Pushes queue while this is written, and after a close
+                    // frame for good.
+                    outbox.set_busy(true);
                     w.write_all(&bytes).await.map_err(io_err)?;
                     w.flush().await.map_err(io_err)?;
                     if is_close(&bytes) {
                         let _ = w.shutdown().await;
                         return Ok(());
                     }
+                    outbox.set_busy(false);
                 }
                 None if active => direct_open = false,
                 // The upgrade was abandoned before the switch.
@@ -417,7 +427,7 @@ async fn writer(
             },
             batch = outbox.take(Mode::WebSocket, WRITE_BATCH_BYTES), if active => {
                 let Some(batch) = batch else { return Ok(()) };
-                write_frames(&mut w, &batch.frames).await.map_err(io_err)?;
+                write_frames(&mut w, &batch.frames, batch.start()).await.map_err(io_err)?;
                 let written: usize = batch.frames.iter().map(Frame::len).sum();
                 metrics::counter!(crate::metrics::BYTES_OUT).increment(written as u64);
                 if batch.closed {
@@ -430,226 +440,5 @@ async fn writer(
                 }
             }
         }
-    }
-}
-
-/// A WebSocket frame header for an unmasked, final frame.
-fn header(opcode: OpCode, len: usize) -> ([u8; 10], usize) {
-    let mut h = [0u8; 10];
-    h[0] = 0x80 | opcode as u8;
-    let n = if len < 126 {
-        h[1] = len as u8;
-        2
-    } else if let Ok(len) = u16::try_from(len) {
-        h[1] = 126;
-        h[2..4].copy_from_slice(&len.to_be_bytes());
-        4
-    } else {
-        h[1] = 127;
-        h[2..10].copy_from_slice(&(len as u64).to_be_bytes());
-        10
-    };
-    (h, n)
-}
-
-fn encode_frame(opcode: OpCode, payload: &[u8]) -> Bytes {
-    let (h, n) = header(opcode, payload.len());
-    let mut buf = Vec::with_capacity(n + payload.len());
-    buf.extend_from_slice(&h[..n]);
-    buf.extend_from_slice(payload);
-    Bytes::from(buf)
-}
-
-/// Writes the frames, each as a header and its shared payload, in as few
-/// vectored writes as the socket takes. The slices are built on the stack at
-/// each attempt, from where the batch got to: no allocation per write, and no
-/// buffer in the writer's state while it waits for the socket.
-async fn write_frames<W: AsyncWrite + Unpin>(w: &mut W, frames: &[Frame]) -> std::io::Result<()> {
-    use std::task::Poll;
-    // The first frame not wholly written, and how much of it is.
-    let (mut first, mut done) = (0, 0);
-    std::future::poll_fn(|cx| {
-        while first < frames.len() {
-            let mut heads = [([0u8; 10], 0); WRITE_SLICE_FRAMES];
-            let mut slices = [IoSlice::new(&[]); 2 * WRITE_SLICE_FRAMES];
-            let start = first;
-            let batch = &frames[start..frames.len().min(start + WRITE_SLICE_FRAMES)];
-            for (h, f) in heads.iter_mut().zip(batch) {
-                *h = header(opcode_of(f), frame_payload(f).len());
-            }
-            let mut used = 0;
-            let mut skip = done;
-            for ((h, n), f) in heads.iter().zip(batch) {
-                for part in [&h[..*n], frame_payload(f)] {
-                    // Only the first frame has a written part to leave out.
-                    let cut = skip.min(part.len());
-                    skip -= cut;
-                    if part.len() > cut {
-                        slices[used] = IoSlice::new(&part[cut..]);
-                        used += 1;
-                    }
-                }
-            }
-            let mut n = match std::pin::Pin::new(&mut *w).poll_write_vectored(cx, &slices[..used]) {
-                Poll::Ready(Ok(0)) => {
-                    return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()))
-                }
-                Poll::Ready(Ok(n)) => n,
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => return Poll::Pending,
-            };
-            // Move past what the socket took (within this batch: the socket
-            // took no more than its slices).
-            while n > 0 && first < start + batch.len() {
-                let left = heads[first - start].1 + frame_payload(&frames[first]).len() - done;
-                if n >= left {
-                    n -= left;
-                    first += 1;
-                    done = 0;
-                } else {
-                    done += n;
-                    n = 0;
-                }
-            }
-        }
-        Poll::Ready(Ok(()))
-    })
-    .await?;
-    w.flush().await
-}
-
-fn frame_payload(f: &Frame) -> &[u8] {
-    let (Frame::Text(p) | Frame::Binary(p)) = f;
-    p
-}
-
-fn opcode_of(f: &Frame) -> OpCode {
-    match f {
-        Frame::Text(_) => OpCode::Text,
-        Frame::Binary(_) => OpCode::Binary,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn headers_follow_rfc6455_lengths() {
-        assert_eq!(
-            header(OpCode::Text, 5),
-            ([0x81, 5, 0, 0, 0, 0, 0, 0, 0, 0], 2)
-        );
-        let (h, n) = header(OpCode::Binary, 300);
-        assert_eq!((&h[..n], n), (&[0x82, 126, 1, 44][..], 4));
-        let (h, n) = header(OpCode::Text, 70_000);
-        assert_eq!(&h[..n], &[0x81, 127, 0, 0, 0, 0, 0, 1, 0x11, 0x70]);
-    }
-
-    /// Takes at most `step` bytes per write, and is not ready every other time.
-    struct Trickle {
-        out: Vec<u8>,
-        step: usize,
-        ready: bool,
-        calls: usize,
-    }
-
-    impl AsyncWrite for Trickle {
-        fn poll_write(
-            self: std::pin::Pin<&mut Self>,
-            cx: &mut std::task::Context<'_>,
-            buf: &[u8],
-        ) -> std::task::Poll<std::io::Result<usize>> {
-            self.poll_write_vectored(cx, &[IoSlice::new(buf)])
-        }
-
-        fn poll_write_vectored(
-            mut self: std::pin::Pin<&mut Self>,
-            cx: &mut std::task::Context<'_>,
-            bufs: &[IoSlice<'_>],
-        ) -> std::task::Poll<std::io::Result<usize>> {
-            self.ready = !self.ready;
-            if !self.ready {
-                cx.waker().wake_by_ref();
-                return std::task::Poll::Pending;
-            }
-            self.calls += 1;
-            let mut n = 0;
-            for b in bufs {
-                let take = b.len().min(self.step - n);
-                self.out.extend_from_slice(&b[..take]);
-                n += take;
-                if n == self.step {
-                    break;
-                }
-            }
-            std::task::Poll::Ready(Ok(n))
-        }
-
-        fn is_write_vectored(&self) -> bool {
-            true
-        }
-
-        fn poll_flush(
-            self: std::pin::Pin<&mut Self>,
-            _: &mut std::task::Context<'_>,
-        ) -> std::task::Poll<std::io::Result<()>> {
-            std::task::Poll::Ready(Ok(()))
-        }
-
-        fn poll_shutdown(
-            self: std::pin::Pin<&mut Self>,
-            _: &mut std::task::Context<'_>,
-        ) -> std::task::Poll<std::io::Result<()>> {
-            std::task::Poll::Ready(Ok(()))
-        }
-    }
-
-    #[tokio::test]
-    async fn partial_writes_resume_where_the_socket_stopped() {
-        // More frames than one write takes, of every header length, some empty.
-        let frames: Vec<Frame> = (0..150)
-            .map(|i| match i % 5 {
-                0 => Frame::Text(Bytes::new()),
-                1 => Frame::Text(Bytes::from(vec![b'a'; 125])),
-                2 => Frame::Binary(Bytes::from(vec![i as u8; 126])),
-                3 => Frame::Text(Bytes::from(format!("42[\"e\",{i}]"))),
-                _ => Frame::Binary(Bytes::from(vec![7u8; if i == 149 { 70_000 } else { 300 }])),
-            })
-            .collect();
-        let expected: Vec<u8> = frames
-            .iter()
-            .flat_map(|f| encode_frame(opcode_of(f), frame_payload(f)).to_vec())
-            .collect();
-        for step in [1, 3, 7, 100, 4096, usize::MAX] {
-            let mut w = Trickle {
-                out: Vec::new(),
-                step,
-                ready: false,
-                calls: 0,
-            };
-            write_frames(&mut w, &frames).await.expect("write");
-            assert_eq!(w.out, expected, "step {step}");
-            if step == usize::MAX {
-                // 64 frames per write at most.
-                assert_eq!(w.calls, 3);
-            }
-        }
-    }
-
-    #[tokio::test]
-    async fn writes_many_frames_as_one_stream() {
-        let frames = vec![
-            Frame::Text(Bytes::from_static(b"42[\"a\"]")),
-            Frame::Binary(Bytes::from(vec![7u8; 300])),
-            Frame::Text(Bytes::from_static(b"2")),
-        ];
-        let mut out = Vec::new();
-        write_frames(&mut out, &frames).await.expect("write");
-        let mut expected = Vec::new();
-        expected.extend_from_slice(&encode_frame(OpCode::Text, b"42[\"a\"]"));
-        expected.extend_from_slice(&encode_frame(OpCode::Binary, &[7u8; 300]));
-        expected.extend_from_slice(&encode_frame(OpCode::Text, b"2"));
-        assert_eq!(out, expected);
     }
 }

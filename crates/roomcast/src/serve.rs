@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::admin::{self, Probe};
 use crate::config::GrpcTls;
 use crate::tls::{ClientTls, TlsListener};
-use axum::serve::ListenerExt;
+use roomcast_edge::tcp::{ClientConn, ClientListener, Unshared};
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
 /// SIGINT and SIGTERM, listened to from the moment this is built: build it
@@ -86,13 +86,9 @@ pub struct Servers {
 }
 
 impl Servers {
-    /// Serves an axum router (client port or admin port).
-    pub fn http(&mut self, name: &'static str, listener: TcpListener, router: axum::Router) {
-        let stop = if name == "client" {
-            self.clients_stop.clone()
-        } else {
-            self.stop.clone()
-        };
+    /// Serves an axum router on a port other than the client port.
+    fn http(&mut self, name: &'static str, listener: TcpListener, router: axum::Router) {
+        let stop = self.stop.clone();
         let server = axum::serve(
             listener,
             router.into_make_service_with_connect_info::<SocketAddr>(),
@@ -111,25 +107,16 @@ impl Servers {
         tls: Option<&ClientTls>,
         router: axum::Router,
     ) -> anyhow::Result<()> {
-        let Some(tls) = tls else {
-            self.http("client", listener, router);
-            return Ok(());
-        };
         let stop = self.clients_stop.clone();
-        // `tap_io` does nothing to the streams: it makes axum's own
-        // `ConnectInfo<SocketAddr>` impl apply to this listener.
-        let listener = TlsListener::new(listener, tls)
-            .context("cannot start the tls listener")?
-            .tap_io(|_| {});
-        let server = axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move { stop.cancelled().await });
-        self.tasks.push((
-            "client",
-            tokio::spawn(async move { server.await.map_err(anyhow::Error::from) }),
-        ));
+        let server = match tls {
+            None => serve_clients(ClientListener::new(listener), router, stop),
+            Some(tls) => {
+                let listener =
+                    TlsListener::new(listener, tls).context("cannot start the tls listener")?;
+                serve_clients(Unshared(listener), router, stop)
+            }
+        };
+        self.tasks.push(("client", server));
         Ok(())
     }
 
@@ -203,6 +190,27 @@ impl Servers {
         }
         Ok(())
     }
+}
+
+/// Serves the client port on a listener whose connections tell
+/// [`ClientConn`] (the peer, and the shared stream of a plain-TCP one).
+fn serve_clients<L>(
+    listener: L,
+    router: axum::Router,
+    stop: CancellationToken,
+) -> JoinHandle<anyhow::Result<()>>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+    ClientConn: for<'a> axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
+{
+    let service = router.into_make_service_with_connect_info::<ClientConn>();
+    tokio::spawn(async move {
+        axum::serve(listener, service)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await
+            .map_err(anyhow::Error::from)
+    })
 }
 
 /// The lame-duck drain of a process with an edge: not ready at once, keep
