@@ -332,7 +332,7 @@ def summary_markdown(results, info, wall):
                     f"| {s['deliveries_per_server_cpu_s']:.0f} |")
         conn = ", ".join(
             f"{n}: {r['connected']}/{r['connections_requested']} connected, "
-            f"{r['disconnects']} disconnects"
+            f"{r['disconnects']} disconnects, quiet {r.get('settled_secs', 0):.0f} s after connecting"
             for n, r in per_sys.items() if r is not None)
         lines.append("")
         lines.append(conn)

@@ -105,6 +105,11 @@ struct Args {
     /// Seconds to stay connected and idle before measuring memory.
     #[arg(long, default_value_t = 0.0)]
     idle_secs: f64,
+    /// Longest wait, once connected, for the servers to go quiet (under 10 % of
+    /// a core for a second) before the first step, so that setup work
+    /// (subscriptions, presence records) is not charged to it.
+    #[arg(long, default_value_t = 20.0)]
+    settle_secs: f64,
     /// Longest wait after a step for its deliveries to arrive.
     #[arg(long, default_value_t = 10.0)]
     drain_secs: f64,
@@ -224,6 +229,21 @@ fn cpu_secs(before: &[ProcSample], after: &[ProcSample]) -> f64 {
         .zip(after)
         .map(|(b, a)| a.cpu_ticks.saturating_sub(b.cpu_ticks) as f64 / CLK_TCK)
         .sum()
+}
+
+/// Waits until the servers spent under 10 % of a core over one second, for
+/// at most `max_secs`; returns how long that took.
+async fn settle(pids: &[u32], max_secs: f64) -> f64 {
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs_f64(max_secs);
+    while Instant::now() < deadline {
+        let before = sample_servers(pids);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if cpu_secs(&before, &sample_servers(pids)) < 0.1 {
+            break;
+        }
+    }
+    started.elapsed().as_secs_f64()
 }
 
 fn total_rss(s: &[ProcSample]) -> u64 {
@@ -519,6 +539,9 @@ struct Report {
     connect_failures: usize,
     first_connect_error: Option<String>,
     connect_secs: f64,
+    /// How long the servers took to go quiet after connecting (see
+    /// `--settle-secs`).
+    settled_secs: f64,
     rooms: usize,
     payload_bytes: usize,
     server_pids: Vec<u32>,
@@ -681,6 +704,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     let server_connected = sample_servers(&args.server_pids);
     let self_connected = sample(None).unwrap_or_default();
+    let settled_secs = if step_names.is_empty() {
+        0.0
+    } else {
+        settle(&args.server_pids, args.settle_secs).await
+    };
 
     // Publish, step by step.
     let members = Arc::new(members);
@@ -838,6 +866,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         connect_failures: failures,
         first_connect_error: first_error,
         connect_secs,
+        settled_secs,
         rooms: args.rooms,
         payload_bytes: args.payload_bytes,
         server_pids: args.server_pids.clone(),

@@ -501,4 +501,119 @@ mod tests {
             .expect("write");
         assert_eq!(reading.await.expect("reader"), wire(&sent));
     }
+
+    /// Reads server frames (unmasked, unfragmented) until `data` text frames
+    /// other than `3` have come, pausing now and then so that the server's
+    /// writes are often cut short; returns them and how many `3`s came.
+    async fn read_frames(client: &mut TcpStream, data: usize) -> (Vec<Vec<u8>>, usize) {
+        use tokio::io::AsyncReadExt;
+        let (mut frames, mut controls) = (Vec::new(), 0);
+        while frames.len() < data {
+            if frames.len() % 64 == 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            let mut h = [0u8; 2];
+            client.read_exact(&mut h).await.expect("header");
+            assert_eq!(h[0], 0x81, "a whole text frame starts here");
+            let len = match h[1] {
+                126 => usize::from(client.read_u16().await.expect("len16")),
+                127 => usize::try_from(client.read_u64().await.expect("len64")).expect("len"),
+                n => usize::from(n),
+            };
+            let mut payload = vec![0u8; len];
+            client.read_exact(&mut payload).await.expect("payload");
+            if payload == b"3" {
+                controls += 1;
+            } else {
+                frames.push(payload);
+            }
+        }
+        (frames, controls)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_pushes_and_the_writer_keep_frames_whole_and_in_order() {
+        const PRODUCERS: usize = 4;
+        const EACH: usize = 1500;
+        let pad_len = |p: usize, i: usize| (i * 37 + p * 11) % 2000;
+        let (server, mut client) = pair().await;
+        // A small send buffer and a reader that pauses: direct writes and the
+        // writer's are often cut short.
+        socket2::SockRef::from(&*server)
+            .set_send_buffer_size(4096)
+            .expect("sndbuf");
+        let q = Arc::new(Outbox::new(Mode::WebSocket, 256 << 20));
+        q.switch_to_websocket(Some(server.clone()));
+        let reader = tokio::spawn(async move { read_frames(&mut client, PRODUCERS * EACH).await });
+        // The connection's writer: batches from where they start, and now and
+        // then a control reply of its own, as `ws::writer` does.
+        let writer = tokio::spawn({
+            let q = q.clone();
+            async move {
+                let mut w = crate::tcp::SharedTcp(server);
+                let mut controls = 0;
+                loop {
+                    let batch = q.take(Mode::WebSocket, 64 * 1024).await.expect("ws");
+                    crate::wsframe::write_frames(&mut w, &batch.frames, batch.start())
+                        .await
+                        .expect("write");
+                    if batch.closed {
+                        return controls;
+                    }
+                    if batch.frames.len() % 3 == 0 {
+                        q.set_busy(true);
+                        let pong = [frame("3")];
+                        crate::wsframe::write_frames(&mut w, &pong, Progress::default())
+                            .await
+                            .expect("control");
+                        q.set_busy(false);
+                        controls += 1;
+                    }
+                }
+            }
+        });
+        let producers: Vec<_> = (0..PRODUCERS)
+            .map(|p| {
+                let q = q.clone();
+                tokio::spawn(async move {
+                    for i in 0..EACH {
+                        // Sizes across both short header forms.
+                        let text = format!("{p}:{i}:{}", "x".repeat(pad_len(p, i)));
+                        q.push(&[Frame::Text(Bytes::from(text))]).expect("push");
+                        if i % 50 == 0 {
+                            tokio::task::yield_now().await;
+                        }
+                    }
+                })
+            })
+            .collect();
+        for p in producers {
+            p.await.expect("producer");
+        }
+        q.close();
+        let wrote_controls = tokio::time::timeout(std::time::Duration::from_secs(30), writer)
+            .await
+            .expect("the writer finished")
+            .expect("writer");
+        let (frames, controls) = tokio::time::timeout(std::time::Duration::from_secs(30), reader)
+            .await
+            .expect("everything arrived")
+            .expect("reader");
+        assert_eq!(
+            controls, wrote_controls,
+            "every control reply arrived whole"
+        );
+        let mut next = [0usize; PRODUCERS];
+        for f in &frames {
+            let text = std::str::from_utf8(f).expect("utf-8");
+            let mut parts = text.splitn(3, ':');
+            let p: usize = parts.next().and_then(|v| v.parse().ok()).expect("producer");
+            let i: usize = parts.next().and_then(|v| v.parse().ok()).expect("index");
+            let pad = parts.next().expect("pad");
+            assert_eq!(i, next[p], "producer {p}'s frames in order");
+            assert_eq!(pad.len(), pad_len(p, i), "frame {p}:{i} whole");
+            next[p] += 1;
+        }
+        assert_eq!(next, [EACH; PRODUCERS]);
+    }
 }
