@@ -130,7 +130,7 @@ class System:
 def start_system(name):
     s = System(name)
     try:
-        if name == "roomcast":
+        if name in ("roomcast", "roomcast-stream"):
             p = Proc(
                 "roomcast",
                 [str(ROOMCAST), "standalone", "--listen", "127.0.0.1:0", "--grpc-listen",
@@ -143,6 +143,10 @@ def start_system(name):
             s.pids = [p.pid]
             s.flags = ["--target", "roomcast", "--ws", p.match.group(1), "--grpc",
                        p.match.group(2), "--jwt-secret", JWT_SECRET, "--api-key", API_KEY]
+            if name == "roomcast-stream":
+                # The same server; events go over 4 EmitStream calls instead
+                # of one Emit call each.
+                s.flags += ["--emit-streams", "4"]
         elif name == "roomcast-cluster":
             nport = free_port()
             import tempfile
@@ -227,8 +231,9 @@ def scenarios(quick):
     return {
         "broadcast": (SYSTEMS_SINGLE, ["--connections", str(bc), "--rooms", "1",
                                        "--rates", bc_rates] + common),
-        "chat": (SYSTEMS_SINGLE, ["--connections", str(chat_rooms * 4), "--rooms",
-                                  str(chat_rooms), "--rates", chat_rates] + common),
+        "chat": (SYSTEMS_SINGLE + ["roomcast-stream"],
+                 ["--connections", str(chat_rooms * 4), "--rooms", str(chat_rooms),
+                  "--rates", chat_rates] + common),
         "idle": (SYSTEMS_SINGLE, ["--connections", str(idle), "--rooms", str(idle // 4),
                                   "--idle-secs", "3"]),
         "cluster": (SYSTEMS_CLUSTER, ["--connections", str(bc), "--rooms", "1",
@@ -345,12 +350,19 @@ def summary_markdown(results, info, wall):
 def ratio_lines(per_sys):
     """Deliveries per server CPU-second at low / medium / saturation and p99 ratios."""
     names = [n for n, r in per_sys.items() if r is not None]
-    if "roomcast" in names:
-        base = "roomcast"
-    elif "roomcast-cluster" in names:
-        base = "roomcast-cluster"
-    else:
+    bases = [n for n in names if n.startswith("roomcast")]
+    if not bases:
         return []
+    out = ["| vs | deliv/CPU-s ratio at lowest rate | at a middle rate (same offered load) "
+           "| at each one's best throughput | p99 ratio (roomcast ÷ peer) at the highest rate both "
+           "ran unsaturated |", "|---|---|---|---|---|"]
+    for base in bases:
+        out += ratio_rows(per_sys, base, [n for n in names if not n.startswith("roomcast")])
+    return out
+
+
+def ratio_rows(per_sys, base, peers):
+    """One ratio row per peer for one roomcast system."""
     b = per_sys[base]
     bsteps = {s["name"]: s for s in measured_steps(b)}
 
@@ -363,12 +375,8 @@ def ratio_lines(per_sys):
         sat = max(steps, key=lambda s: s["deliveries_per_s"])
         return low, med, sat
 
-    out = ["| vs | deliv/CPU-s ratio at lowest rate | at a middle rate (same offered load) "
-           "| at each one's best throughput | p99 ratio (roomcast ÷ peer) at the highest rate both "
-           "ran unsaturated |", "|---|---|---|---|---|"]
-    for n in names:
-        if n == base:
-            continue
+    out = []
+    for n in peers:
         r = per_sys[n]
         rsteps = {s["name"]: s for s in measured_steps(r)}
         common = [k for k in bsteps if k in rsteps]
@@ -388,7 +396,7 @@ def ratio_lines(per_sys):
         if unsat:
             k = unsat[-1]
             pb, pr = bsteps[k]["latency"]["p99_us"], rsteps[k]["latency"]["p99_us"]
-            p99 = f"{pb / pr:.2f} ({fmt_ms(pb)} / {fmt_ms(pr)} ms at {k})" if pr else "n/a"
+            p99 = f"{pb / pr:.3f} ({fmt_ms(pb)} / {fmt_ms(pr)} ms at {k})" if pr else "n/a"
         else:
             p99 = "no common unsaturated step"
         out.append(f"| {base} vs {n} | {ratio(common[0])} | {ratio(mid)} | {sat_ratio:.2f}× "

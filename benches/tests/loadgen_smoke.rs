@@ -67,7 +67,7 @@ fn check_report(report: &serde_json::Value, connections: u64, messages: u64, rec
 }
 
 #[tokio::test]
-async fn jwt_rooms_claim_and_grpc_emit_deliver_each_message_once() {
+async fn jwt_rooms_claim_and_grpc_emit_or_emit_stream_deliver_each_message_once() {
     let p = Process::standalone(
         &roomcast_bin(),
         &["--jwt-secret", SECRET, "--api-key", "smoke-key"],
@@ -106,6 +106,13 @@ async fn jwt_rooms_claim_and_grpc_emit_deliver_each_message_once() {
     .collect();
     let report = run_loadgen(&args).await;
     check_report(&report, 20, 40, 20);
+    // The same over EmitStream calls instead of a call per event.
+    let streamed: Vec<String> = args
+        .iter()
+        .cloned()
+        .chain(["--emit-streams".to_owned(), "2".to_owned()])
+        .collect();
+    check_report(&run_loadgen(&streamed).await, 20, 40, 20);
 }
 
 #[tokio::test]

@@ -69,6 +69,48 @@ describe(`control API against roomcast ${TARGET}`, { timeout: 240_000 }, () => {
     ({ server, api, pool } = t);
   });
 
+  describe('EmitStream', () => {
+    it('emits every message in order, each to its own selector, and counts them', async () => {
+      const inRoom = await connectAt(0, 'stream-alice', ['stream-room']);
+      const user = await connectAt(1, 'stream-bob');
+      const requests = [];
+      for (let i = 0; i < 60; i++) {
+        const to = i % 2 ? { user_ids: ['stream-bob'] } : { rooms: ['stream-room'] };
+        requests.push({ to, event: 'seq', args_json: args(i) });
+      }
+      const { emitted } = await api.emitStream(requests);
+      assert.equal(emitted, '60');
+      await waitFor(() => inRoom.count('seq') === 30 && user.count('seq') === 30, 5000, 'every event');
+      const evens = [...Array(30).keys()].map((k) => [2 * k]);
+      assert.deepEqual(inRoom.argsOf('seq'), evens, 'the room got its events once, in order');
+      assert.deepEqual(user.argsOf('seq'), evens.map(([n]) => [n + 1]), 'so did the user');
+    });
+
+    it('a message Emit would refuse ends the call with its index: those before it were emitted, none after', async () => {
+      const client = await connectAt(2, 'stream-carol', ['stream-refused']);
+      const to = { rooms: ['stream-refused'] };
+      const requests = [0, 1, 2].map((i) => ({ to, event: 'part', args_json: args(i) }));
+      requests.push({ to, event: 'connect', args_json: args(3) }, { to, event: 'part', args_json: args(4) });
+      const err = await api.emitStream(requests).then(
+        () => assert.fail('the call succeeded'),
+        (e) => e,
+      );
+      assert.equal(err.code, GrpcStatus.INVALID_ARGUMENT);
+      assert.match(err.details, /^message 3: /);
+      assert.deepEqual(err.metadata.get('roomcast-emitted'), ['3']);
+      await settle(api, [client], { rooms: ['stream-refused'] });
+      assert.deepEqual(client.argsOf('part'), [[0], [1], [2]]);
+
+      const acked = { to: { user_ids: ['stream-carol'] }, event: 'part', at_least_once: true, ttl_ms: 1000 };
+      const refused = await api.emitStream([acked]).then(
+        () => assert.fail('an at-least-once emit was accepted on a stream'),
+        (e) => e,
+      );
+      assert.equal(refused.code, GrpcStatus.INVALID_ARGUMENT);
+      assert.match(refused.details, /^message 0: at_least_once emits go through Emit/);
+    });
+  });
+
   describe('selectors', () => {
     it('user_ids reach every socket of those users on any edge, in that namespace only, without a room', async () => {
       const alice1 = await connectAt(0, 'alice');

@@ -70,6 +70,10 @@ struct Args {
     /// HTTP connections per emit address.
     #[arg(long, default_value_t = 8)]
     emit_connections: usize,
+    /// roomcast: publish over this many `EmitStream` calls per gRPC address
+    /// (one message per event) instead of one unary `Emit` call per event.
+    #[arg(long, default_value_t = 0)]
+    emit_streams: usize,
     /// Sockets to open.
     #[arg(long, default_value_t = 100)]
     connections: usize,
@@ -395,6 +399,10 @@ enum Publisher {
         clients: Vec<RoomcastClient<Channel>>,
         auth: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
     },
+    /// Open `EmitStream` calls, each fed by its queue.
+    GrpcStream {
+        queues: Vec<mpsc::Sender<EmitRequest>>,
+    },
     Http {
         queues: Vec<mpsc::Sender<(Bytes, oneshot::Sender<bool>)>>,
     },
@@ -419,7 +427,16 @@ impl Publisher {
                     Some(k) => Some(format!("Bearer {k}").parse()?),
                     None => None,
                 };
-                Ok(Publisher::Grpc { clients, auth })
+                if args.emit_streams == 0 {
+                    return Ok(Publisher::Grpc { clients, auth });
+                }
+                let mut queues = Vec::new();
+                for client in &clients {
+                    for _ in 0..args.emit_streams {
+                        queues.push(emit_stream(client.clone(), auth.clone()));
+                    }
+                }
+                Ok(Publisher::GrpcStream { queues })
             }
             Target::Http => {
                 if args.emit.is_empty() {
@@ -436,24 +453,33 @@ impl Publisher {
         }
     }
 
-    /// Sends one emit; true when the server accepted it.
+    /// Sends one emit; true when the server accepted it (on a stream: when
+    /// the stream took it).
     async fn emit(&self, n: u64, room: &str, data: &str) -> bool {
+        let emit = || EmitRequest {
+            to: Some(Selector {
+                rooms: vec![room.to_owned()],
+                ..Selector::default()
+            }),
+            event: EVENT.to_owned(),
+            args_json: format!("[{data}]"),
+            ..EmitRequest::default()
+        };
         match self {
             Publisher::Grpc { clients, auth } => {
                 let mut c = clients[(n as usize) % clients.len()].clone();
-                let mut req = tonic::Request::new(EmitRequest {
-                    to: Some(Selector {
-                        rooms: vec![room.to_owned()],
-                        ..Selector::default()
-                    }),
-                    event: EVENT.to_owned(),
-                    args_json: format!("[{data}]"),
-                    ..EmitRequest::default()
-                });
+                let mut req = tonic::Request::new(emit());
                 if let Some(a) = auth {
                     req.metadata_mut().insert("authorization", a.clone());
                 }
                 c.emit(req).await.is_ok()
+            }
+            Publisher::GrpcStream { queues } => {
+                // One room's events always take the same stream: in order.
+                let room_hash = room
+                    .bytes()
+                    .fold(0usize, |h, b| h.wrapping_mul(31) ^ b as usize);
+                queues[room_hash % queues.len()].send(emit()).await.is_ok()
             }
             Publisher::Http { queues } => {
                 let body = format!(r#"{{"room":"{room}","event":"{EVENT}","data":{data}}}"#);
@@ -466,6 +492,26 @@ impl Publisher {
             }
         }
     }
+}
+
+/// An `EmitStream` call fed by the returned queue; it ends when the queue's
+/// senders are gone, and reports a failure on stderr.
+fn emit_stream(
+    mut client: RoomcastClient<Channel>,
+    auth: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+) -> mpsc::Sender<EmitRequest> {
+    let (tx, mut rx) = mpsc::channel::<EmitRequest>(1024);
+    let messages = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+    let mut req = tonic::Request::new(messages);
+    if let Some(a) = auth {
+        req.metadata_mut().insert("authorization", a);
+    }
+    tokio::spawn(async move {
+        if let Err(status) = client.emit_stream(req).await {
+            eprintln!("loadgen: EmitStream failed: {status}");
+        }
+    });
+    tx
 }
 
 /// One keep-alive HTTP/1.1 connection posting the bodies it is given to `/emit`.

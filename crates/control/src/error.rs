@@ -43,6 +43,8 @@ pub enum ControlError {
     InvalidTtl(u128),
     #[error("ttl_ms needs at_least_once")]
     TtlWithoutAck,
+    #[error("at_least_once emits go through Emit, which returns their message id")]
+    AckedInStream,
     #[error("{0}")]
     AckedTarget(&'static str),
     #[error("unknown user {0:?}: at-least-once emits go to users that connected at least once")]
@@ -80,6 +82,7 @@ impl From<ControlError> for tonic::Status {
             | ControlError::InvalidTimeout(_)
             | ControlError::InvalidTtl(_)
             | ControlError::TtlWithoutAck
+            | ControlError::AckedInStream
             | ControlError::AckedTarget(_) => tonic::Status::invalid_argument(msg),
             ControlError::UnknownUser(_) | ControlError::UnknownMessage(_) => {
                 tonic::Status::not_found(msg)

@@ -30,9 +30,10 @@ use bytes::Bytes;
 use roomcast_api::v1::roomcast_server::Roomcast;
 use roomcast_api::v1::{
     AckResult, ClientEvent, ConsumeEventsRequest, DisconnectSocketsRequest,
-    DisconnectSocketsResponse, EmitRequest, EmitResponse, EmitWithAckRequest, EmitWithAckResponse,
-    FetchSocketsRequest, FetchSocketsResponse, ListRoomsRequest, ListRoomsResponse, ReplyRequest,
-    ReplyResponse, RoomInfo, RoomsRequest, RoomsResponse, Selector, SocketInfo,
+    DisconnectSocketsResponse, EmitRequest, EmitResponse, EmitStreamResponse, EmitWithAckRequest,
+    EmitWithAckResponse, FetchSocketsRequest, FetchSocketsResponse, ListRoomsRequest,
+    ListRoomsResponse, ReplyRequest, ReplyResponse, RoomInfo, RoomsRequest, RoomsResponse,
+    Selector, SocketInfo,
 };
 use roomcast_api::v1::{
     GetDeliveryRequest, GetDeliveryResponse, GetInboxRequest, GetInboxResponse, PurgeInboxRequest,
@@ -695,12 +696,45 @@ fn forward<T: Send + 'static>(
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<ClientEvent, Status>> + Send>>;
 
+/// The trailer of a failed `EmitStream`: how many of its events were emitted.
+pub const EMITTED_TRAILER: &str = "roomcast-emitted";
+
 #[tonic::async_trait]
 impl Roomcast for Control {
     async fn emit(&self, req: Request<EmitRequest>) -> Result<Response<EmitResponse>, Status> {
         metrics::observe("Emit", async move {
             let message_id = self.emit_any(req.into_inner()).await?;
             Ok(Response::new(EmitResponse { message_id }))
+        })
+        .await
+    }
+
+    async fn emit_stream(
+        &self,
+        req: Request<tonic::Streaming<EmitRequest>>,
+    ) -> Result<Response<EmitStreamResponse>, Status> {
+        metrics::observe("EmitStream", async move {
+            let mut stream = req.into_inner();
+            let mut emitted = 0u64;
+            let failed = |status: Status, emitted: u64| {
+                let mut trailers = tonic::metadata::MetadataMap::new();
+                trailers.insert(EMITTED_TRAILER, emitted.into());
+                Status::with_metadata(
+                    status.code(),
+                    format!("message {emitted}: {}", status.message()),
+                    trailers,
+                )
+            };
+            while let Some(req) = stream.message().await.map_err(|s| failed(s, emitted))? {
+                let result = if req.at_least_once {
+                    Err(ControlError::AckedInStream)
+                } else {
+                    self.emit_any(req).await
+                };
+                result.map_err(|e| failed(e.into(), emitted))?;
+                emitted += 1;
+            }
+            Ok(Response::new(EmitStreamResponse { emitted }))
         })
         .await
     }

@@ -40,7 +40,7 @@ const DEFAULT_ACK_TIMEOUT_MS = 5000;
 
 /**
  * `createRoomcastClient("127.0.0.1:50051", { apiKey })` → an object with
- * `emit`, `joinRooms`, `leaveRooms`, `reply`, `emitWithAck`, `disconnectSockets`,
+ * `emit`, `emitStream` (an array of EmitRequests sent on one call), `joinRooms`, `leaveRooms`, `reply`, `emitWithAck`, `disconnectSockets`,
  * `fetchSockets`, `listRooms`, `getPresence`, `getDelivery`, `getInbox`,
  * `purgeInbox` (each `(request) => Promise<response>`,
  * rejecting with the grpc-js error, whose `.code` is a `GrpcStatus`),
@@ -75,6 +75,13 @@ export function createRoomcastClient(grpcAddr, { apiKey, deadlineMs = 5000 } = {
     getDelivery: unary('GetDelivery'),
     getInbox: unary('GetInbox'),
     purgeInbox: unary('PurgeInbox'),
+    emitStream: (requests) =>
+      new Promise((resolve, reject) => {
+        const deadline = Date.now() + deadlineMs;
+        const call = client.EmitStream(metadata(), { deadline }, (err, res) => (err ? reject(err) : resolve(res)));
+        for (const request of requests) call.write(request);
+        call.end();
+      }),
     consume: (request = {}) => new EventConsumer(client.ConsumeEvents(request, metadata())),
     watchPresence: (request = {}) =>
       new EventConsumer(client.WatchPresence(request, metadata()), 'WatchPresence', 'PresenceEvent'),

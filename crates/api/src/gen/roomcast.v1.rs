@@ -115,6 +115,12 @@ pub struct EmitResponse {
     #[prost(string, tag = "1")]
     pub message_id: ::prost::alloc::string::String,
 }
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct EmitStreamResponse {
+    /// How many events were emitted.
+    #[prost(uint64, tag = "1")]
+    pub emitted: u64,
+}
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct RoomsRequest {
     /// The sockets to act on.
@@ -633,6 +639,38 @@ pub mod roomcast_client {
             req.extensions_mut().insert(GrpcMethod::new("roomcast.v1.Roomcast", "Emit"));
             self.inner.unary(req, path, codec).await
         }
+        /// Emits a stream of events, one `EmitRequest` per message, each handled as
+        /// `Emit` handles it and in the order sent: what a backend that sends many
+        /// events uses instead of a call per event (one HTTP/2 stream carries them
+        /// all). Not for `at_least_once` (use `Emit`, which returns the message id).
+        /// When the client closes its side, the reply counts the events emitted. A
+        /// message `Emit` would refuse ends the call with that error, prefixed with
+        /// the message's index ("message 12: ..."), and the `roomcast-emitted`
+        /// trailer counts the events emitted before it (none after it is emitted).
+        pub async fn emit_stream(
+            &mut self,
+            request: impl tonic::IntoStreamingRequest<Message = super::EmitRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::EmitStreamResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/roomcast.v1.Roomcast/EmitStream",
+            );
+            let mut req = request.into_streaming_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("roomcast.v1.Roomcast", "EmitStream"));
+            self.inner.client_streaming(req, path, codec).await
+        }
         /// Makes the selected sockets join rooms (Socket.IO `io.in(...).socketsJoin`).
         pub async fn join_rooms(
             &mut self,
@@ -985,6 +1023,21 @@ pub mod roomcast_server {
             &self,
             request: tonic::Request<super::EmitRequest>,
         ) -> std::result::Result<tonic::Response<super::EmitResponse>, tonic::Status>;
+        /// Emits a stream of events, one `EmitRequest` per message, each handled as
+        /// `Emit` handles it and in the order sent: what a backend that sends many
+        /// events uses instead of a call per event (one HTTP/2 stream carries them
+        /// all). Not for `at_least_once` (use `Emit`, which returns the message id).
+        /// When the client closes its side, the reply counts the events emitted. A
+        /// message `Emit` would refuse ends the call with that error, prefixed with
+        /// the message's index ("message 12: ..."), and the `roomcast-emitted`
+        /// trailer counts the events emitted before it (none after it is emitted).
+        async fn emit_stream(
+            &self,
+            request: tonic::Request<tonic::Streaming<super::EmitRequest>>,
+        ) -> std::result::Result<
+            tonic::Response<super::EmitStreamResponse>,
+            tonic::Status,
+        >;
         /// Makes the selected sockets join rooms (Socket.IO `io.in(...).socketsJoin`).
         async fn join_rooms(
             &self,
@@ -1222,6 +1275,51 @@ pub mod roomcast_server {
                                 max_encoding_message_size,
                             );
                         let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/roomcast.v1.Roomcast/EmitStream" => {
+                    #[allow(non_camel_case_types)]
+                    struct EmitStreamSvc<T: Roomcast>(pub Arc<T>);
+                    impl<
+                        T: Roomcast,
+                    > tonic::server::ClientStreamingService<super::EmitRequest>
+                    for EmitStreamSvc<T> {
+                        type Response = super::EmitStreamResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<tonic::Streaming<super::EmitRequest>>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Roomcast>::emit_stream(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = EmitStreamSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.client_streaming(method, req).await;
                         Ok(res)
                     };
                     Box::pin(fut)
