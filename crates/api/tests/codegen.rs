@@ -125,6 +125,7 @@ fn descriptor_set_describes_the_service() {
         methods,
         [
             "Emit",
+            "EmitStream",
             "JoinRooms",
             "LeaveRooms",
             "ConsumeEvents",
