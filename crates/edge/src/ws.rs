@@ -244,6 +244,10 @@ fn control_sender(direct: &Direct) -> impl FnMut(OpCode, &[u8]) -> SendFuture {
     }
 }
 
+/// The handling of one message from the client.
+type PacketWork<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), CloseReason>> + Send + 'a>>;
+
 async fn read_loop(edge: &Edge, session: &Arc<Session>, reader: &mut Reader, direct: &Direct) {
     let mut send = control_sender(direct);
     loop {
@@ -256,26 +260,29 @@ async fn read_loop(edge: &Edge, session: &Arc<Session>, reader: &mut Reader, dir
         if let Ok(Message::Text(p) | Message::Binary(p)) = &message {
             metrics::counter!(crate::metrics::BYTES_IN).increment(p.len() as u64);
         }
-        let packet = match message {
+        // What to do is decided before anything is awaited, and boxed: a
+        // value held across an await here would be stored in every idle
+        // connection's future (the handling of a packet takes kilobytes: a
+        // CONNECT verifies tokens and calls hooks).
+        let work: Result<PacketWork<'_>, CloseReason> = match message {
             Err(e) => {
                 if e == ReadError::Io {
                     tracing::debug!(sid = %session.sid, "websocket read failed");
                 }
-                Err(fail(direct, e).await)
+                Ok(Box::pin(async move { Err(fail(direct, e).await) }))
             }
-            Ok(Message::Text(text)) => engineio::decode_text(text)
-                .map(Some)
-                .map_err(|_| CloseReason::ProtocolError),
-            Ok(Message::Binary(data)) => Ok(Some(engineio::Packet::Binary(data))),
+            Ok(Message::Text(text)) => match engineio::decode_text(text) {
+                Ok(packet) => Ok(Box::pin(edge.on_engine_packet(session, packet))),
+                Err(_) => Err(CloseReason::ProtocolError),
+            },
+            Ok(Message::Binary(data)) => Ok(Box::pin(
+                edge.on_engine_packet(session, engineio::Packet::Binary(data)),
+            )),
             // The close frame is already echoed.
             Ok(Message::Close) => Err(CloseReason::TransportClose),
         };
-        let result = match packet {
-            // Boxed: the handling of a packet (a CONNECT verifies tokens and
-            // calls hooks) takes kilobytes of future state that an idle
-            // connection's task should not carry.
-            Ok(Some(packet)) => Box::pin(edge.on_engine_packet(session, packet)).await,
-            Ok(None) => Ok(()),
+        let result = match work {
+            Ok(work) => work.await,
             Err(reason) => Err(reason),
         };
         if let Err(reason) = result {
@@ -376,7 +383,8 @@ async fn write_session(
 /// not keep its connection, and the writer blocked on it, forever.
 async fn flush_deadline(closed: &CancellationToken) {
     closed.cancelled().await;
-    tokio::time::sleep(CLOSE_FLUSH_TIMEOUT).await;
+    // Boxed: the timer would take room in every connection's future.
+    Box::pin(tokio::time::sleep(CLOSE_FLUSH_TIMEOUT)).await;
 }
 
 /// Writes control replies, and once the session is on this socket (at once,
@@ -393,52 +401,105 @@ async fn writer(
     mut direct: futures_channel::mpsc::Receiver<Bytes>,
     mut switched: Option<oneshot::Receiver<()>>,
 ) -> Result<(), CloseReason> {
-    let io_err = |_| CloseReason::TransportError;
-    let is_close = |b: &Bytes| b.first() == Some(&(0x80 | OpCode::Close as u8));
     let mut active = switched.is_none();
     let mut direct_open = true;
     let mut pending_close: Option<Bytes> = None;
     loop {
-        tokio::select! {
+        // What to write is decided here and written by the helpers below: a
+        // value held across the writes' awaits would be stored in this
+        // future beside the wait's futures, in every idle connection.
+        let step = tokio::select! {
             biased;
             // First: a close frame that is already queued must go after the
             // messages queued before it, which needs knowing the switch happened.
             r = async { match switched.as_mut() { Some(s) => s.await, None => Ok(()) } }, if !active => match r {
-                Ok(()) => active = true,
+                Ok(()) => {
+                    active = true;
+                    continue;
+                }
                 Err(_) => return Ok(()),
             },
             d = direct.next(), if direct_open && pending_close.is_none() => match d {
-                Some(bytes) if active && is_close(&bytes) => pending_close = Some(bytes),
-                Some(bytes) => {
-                    // Pushes queue while this is written, and after a close
-                    // frame for good.
-                    outbox.set_busy(true);
-                    w.write_all(&bytes).await.map_err(io_err)?;
-                    w.flush().await.map_err(io_err)?;
-                    if is_close(&bytes) {
-                        let _ = w.shutdown().await;
-                        return Ok(());
-                    }
-                    outbox.set_busy(false);
+                Some(bytes) if active && is_close(&bytes) => {
+                    pending_close = Some(bytes);
+                    continue;
                 }
-                None if active => direct_open = false,
+                Some(bytes) => Step::Control(bytes),
+                None if active => {
+                    direct_open = false;
+                    continue;
+                }
                 // The upgrade was abandoned before the switch.
                 None => return Ok(()),
             },
-            batch = outbox.take(Mode::WebSocket, WRITE_BATCH_BYTES), if active => {
-                let Some(batch) = batch else { return Ok(()) };
-                write_frames(&mut w, &batch.frames, batch.start()).await.map_err(io_err)?;
-                let written: usize = batch.frames.iter().map(Frame::len).sum();
-                metrics::counter!(crate::metrics::BYTES_OUT).increment(written as u64);
-                if batch.closed {
-                    let close = pending_close.take().unwrap_or_else(|| {
-                        encode_frame(OpCode::Close, &close_code().to_be_bytes())
+            batch = outbox.take(Mode::WebSocket, WRITE_BATCH_BYTES), if active => match batch {
+                Some(batch) => {
+                    let close = batch.closed.then(|| {
+                        pending_close
+                            .take()
+                            .unwrap_or_else(|| encode_frame(OpCode::Close, &close_code().to_be_bytes()))
                     });
-                    let _ = w.write_all(&close).await;
-                    let _ = w.shutdown().await;
-                    return Ok(());
+                    Step::Batch(batch, close)
                 }
-            }
+                None => return Ok(()),
+            },
+        };
+        // The helpers borrow the step: it is stored once, here.
+        let done = match &step {
+            Step::Control(bytes) => write_control(&mut w, outbox, bytes).await?,
+            Step::Batch(batch, close) => write_batch(&mut w, batch, close.as_ref()).await?,
+        };
+        if done {
+            return Ok(());
         }
     }
+}
+
+/// What the writer does next: a control reply, or a batch from the queue
+/// with, when it is the queue's last, the close frame to follow it.
+enum Step {
+    Control(Bytes),
+    Batch(crate::outbox::Batch, Option<Bytes>),
+}
+
+fn is_close(b: &Bytes) -> bool {
+    b.first() == Some(&(0x80 | OpCode::Close as u8))
+}
+
+/// Writes a control reply while pushes queue; after a close frame, shuts the
+/// stream and returns `true` (the writer is done).
+async fn write_control(
+    w: &mut tokio::io::WriteHalf<Io>,
+    outbox: &Outbox,
+    bytes: &Bytes,
+) -> Result<bool, CloseReason> {
+    let io_err = |_| CloseReason::TransportError;
+    // Pushes queue while this is written, and after a close frame for good.
+    outbox.set_busy(true);
+    w.write_all(bytes).await.map_err(io_err)?;
+    w.flush().await.map_err(io_err)?;
+    if is_close(bytes) {
+        let _ = w.shutdown().await;
+        return Ok(true);
+    }
+    outbox.set_busy(false);
+    Ok(false)
+}
+
+/// Writes a batch from the queue; when it is the queue's last (`close`),
+/// then the close frame, shuts the stream and returns `true`.
+async fn write_batch(
+    w: &mut tokio::io::WriteHalf<Io>,
+    batch: &crate::outbox::Batch,
+    close: Option<&Bytes>,
+) -> Result<bool, CloseReason> {
+    write_frames(w, &batch.frames, batch.start())
+        .await
+        .map_err(|_| CloseReason::TransportError)?;
+    let written: usize = batch.frames.iter().map(Frame::len).sum();
+    metrics::counter!(crate::metrics::BYTES_OUT).increment(written as u64);
+    let Some(close) = close else { return Ok(false) };
+    let _ = w.write_all(close).await;
+    let _ = w.shutdown().await;
+    Ok(true)
 }
