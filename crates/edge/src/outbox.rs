@@ -402,18 +402,6 @@ mod tests {
         (Arc::new(server), client.expect("connect"))
     }
 
-    fn wire(frames: &[Frame]) -> Vec<u8> {
-        let mut out = Vec::new();
-        for f in frames {
-            let (opcode, p) = match f {
-                Frame::Text(p) => (crate::ws_read::OpCode::Text, p),
-                Frame::Binary(p) => (crate::ws_read::OpCode::Binary, p),
-            };
-            out.extend_from_slice(&crate::wsframe::encode_frame(opcode, p));
-        }
-        out
-    }
-
     async fn read_exactly(client: &mut TcpStream, n: usize) -> Vec<u8> {
         use tokio::io::AsyncReadExt;
         let mut buf = vec![0u8; n];
@@ -439,8 +427,8 @@ mod tests {
         q.push(&frames).expect("push");
         assert_eq!(q.queued_bytes(), 0, "nothing queued: the push wrote it");
         assert_eq!(
-            read_exactly(&mut client, wire(&frames).len()).await,
-            wire(&frames)
+            read_exactly(&mut client, crate::wsframe::encode_frames(&frames).len()).await,
+            crate::wsframe::encode_frames(&frames)
         );
     }
 
@@ -492,14 +480,17 @@ mod tests {
             q.push(std::slice::from_ref(&f)).expect("push");
             sent.push(f);
         }
-        let expected = wire(&sent);
+        let expected = crate::wsframe::encode_frames(&sent);
         let reading = tokio::spawn(async move { read_exactly(&mut client, expected.len()).await });
         let mut w = crate::tcp::SharedTcp(server);
         let batch = q.take(Mode::WebSocket, usize::MAX).await.expect("ws");
         crate::wsframe::write_frames(&mut w, &batch.frames, batch.start())
             .await
             .expect("write");
-        assert_eq!(reading.await.expect("reader"), wire(&sent));
+        assert_eq!(
+            reading.await.expect("reader"),
+            crate::wsframe::encode_frames(&sent)
+        );
     }
 
     /// Reads server frames (unmasked, unfragmented) until `data` text frames

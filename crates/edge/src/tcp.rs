@@ -129,7 +129,7 @@ impl AsyncWrite for SharedTcp {
 }
 
 /// Sends FIN; the stream stays open for reading.
-pub(crate) fn shutdown_write(tcp: &TcpStream) -> io::Result<()> {
+fn shutdown_write(tcp: &TcpStream) -> io::Result<()> {
     match socket2::SockRef::from(tcp).shutdown(std::net::Shutdown::Write) {
         // Already closed by the peer: nothing left to shut.
         Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
@@ -147,8 +147,8 @@ pub struct ClientConn {
 }
 
 impl ClientConn {
-    /// A connection with no shared stream (TLS, or tests).
-    pub fn from_peer(peer: SocketAddr) -> Self {
+    /// A connection with no shared stream (TLS).
+    fn from_peer(peer: SocketAddr) -> Self {
         Self { peer, tcp: None }
     }
 }

@@ -154,6 +154,16 @@ pub(crate) async fn write_frames<W: AsyncWrite + Unpin>(
     w.flush().await
 }
 
+/// A run of frames as one byte string, each encoded on its own (what the
+/// writes must add up to).
+#[cfg(test)]
+pub(crate) fn encode_frames(frames: &[Frame]) -> Vec<u8> {
+    frames
+        .iter()
+        .flat_map(|f| encode_frame(opcode_of(f), frame_payload(f)).to_vec())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,10 +251,7 @@ mod tests {
                 _ => Frame::Binary(Bytes::from(vec![7u8; if i == 149 { 70_000 } else { 300 }])),
             })
             .collect();
-        let expected: Vec<u8> = frames
-            .iter()
-            .flat_map(|f| encode_frame(opcode_of(f), frame_payload(f)).to_vec())
-            .collect();
+        let expected = encode_frames(&frames);
         for step in [1, 3, 7, 100, 4096, usize::MAX] {
             let mut w = Trickle {
                 out: Vec::new(),
@@ -288,10 +295,7 @@ mod tests {
             Frame::Binary(Bytes::from(vec![7u8; 300])),
             Frame::Text(Bytes::from_static(b"2")),
         ];
-        let whole: Vec<u8> = frames
-            .iter()
-            .flat_map(|f| encode_frame(opcode_of(f), frame_payload(f)).to_vec())
-            .collect();
+        let whole = encode_frames(&frames);
         // Every cut: what one write took, then the rest from its progress.
         for cut in 0..=whole.len() {
             let mut at = Progress::default();

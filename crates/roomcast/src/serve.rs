@@ -88,16 +88,8 @@ pub struct Servers {
 impl Servers {
     /// Serves an axum router on a port other than the client port.
     fn http(&mut self, name: &'static str, listener: TcpListener, router: axum::Router) {
-        let stop = self.stop.clone();
-        let server = axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move { stop.cancelled().await });
-        self.tasks.push((
-            name,
-            tokio::spawn(async move { server.await.map_err(anyhow::Error::from) }),
-        ));
+        let server = spawn_http::<_, SocketAddr>(listener, router, self.stop.clone());
+        self.tasks.push((name, server));
     }
 
     /// Serves the client port: plain HTTP, or HTTPS when `tls` is given.
@@ -109,11 +101,11 @@ impl Servers {
     ) -> anyhow::Result<()> {
         let stop = self.clients_stop.clone();
         let server = match tls {
-            None => serve_clients(ClientListener::new(listener), router, stop),
+            None => spawn_http::<_, ClientConn>(ClientListener::new(listener), router, stop),
             Some(tls) => {
                 let listener =
                     TlsListener::new(listener, tls).context("cannot start the tls listener")?;
-                serve_clients(Unshared(listener), router, stop)
+                spawn_http::<_, ClientConn>(Unshared(listener), router, stop)
             }
         };
         self.tasks.push(("client", server));
@@ -192,9 +184,10 @@ impl Servers {
     }
 }
 
-/// Serves the client port on a listener whose connections tell
-/// [`ClientConn`] (the peer, and the shared stream of a plain-TCP one).
-fn serve_clients<L>(
+/// Serves an axum router on `listener` until `stop`; request handlers see
+/// what `C` tells of each connection as `ConnectInfo<C>` (the client port:
+/// [`ClientConn`], the peer and the shared stream of a plain-TCP one).
+fn spawn_http<L, C>(
     listener: L,
     router: axum::Router,
     stop: CancellationToken,
@@ -202,9 +195,13 @@ fn serve_clients<L>(
 where
     L: axum::serve::Listener,
     L::Addr: std::fmt::Debug,
-    ClientConn: for<'a> axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
+    C: for<'a> axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
 {
-    let service = router.into_make_service_with_connect_info::<ClientConn>();
+    let service = router.into_make_service_with_connect_info::<C>();
     tokio::spawn(async move {
         axum::serve(listener, service)
             .with_graceful_shutdown(async move { stop.cancelled().await })
