@@ -21,6 +21,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
 
 use roomcast_wire::engineio::Frame;
 use tokio::net::TcpStream;
@@ -63,6 +64,8 @@ struct State {
     busy: bool,
     /// The WebSocket's stream, for pushes to write to directly.
     socket: Option<Arc<TcpStream>>,
+    /// The WebSocket writer waiting in [`Outbox::poll_take`].
+    writer: Option<Waker>,
 }
 
 /// What a consumer took from the queue.
@@ -111,6 +114,7 @@ impl Outbox {
                 closed: false,
                 busy: false,
                 socket: None,
+                writer: None,
             }),
             notify: Notify::new(),
             limit,
@@ -168,10 +172,11 @@ impl Outbox {
         };
         // Only the push that makes the queue non-empty wakes the consumer: a
         // consumer looks at the queue before it waits, and its wait counts any
-        // notification since it began (`Notified`), so later pushes would only
-        // take the waiters' lock again for nothing.
+        // notification since it began (`Notified`, or the writer's waker
+        // taken under the lock), so later pushes would only take the waiters'
+        // lock again for nothing.
         if was_empty {
-            self.notify.notify_waiters();
+            self.wake();
         }
         Ok(())
     }
@@ -190,8 +195,8 @@ impl Outbox {
 
     /// Takes every queued frame if `mode` is the queue's consumer, waiting until
     /// there is one. Returns `None` when the queue belongs to the other mode.
-    /// The WebSocket writer calls it only once it has written all it took
-    /// before: it is busy from the batch this returns until its next call.
+    /// (The long-polling GET's wait; the WebSocket writer's is
+    /// [`Outbox::poll_take`].)
     pub async fn take(&self, mode: Mode, max_bytes: usize) -> Option<Batch> {
         loop {
             let notified = self.notify.notified();
@@ -200,43 +205,31 @@ impl Outbox {
                 if s.mode != mode {
                     return None;
                 }
-                s.busy = false;
-                let written = std::mem::take(&mut s.written);
-                if s.bytes <= max_bytes {
-                    // Everything: the queue's buffer itself becomes the batch
-                    // (no copy), and an idle connection keeps no buffer.
-                    if !s.frames.is_empty() || s.closed {
-                        s.bytes = 0;
-                        s.busy = !s.frames.is_empty();
-                        return Some(Batch {
-                            frames: Vec::from(std::mem::take(&mut s.frames)),
-                            written,
-                            closed: s.closed,
-                        });
-                    }
-                } else {
-                    let mut batch = Batch {
-                        written,
-                        ..Batch::default()
-                    };
-                    let mut taken = 0;
-                    while let Some(f) = s.frames.front() {
-                        if taken > 0 && taken + f.len() > max_bytes {
-                            break;
-                        }
-                        taken += f.len();
-                        if let Some(f) = s.frames.pop_front() {
-                            batch.frames.push(f);
-                        }
-                    }
-                    s.bytes -= taken;
-                    s.busy = true;
-                    batch.closed = s.closed && s.frames.is_empty();
+                if let Some(batch) = s.take(max_bytes) {
                     return Some(batch);
                 }
             }
             notified.await;
         }
+    }
+
+    /// The WebSocket writer's wait: every queued frame once the queue is the
+    /// WebSocket's (after an upgrade's switch) and there is one, or the last
+    /// ones of a closed queue. The writer calls it only once it has written
+    /// all it took before: it is busy from the batch this returns until its
+    /// next call. Waiting keeps only the writer's waker, in the queue.
+    pub fn poll_take(&self, cx: &mut Context<'_>, max_bytes: usize) -> Poll<Batch> {
+        let mut s = self.lock();
+        if s.mode == Mode::WebSocket {
+            if let Some(batch) = s.take(max_bytes) {
+                return Poll::Ready(batch);
+            }
+        }
+        match &mut s.writer {
+            Some(w) => w.clone_from(cx.waker()),
+            none => *none = Some(cx.waker().clone()),
+        }
+        Poll::Pending
     }
 
     /// The writer is about to write (`true`) or is done writing (`false`)
@@ -255,7 +248,7 @@ impl Outbox {
                 s.socket = socket;
             }
         }
-        self.notify.notify_waiters();
+        self.wake();
     }
 
     pub fn mode(&self) -> Mode {
@@ -269,11 +262,63 @@ impl Outbox {
             s.closed = true;
             s.socket = None;
         }
+        self.wake();
+    }
+
+    /// Wakes the consumer: a waiting GET, or the WebSocket writer.
+    fn wake(&self) {
+        let writer = self.lock().writer.take();
+        if let Some(w) = writer {
+            w.wake();
+        }
         self.notify.notify_waiters();
     }
 
     pub fn queued_bytes(&self) -> usize {
         self.lock().bytes
+    }
+}
+
+impl State {
+    /// Every queued frame (at most about `max_bytes` of them), or the last
+    /// ones of a closed queue; `None` if there is nothing to take. Clears the
+    /// busy flag, and sets it again when frames are taken.
+    fn take(&mut self, max_bytes: usize) -> Option<Batch> {
+        self.busy = false;
+        let written = std::mem::take(&mut self.written);
+        if self.bytes <= max_bytes {
+            // Everything: the queue's buffer itself becomes the batch (no
+            // copy), and an idle connection keeps no buffer.
+            if self.frames.is_empty() && !self.closed {
+                self.written = written;
+                return None;
+            }
+            self.bytes = 0;
+            self.busy = !self.frames.is_empty();
+            return Some(Batch {
+                frames: Vec::from(std::mem::take(&mut self.frames)),
+                written,
+                closed: self.closed,
+            });
+        }
+        let mut batch = Batch {
+            written,
+            ..Batch::default()
+        };
+        let mut taken = 0;
+        while let Some(f) = self.frames.front() {
+            if taken > 0 && taken + f.len() > max_bytes {
+                break;
+            }
+            taken += f.len();
+            if let Some(f) = self.frames.pop_front() {
+                batch.frames.push(f);
+            }
+        }
+        self.bytes -= taken;
+        self.busy = true;
+        batch.closed = self.closed && self.frames.is_empty();
+        Some(batch)
     }
 }
 
@@ -354,6 +399,48 @@ mod tests {
             got,
             vec![frame("41"), frame("42"), frame("43"), frame("44")]
         );
+    }
+
+    /// The WebSocket writer's wait, as `ws::writer` polls it.
+    async fn writer_take(q: &Outbox, max: usize) -> Batch {
+        std::future::poll_fn(|cx| q.poll_take(cx, max)).await
+    }
+
+    #[tokio::test]
+    async fn the_writer_waits_for_the_switch_and_is_woken_by_pushes_and_the_close() {
+        let q = Arc::new(Outbox::new(Mode::Polling, 1024));
+        q.push(&[frame("40")]).expect("push");
+        let writer = {
+            let q = q.clone();
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                loop {
+                    let batch = writer_take(&q, 1024).await;
+                    got.extend(batch.frames);
+                    if batch.closed {
+                        return got;
+                    }
+                }
+            })
+        };
+        // Polling owns the queue: the writer takes nothing, a GET does.
+        tokio::task::yield_now().await;
+        let batch = q.take(Mode::Polling, 1024).await.expect("polling owns it");
+        assert_eq!(batch.frames, vec![frame("40")]);
+        q.push(&[frame("41")]).expect("push");
+        tokio::task::yield_now().await;
+        assert_eq!(q.queued_bytes(), 2, "the writer waits for the switch");
+        q.switch_to_websocket(None);
+        tokio::task::yield_now().await;
+        q.push(&[frame("42")]).expect("push");
+        tokio::task::yield_now().await;
+        q.push(&[frame("43")]).expect("push");
+        q.close();
+        let got = tokio::time::timeout(std::time::Duration::from_secs(5), writer)
+            .await
+            .expect("the writer was woken")
+            .expect("writer");
+        assert_eq!(got, vec![frame("41"), frame("42"), frame("43")]);
     }
 
     #[tokio::test]
@@ -441,12 +528,12 @@ mod tests {
         // Queued frames go first: a push behind them queues too.
         q.push(&[frame("41")]).expect("push");
         assert_eq!(q.queued_bytes(), 4);
-        let batch = q.take(Mode::WebSocket, 1024).await.expect("ws");
+        let batch = writer_take(&q, 1024).await;
         assert_eq!(batch.frames, vec![frame("40"), frame("41")]);
         // The writer holds that batch: pushes queue until it comes back.
         q.push(&[frame("42")]).expect("push");
         assert_eq!(q.queued_bytes(), 2);
-        let batch = q.take(Mode::WebSocket, 1024).await.expect("ws");
+        let batch = writer_take(&q, 1024).await;
         assert_eq!(batch.frames, vec![frame("42")]);
         // A control reply being written: pushes queue.
         q.set_busy(true);
@@ -544,7 +631,7 @@ mod tests {
                 let mut w = crate::tcp::SharedTcp(server);
                 let mut controls = 0;
                 loop {
-                    let batch = q.take(Mode::WebSocket, 64 * 1024).await.expect("ws");
+                    let batch = writer_take(&q, 64 * 1024).await;
                     crate::wsframe::write_frames(&mut w, &batch.frames, batch.start())
                         .await
                         .expect("write");

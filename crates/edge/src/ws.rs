@@ -8,26 +8,33 @@
 //! `fastwebsockets`' own writer would copy small frames into a per-connection
 //! buffer and write each frame separately. Control replies the reader owes (pong,
 //! close echo, the upgrade probe's `3probe`, the close frame that fails the
-//! connection on a protocol error) reach the writer on a small channel. Once the
-//! writer has written a close frame it writes nothing more and shuts the stream.
-//! Reader and writer are two futures joined in the connection's one task.
+//! connection on a protocol error) reach the writer through a small queue of
+//! the connection's own ([`Control`]). Once the writer has written a close
+//! frame it writes nothing more and shuts the stream. Reader and writer are two
+//! futures joined in the connection's one task.
+//!
+//! What an idle connection costs is mostly this task, so both halves wait in
+//! small hand-written polls (the reader for the client's next bytes, the writer
+//! for its queues) that hold nothing but wakers, and build the reading of a
+//! message, or a write, on the heap only once there is one.
 //!
 //! [`echo`] serves the opt-in echo endpoint for conformance suites with the same
 //! reader, limits and writer.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::atomic::{AtomicU16, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
+use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 use fastwebsockets::upgrade::UpgradeFut;
 use futures_util::future::Either;
-use futures_util::{FutureExt, StreamExt};
+use futures_util::FutureExt;
 use hyper_util::rt::TokioIo;
 use roomcast_wire::engineio::{self, Frame, PacketType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use crate::outbox::{Mode, Outbox, PushError};
@@ -52,10 +59,7 @@ type Reader = MessageReader<tokio::io::ReadHalf<Io>>;
 /// TCP: the session's queue writes to it directly while the writer is idle.
 ///
 /// Built from combinators rather than as one async fn: the upgrade and the
-/// connection are two states of one future that share their memory, and each
-/// part is stored once (an async fn keeps its arguments beside the locals they
-/// move into, and the futures it awaits beside the locals they were built in).
-/// This future is most of what an idle connection costs.
+/// connection are two states of one future that share their memory.
 pub(crate) fn serve(
     edge: Edge,
     fut: UpgradeFut,
@@ -82,62 +86,70 @@ fn connection(
     tcp: Option<Arc<TcpStream>>,
 ) -> impl Future<Output = ()> + Send {
     let (r, w) = tokio::io::split(io);
-    let (direct_tx, direct_rx) = direct_channel();
-    // Only an upgrade waits for its probe before the writer may drain the queue.
-    let (session, switch_tx, switch_rx) = match existing {
+    // Only an upgrade probes, and switches the session's queue to this socket
+    // once the probe succeeds.
+    let (session, upgrade) = match existing {
         None => {
             let session = edge.open_session(Mode::WebSocket, hs);
             session.outbox.switch_to_websocket(tcp);
-            (session, None, None)
+            (session, None)
         }
-        Some(session) => {
-            let (tx, rx) = oneshot::channel::<()>();
-            (session, Some((tx, tcp)), Some(rx))
-        }
+        Some(session) => (session, Some(tcp)),
     };
     let span = session.span.clone();
-    let reading = read_half(edge.clone(), session.clone(), r, direct_tx, switch_tx);
-    let writing = write_session(edge, w, session, direct_rx, switch_rx);
-    // Lingering comes after the writer is done, close frame and all: the
-    // client's answer to our close is what it waits for.
-    let served = futures_util::future::join(reading, writing).then(|(r, ())| match r {
-        Some(r) => Either::Left(linger(r)),
-        None => Either::Right(std::future::ready(())),
-    });
+    let served = async move {
+        let control = Control::default();
+        let reading = read_half(&edge, &session, r, &control, upgrade);
+        let writing = write_session(&edge, &session, w, &control);
+        let (r, ()) = futures_util::future::join(reading, writing).await;
+        // Lingering comes after the writer is done, close frame and all: the
+        // client's answer to our close is what it waits for.
+        if let Some(r) = r {
+            linger(r).await;
+        }
+    };
     tracing::Instrument::instrument(served, span)
 }
 
-/// A session's reading half: the upgrade probe if there is one, then the read
-/// loop. Returns the stream to linger on, `None` for an abandoned upgrade.
-async fn read_half(
-    edge: Edge,
-    session: Arc<Session>,
+/// A session's reading half: the upgrade probe if there is one (`upgrade`:
+/// the stream to give the session's queue), then the read loop. Returns the
+/// stream to linger on, `None` for an abandoned upgrade.
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn would copy its arguments into locals: a larger future in every connection"
+)]
+fn read_half<'a>(
+    edge: &'a Edge,
+    session: &'a Arc<Session>,
     r: tokio::io::ReadHalf<Io>,
-    direct_tx: Direct,
-    switch_tx: Option<(oneshot::Sender<()>, Option<Arc<TcpStream>>)>,
-) -> Option<tokio::io::ReadHalf<Io>> {
-    let cfg = edge.config();
-    let mut reader = MessageReader::new(r, cfg.max_payload, cfg.ws_pings_per_sec);
-    if let Some((switch_tx, tcp)) = switch_tx {
-        // Boxed: only upgrades probe, and its timer would take room in every
-        // connection's future.
-        let probed = Box::pin(tokio::time::timeout(
-            cfg.upgrade_timeout,
-            probe(&mut reader, &direct_tx, &session),
-        ))
-        .await;
-        session.upgrading.store(false, Ordering::Release);
-        if !matches!(probed, Ok(Ok(()))) {
-            // Dropping `switch_tx` ends the writer; the polling session goes on.
-            tracing::debug!(sid = %session.sid, "websocket upgrade abandoned");
-            return None;
+    control: &'a Control,
+    upgrade: Option<Option<Arc<TcpStream>>>,
+) -> impl Future<Output = Option<tokio::io::ReadHalf<Io>>> + Send + 'a {
+    async move {
+        let cfg = edge.config();
+        let mut reader = MessageReader::new(r, cfg.max_payload, cfg.ws_pings_per_sec);
+        if let Some(tcp) = upgrade {
+            // Boxed: only upgrades probe, and its timer would take room in every
+            // connection's future.
+            let probed = Box::pin(tokio::time::timeout(
+                cfg.upgrade_timeout,
+                probe(&mut reader, control, session),
+            ))
+            .await;
+            session.upgrading.store(false, Ordering::Release);
+            if !matches!(probed, Ok(Ok(()))) {
+                // The writer ends with the control queue; the polling session goes on.
+                tracing::debug!(sid = %session.sid, "websocket upgrade abandoned");
+                control.finish_reading();
+                return None;
+            }
+            session.outbox.switch_to_websocket(tcp);
+            tracing::debug!(sid = %session.sid, "upgraded to websocket");
         }
-        session.outbox.switch_to_websocket(tcp);
-        let _ = switch_tx.send(());
-        tracing::debug!(sid = %session.sid, "upgraded to websocket");
+        read_loop(edge, session, &mut reader, control).await;
+        control.finish_reading();
+        Some(reader.into_inner())
     }
-    read_loop(&edge, &session, &mut reader, &direct_tx).await;
-    Some(reader.into_inner())
 }
 
 /// Reads and drops what the client still sends until it closes, for at most
@@ -152,8 +164,12 @@ async fn linger(mut r: tokio::io::ReadHalf<Io>) {
 }
 
 /// `2probe` → `3probe`, then `5`: the client moves its session to this socket.
-async fn probe(reader: &mut Reader, direct: &Direct, session: &Session) -> Result<(), CloseReason> {
-    expect_text(reader, direct, b"2probe").await?;
+async fn probe(
+    reader: &mut Reader,
+    control: &Control,
+    session: &Session,
+) -> Result<(), CloseReason> {
+    expect_text(reader, control, b"2probe").await?;
     if session
         .upgrading
         .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
@@ -161,35 +177,34 @@ async fn probe(reader: &mut Reader, direct: &Direct, session: &Session) -> Resul
     {
         return Err(CloseReason::ProtocolError);
     }
-    direct
-        .send(encode_frame(OpCode::Text, b"3probe"))
+    control
+        .push(encode_frame(OpCode::Text, b"3probe"))
         .await
         .map_err(|_| CloseReason::TransportError)?;
     // Release a GET the client is waiting on, so it can finish the upgrade.
     let _ = session.outbox.push(&[Frame::control(PacketType::Noop)]);
-    expect_text(reader, direct, b"5").await
+    expect_text(reader, control, b"5").await
 }
 
 /// Reads the next message and checks it is exactly this text.
 async fn expect_text(
     reader: &mut Reader,
-    direct: &Direct,
+    control: &Control,
     expected: &[u8],
 ) -> Result<(), CloseReason> {
-    let mut send = control_sender(direct);
-    match reader.next(&mut send).await {
+    match reader.next(&mut control_sender(control)).await {
         Ok(Message::Text(text)) if text == expected => Ok(()),
         Ok(_) => Err(CloseReason::ProtocolError),
-        Err(e) => Err(fail(direct, e).await),
+        Err(e) => Err(fail(control, e).await),
     }
 }
 
 /// Fails the connection after a read error: queues the close frame with the
 /// code the error calls for, and tells why the session ends.
-async fn fail(direct: &Direct, e: ReadError) -> CloseReason {
+async fn fail(control: &Control, e: ReadError) -> CloseReason {
     if let Some(code) = e.close_code() {
-        let _ = direct
-            .send(encode_frame(OpCode::Close, &code.to_be_bytes()))
+        let _ = control
+            .push(encode_frame(OpCode::Close, &code.to_be_bytes()))
             .await;
     }
     match e {
@@ -205,90 +220,217 @@ async fn fail(direct: &Direct, e: ReadError) -> CloseReason {
     }
 }
 
+/// Most control replies queued for the writer; the reader waits for room
+/// beyond that (a client that pings and does not read is held back).
+const CONTROL_REPLIES: usize = 16;
+
 /// Where the reader and the upgrade probe queue the frames they owe the
 /// client (pongs, the close echo or failing close, `3probe`) for the writer.
-/// futures-channel's channel allocates per message; tokio's allocates a block
-/// of 32 slots per channel up front, a kilobyte for every connection.
-#[derive(Clone)]
-struct Direct(futures_channel::mpsc::Sender<Bytes>);
+/// It lives in the connection's future, beside the two halves that use it:
+/// no allocation while the queue is empty.
+#[derive(Default)]
+struct Control(std::sync::Mutex<ControlState>);
+
+#[derive(Default)]
+struct ControlState {
+    frames: VecDeque<Bytes>,
+    /// The reader queues nothing more.
+    reading_done: bool,
+    /// The writer writes nothing more: pushes fail, and the reader stops.
+    writing_done: bool,
+    /// The writer, waiting for a frame.
+    writer: Option<Waker>,
+    /// The reader, waiting for room or for the writer to finish.
+    reader: Option<Waker>,
+}
 
 /// The writer is gone.
 #[derive(Debug)]
 struct Closed;
 
-fn direct_channel() -> (Direct, futures_channel::mpsc::Receiver<Bytes>) {
-    let (tx, rx) = futures_channel::mpsc::channel(16);
-    (Direct(tx), rx)
-}
+impl Control {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ControlState> {
+        // Plain queue operations: consistent across a panic.
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 
-impl Direct {
-    async fn send(&self, frame: Bytes) -> Result<(), Closed> {
-        let mut tx = self.0.clone();
-        std::future::poll_fn(|cx| tx.poll_ready(cx))
-            .await
-            .map_err(|_| Closed)?;
-        tx.start_send(frame).map_err(|_| Closed)
+    /// Queues a frame for the writer, waiting while the queue is full.
+    fn push(&self, frame: Bytes) -> impl Future<Output = Result<(), Closed>> + Send + '_ {
+        let mut frame = Some(frame);
+        std::future::poll_fn(move |cx| {
+            let mut s = self.lock();
+            if s.writing_done {
+                return Poll::Ready(Err(Closed));
+            }
+            if s.frames.len() >= CONTROL_REPLIES {
+                register(&mut s.reader, cx);
+                return Poll::Pending;
+            }
+            s.frames.extend(frame.take());
+            let writer = s.writer.take();
+            drop(s);
+            if let Some(w) = writer {
+                w.wake();
+            }
+            Poll::Ready(Ok(()))
+        })
+    }
+
+    /// The writer's wait for the next frame; `None` once the reader is done
+    /// and everything it queued is taken.
+    fn poll_next(&self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        let mut s = self.lock();
+        match s.frames.pop_front() {
+            Some(frame) => {
+                let reader = s.reader.take();
+                drop(s);
+                if let Some(r) = reader {
+                    r.wake();
+                }
+                Poll::Ready(Some(frame))
+            }
+            None if s.reading_done => Poll::Ready(None),
+            None => {
+                register(&mut s.writer, cx);
+                Poll::Pending
+            }
+        }
+    }
+
+    /// The reader's wait for the writer to be done (the connection is over).
+    fn poll_writing_done(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut s = self.lock();
+        if s.writing_done {
+            return Poll::Ready(());
+        }
+        register(&mut s.reader, cx);
+        Poll::Pending
+    }
+
+    /// The reader queues nothing more.
+    fn finish_reading(&self) {
+        let writer = {
+            let mut s = self.lock();
+            s.reading_done = true;
+            s.writer.take()
+        };
+        if let Some(w) = writer {
+            w.wake();
+        }
+    }
+
+    /// The writer writes nothing more: what is queued is dropped, pushes
+    /// fail, and a reader waiting for the client's next bytes stops.
+    fn finish_writing(&self) {
+        let reader = {
+            let mut s = self.lock();
+            s.writing_done = true;
+            s.frames.clear();
+            s.reader.take()
+        };
+        if let Some(r) = reader {
+            r.wake();
+        }
     }
 }
 
-/// What the reader's send callback returns: queuing a control reply.
-type SendFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Closed>> + Send>>;
+/// Keeps `cx`'s waker in `slot`, reusing what is there when it is the same.
+fn register(slot: &mut Option<Waker>, cx: &Context<'_>) {
+    match slot {
+        Some(w) => w.clone_from(cx.waker()),
+        none => *none = Some(cx.waker().clone()),
+    }
+}
 
 /// The reader's send callback: queues a control reply for the writer.
-fn control_sender(direct: &Direct) -> impl FnMut(OpCode, &[u8]) -> SendFuture {
-    let direct = direct.clone();
-    move |opcode, payload| {
-        let bytes = encode_frame(opcode, payload);
-        let direct = direct.clone();
-        Box::pin(async move { direct.send(bytes).await })
+fn control_sender<'a>(control: &'a Control) -> impl FnMut(OpCode, &[u8]) -> SendFuture<'a> + 'a {
+    move |opcode, payload| Box::pin(control.push(encode_frame(opcode, payload)))
+}
+
+/// What the reader's send callback returns: queuing a control reply. Boxed:
+/// the reader keeps it only while it waits for room.
+type SendFuture<'a> = std::pin::Pin<Box<dyn Future<Output = Result<(), Closed>> + Send + 'a>>;
+
+/// The reading and handling of one message from the client.
+type PacketWork<'a> = std::pin::Pin<Box<dyn Future<Output = Result<(), CloseReason>> + Send + 'a>>;
+
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn would copy its arguments into locals: a larger future in every connection"
+)]
+fn read_loop<'a>(
+    edge: &'a Edge,
+    session: &'a Arc<Session>,
+    reader: &'a mut Reader,
+    control: &'a Control,
+) -> impl Future<Output = ()> + Send + 'a {
+    async move {
+        loop {
+            // While the client is quiet, this poll is all the reader holds.
+            // The session's end reaches it through the writer: a closed
+            // session's queue ends the writer, and the writer's end wakes
+            // the reader.
+            let ended = std::future::poll_fn(|cx| {
+                if session.cancel.is_cancelled() || control.poll_writing_done(cx).is_ready() {
+                    return Poll::Ready(true);
+                }
+                reader.poll_ready(cx).map(|()| false)
+            })
+            .await;
+            if ended {
+                // Whoever cancelled closes the session (and a session opened
+                // as the edge shut down is closed here).
+                edge.close_session(session, CloseReason::ServerShutdown);
+                return;
+            }
+            // Built on the heap, now that there is something to read: a value
+            // held across an await here would be stored in every idle
+            // connection's future (the handling of a packet takes kilobytes: a
+            // CONNECT verifies tokens and calls hooks).
+            let work: PacketWork<'_> = Box::pin(read_message(edge, session, reader, control));
+            if let Err(reason) = work.await {
+                edge.close_session(session, reason);
+                return;
+            }
+        }
     }
 }
 
-/// The handling of one message from the client.
-type PacketWork<'a> =
-    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), CloseReason>> + Send + 'a>>;
-
-async fn read_loop(edge: &Edge, session: &Arc<Session>, reader: &mut Reader, direct: &Direct) {
-    let mut send = control_sender(direct);
-    loop {
-        // Reads are not cancel-safe, but cancellation only comes with the end of
-        // the session, when the rest of the stream no longer matters.
-        let message = tokio::select! {
-            _ = session.cancel.cancelled() => return,
-            message = reader.next(&mut send) => message,
-        };
-        if let Ok(Message::Text(p) | Message::Binary(p)) = &message {
-            metrics::counter!(crate::metrics::BYTES_IN).increment(p.len() as u64);
-        }
-        // What to do is decided before anything is awaited, and boxed: a
-        // value held across an await here would be stored in every idle
-        // connection's future (the handling of a packet takes kilobytes: a
-        // CONNECT verifies tokens and calls hooks).
-        let work: Result<PacketWork<'_>, CloseReason> = match message {
-            Err(e) => {
-                if e == ReadError::Io {
-                    tracing::debug!(sid = %session.sid, "websocket read failed");
-                }
-                Ok(Box::pin(async move { Err(fail(direct, e).await) }))
+/// Reads one message (which has begun to arrive) and handles it.
+async fn read_message(
+    edge: &Edge,
+    session: &Arc<Session>,
+    reader: &mut Reader,
+    control: &Control,
+) -> Result<(), CloseReason> {
+    // Reads are not cancel-safe, but cancellation only comes with the end of
+    // the session, when the rest of the stream no longer matters.
+    let mut send = control_sender(control);
+    let message = tokio::select! {
+        _ = session.cancel.cancelled() => return Err(CloseReason::ServerShutdown),
+        message = reader.next(&mut send) => message,
+    };
+    match message {
+        Err(e) => {
+            if e == ReadError::Io {
+                tracing::debug!(sid = %session.sid, "websocket read failed");
             }
-            Ok(Message::Text(text)) => match engineio::decode_text(text) {
-                Ok(packet) => Ok(Box::pin(edge.on_engine_packet(session, packet))),
-                Err(_) => Err(CloseReason::ProtocolError),
-            },
-            Ok(Message::Binary(data)) => Ok(Box::pin(
-                edge.on_engine_packet(session, engineio::Packet::Binary(data)),
-            )),
-            // The close frame is already echoed.
-            Ok(Message::Close) => Err(CloseReason::TransportClose),
-        };
-        let result = match work {
-            Ok(work) => work.await,
-            Err(reason) => Err(reason),
-        };
-        if let Err(reason) = result {
-            edge.close_session(session, reason);
-            return;
+            Err(fail(control, e).await)
         }
+        Ok(Message::Text(text)) => {
+            metrics::counter!(crate::metrics::BYTES_IN).increment(text.len() as u64);
+            match engineio::decode_text(text) {
+                Ok(packet) => edge.on_engine_packet(session, packet).await,
+                Err(_) => Err(CloseReason::ProtocolError),
+            }
+        }
+        Ok(Message::Binary(data)) => {
+            metrics::counter!(crate::metrics::BYTES_IN).increment(data.len() as u64);
+            edge.on_engine_packet(session, engineio::Packet::Binary(data))
+                .await
+        }
+        // The close frame is already echoed.
+        Ok(Message::Close) => Err(CloseReason::TransportClose),
     }
 }
 
@@ -306,22 +448,18 @@ pub(crate) async fn echo(edge: Edge, fut: UpgradeFut) {
     let cfg = edge.config();
     let (r, w) = tokio::io::split(ws.into_inner());
     let mut reader = MessageReader::new(r, cfg.max_payload, cfg.ws_pings_per_sec);
-    let (direct_tx, direct_rx) = direct_channel();
+    let control = Control::default();
     let outbox = Outbox::new(Mode::WebSocket, cfg.outbound_queue_bytes);
     let code = AtomicU16::new(1000);
     let close_code = || code.load(Ordering::Acquire);
     let done = CancellationToken::new();
-    let writing = async {
-        tokio::select! {
-            _ = writer(w, &outbox, close_code, direct_rx, None) => {}
-            _ = flush_deadline(&done) => {}
-        }
-    };
+    let writing = writer(w, &outbox, &control, close_code, &done);
     let reading = async {
-        echo_read(&edge, &mut reader, direct_tx, &outbox, &code).await;
+        echo_read(&edge, &mut reader, &control, &outbox, &code).await;
+        control.finish_reading();
         done.cancel();
     };
-    tokio::join!(reading, writing);
+    let ((), _) = tokio::join!(reading, writing);
     linger(reader.into_inner()).await;
 }
 
@@ -330,11 +468,11 @@ pub(crate) async fn echo(edge: Edge, fut: UpgradeFut) {
 async fn echo_read(
     edge: &Edge,
     reader: &mut Reader,
-    direct_tx: Direct,
+    control: &Control,
     outbox: &Outbox,
     code: &AtomicU16,
 ) {
-    let mut send = control_sender(&direct_tx);
+    let mut send = control_sender(control);
     let reason = loop {
         let message = tokio::select! {
             _ = edge.inner.shutdown.cancelled() => break CloseReason::ServerShutdown,
@@ -344,7 +482,7 @@ async fn echo_read(
             Ok(Message::Text(text)) => Frame::Text(text),
             Ok(Message::Binary(data)) => Frame::Binary(data),
             Ok(Message::Close) => break CloseReason::TransportClose,
-            Err(e) => break fail(&direct_tx, e).await,
+            Err(e) => break fail(control, e).await,
         };
         match outbox.push(&[frame]) {
             Ok(()) => {}
@@ -356,26 +494,19 @@ async fn echo_read(
     outbox.close();
 }
 
-/// A session's writing half: the writer, cut short by [`flush_deadline`];
-/// a write error closes the session.
-async fn write_session(
-    edge: Edge,
+/// A session's writing half: a write error closes the session.
+fn write_session<'a>(
+    edge: &'a Edge,
+    session: &'a Arc<Session>,
     w: tokio::io::WriteHalf<Io>,
-    session: Arc<Session>,
-    direct: futures_channel::mpsc::Receiver<Bytes>,
-    switched: Option<oneshot::Receiver<()>>,
-) {
+    control: &'a Control,
+) -> impl Future<Output = ()> + Send + 'a {
     let close_code = || session.close_code();
-    let result = tokio::select! {
-        r = writer(w, &session.outbox, close_code, direct, switched) => r,
-        _ = flush_deadline(&session.cancel) => {
-            tracing::debug!(sid = %session.sid, "queued frames not flushed in time, dropping the connection");
-            Ok(())
+    writer(w, &session.outbox, control, close_code, &session.cancel).map(move |r| {
+        if let Err(reason) = r {
+            edge.close_session(session, reason);
         }
-    };
-    if let Err(reason) = result {
-        edge.close_session(&session, reason);
-    }
+    })
 }
 
 /// Resolves [`CLOSE_FLUSH_TIMEOUT`] after the connection's end (`closed`, the
@@ -383,87 +514,126 @@ async fn write_session(
 /// not keep its connection, and the writer blocked on it, forever.
 async fn flush_deadline(closed: &CancellationToken) {
     closed.cancelled().await;
-    // Boxed: the timer would take room in every connection's future.
-    Box::pin(tokio::time::sleep(CLOSE_FLUSH_TIMEOUT)).await;
+    tokio::time::sleep(CLOSE_FLUSH_TIMEOUT).await;
 }
 
 /// Writes control replies, and once the session is on this socket (at once,
-/// or when `switched` resolves), drains its queue; on close, flushes what is
+/// or after an upgrade's switch), drains its queue; on close, flushes what is
 /// queued and sends a close frame. A close frame among the control replies
 /// (the echo of the client's, or one that fails the connection) is the last
 /// thing written: once the session is on this socket, it waits for the queue to
 /// close (the reader closes it) and goes after what was queued before it;
-/// before that, it goes at once.
-async fn writer(
+/// before that, it goes at once. Writes are cut short [`CLOSE_FLUSH_TIMEOUT`]
+/// after `closed` is cancelled.
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn would copy its arguments into locals: a larger future in every connection"
+)]
+fn writer<'a>(
     mut w: tokio::io::WriteHalf<Io>,
-    outbox: &Outbox,
-    close_code: impl Fn() -> u16,
-    mut direct: futures_channel::mpsc::Receiver<Bytes>,
-    mut switched: Option<oneshot::Receiver<()>>,
-) -> Result<(), CloseReason> {
-    let mut active = switched.is_none();
-    let mut direct_open = true;
-    let mut pending_close: Option<Bytes> = None;
-    loop {
-        // What to write is decided here and written by the helpers below: a
-        // value held across the writes' awaits would be stored in this
-        // future beside the wait's futures, in every idle connection.
-        let step = tokio::select! {
-            biased;
-            // First: a close frame that is already queued must go after the
-            // messages queued before it, which needs knowing the switch happened.
-            r = async { match switched.as_mut() { Some(s) => s.await, None => Ok(()) } }, if !active => match r {
-                Ok(()) => {
-                    active = true;
-                    continue;
+    outbox: &'a Outbox,
+    control: &'a Control,
+    close_code: impl Fn() -> u16 + Send + 'a,
+    closed: &'a CancellationToken,
+) -> impl Future<Output = Result<(), CloseReason>> + Send + 'a {
+    async move {
+        let mut pending_close: Option<Bytes> = None;
+        let result = loop {
+            // While there is nothing to write, this poll is all the writer holds.
+            let step = std::future::poll_fn(|cx| {
+                if pending_close.is_none() {
+                    match control.poll_next(cx) {
+                        Poll::Ready(Some(bytes)) => return Poll::Ready(Some(Step::Control(bytes))),
+                        // The upgrade was abandoned before the switch.
+                        Poll::Ready(None) if outbox.mode() != Mode::WebSocket => {
+                            return Poll::Ready(None)
+                        }
+                        _ => {}
+                    }
                 }
-                Err(_) => return Ok(()),
-            },
-            d = direct.next(), if direct_open && pending_close.is_none() => match d {
-                Some(bytes) if active && is_close(&bytes) => {
+                outbox
+                    .poll_take(cx, WRITE_BATCH_BYTES)
+                    .map(|batch| Some(Step::Batch(batch)))
+            })
+            .await;
+            // The step and its close frame move into the write: bound only in
+            // this match, they take no room of their own across its await.
+            let write = match step {
+                None => break Ok(()),
+                Some(Step::Control(bytes))
+                    if is_close(&bytes) && outbox.mode() == Mode::WebSocket =>
+                {
+                    // After what was queued before it.
                     pending_close = Some(bytes);
                     continue;
                 }
-                Some(bytes) => Step::Control(bytes),
-                None if active => {
-                    direct_open = false;
-                    continue;
+                Some(step) => {
+                    let close = match &step {
+                        Step::Batch(batch) if batch.closed => {
+                            Some(pending_close.take().unwrap_or_else(|| {
+                                encode_frame(OpCode::Close, &close_code().to_be_bytes())
+                            }))
+                        }
+                        _ => None,
+                    };
+                    write_boxed(&mut w, outbox, step, close, closed)
                 }
-                // The upgrade was abandoned before the switch.
-                None => return Ok(()),
-            },
-            batch = outbox.take(Mode::WebSocket, WRITE_BATCH_BYTES), if active => match batch {
-                Some(batch) => {
-                    let close = batch.closed.then(|| {
-                        pending_close
-                            .take()
-                            .unwrap_or_else(|| encode_frame(OpCode::Close, &close_code().to_be_bytes()))
-                    });
-                    Step::Batch(batch, close)
-                }
-                None => return Ok(()),
-            },
+            };
+            match write.await {
+                Ok(false) => {}
+                Ok(true) => break Ok(()),
+                Err(reason) => break Err(reason),
+            }
         };
-        // The helpers borrow the step: it is stored once, here.
-        let done = match &step {
-            Step::Control(bytes) => write_control(&mut w, outbox, bytes).await?,
-            Step::Batch(batch, close) => write_batch(&mut w, batch, close.as_ref()).await?,
-        };
-        if done {
-            return Ok(());
-        }
+        control.finish_writing();
+        result
     }
 }
 
-/// What the writer does next: a control reply, or a batch from the queue
-/// with, when it is the queue's last, the close frame to follow it.
+/// A write, on the heap with what it writes: the write's futures would
+/// otherwise take room in every idle connection's future. It is cut short
+/// [`CLOSE_FLUSH_TIMEOUT`] after `closed` is cancelled (then it says the
+/// writer is done).
+fn write_boxed<'a>(
+    w: &'a mut tokio::io::WriteHalf<Io>,
+    outbox: &'a Outbox,
+    step: Step,
+    close: Option<Bytes>,
+    closed: &'a CancellationToken,
+) -> std::pin::Pin<Box<dyn Future<Output = Result<bool, CloseReason>> + Send + 'a>> {
+    Box::pin(async move {
+        tokio::select! {
+            done = write_step(w, outbox, &step, close.as_ref()) => done,
+            _ = flush_deadline(closed) => {
+                tracing::debug!("queued frames not flushed in time, dropping the connection");
+                Ok(true)
+            }
+        }
+    })
+}
+
+/// What the writer does next: a control reply, or a batch from the queue.
 enum Step {
     Control(Bytes),
-    Batch(crate::outbox::Batch, Option<Bytes>),
+    Batch(crate::outbox::Batch),
 }
 
 fn is_close(b: &Bytes) -> bool {
     b.first() == Some(&(0x80 | OpCode::Close as u8))
+}
+
+/// Writes a step; returns `true` once the writer is done (a close frame is
+/// written and the stream shut).
+async fn write_step(
+    w: &mut tokio::io::WriteHalf<Io>,
+    outbox: &Outbox,
+    step: &Step,
+    close: Option<&Bytes>,
+) -> Result<bool, CloseReason> {
+    match step {
+        Step::Control(bytes) => write_control(w, outbox, bytes).await,
+        Step::Batch(batch) => write_batch(w, batch, close).await,
+    }
 }
 
 /// Writes a control reply while pushes queue; after a close frame, shuts the
@@ -502,4 +672,101 @@ async fn write_batch(
     let _ = w.write_all(close).await;
     let _ = w.shutdown().await;
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn poll_next(control: &Control) -> Poll<Option<Bytes>> {
+        let waker = futures_util::task::noop_waker();
+        control.poll_next(&mut Context::from_waker(&waker))
+    }
+
+    #[tokio::test]
+    async fn control_replies_reach_the_writer_in_order_and_the_reader_waits_for_room() {
+        let control = Control::default();
+        assert!(poll_next(&control).is_pending());
+        for i in 0..CONTROL_REPLIES {
+            control
+                .push(Bytes::from(vec![i as u8]))
+                .await
+                .expect("room");
+        }
+        // Full: the next push waits until the writer takes one.
+        let mut push = Box::pin(control.push(Bytes::from_static(b"last")));
+        assert!(futures_util::poll!(push.as_mut()).is_pending());
+        assert_eq!(
+            poll_next(&control),
+            Poll::Ready(Some(Bytes::from(vec![0u8])))
+        );
+        assert!(matches!(
+            futures_util::poll!(push.as_mut()),
+            Poll::Ready(Ok(()))
+        ));
+        for i in 1..CONTROL_REPLIES {
+            assert_eq!(
+                poll_next(&control),
+                Poll::Ready(Some(Bytes::from(vec![i as u8])))
+            );
+        }
+        assert_eq!(
+            poll_next(&control),
+            Poll::Ready(Some(Bytes::from_static(b"last")))
+        );
+        // The reader is done: the writer gets what is queued, then the end.
+        control
+            .push(Bytes::from_static(b"pong"))
+            .await
+            .expect("room");
+        control.finish_reading();
+        assert_eq!(
+            poll_next(&control),
+            Poll::Ready(Some(Bytes::from_static(b"pong")))
+        );
+        assert_eq!(poll_next(&control), Poll::Ready(None));
+    }
+
+    /// Runs `wait` on its own task, ends the writer, and says what `wait`
+    /// returned once it was woken.
+    async fn woken_by_the_writers_end<T: Send + 'static>(
+        wait: impl FnOnce(Arc<Control>) -> std::pin::Pin<Box<dyn Future<Output = T> + Send>>,
+        full: bool,
+    ) -> T {
+        let control = Arc::new(Control::default());
+        for _ in 0..if full { CONTROL_REPLIES } else { 0 } {
+            control
+                .push(Bytes::from_static(b"pong"))
+                .await
+                .expect("room");
+        }
+        let waiting = tokio::spawn(wait(control.clone()));
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        control.finish_writing();
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiting)
+            .await
+            .expect("woken")
+            .expect("task")
+    }
+
+    #[tokio::test]
+    async fn the_writers_end_fails_pushes_and_wakes_a_waiting_reader() {
+        // The reader waits for room (one frame of its own at a time), or
+        // for the client's next bytes and the writer's end.
+        let failed = woken_by_the_writers_end(
+            |c| Box::pin(async move { c.push(Bytes::from_static(b"x")).await.is_err() }),
+            true,
+        )
+        .await;
+        assert!(failed, "a push waiting for room fails");
+        woken_by_the_writers_end(
+            |c| Box::pin(async move { std::future::poll_fn(|cx| c.poll_writing_done(cx)).await }),
+            false,
+        )
+        .await;
+        let control = Control::default();
+        control.finish_writing();
+        assert!(control.push(Bytes::from_static(b"y")).await.is_err());
+    }
 }

@@ -199,6 +199,9 @@ pub struct MessageReader<S> {
     partial: Option<Partial>,
     /// Pings the client may still send.
     pings: Bucket,
+    /// What ended the stream, met by [`MessageReader::poll_ready`] and
+    /// reported by the next read.
+    ended: Option<ReadError>,
 }
 
 impl<S: AsyncRead + Unpin> MessageReader<S> {
@@ -211,29 +214,48 @@ impl<S: AsyncRead + Unpin> MessageReader<S> {
             max,
             partial: None,
             pings: Bucket::new(pings_per_sec),
+            ended: None,
         }
+    }
+
+    /// Reads what the socket has and appends it to `buf`.
+    fn poll_fill(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Result<(), ReadError>> {
+        if let Some(e) = self.ended {
+            return Poll::Ready(Err(e));
+        }
+        let (io, buf) = (&mut self.io, &mut self.buf);
+        SCRATCH.with_borrow_mut(|scratch| {
+            let mut rb = ReadBuf::new(scratch);
+            match Pin::new(&mut *io).poll_read(cx, &mut rb) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(Err(_)) => Poll::Ready(Err(ReadError::Io)),
+                Poll::Ready(Ok(())) if rb.filled().is_empty() => Poll::Ready(Err(ReadError::Eof)),
+                Poll::Ready(Ok(())) => {
+                    buf.extend_from_slice(rb.filled());
+                    Poll::Ready(Ok(()))
+                }
+            }
+        })
     }
 
     /// Waits for bytes and appends them to `buf`.
     async fn fill(&mut self) -> Result<(), ReadError> {
-        let (io, buf) = (&mut self.io, &mut self.buf);
-        std::future::poll_fn(|cx| {
-            SCRATCH.with_borrow_mut(|scratch| {
-                let mut rb = ReadBuf::new(scratch);
-                match Pin::new(&mut *io).poll_read(cx, &mut rb) {
-                    Poll::Pending => Poll::Pending,
-                    Poll::Ready(Err(_)) => Poll::Ready(Err(ReadError::Io)),
-                    Poll::Ready(Ok(())) if rb.filled().is_empty() => {
-                        Poll::Ready(Err(ReadError::Eof))
-                    }
-                    Poll::Ready(Ok(())) => {
-                        buf.extend_from_slice(rb.filled());
-                        Poll::Ready(Ok(()))
-                    }
-                }
-            })
+        std::future::poll_fn(|cx| self.poll_fill(cx)).await
+    }
+
+    /// Ready when [`MessageReader::next`] has something to start on: bytes
+    /// the client sent, or the end of the stream. Waiting here holds nothing
+    /// but a waker, so a connection can wait here while idle and build the
+    /// (larger) reading of a message only once its bytes are there.
+    pub fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        if !self.buf.is_empty() || self.ended.is_some() {
+            return Poll::Ready(());
+        }
+        self.poll_fill(cx).map(|r| {
+            if let Err(e) = r {
+                self.ended = Some(e);
+            }
         })
-        .await
     }
 
     /// The next frame, read as far as needed.
@@ -514,6 +536,35 @@ mod tests {
             assert!(!close_code_allowed(code), "{code}");
         }
         assert_eq!(ReadError::Eof.close_code(), None);
+    }
+
+    #[tokio::test]
+    async fn ready_waits_for_bytes_and_keeps_the_end_for_the_next_read() {
+        let ready = |reader: &mut MessageReader<tokio::io::DuplexStream>| {
+            let waker = futures_util::task::noop_waker();
+            reader
+                .poll_ready(&mut std::task::Context::from_waker(&waker))
+                .is_ready()
+        };
+        let (mut client, server) = tokio::io::duplex(64);
+        let mut reader = MessageReader::new(server, 1024, 0);
+        assert!(!ready(&mut reader), "nothing sent yet");
+        // Two messages in one write: ready for the first, and, with the
+        // second already read, ready again without waiting.
+        let mut wire = frame(true, 0x1, b"4hello");
+        wire.extend(frame(true, 0x1, b"4world"));
+        client.write_all(&wire).await.expect("write");
+        assert!(ready(&mut reader));
+        let m = reader.next(&mut no_reply).await;
+        assert_eq!(m, Ok(Message::Text(Bytes::from_static(b"4hello"))));
+        assert!(ready(&mut reader));
+        let m = reader.next(&mut no_reply).await;
+        assert_eq!(m, Ok(Message::Text(Bytes::from_static(b"4world"))));
+        assert!(!ready(&mut reader));
+        // The end of the stream makes it ready; the next read reports it.
+        drop(client);
+        assert!(ready(&mut reader));
+        assert_eq!(reader.next(&mut no_reply).await, Err(ReadError::Eof));
     }
 
     #[tokio::test]
