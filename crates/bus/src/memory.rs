@@ -204,7 +204,12 @@ impl Bus for MemoryBus {
             if subject::has_wildcard(pattern) {
                 subs.wild.push(sub);
             } else {
-                subs.exact.entry(pattern.to_owned()).or_default().push(sub);
+                // Most subjects have one subscriber (an edge's room): room
+                // for one, where a first push would make room for four.
+                subs.exact
+                    .entry(pattern.to_owned())
+                    .or_insert_with(|| Vec::with_capacity(1))
+                    .push(sub);
             }
         }
         Ok(Subscription::new(Receiver {

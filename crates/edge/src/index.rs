@@ -48,7 +48,175 @@ pub(crate) enum Via {
 
 struct Member {
     socket: Arc<Socket>,
-    rooms: HashSet<String>,
+    rooms: Names,
+}
+
+/// A set of names that is a short list while it is small: most sockets are in
+/// a few rooms and most users have one socket, and a hash set would allocate
+/// a table of its own (over 100 bytes) for each, even for one name.
+#[derive(Debug, Clone)]
+pub(crate) enum Names {
+    List(Vec<String>),
+    /// Boxed: the enum stays the size of a `Vec` in every map entry.
+    #[expect(clippy::box_collection, reason = "keeps the enum as small as its list")]
+    Set(Box<HashSet<String>>),
+}
+
+/// Most names a [`Names`] keeps as a list.
+const LIST_NAMES: usize = 16;
+
+impl Default for Names {
+    fn default() -> Self {
+        Names::List(Vec::new())
+    }
+}
+
+impl Names {
+    pub fn contains(&self, name: &str) -> bool {
+        match self {
+            Names::List(v) => v.iter().any(|n| n == name),
+            Names::Set(s) => s.contains(name),
+        }
+    }
+
+    /// Adds a name; `false` if it was there.
+    pub fn insert(&mut self, name: String) -> bool {
+        if self.contains(&name) {
+            return false;
+        }
+        match self {
+            Names::List(v) if v.len() < LIST_NAMES => {
+                // Grown one at a time: a list is kept only while short.
+                v.reserve_exact(1);
+                v.push(name);
+            }
+            Names::List(v) => {
+                let mut set: HashSet<String> = std::mem::take(v).into_iter().collect();
+                set.insert(name);
+                *self = Names::Set(Box::new(set));
+            }
+            Names::Set(s) => {
+                s.insert(name);
+            }
+        }
+        true
+    }
+
+    /// Removes a name; `false` if it was not there.
+    pub fn remove(&mut self, name: &str) -> bool {
+        match self {
+            Names::List(v) => match v.iter().position(|n| n == name) {
+                Some(i) => {
+                    v.swap_remove(i);
+                    true
+                }
+                None => false,
+            },
+            Names::Set(s) => s.remove(name),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            Names::List(v) => v.len(),
+            Names::Set(s) => s.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &String> {
+        let (list, set) = match self {
+            Names::List(v) => (Some(v.iter()), None),
+            Names::Set(s) => (None, Some(s.iter())),
+        };
+        list.into_iter().flatten().chain(set.into_iter().flatten())
+    }
+}
+
+/// The local members of a room, by socket id: a short list while the room
+/// is small (a socket carries its id), a map once it is large.
+pub(crate) enum Members {
+    List(Vec<Arc<Socket>>),
+    /// Boxed: the enum stays the size of a `Vec` in every map entry.
+    #[expect(clippy::box_collection, reason = "keeps the enum as small as its list")]
+    Map(Box<HashMap<String, Arc<Socket>>>),
+}
+
+impl Default for Members {
+    fn default() -> Self {
+        Members::List(Vec::new())
+    }
+}
+
+impl Members {
+    /// Adds a socket, in place of one with its id if there is one.
+    fn insert(&mut self, socket: Arc<Socket>) {
+        match self {
+            Members::List(v) => {
+                if let Some(s) = v.iter_mut().find(|s| s.id == socket.id) {
+                    *s = socket;
+                    return;
+                }
+                if v.len() < LIST_NAMES {
+                    v.reserve_exact(1);
+                    v.push(socket);
+                    return;
+                }
+                let mut map: HashMap<String, Arc<Socket>> =
+                    v.drain(..).map(|s| (s.id.clone(), s)).collect();
+                map.insert(socket.id.clone(), socket);
+                *self = Members::Map(Box::new(map));
+            }
+            Members::Map(m) => {
+                m.insert(socket.id.clone(), socket);
+            }
+        }
+    }
+
+    fn remove(&mut self, sid: &str) {
+        match self {
+            Members::List(v) => v.retain(|s| s.id != sid),
+            Members::Map(m) => {
+                m.remove(sid);
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Members::List(v) => v.len(),
+            Members::Map(m) => m.len(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn sockets(&self) -> impl Iterator<Item = &Arc<Socket>> {
+        let (list, map) = match self {
+            Members::List(v) => (Some(v.iter()), None),
+            Members::Map(m) => (None, Some(m.values())),
+        };
+        list.into_iter().flatten().chain(map.into_iter().flatten())
+    }
+
+    fn ids(&self) -> impl Iterator<Item = &str> {
+        self.sockets().map(|s| s.id.as_str())
+    }
+}
+
+impl FromIterator<String> for Names {
+    fn from_iter<I: IntoIterator<Item = String>>(iter: I) -> Self {
+        let mut names = Names::default();
+        for n in iter {
+            names.insert(n);
+        }
+        names
+    }
 }
 
 #[derive(Default)]
@@ -56,10 +224,10 @@ pub(crate) struct Index {
     sockets: HashMap<String, Member>,
     /// Members of each room, by socket id, with the socket itself so that
     /// fan-out needs no second lookup.
-    rooms: HashMap<(String, String), HashMap<String, Arc<Socket>>>,
+    rooms: HashMap<(String, String), Members>,
     namespaces: HashMap<String, HashSet<String>>,
     /// Sockets of each authenticated user, every namespace together.
-    users: HashMap<String, HashSet<String>>,
+    users: HashMap<String, Names>,
 }
 
 /// A subscription an index change may call for.
@@ -101,7 +269,7 @@ impl Index {
             .users
             .iter()
             .filter_map(|u| self.users.get(u))
-            .flatten()
+            .flat_map(Names::iter)
             .filter_map(|sid| self.sockets.get(sid))
             .filter(|m| m.socket.ns == target.ns)
     }
@@ -136,7 +304,7 @@ impl Index {
                 if set.is_empty() {
                     changed.push(Interest::Room(ns.clone(), room.clone()));
                 }
-                set.insert(sid.to_owned(), member.socket.clone());
+                set.insert(member.socket.clone());
             }
         }
         joined
@@ -183,7 +351,7 @@ impl Index {
             sid.clone(),
             Member {
                 socket,
-                rooms: HashSet::new(),
+                rooms: Names::default(),
             },
         );
         self.join(&sid, rooms, &mut changed);
@@ -249,10 +417,10 @@ impl Index {
                     && target.except_rooms.is_empty()
                     && target.except_sockets.is_empty()
                 {
-                    out.extend(members.values().cloned());
+                    out.extend(members.sockets().cloned());
                     return out;
                 }
-                for sid in members.keys() {
+                for sid in members.ids() {
                     if let Some(m) = self.sockets.get(sid) {
                         if reaches_via_room(target, room, sid, &m.rooms) {
                             out.push(m.socket.clone());
@@ -306,8 +474,7 @@ impl Index {
                 self.rooms
                     .get(&(target.ns.clone(), room.clone()))
                     .into_iter()
-                    .flat_map(HashMap::keys)
-                    .map(String::as_str),
+                    .flat_map(Members::ids),
             );
             // A socket's own room.
             if self
@@ -340,7 +507,7 @@ impl Index {
 }
 
 /// Whether a target leaves out a socket (by id, or by one of its rooms).
-fn excluded(target: &Target, sid: &str, rooms: &HashSet<String>) -> bool {
+fn excluded(target: &Target, sid: &str, rooms: &Names) -> bool {
     target.except_sockets.iter().any(|s| s == sid)
         || target
             .except_rooms
@@ -351,12 +518,7 @@ fn excluded(target: &Target, sid: &str, rooms: &HashSet<String>) -> bool {
 /// Whether a command for `target` that arrived on the subject of `room` is for
 /// a socket in `rooms`: it is a member, not excluded, and in no earlier room of
 /// the target (it gets the command through that room's subject instead).
-pub(crate) fn reaches_via_room(
-    target: &Target,
-    room: &str,
-    sid: &str,
-    rooms: &HashSet<String>,
-) -> bool {
+pub(crate) fn reaches_via_room(target: &Target, room: &str, sid: &str, rooms: &Names) -> bool {
     let Some(pos) = target.rooms.iter().position(|r| r == room) else {
         return false;
     };
@@ -599,7 +761,7 @@ impl Edge {
             for sid in &selected {
                 if join && max_rooms > 0 {
                     let over = index.sockets.get(sid).is_some_and(|m| {
-                        let new = rooms.iter().filter(|r| !m.rooms.contains(*r)).count();
+                        let new = rooms.iter().filter(|r| !m.rooms.contains(r)).count();
                         m.rooms.len() + new > max_rooms
                     });
                     if over {
@@ -721,6 +883,63 @@ mod tests {
             index.add(socket, &rooms);
         }
         index
+    }
+
+    #[test]
+    fn names_are_a_list_while_short_and_a_set_beyond() {
+        let mut names = Names::default();
+        for i in 0..40 {
+            assert!(names.insert(format!("n{i}")));
+            assert!(!names.insert(format!("n{i}")), "no duplicates");
+            assert_eq!(
+                matches!(names, Names::List(_)),
+                i < LIST_NAMES,
+                "after {} names",
+                i + 1
+            );
+        }
+        assert_eq!(names.len(), 40);
+        assert!(names.contains("n39") && !names.contains("n40"));
+        assert!(names.remove("n7") && !names.remove("n7"));
+        let mut left: Vec<&String> = names.iter().collect();
+        left.sort();
+        assert_eq!(left.len(), 39);
+        assert!(!names.contains("n7"));
+        let mut short: Names = ["a", "b", "a"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(short.len(), 2);
+        assert!(short.remove("a") && short.remove("b") && short.is_empty());
+    }
+
+    #[tokio::test]
+    async fn large_rooms_and_sockets_in_many_rooms_are_indexed_like_small_ones() {
+        // Past the list sizes: a room of 20 members, a socket in 21 rooms.
+        let many: Vec<String> = (0..20).map(|i| format!("r{i}")).collect();
+        let mut rooms_of_s0: Vec<&str> = many.iter().map(String::as_str).collect();
+        rooms_of_s0.push("big");
+        let sids: Vec<String> = (0..20).map(|i| format!("s{i:02}")).collect();
+        let members: Vec<(&str, &str, &[&str])> = sids
+            .iter()
+            .map(|sid| {
+                let rooms: &[&str] = if sid == "s00" { &rooms_of_s0 } else { &["big"] };
+                (sid.as_str(), "/", rooms)
+            })
+            .collect();
+        let mut index = index_with(&members).await;
+        let big = Via::Room("/".into(), "big".into());
+        assert_eq!(ids(index.targets(&target("/", &["big"], &[]), &big)), sids);
+        // s00 gets a command for r5 and big through r5, the others through big.
+        let both = target("/", &["r5", "big"], &[]);
+        assert_eq!(ids(index.targets(&both, &big)), sids[1..].to_vec());
+        assert_eq!(
+            ids(index.targets(&both, &Via::Room("/".into(), "r5".into()))),
+            vec!["s00"]
+        );
+        assert_eq!(index.rooms_of("s00").len(), 21);
+        index.remove("s03");
+        let mut left = sids.clone();
+        left.remove(3);
+        assert_eq!(ids(index.targets(&target("/", &["big"], &[]), &big)), left);
+        assert_eq!(index.select(&target("/", &["big"], &[])).len(), 19);
     }
 
     #[tokio::test]

@@ -16,7 +16,6 @@
 //! Anything else (unknown or expired pid, lost history, store down) gives a
 //! fresh socket, and the client sees `recovered === false`.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use roomcast_bus::envelope::{Command, Packet};
@@ -156,7 +155,7 @@ impl Edge {
         });
         session.sio().sockets.insert(socket.clone());
         self.add_socket(&socket, &saved.rooms).await;
-        let rooms: HashSet<String> = saved.rooms.into_iter().collect();
+        let rooms: crate::index::Names = saved.rooms.into_iter().collect();
         let recoverable: Vec<String> = rooms
             .iter()
             .filter(|r| recovery.config.recoverable(r))

@@ -5,8 +5,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use roomcast_wire::engineio::{Frame, OpenPacket, Packet, PacketType};
 use roomcast_wire::socketio::Assembler;
+use tokio::sync::Notify;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use crate::outbox::{Mode, Outbox};
 use crate::sio::Socket;
@@ -138,25 +138,41 @@ pub(crate) struct Handshake {
     pub slot: Option<Arc<crate::limits::Slot>>,
 }
 
-/// Name/value pairs in two allocations: a session keeps its handshake's
+/// Name/value pairs in one allocation: a session keeps its handshake's
 /// headers and query for as long as it lives, and a string per name and per
 /// value made that a dozen allocations (about a kilobyte) per connection.
+///
+/// The allocation holds the number of pairs, where each name and each value
+/// ends in the text (little-endian `u32`s), then the text: each name followed
+/// by its value.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct Pairs {
-    /// Each name followed by its value.
-    text: Box<str>,
-    /// Where each name and each value ends in `text`.
-    ends: Box<[(u32, u32)]>,
-}
+pub(crate) struct Pairs(Box<[u8]>);
 
 impl Pairs {
+    fn word(&self, i: usize) -> usize {
+        self.0
+            .get(i * 4..i * 4 + 4)
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .map_or(0, |b| u32::from_le_bytes(b) as usize)
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        let count = self.word(0);
+        let base = 4 + count * 8;
+        // Built from `&str`s: the text is UTF-8 and every end falls between
+        // characters.
+        let text = self
+            .0
+            .get(base..)
+            .and_then(|t| std::str::from_utf8(t).ok())
+            .unwrap_or_default();
         let mut start = 0;
-        self.ends.iter().map(move |&(name_end, value_end)| {
-            let (name_end, value_end) = (name_end as usize, value_end as usize);
-            let pair = (&self.text[start..name_end], &self.text[name_end..value_end]);
+        (0..count).map(move |i| {
+            let (name_end, value_end) = (self.word(1 + 2 * i), self.word(2 + 2 * i));
+            let name = text.get(start..name_end).unwrap_or_default();
+            let value = text.get(name_end..value_end).unwrap_or_default();
             start = value_end;
-            pair
+            (name, value)
         })
     }
 
@@ -174,7 +190,7 @@ impl<'a> FromIterator<(&'a str, &'a str)> for Pairs {
     /// bounded far below that).
     fn from_iter<I: IntoIterator<Item = (&'a str, &'a str)>>(pairs: I) -> Self {
         let mut text = String::new();
-        let mut ends = Vec::new();
+        let mut ends: Vec<u32> = Vec::new();
         for (name, value) in pairs {
             let (Ok(name_end), Ok(value_end)) = (
                 u32::try_from(text.len() + name.len()),
@@ -184,12 +200,19 @@ impl<'a> FromIterator<(&'a str, &'a str)> for Pairs {
             };
             text.push_str(name);
             text.push_str(value);
-            ends.push((name_end, value_end));
+            ends.extend([name_end, value_end]);
         }
-        Self {
-            text: text.into_boxed_str(),
-            ends: ends.into_boxed_slice(),
+        if ends.is_empty() {
+            return Self::default();
         }
+        let count = u32::try_from(ends.len() / 2).unwrap_or(u32::MAX);
+        let mut bytes = Vec::with_capacity(4 + ends.len() * 4 + text.len());
+        bytes.extend_from_slice(&count.to_le_bytes());
+        for end in ends {
+            bytes.extend_from_slice(&end.to_le_bytes());
+        }
+        bytes.extend_from_slice(text.as_bytes());
+        Self(bytes.into_boxed_slice())
     }
 }
 
@@ -261,7 +284,10 @@ pub(crate) struct Session {
     /// Engine.IO packets the client may still send (flood limit).
     pub packet_budget: crate::limits::SharedBucket,
     sio: Mutex<SioState>,
-    pub cancel: CancellationToken,
+    /// Wakes what waits for the session's end ([`Session::ended`]). A
+    /// `Notify` in the session rather than a cancellation token of the
+    /// edge's: the token would be an allocation of its own per session.
+    end: Notify,
     /// The connection's span (debug level): its id and peer on every log line
     /// its tasks write.
     pub span: tracing::Span,
@@ -284,6 +310,20 @@ impl Session {
 
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
+    }
+
+    /// Resolves once the session is closed.
+    pub async fn ended(&self) {
+        loop {
+            // Registered before the check: a close between the two still
+            // wakes this wait (`notify_waiters` reaches every `Notified`
+            // created before it).
+            let notified = self.end.notified();
+            if self.is_closed() {
+                return;
+            }
+            notified.await;
+        }
     }
 }
 
@@ -310,7 +350,7 @@ impl Edge {
             post_busy: AtomicBool::new(false),
             packet_budget: crate::limits::SharedBucket::new(cfg.packets_per_sec),
             sio: Mutex::new(SioState::default()),
-            cancel: self.inner.shutdown.child_token(),
+            end: Notify::new(),
             span,
         });
         let upgrades: &[&str] = match mode {
@@ -479,7 +519,7 @@ impl Edge {
             let _ = session.outbox.push(&[Frame::control(PacketType::Close)]);
         }
         session.outbox.close();
-        session.cancel.cancel();
+        session.end.notify_waiters();
     }
 }
 

@@ -329,7 +329,7 @@ impl Edge {
         self.spawn(async move {
             let session = &socket.session;
             tokio::select! {
-                _ = session.cancel.cancelled() => return,
+                _ = session.ended() => return,
                 _ = tokio::time::sleep(wait) => {}
             }
             tracing::info!(sid = %session.sid, socket = %socket.id, "token expired, disconnecting");

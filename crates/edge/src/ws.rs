@@ -21,7 +21,6 @@
 //! [`echo`] serves the opt-in echo endpoint for conformance suites with the same
 //! reader, limits and writer.
 
-use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, PoisonError};
@@ -29,7 +28,6 @@ use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 use fastwebsockets::upgrade::UpgradeFut;
-use futures_util::future::Either;
 use futures_util::FutureExt;
 use hyper_util::rt::TokioIo;
 use roomcast_wire::engineio::{self, Frame, PacketType};
@@ -39,6 +37,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::outbox::{Mode, Outbox, PushError};
 use crate::session::{CloseReason, Handshake, Session};
+use crate::tcp::SharedTcp;
 use crate::ws_read::{Message, MessageReader, OpCode, ReadError};
 use crate::wsframe::{encode_frame, write_frames};
 use crate::Edge;
@@ -51,41 +50,66 @@ const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
 /// How long a closed connection may take to flush what was queued before it.
 const CLOSE_FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-type Io = TokioIo<hyper::upgrade::Upgraded>;
-type Reader = MessageReader<tokio::io::ReadHalf<Io>>;
+/// What a connection reads from: the shared TCP stream, or the read half of
+/// any other (TLS).
+trait ReadIo: tokio::io::AsyncRead + Unpin + Send + 'static {}
+impl<T: tokio::io::AsyncRead + Unpin + Send + 'static> ReadIo for T {}
+
+/// What a connection writes to.
+trait WriteIo: tokio::io::AsyncWrite + Unpin + Send + 'static {}
+impl<T: tokio::io::AsyncWrite + Unpin + Send + 'static> WriteIo for T {}
 
 /// Serves one WebSocket connection: a new session, or the upgrade of an
 /// existing polling session. `tcp` is the connection's stream when it is plain
 /// TCP: the session's queue writes to it directly while the writer is idle.
 ///
-/// Built from combinators rather than as one async fn: the upgrade and the
-/// connection are two states of one future that share their memory.
-pub(crate) fn serve(
+/// Once the upgrade is done, the connection gets a task of its own, sized for
+/// its stream: plain TCP is read and written through two handles to the
+/// shared stream (hyper's upgraded stream is taken apart for it), anything
+/// else through the two halves of `tokio::io::split`.
+pub(crate) async fn serve(
     edge: Edge,
     fut: UpgradeFut,
     existing: Option<Arc<Session>>,
     hs: Handshake,
     tcp: Option<Arc<TcpStream>>,
-) -> impl Future<Output = ()> + Send {
-    fut.then(move |upgraded| match upgraded {
-        Ok(ws) => Either::Left(connection(edge, ws.into_inner(), existing, hs, tcp)),
+) {
+    let upgraded = match fut.await {
+        Ok(ws) => ws.into_inner().into_inner(),
         Err(e) => {
             tracing::debug!(error = %e, "websocket upgrade failed");
-            Either::Right(std::future::ready(()))
+            return;
         }
-    })
+    };
+    let spawner = edge.clone();
+    // Through hyper-util's own downcast: its server wraps the stream in a
+    // type of its own, and gives back what it had read of it.
+    match hyper_util::server::conn::auto::upgrade::downcast::<TokioIo<SharedTcp>>(upgraded) {
+        Ok(parts) => {
+            let w = parts.io.into_inner();
+            let r = SharedTcp(w.0.clone());
+            spawner.spawn(connection(edge, r, w, parts.read_buf, existing, hs, tcp));
+        }
+        Err(upgraded) => {
+            let (r, w) = tokio::io::split(TokioIo::new(upgraded));
+            spawner.spawn(connection(edge, r, w, Bytes::new(), existing, hs, tcp));
+        }
+    }
 }
 
 /// Reading and writing: two futures joined in the connection's one task, so
-/// the writer keeps flushing after the reader is done.
-fn connection(
+/// the writer keeps flushing after the reader is done. `read` is what was
+/// read from the stream before the upgrade was done (a client may send its
+/// first frames at once).
+fn connection<R: ReadIo, W: WriteIo>(
     edge: Edge,
-    io: Io,
+    r: R,
+    w: W,
+    read: Bytes,
     existing: Option<Arc<Session>>,
     hs: Handshake,
     tcp: Option<Arc<TcpStream>>,
 ) -> impl Future<Output = ()> + Send {
-    let (r, w) = tokio::io::split(io);
     // Only an upgrade probes, and switches the session's queue to this socket
     // once the probe succeeds.
     let (session, upgrade) = match existing {
@@ -96,44 +120,60 @@ fn connection(
         }
         Some(session) => (session, Some(tcp)),
     };
-    let span = session.span.clone();
-    let served = async move {
+    let cfg = edge.config();
+    let mut reader = MessageReader::new(r, cfg.max_payload, cfg.ws_pings_per_sec).with_read(&read);
+    async move {
         let control = Control::default();
-        let reading = read_half(&edge, &session, r, &control, upgrade);
-        let writing = write_session(&edge, &session, w, &control);
-        let (r, ()) = futures_util::future::join(reading, writing).await;
+        let linger_after = {
+            let reading = read_half(&edge, &session, &mut reader, &control, upgrade);
+            let writing = write_session(&edge, &session, w, &control);
+            let halves = futures_util::future::join(reading, writing);
+            tokio::pin!(halves);
+            in_span(&session.span, halves).await.0
+        };
         // Lingering comes after the writer is done, close frame and all: the
-        // client's answer to our close is what it waits for.
-        if let Some(r) = r {
-            linger(r).await;
+        // client's answer to our close is what it waits for. Boxed: its timer
+        // would take room in every connection's future.
+        if linger_after {
+            Box::pin(linger(reader.into_inner())).await;
         }
-    };
-    tracing::Instrument::instrument(served, span)
+    }
+}
+
+/// Polls `fut` inside `span`, which it borrows (`Instrument` would keep a
+/// copy of the span, 40 bytes, in every connection's future).
+fn in_span<'a, F: Future>(
+    span: &'a tracing::Span,
+    mut fut: std::pin::Pin<&'a mut F>,
+) -> impl Future<Output = F::Output> + 'a {
+    std::future::poll_fn(move |cx| {
+        let _entered = span.enter();
+        fut.as_mut().poll(cx)
+    })
 }
 
 /// A session's reading half: the upgrade probe if there is one (`upgrade`:
-/// the stream to give the session's queue), then the read loop. Returns the
-/// stream to linger on, `None` for an abandoned upgrade.
+/// the stream to give the session's queue), then the read loop. Returns
+/// whether to linger on the stream (`false` for an abandoned upgrade).
 #[expect(
     clippy::manual_async_fn,
     reason = "an async fn would copy its arguments into locals: a larger future in every connection"
 )]
-fn read_half<'a>(
+fn read_half<'a, R: ReadIo>(
     edge: &'a Edge,
     session: &'a Arc<Session>,
-    r: tokio::io::ReadHalf<Io>,
+    reader: &'a mut MessageReader<R>,
     control: &'a Control,
     upgrade: Option<Option<Arc<TcpStream>>>,
-) -> impl Future<Output = Option<tokio::io::ReadHalf<Io>>> + Send + 'a {
+) -> impl Future<Output = bool> + Send + 'a {
     async move {
         let cfg = edge.config();
-        let mut reader = MessageReader::new(r, cfg.max_payload, cfg.ws_pings_per_sec);
         if let Some(tcp) = upgrade {
             // Boxed: only upgrades probe, and its timer would take room in every
             // connection's future.
             let probed = Box::pin(tokio::time::timeout(
                 cfg.upgrade_timeout,
-                probe(&mut reader, control, session),
+                probe(reader, control, session),
             ))
             .await;
             session.upgrading.store(false, Ordering::Release);
@@ -141,14 +181,14 @@ fn read_half<'a>(
                 // The writer ends with the control queue; the polling session goes on.
                 tracing::debug!(sid = %session.sid, "websocket upgrade abandoned");
                 control.finish_reading();
-                return None;
+                return false;
             }
             session.outbox.switch_to_websocket(tcp);
             tracing::debug!(sid = %session.sid, "upgraded to websocket");
         }
-        read_loop(edge, session, &mut reader, control).await;
+        read_loop(edge, session, reader, control).await;
         control.finish_reading();
-        Some(reader.into_inner())
+        true
     }
 }
 
@@ -156,7 +196,7 @@ fn read_half<'a>(
 /// [`LINGER`]. Closing a socket with unread input resets the connection, and a
 /// reset can destroy what the client has not read yet: the last messages and
 /// the close frame.
-async fn linger(mut r: tokio::io::ReadHalf<Io>) {
+async fn linger(mut r: impl ReadIo) {
     // On the heap: an array here would be part of every connection's task.
     let mut buf = vec![0u8; 4096];
     let drain = async { while matches!(r.read(&mut buf).await, Ok(n) if n > 0) {} };
@@ -164,8 +204,8 @@ async fn linger(mut r: tokio::io::ReadHalf<Io>) {
 }
 
 /// `2probe` → `3probe`, then `5`: the client moves its session to this socket.
-async fn probe(
-    reader: &mut Reader,
+async fn probe<R: ReadIo>(
+    reader: &mut MessageReader<R>,
     control: &Control,
     session: &Session,
 ) -> Result<(), CloseReason> {
@@ -187,8 +227,8 @@ async fn probe(
 }
 
 /// Reads the next message and checks it is exactly this text.
-async fn expect_text(
-    reader: &mut Reader,
+async fn expect_text<R: ReadIo>(
+    reader: &mut MessageReader<R>,
     control: &Control,
     expected: &[u8],
 ) -> Result<(), CloseReason> {
@@ -233,7 +273,9 @@ struct Control(std::sync::Mutex<ControlState>);
 
 #[derive(Default)]
 struct ControlState {
-    frames: VecDeque<Bytes>,
+    /// A `Vec` (smaller than a `VecDeque`): at most [`CONTROL_REPLIES`]
+    /// frames, taken from the front.
+    frames: Vec<Bytes>,
     /// The reader queues nothing more.
     reading_done: bool,
     /// The writer writes nothing more: pushes fail, and the reader stops.
@@ -280,7 +322,8 @@ impl Control {
     /// and everything it queued is taken.
     fn poll_next(&self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
         let mut s = self.lock();
-        match s.frames.pop_front() {
+        let first = (!s.frames.is_empty()).then(|| s.frames.remove(0));
+        match first {
             Some(frame) => {
                 let reader = s.reader.take();
                 drop(s);
@@ -358,10 +401,10 @@ type PacketWork<'a> = std::pin::Pin<Box<dyn Future<Output = Result<(), CloseReas
     clippy::manual_async_fn,
     reason = "an async fn would copy its arguments into locals: a larger future in every connection"
 )]
-fn read_loop<'a>(
+fn read_loop<'a, R: ReadIo>(
     edge: &'a Edge,
     session: &'a Arc<Session>,
-    reader: &'a mut Reader,
+    reader: &'a mut MessageReader<R>,
     control: &'a Control,
 ) -> impl Future<Output = ()> + Send + 'a {
     async move {
@@ -369,17 +412,20 @@ fn read_loop<'a>(
             // While the client is quiet, this poll is all the reader holds.
             // The session's end reaches it through the writer: a closed
             // session's queue ends the writer, and the writer's end wakes
-            // the reader.
+            // the reader. (Checked here too: the edge may be shutting down.)
             let ended = std::future::poll_fn(|cx| {
-                if session.cancel.is_cancelled() || control.poll_writing_done(cx).is_ready() {
+                if session.is_closed()
+                    || edge.inner.shutdown.is_cancelled()
+                    || control.poll_writing_done(cx).is_ready()
+                {
                     return Poll::Ready(true);
                 }
                 reader.poll_ready(cx).map(|()| false)
             })
             .await;
             if ended {
-                // Whoever cancelled closes the session (and a session opened
-                // as the edge shut down is closed here).
+                // Whoever closed the session finishes closing it; a session
+                // opened as the edge shut down is closed here.
                 edge.close_session(session, CloseReason::ServerShutdown);
                 return;
             }
@@ -397,17 +443,17 @@ fn read_loop<'a>(
 }
 
 /// Reads one message (which has begun to arrive) and handles it.
-async fn read_message(
+async fn read_message<R: ReadIo>(
     edge: &Edge,
     session: &Arc<Session>,
-    reader: &mut Reader,
+    reader: &mut MessageReader<R>,
     control: &Control,
 ) -> Result<(), CloseReason> {
     // Reads are not cancel-safe, but cancellation only comes with the end of
     // the session, when the rest of the stream no longer matters.
     let mut send = control_sender(control);
     let message = tokio::select! {
-        _ = session.cancel.cancelled() => return Err(CloseReason::ServerShutdown),
+        _ = session.ended() => return Err(CloseReason::ServerShutdown),
         message = reader.next(&mut send) => message,
     };
     match message {
@@ -465,9 +511,9 @@ pub(crate) async fn echo(edge: Edge, fut: UpgradeFut) {
 
 /// The echo endpoint's reading half: each message into the queue, until the
 /// connection ends; then the close code for the writer, and the queue closed.
-async fn echo_read(
+async fn echo_read<R: ReadIo>(
     edge: &Edge,
-    reader: &mut Reader,
+    reader: &mut MessageReader<R>,
     control: &Control,
     outbox: &Outbox,
     code: &AtomicU16,
@@ -495,25 +541,42 @@ async fn echo_read(
 }
 
 /// A session's writing half: a write error closes the session.
-fn write_session<'a>(
+fn write_session<'a, W: WriteIo>(
     edge: &'a Edge,
     session: &'a Arc<Session>,
-    w: tokio::io::WriteHalf<Io>,
+    w: W,
     control: &'a Control,
 ) -> impl Future<Output = ()> + Send + 'a {
     let close_code = || session.close_code();
-    writer(w, &session.outbox, control, close_code, &session.cancel).map(move |r| {
+    writer(w, &session.outbox, control, close_code, &**session).map(move |r| {
         if let Err(reason) = r {
             edge.close_session(session, reason);
         }
     })
 }
 
-/// Resolves [`CLOSE_FLUSH_TIMEOUT`] after the connection's end (`closed`, the
-/// session's cancel token): a client that reads no more (a slow consumer) must
-/// not keep its connection, and the writer blocked on it, forever.
-async fn flush_deadline(closed: &CancellationToken) {
-    closed.cancelled().await;
+/// The end of what a writer writes for: a session, or an echo connection.
+trait Ending: Sync {
+    fn ended(&self) -> impl Future<Output = ()> + Send + '_;
+}
+
+impl Ending for Session {
+    fn ended(&self) -> impl Future<Output = ()> + Send + '_ {
+        Session::ended(self)
+    }
+}
+
+impl Ending for CancellationToken {
+    fn ended(&self) -> impl Future<Output = ()> + Send + '_ {
+        self.cancelled()
+    }
+}
+
+/// Resolves [`CLOSE_FLUSH_TIMEOUT`] after the connection's end: a client that
+/// reads no more (a slow consumer) must not keep its connection, and the
+/// writer blocked on it, forever.
+async fn flush_deadline(closed: &impl Ending) {
+    closed.ended().await;
     tokio::time::sleep(CLOSE_FLUSH_TIMEOUT).await;
 }
 
@@ -524,23 +587,23 @@ async fn flush_deadline(closed: &CancellationToken) {
 /// thing written: once the session is on this socket, it waits for the queue to
 /// close (the reader closes it) and goes after what was queued before it;
 /// before that, it goes at once. Writes are cut short [`CLOSE_FLUSH_TIMEOUT`]
-/// after `closed` is cancelled.
+/// after `closed` ends.
 #[expect(
     clippy::manual_async_fn,
     reason = "an async fn would copy its arguments into locals: a larger future in every connection"
 )]
-fn writer<'a>(
-    mut w: tokio::io::WriteHalf<Io>,
+fn writer<'a, W: WriteIo>(
+    mut w: W,
     outbox: &'a Outbox,
     control: &'a Control,
     close_code: impl Fn() -> u16 + Send + 'a,
-    closed: &'a CancellationToken,
+    closed: &'a impl Ending,
 ) -> impl Future<Output = Result<(), CloseReason>> + Send + 'a {
     async move {
         let mut pending_close: Option<Bytes> = None;
         let result = loop {
             // While there is nothing to write, this poll is all the writer holds.
-            let step = std::future::poll_fn(|cx| {
+            let next = std::future::poll_fn(|cx| {
                 if pending_close.is_none() {
                     match control.poll_next(cx) {
                         Poll::Ready(Some(bytes)) => return Poll::Ready(Some(Step::Control(bytes))),
@@ -554,11 +617,10 @@ fn writer<'a>(
                 outbox
                     .poll_take(cx, WRITE_BATCH_BYTES)
                     .map(|batch| Some(Step::Batch(batch)))
-            })
-            .await;
+            });
             // The step and its close frame move into the write: bound only in
             // this match, they take no room of their own across its await.
-            let write = match step {
+            let write = match next.await {
                 None => break Ok(()),
                 Some(Step::Control(bytes))
                     if is_close(&bytes) && outbox.mode() == Mode::WebSocket =>
@@ -592,14 +654,14 @@ fn writer<'a>(
 
 /// A write, on the heap with what it writes: the write's futures would
 /// otherwise take room in every idle connection's future. It is cut short
-/// [`CLOSE_FLUSH_TIMEOUT`] after `closed` is cancelled (then it says the
+/// [`CLOSE_FLUSH_TIMEOUT`] after `closed` ends (then it says the
 /// writer is done).
-fn write_boxed<'a>(
-    w: &'a mut tokio::io::WriteHalf<Io>,
+fn write_boxed<'a, W: WriteIo>(
+    w: &'a mut W,
     outbox: &'a Outbox,
     step: Step,
     close: Option<Bytes>,
-    closed: &'a CancellationToken,
+    closed: &'a impl Ending,
 ) -> std::pin::Pin<Box<dyn Future<Output = Result<bool, CloseReason>> + Send + 'a>> {
     Box::pin(async move {
         tokio::select! {
@@ -624,8 +686,8 @@ fn is_close(b: &Bytes) -> bool {
 
 /// Writes a step; returns `true` once the writer is done (a close frame is
 /// written and the stream shut).
-async fn write_step(
-    w: &mut tokio::io::WriteHalf<Io>,
+async fn write_step<W: WriteIo>(
+    w: &mut W,
     outbox: &Outbox,
     step: &Step,
     close: Option<&Bytes>,
@@ -638,8 +700,8 @@ async fn write_step(
 
 /// Writes a control reply while pushes queue; after a close frame, shuts the
 /// stream and returns `true` (the writer is done).
-async fn write_control(
-    w: &mut tokio::io::WriteHalf<Io>,
+async fn write_control<W: WriteIo>(
+    w: &mut W,
     outbox: &Outbox,
     bytes: &Bytes,
 ) -> Result<bool, CloseReason> {
@@ -658,8 +720,8 @@ async fn write_control(
 
 /// Writes a batch from the queue; when it is the queue's last (`close`),
 /// then the close frame, shuts the stream and returns `true`.
-async fn write_batch(
-    w: &mut tokio::io::WriteHalf<Io>,
+async fn write_batch<W: WriteIo>(
+    w: &mut W,
     batch: &crate::outbox::Batch,
     close: Option<&Bytes>,
 ) -> Result<bool, CloseReason> {

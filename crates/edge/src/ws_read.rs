@@ -196,7 +196,9 @@ pub struct MessageReader<S> {
     /// between messages.
     buf: BytesMut,
     max: usize,
-    partial: Option<Partial>,
+    /// Boxed: fragmented messages are rare, and the reader is part of every
+    /// connection's task.
+    partial: Option<Box<Partial>>,
     /// Pings the client may still send.
     pings: Bucket,
     /// What ended the stream, met by [`MessageReader::poll_ready`] and
@@ -216,6 +218,15 @@ impl<S: AsyncRead + Unpin> MessageReader<S> {
             pings: Bucket::new(pings_per_sec),
             ended: None,
         }
+    }
+
+    /// Starts with `read`: bytes read from the stream before this reader
+    /// took it.
+    pub fn with_read(mut self, read: &[u8]) -> Self {
+        if !read.is_empty() {
+            self.buf.extend_from_slice(read);
+        }
+        self
     }
 
     /// Reads what the socket has and appends it to `buf`.
@@ -301,11 +312,11 @@ impl<S: AsyncRead + Unpin> MessageReader<S> {
                         }
                         return Ok(Message::Text(payload));
                     }
-                    let mut partial = Partial {
+                    let mut partial = Box::new(Partial {
                         text,
                         buf: BytesMut::with_capacity(frame.payload.len()),
                         checked: 0,
-                    };
+                    });
                     partial.append(&frame.payload, self.max)?;
                     self.partial = Some(partial);
                 }
