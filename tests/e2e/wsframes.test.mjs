@@ -6,8 +6,9 @@
 // shares this code.)
 
 import assert from 'node:assert/strict';
+import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import { RawSocket, startStandalone } from './lib/index.mjs';
+import { RawSocket, startStandalone, waitFor } from './lib/index.mjs';
 
 const MAX_PAYLOAD = 1000;
 
@@ -64,5 +65,37 @@ describe('websocket framing of socket.io connections', { timeout: 60_000 }, () =
     raw.ws.close(4001, 'bye');
     const closed = await raw.waitClosed();
     assert.equal(closed.code, 4001);
+  });
+
+  it('frames sent together with the upgrade request are read, not lost', async () => {
+    // One write: the HTTP upgrade and a masked text frame with a CONNECT.
+    const { hostname, port } = new URL(server.httpUrl);
+    const socket = net.connect(Number(port), hostname);
+    const received = [];
+    socket.on('data', (d) => received.push(d));
+    socket.on('error', () => {});
+    await new Promise((resolve, reject) => {
+      socket.once('connect', resolve);
+      socket.once('error', reject);
+    });
+    const request =
+      'GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\n' +
+      `Host: ${hostname}:${port}\r\n` +
+      'Upgrade: websocket\r\nConnection: Upgrade\r\n' +
+      'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n';
+    const mask = [1, 2, 3, 4];
+    const payload = Buffer.from('40');
+    const frame = Buffer.concat([
+      Buffer.from([0x81, 0x80 | payload.length, ...mask]),
+      Buffer.from(payload.map((b, i) => b ^ mask[i % 4])),
+    ]);
+    socket.write(Buffer.concat([Buffer.from(request), frame]));
+    // Server frames are unmasked: the CONNECT reply's text is in the bytes.
+    const text = await waitFor(() => {
+      const all = Buffer.concat(received).toString('latin1');
+      return all.includes('40{"sid":') ? all : undefined;
+    }, 5000, "the CONNECT reply");
+    assert.match(text, /^HTTP\/1\.1 101 /);
+    socket.destroy();
   });
 });

@@ -550,6 +550,22 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn bytes_read_before_the_reader_come_first() {
+        // A frame and a half already read (with the upgrade request), the
+        // rest still on the stream.
+        let mut wire = frame(true, 0x1, b"40");
+        wire.extend(frame(true, 0x1, b"42[\"a\"]"));
+        let (early, late) = wire.split_at(wire.len() - 3);
+        let (mut client, server) = tokio::io::duplex(64);
+        client.write_all(late).await.expect("write");
+        let mut reader = MessageReader::new(server, 1024, 0).with_read(early);
+        let m = reader.next(&mut no_reply).await;
+        assert_eq!(m, Ok(Message::Text(Bytes::from_static(b"40"))));
+        let m = reader.next(&mut no_reply).await;
+        assert_eq!(m, Ok(Message::Text(Bytes::from_static(b"42[\"a\"]"))));
+    }
+
+    #[tokio::test]
     async fn ready_waits_for_bytes_and_keeps_the_end_for_the_next_read() {
         let ready = |reader: &mut MessageReader<tokio::io::DuplexStream>| {
             let waker = futures_util::task::noop_waker();
