@@ -12,7 +12,9 @@
 //! on `Rj`'s subject. Through the edges subject it delivers to the named sockets
 //! that are in none of the rooms. No per-message state is needed.
 
+use std::borrow::Borrow;
 use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use roomcast_bus::envelope::{Command, Target};
@@ -51,75 +53,84 @@ struct Member {
     rooms: Names,
 }
 
-/// A set of names that is a short list while it is small: most sockets are in
-/// a few rooms and most users have one socket, and a hash set would allocate
-/// a table of its own (over 100 bytes) for each, even for one name.
+/// A set that is a short list while it is small, a hash set beyond
+/// [`LIST_NAMES`]: most sockets are in a few rooms, most users have one
+/// socket, most rooms have a few members on an edge, and a hash set would
+/// allocate a table of its own (over 100 bytes) for each, even for one
+/// element. Elements are found by their name (`Borrow<str>`).
 #[derive(Debug, Clone)]
-pub(crate) enum Names {
-    List(Vec<String>),
+pub(crate) enum SmallSet<T> {
+    List(Vec<T>),
     /// Boxed: the enum stays the size of a `Vec` in every map entry.
     #[expect(clippy::box_collection, reason = "keeps the enum as small as its list")]
-    Set(Box<HashSet<String>>),
+    Set(Box<HashSet<T>>),
 }
 
-/// Most names a [`Names`] keeps as a list.
+/// Names: a socket's rooms, a user's sockets.
+pub(crate) type Names = SmallSet<String>;
+
+/// The local members of a room, found by socket id.
+type Members = SmallSet<BySocketId>;
+
+/// Most elements a [`SmallSet`] keeps as a list.
 const LIST_NAMES: usize = 16;
 
-impl Default for Names {
+impl<T> Default for SmallSet<T> {
     fn default() -> Self {
-        Names::List(Vec::new())
+        SmallSet::List(Vec::new())
     }
 }
 
-impl Names {
+impl<T: Borrow<str> + Eq + Hash> SmallSet<T> {
     pub fn contains(&self, name: &str) -> bool {
         match self {
-            Names::List(v) => v.iter().any(|n| n == name),
-            Names::Set(s) => s.contains(name),
+            SmallSet::List(v) => v.iter().any(|x| x.borrow() == name),
+            SmallSet::Set(s) => s.contains(name),
         }
     }
 
-    /// Adds a name; `false` if it was there.
-    pub fn insert(&mut self, name: String) -> bool {
-        if self.contains(&name) {
-            return false;
-        }
+    /// Adds an element, in place of the one with its name if there is one;
+    /// `true` if the name is new.
+    pub fn insert(&mut self, item: T) -> bool {
         match self {
-            Names::List(v) if v.len() < LIST_NAMES => {
-                // Grown one at a time: a list is kept only while short.
-                v.reserve_exact(1);
-                v.push(name);
+            SmallSet::List(v) => {
+                if let Some(slot) = v.iter_mut().find(|x| (**x).borrow() == item.borrow()) {
+                    *slot = item;
+                    return false;
+                }
+                if v.len() < LIST_NAMES {
+                    // Grown one at a time: a list is kept only while short.
+                    v.reserve_exact(1);
+                    v.push(item);
+                } else {
+                    let mut set: HashSet<T> = std::mem::take(v).into_iter().collect();
+                    set.insert(item);
+                    *self = SmallSet::Set(Box::new(set));
+                }
+                true
             }
-            Names::List(v) => {
-                let mut set: HashSet<String> = std::mem::take(v).into_iter().collect();
-                set.insert(name);
-                *self = Names::Set(Box::new(set));
-            }
-            Names::Set(s) => {
-                s.insert(name);
-            }
+            SmallSet::Set(s) => s.replace(item).is_none(),
         }
-        true
     }
 
-    /// Removes a name; `false` if it was not there.
+    /// Removes the element with this name; `false` if there was none.
     pub fn remove(&mut self, name: &str) -> bool {
         match self {
-            Names::List(v) => match v.iter().position(|n| n == name) {
+            SmallSet::List(v) => match v.iter().position(|x| x.borrow() == name) {
                 Some(i) => {
                     v.swap_remove(i);
                     true
                 }
                 None => false,
             },
-            Names::Set(s) => s.remove(name),
+            SmallSet::Set(s) => s.remove(name),
         }
     }
 
     pub fn len(&self) -> usize {
         match self {
-            Names::List(v) => v.len(),
-            Names::Set(s) => s.len(),
+            SmallSet::List(v) => v.len(),
+            SmallSet::Set(s) => s.len(),
         }
     }
 
@@ -127,95 +138,58 @@ impl Names {
         self.len() == 0
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &String> {
+    pub fn iter(&self) -> impl Iterator<Item = &T> {
         let (list, set) = match self {
-            Names::List(v) => (Some(v.iter()), None),
-            Names::Set(s) => (None, Some(s.iter())),
+            SmallSet::List(v) => (Some(v.iter()), None),
+            SmallSet::Set(s) => (None, Some(s.iter())),
         };
         list.into_iter().flatten().chain(set.into_iter().flatten())
     }
 }
 
-/// The local members of a room, by socket id: a short list while the room
-/// is small (a socket carries its id), a map once it is large.
-pub(crate) enum Members {
-    List(Vec<Arc<Socket>>),
-    /// Boxed: the enum stays the size of a `Vec` in every map entry.
-    #[expect(clippy::box_collection, reason = "keeps the enum as small as its list")]
-    Map(Box<HashMap<String, Arc<Socket>>>),
+impl<T: Borrow<str> + Eq + Hash> FromIterator<T> for SmallSet<T> {
+    fn from_iter<I: IntoIterator<Item = T>>(iter: I) -> Self {
+        let mut set = SmallSet::default();
+        for x in iter {
+            set.insert(x);
+        }
+        set
+    }
 }
 
-impl Default for Members {
-    fn default() -> Self {
-        Members::List(Vec::new())
+/// A socket in a room's [`Members`], known by its id (it carries its id, so
+/// no copy of it is kept as a key).
+#[derive(Clone)]
+pub(crate) struct BySocketId(Arc<Socket>);
+
+impl Borrow<str> for BySocketId {
+    fn borrow(&self) -> &str {
+        &self.0.id
+    }
+}
+
+impl PartialEq for BySocketId {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.id == other.0.id
+    }
+}
+
+impl Eq for BySocketId {}
+
+impl Hash for BySocketId {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // As `str` hashes: a set of these is looked up by `&str`.
+        self.0.id.as_str().hash(state);
     }
 }
 
 impl Members {
-    /// Adds a socket, in place of one with its id if there is one.
-    fn insert(&mut self, socket: Arc<Socket>) {
-        match self {
-            Members::List(v) => {
-                if let Some(s) = v.iter_mut().find(|s| s.id == socket.id) {
-                    *s = socket;
-                    return;
-                }
-                if v.len() < LIST_NAMES {
-                    v.reserve_exact(1);
-                    v.push(socket);
-                    return;
-                }
-                let mut map: HashMap<String, Arc<Socket>> =
-                    v.drain(..).map(|s| (s.id.clone(), s)).collect();
-                map.insert(socket.id.clone(), socket);
-                *self = Members::Map(Box::new(map));
-            }
-            Members::Map(m) => {
-                m.insert(socket.id.clone(), socket);
-            }
-        }
-    }
-
-    fn remove(&mut self, sid: &str) {
-        match self {
-            Members::List(v) => v.retain(|s| s.id != sid),
-            Members::Map(m) => {
-                m.remove(sid);
-            }
-        }
-    }
-
-    fn len(&self) -> usize {
-        match self {
-            Members::List(v) => v.len(),
-            Members::Map(m) => m.len(),
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     fn sockets(&self) -> impl Iterator<Item = &Arc<Socket>> {
-        let (list, map) = match self {
-            Members::List(v) => (Some(v.iter()), None),
-            Members::Map(m) => (None, Some(m.values())),
-        };
-        list.into_iter().flatten().chain(map.into_iter().flatten())
+        self.iter().map(|m| &m.0)
     }
 
     fn ids(&self) -> impl Iterator<Item = &str> {
-        self.sockets().map(|s| s.id.as_str())
-    }
-}
-
-impl FromIterator<String> for Names {
-    fn from_iter<I: IntoIterator<Item = String>>(iter: I) -> Self {
-        let mut names = Names::default();
-        for n in iter {
-            names.insert(n);
-        }
-        names
+        self.iter().map(|m| m.0.id.as_str())
     }
 }
 
@@ -304,7 +278,7 @@ impl Index {
                 if set.is_empty() {
                     changed.push(Interest::Room(ns.clone(), room.clone()));
                 }
-                set.insert(member.socket.clone());
+                set.insert(BySocketId(member.socket.clone()));
             }
         }
         joined
@@ -892,7 +866,7 @@ mod tests {
             assert!(names.insert(format!("n{i}")));
             assert!(!names.insert(format!("n{i}")), "no duplicates");
             assert_eq!(
-                matches!(names, Names::List(_)),
+                matches!(names, SmallSet::List(_)),
                 i < LIST_NAMES,
                 "after {} names",
                 i + 1

@@ -134,7 +134,7 @@ impl Outbox {
 
     /// [`Outbox::push`], or only queueing with [`Path::Queue`].
     pub fn push_by(&self, frames: &[Frame], path: Path) -> Result<(), PushError> {
-        let was_empty = {
+        let woken = {
             let mut s = self.lock();
             if s.closed {
                 return Err(PushError::Closed);
@@ -168,15 +168,15 @@ impl Outbox {
             }
             s.bytes += size;
             s.frames.extend(rest.iter().cloned());
-            was_empty
+            was_empty.then(|| s.writer.take())
         };
         // Only the push that makes the queue non-empty wakes the consumer: a
         // consumer looks at the queue before it waits, and its wait counts any
         // notification since it began (`Notified`, or the writer's waker
         // taken under the lock), so later pushes would only take the waiters'
         // lock again for nothing.
-        if was_empty {
-            self.wake();
+        if let Some(writer) = woken {
+            self.wake(writer);
         }
         Ok(())
     }
@@ -225,10 +225,7 @@ impl Outbox {
                 return Poll::Ready(batch);
             }
         }
-        match &mut s.writer {
-            Some(w) => w.clone_from(cx.waker()),
-            none => *none = Some(cx.waker().clone()),
-        }
+        register(&mut s.writer, cx);
         Poll::Pending
     }
 
@@ -241,14 +238,15 @@ impl Outbox {
     /// Gives the queue to the WebSocket writer (the end of an upgrade), with
     /// the stream pushes may write to directly, if it is plain TCP.
     pub fn switch_to_websocket(&self, socket: Option<Arc<TcpStream>>) {
-        {
+        let writer = {
             let mut s = self.lock();
             s.mode = Mode::WebSocket;
             if !s.closed {
                 s.socket = socket;
             }
-        }
-        self.wake();
+            s.writer.take()
+        };
+        self.wake(writer);
     }
 
     pub fn mode(&self) -> Mode {
@@ -257,17 +255,18 @@ impl Outbox {
 
     /// Closes the queue: frames already in it are still taken, new ones refused.
     pub fn close(&self) {
-        {
+        let writer = {
             let mut s = self.lock();
             s.closed = true;
             s.socket = None;
-        }
-        self.wake();
+            s.writer.take()
+        };
+        self.wake(writer);
     }
 
-    /// Wakes the consumer: a waiting GET, or the WebSocket writer.
-    fn wake(&self) {
-        let writer = self.lock().writer.take();
+    /// Wakes the consumer: a waiting GET, or the WebSocket writer (its waker,
+    /// taken from the state under the lock that changed it).
+    fn wake(&self, writer: Option<Waker>) {
         if let Some(w) = writer {
             w.wake();
         }
@@ -285,14 +284,13 @@ impl State {
     /// busy flag, and sets it again when frames are taken.
     fn take(&mut self, max_bytes: usize) -> Option<Batch> {
         self.busy = false;
+        if self.frames.is_empty() && !self.closed {
+            return None;
+        }
         let written = std::mem::take(&mut self.written);
         if self.bytes <= max_bytes {
             // Everything: the queue's buffer itself becomes the batch (no
             // copy), and an idle connection keeps no buffer.
-            if self.frames.is_empty() && !self.closed {
-                self.written = written;
-                return None;
-            }
             self.bytes = 0;
             self.busy = !self.frames.is_empty();
             return Some(Batch {
@@ -319,6 +317,15 @@ impl State {
         self.busy = true;
         batch.closed = self.closed && self.frames.is_empty();
         Some(batch)
+    }
+}
+
+/// Keeps `cx`'s waker in `slot`, reusing what is there when it is the same
+/// task's.
+pub(crate) fn register(slot: &mut Option<Waker>, cx: &Context<'_>) {
+    match slot {
+        Some(w) => w.clone_from(cx.waker()),
+        none => *none = Some(cx.waker().clone()),
     }
 }
 

@@ -368,6 +368,11 @@ impl Edge {
         let _ = session.outbox.push(&[open.frame()]);
         self.sessions().insert(sid, session.clone());
         tracing::debug!(sid = %session.sid, ?mode, remote = ?session.handshake.remote, "session opened");
+        // The edge's shutdown closes the sessions in the map after it is
+        // cancelled: a session that went in after that is closed here.
+        if self.inner.shutdown.is_cancelled() {
+            self.close_session(&session, CloseReason::ServerShutdown);
+        }
         session
     }
 

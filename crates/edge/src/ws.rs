@@ -35,7 +35,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::outbox::{Mode, Outbox, PushError};
+use crate::outbox::{register, Mode, Outbox, PushError};
 use crate::session::{CloseReason, Handshake, Session};
 use crate::tcp::SharedTcp;
 use crate::ws_read::{Message, MessageReader, OpCode, ReadError};
@@ -377,14 +377,6 @@ impl Control {
     }
 }
 
-/// Keeps `cx`'s waker in `slot`, reusing what is there when it is the same.
-fn register(slot: &mut Option<Waker>, cx: &Context<'_>) {
-    match slot {
-        Some(w) => w.clone_from(cx.waker()),
-        none => *none = Some(cx.waker().clone()),
-    }
-}
-
 /// The reader's send callback: queues a control reply for the writer.
 fn control_sender<'a>(control: &'a Control) -> impl FnMut(OpCode, &[u8]) -> SendFuture<'a> + 'a {
     move |opcode, payload| Box::pin(control.push(encode_frame(opcode, payload)))
@@ -412,20 +404,17 @@ fn read_loop<'a, R: ReadIo>(
             // While the client is quiet, this poll is all the reader holds.
             // The session's end reaches it through the writer: a closed
             // session's queue ends the writer, and the writer's end wakes
-            // the reader. (Checked here too: the edge may be shutting down.)
+            // the reader.
             let ended = std::future::poll_fn(|cx| {
-                if session.is_closed()
-                    || edge.inner.shutdown.is_cancelled()
-                    || control.poll_writing_done(cx).is_ready()
-                {
+                if session.is_closed() || control.poll_writing_done(cx).is_ready() {
                     return Poll::Ready(true);
                 }
                 reader.poll_ready(cx).map(|()| false)
             })
             .await;
             if ended {
-                // Whoever closed the session finishes closing it; a session
-                // opened as the edge shut down is closed here.
+                // Closed already (the writer ends with the session, or closes
+                // it on a write error); this makes sure.
                 edge.close_session(session, CloseReason::ServerShutdown);
                 return;
             }
@@ -456,6 +445,9 @@ async fn read_message<R: ReadIo>(
         _ = session.ended() => return Err(CloseReason::ServerShutdown),
         message = reader.next(&mut send) => message,
     };
+    if let Ok(Message::Text(p) | Message::Binary(p)) = &message {
+        metrics::counter!(crate::metrics::BYTES_IN).increment(p.len() as u64);
+    }
     match message {
         Err(e) => {
             if e == ReadError::Io {
@@ -463,15 +455,11 @@ async fn read_message<R: ReadIo>(
             }
             Err(fail(control, e).await)
         }
-        Ok(Message::Text(text)) => {
-            metrics::counter!(crate::metrics::BYTES_IN).increment(text.len() as u64);
-            match engineio::decode_text(text) {
-                Ok(packet) => edge.on_engine_packet(session, packet).await,
-                Err(_) => Err(CloseReason::ProtocolError),
-            }
-        }
+        Ok(Message::Text(text)) => match engineio::decode_text(text) {
+            Ok(packet) => edge.on_engine_packet(session, packet).await,
+            Err(_) => Err(CloseReason::ProtocolError),
+        },
         Ok(Message::Binary(data)) => {
-            metrics::counter!(crate::metrics::BYTES_IN).increment(data.len() as u64);
             edge.on_engine_packet(session, engineio::Packet::Binary(data))
                 .await
         }
