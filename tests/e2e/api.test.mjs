@@ -14,6 +14,7 @@ import {
   createRoomcastClient,
   GrpcStatus,
   placeholder,
+  RawSocket,
   settle,
   signHs256,
   targetKind,
@@ -383,6 +384,19 @@ describe(`control API against roomcast ${TARGET}`, { timeout: 240_000 }, () => {
       assert.deepEqual(await socketIds({}), ids([bystander]));
     });
 
+    it('close: true closes a raw WebSocket with 1000, reason forced_close', async () => {
+      const raw = await RawSocket.connect(pool.urlAt(0));
+      try {
+        const sid = await raw.connectNamespace('/', { token: token('raw-closer') });
+        const res = await api.disconnectSockets({ target: { socket_ids: [sid] }, close: true });
+        assert.equal(res.disconnected, 1);
+        await raw.nextFrame((f) => f === '41');
+        assert.deepEqual(await raw.waitClosed(), { code: 1000, reason: 'forced_close' });
+      } finally {
+        raw.terminate();
+      }
+    });
+
     it('by user id: every socket of the user on every edge, counted, others untouched', async () => {
       const alice1 = await connectAt(0, 'alice');
       const alice2 = await connectAt(1, 'alice');
@@ -578,6 +592,17 @@ describe(`control API against roomcast ${TARGET}`, { timeout: 240_000 }, () => {
         /json array/i,
       ],
       ['args_json that is not JSON', () => api.emit({ to: {}, event: 'e', args_json: '[1,' }), /json array/i],
+      // The bound a client's packets have too (100 levels, the array of arguments included).
+      [
+        'args_json nested 100,000 levels deep',
+        () => api.emit({ to: {}, event: 'e', args_json: `[${'['.repeat(100_000)}${']'.repeat(100_000)}]` }),
+        /nest deeper than 100 levels/,
+      ],
+      [
+        'args_json nested 101 levels deep in EmitWithAck',
+        () => api.emitWithAck({ to: {}, event: 'e', args_json: `${'['.repeat(101)}${']'.repeat(101)}`, timeout_ms: 100 }),
+        /nest deeper than 100 levels/,
+      ],
       [
         'a placeholder without its attachment',
         () =>

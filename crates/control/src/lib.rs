@@ -42,7 +42,7 @@ use roomcast_api::v1::{
 use roomcast_api::v1::{
     GetPresenceRequest, GetPresenceResponse, PresenceEvent, UserPresence, WatchPresenceRequest,
 };
-use roomcast_bus::envelope::{self, Command, EdgeReply, Target};
+use roomcast_bus::envelope::{self, Closing, Command, EdgeReply, Target};
 use roomcast_bus::names::{looks_like_socket_id, valid_namespace, valid_room};
 use roomcast_bus::subject::Subjects;
 use roomcast_bus::Bus;
@@ -462,7 +462,11 @@ impl Control {
     pub async fn disconnect(&self, req: DisconnectSocketsRequest) -> Result<u64, ControlError> {
         let cmd = Command::Disconnect {
             target: Self::target(req.target)?,
-            close: req.close,
+            close: if req.close {
+                Closing::Close
+            } else {
+                Closing::Keep
+            },
         };
         Ok(Self::count(&self.ask_edges(&cmd).await?))
     }

@@ -35,7 +35,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use roomcast_bus::envelope::{now_ms, Command, Packet, Target};
+use roomcast_bus::envelope::{now_ms, Closing, Command, Packet, Target};
 use roomcast_bus::subject::{token, untoken, Subjects};
 use roomcast_bus::Bus;
 use roomcast_wire::socketio;
@@ -448,7 +448,7 @@ impl Presence {
         }
         self.publish(&Command::Disconnect {
             target,
-            close: false,
+            close: Closing::Evict,
         })
         .await;
     }
