@@ -592,6 +592,22 @@ describe(`control API against roomcast ${TARGET}`, { timeout: 240_000 }, () => {
         /json array/i,
       ],
       ['args_json that is not JSON', () => api.emit({ to: {}, event: 'e', args_json: '[1,' }), /json array/i],
+      // Selectors are bounded (--max-selector-size, 10000 by default): a call's cost grows with them.
+      [
+        'a selector of 10,001 rooms',
+        () => api.emit({ to: { rooms: Array.from({ length: 10_001 }, (_, i) => `r${i}`) }, event: 'e' }),
+        /rooms has 10001 entries, more than the limit of 10000/,
+      ],
+      [
+        'a selector of 10,001 user ids',
+        () => api.fetchSockets({ target: { user_ids: Array.from({ length: 10_001 }, (_, i) => `u${i}`) } }),
+        /user_ids has 10001 entries, more than the limit of 10000/,
+      ],
+      [
+        'a JoinRooms of 10,001 rooms',
+        () => api.joinRooms({ target: {}, rooms: Array.from({ length: 10_001 }, (_, i) => `r${i}`) }),
+        /rooms to join or leave has 10001 entries/,
+      ],
       // The bound a client's packets have too (100 levels, the array of arguments included).
       [
         'args_json nested 100,000 levels deep',

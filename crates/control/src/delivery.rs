@@ -374,7 +374,7 @@ impl Delivery {
                  membership that outlives a connection",
             ));
         }
-        let target = Control::target(req.to)?;
+        let target = self.inner.control.target(req.to)?;
         if target.users.is_empty() && target.sockets.is_empty() {
             return Err(ControlError::AckedTarget(
                 "at_least_once needs user_ids or socket_ids: a whole namespace has no recipients to \

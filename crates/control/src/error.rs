@@ -21,6 +21,12 @@ pub enum ControlError {
     PayloadTooLarge(usize, usize),
     #[error("no rooms given")]
     NoRooms,
+    #[error("{what} has {len} entries, more than the limit of {limit} (--max-selector-size)")]
+    SelectorTooLarge {
+        what: &'static str,
+        len: usize,
+        limit: usize,
+    },
     #[error("invalid reply_to: copy it unchanged from the client event")]
     InvalidReplyTo,
     #[error("ack_id must be set: only events that carry an ack id can be answered")]
@@ -77,6 +83,7 @@ impl From<ControlError> for tonic::Status {
             | ControlError::TooManyAttachments(..)
             | ControlError::PayloadTooLarge(..)
             | ControlError::NoRooms
+            | ControlError::SelectorTooLarge { .. }
             | ControlError::InvalidReplyTo
             | ControlError::MissingAckId
             | ControlError::InvalidTimeout(_)
