@@ -53,8 +53,6 @@ pub enum ControlError {
     AckedInStream,
     #[error("{0}")]
     AckedTarget(&'static str),
-    #[error("unknown user {0:?}: at-least-once emits go to users that connected at least once")]
-    UnknownUser(String),
     #[error(
         "unknown message id {0:?} (never accepted, or finished longer ago than the retention)"
     )]
@@ -91,7 +89,7 @@ impl From<ControlError> for tonic::Status {
             | ControlError::TtlWithoutAck
             | ControlError::AckedInStream
             | ControlError::AckedTarget(_) => tonic::Status::invalid_argument(msg),
-            ControlError::UnknownUser(_) | ControlError::UnknownMessage(_) => {
+            ControlError::UnknownMessage(_) => {
                 tonic::Status::not_found(msg)
             }
             ControlError::InboxFull(_) => tonic::Status::resource_exhausted(msg),

@@ -154,8 +154,9 @@ impl Control {
         cfg: DeliveryConfig,
         me: String,
     ) -> Result<(Self, Delivery), ControlError> {
-        let presence = self.presence()?.clone();
-        let delivery = Delivery::new(self.clone(), presence, store, cfg, me);
+        // Deliveries follow the connects presence announces.
+        self.presence()?;
+        let delivery = Delivery::new(self.clone(), store, cfg, me);
         self.delivery = Some(delivery.clone());
         Ok((self, delivery))
     }
