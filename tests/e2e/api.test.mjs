@@ -17,6 +17,8 @@ import {
   RawSocket,
   settle,
   signHs256,
+  SocketPool,
+  startTarget,
   targetKind,
   useApiTarget,
   waitFor,
@@ -703,5 +705,40 @@ describe(`control API against roomcast ${TARGET}`, { timeout: 240_000 }, () => {
         wrong.close();
       }
     });
+  });
+});
+
+describe(`streams of roomcast ${TARGET}: live when they answer, UNAVAILABLE when roomcast stops`, { timeout: 120_000 }, () => {
+  it('ConsumeEvents and WatchPresence say they are live in their headers, miss nothing after, and end with UNAVAILABLE at shutdown', async () => {
+    const server = await startTarget(['--jwt-secret', SECRET, '--api-key', API_KEY]);
+    const api = createRoomcastClient(server.grpcAddr, { apiKey: API_KEY });
+    const pool = new SocketPool(server.httpUrls);
+    try {
+      const client = await pool.connectAt(0, '/', { auth: { token: signHs256(claims('streamer'), SECRET) } });
+      const consumer = api.consume({ events: ['first'] });
+      const watch = api.watchPresence({ user_ids: ['streamer'] });
+      const [consumerHeaders, watchHeaders] = await Promise.all([consumer.opened, watch.opened]);
+      assert.deepEqual(consumerHeaders.get('roomcast-stream'), ['live']);
+      assert.deepEqual(watchHeaders.get('roomcast-stream'), ['live']);
+
+      // Sent the moment the headers arrived: not lost.
+      client.socket.emit('first', 1);
+      const event = await consumer.next((e) => e.event === 'first');
+      assert.deepEqual(JSON.parse(event.args_json), [1]);
+      await api.joinRooms({ target: { socket_ids: [client.id] }, rooms: ['seen'] });
+      await watch.next((e) => e.kind === 'join');
+
+      pool.closeAll();
+      await server.stop();
+      for (const stream of [consumer, watch]) {
+        const err = await stream.failure(10_000);
+        assert.equal(err.code, GrpcStatus.UNAVAILABLE, `${stream.rpc}: ${err.code} ${err.details}`);
+      }
+      assert.match((await consumer.failure()).details, /shutting down|bus connection/);
+    } finally {
+      pool.closeAll();
+      api.close();
+      await server.stop();
+    }
   });
 });

@@ -89,9 +89,7 @@ impl From<ControlError> for tonic::Status {
             | ControlError::TtlWithoutAck
             | ControlError::AckedInStream
             | ControlError::AckedTarget(_) => tonic::Status::invalid_argument(msg),
-            ControlError::UnknownMessage(_) => {
-                tonic::Status::not_found(msg)
-            }
+            ControlError::UnknownMessage(_) => tonic::Status::not_found(msg),
             ControlError::InboxFull(_) => tonic::Status::resource_exhausted(msg),
             ControlError::DeliveryOff => tonic::Status::failed_precondition(msg),
             ControlError::NotConfirmed { .. } => tonic::Status::deadline_exceeded(msg),

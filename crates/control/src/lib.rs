@@ -239,6 +239,9 @@ impl Control {
             .bus
             .subscribe(&self.subjects.presence_events(), None)
             .await?;
+        // Live before the response headers go out: they are the caller's
+        // signal that nothing after them is missed.
+        self.bus.sync().await?;
         let (tx, rx) = tokio::sync::mpsc::channel(self.config.consumer_buffer);
         forward(sub, tx, self.stop.clone(), move |msg| {
             let ev =
@@ -669,9 +672,15 @@ impl Control {
             req.events.iter().map(|e| Some(e.as_str())).collect()
         };
         let (tx, rx) = tokio::sync::mpsc::channel(self.config.consumer_buffer);
+        let mut subs = Vec::with_capacity(events.len());
         for event in events {
             let subject = self.subjects.client_events(ns.as_deref(), event);
-            let sub = self.bus.subscribe(&subject, group).await?;
+            subs.push(self.bus.subscribe(&subject, group).await?);
+        }
+        // Live before the response headers go out: they are the caller's
+        // signal that events sent after them reach the stream.
+        self.bus.sync().await?;
+        for sub in subs {
             forward(sub, tx.clone(), self.stop.clone(), |msg| {
                 let ev = match envelope::ClientEvent::decode(&msg.headers, msg.payload) {
                     Ok(ev) => ev,
@@ -697,8 +706,29 @@ impl Control {
     }
 }
 
+/// How long a stream's last word (its `UNAVAILABLE`) may wait for room in a
+/// caller's full channel.
+const LAST_WORD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The response header that says a stream is live: sent once its
+/// subscriptions are, so nothing published after the caller sees it is
+/// missed.
+pub const LIVE_HEADER: &str = "roomcast-stream";
+
+/// A streaming response whose headers say it is live.
+fn live<S>(stream: S) -> Response<S> {
+    let mut res = Response::new(stream);
+    res.metadata_mut().insert(
+        LIVE_HEADER,
+        tonic::metadata::MetadataValue::from_static("live"),
+    );
+    res
+}
+
 /// Forwards bus messages, mapped (`None` skips one), into a gRPC stream's
-/// channel until the subscription ends or the caller goes away.
+/// channel until the subscription ends or the caller goes away. A stream that
+/// ends on our side (shutdown, the bus gone) ends with `UNAVAILABLE`, never
+/// with OK: the caller must tell that end from its own and resume elsewhere.
 fn forward<T: Send + 'static>(
     mut sub: roomcast_bus::Subscription,
     tx: tokio::sync::mpsc::Sender<Result<T, Status>>,
@@ -706,18 +736,24 @@ fn forward<T: Send + 'static>(
     mut map: impl FnMut(roomcast_bus::Message) -> Option<T> + Send + 'static,
 ) {
     tokio::spawn(async move {
-        loop {
+        let ended = loop {
             let msg = tokio::select! {
                 _ = tx.closed() => return,
-                _ = stop.cancelled() => return,
+                _ = stop.cancelled() => break Status::unavailable(
+                    "roomcast is shutting down: call another control plane and resume \
+                     (events in between are not kept)",
+                ),
                 msg = sub.next() => msg,
             };
-            let Some(msg) = msg else { return };
+            let Some(msg) = msg else {
+                break Status::unavailable("the bus connection ended: call again and resume");
+            };
             let Some(out) = map(msg) else { continue };
             if tx.send(Ok(out)).await.is_err() {
                 return;
             }
-        }
+        };
+        let _ = tokio::time::timeout(LAST_WORD_TIMEOUT, tx.send(Err(ended))).await;
     });
 }
 
@@ -798,7 +834,7 @@ impl Roomcast for Control {
             let rx = self.consume(req.into_inner()).await?;
             let stream: Self::ConsumeEventsStream =
                 Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx));
-            Ok(Response::new(stream))
+            Ok(live(stream))
         })
         .await
     }
@@ -869,7 +905,7 @@ impl Roomcast for Control {
             let rx = Control::watch_presence(self, req.into_inner()).await?;
             let stream: Self::WatchPresenceStream =
                 Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx));
-            Ok(Response::new(stream))
+            Ok(live(stream))
         })
         .await
     }
