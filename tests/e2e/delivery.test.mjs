@@ -316,8 +316,8 @@ describe('at-least-once delivery in a cluster: an edge and a control plane die m
       natsNodes: 1,
       edges: 2,
       controls: 2,
-      edgeArgs: ['--jwt-secret', SECRET, '--presence-grace-ms', '0', '--edge-ttl-ms', '3000'],
-      controlArgs: ['--presence-grace-ms', '0', ...DELIVERY_ARGS, '--delivery-lease-ttl-ms', String(LEASE_MS)],
+      edgeArgs: ['--jwt-secret', SECRET, '--presence-grace-ms', '0'],
+      controlArgs: ['--presence-grace-ms', '0', '--edge-ttl-ms', '3000', ...DELIVERY_ARGS, '--delivery-lease-ttl-ms', String(LEASE_MS)],
     });
     apis = server.controls.map((c) => createRoomcastClient(c.grpcAddr));
     pool = new SocketPool(server.httpUrls);

@@ -15,7 +15,7 @@ mod tls;
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use config::{LogFormat, Role, Settings};
 
@@ -52,13 +52,22 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     let (role, Options { config, settings }) = match cli.command {
         Command::Standalone(o) => (Role::Standalone, o),
         Command::Edge(o) => (Role::Edge, o),
         Command::Control(o) => (Role::Control, o),
         Command::Api(cmd) => return api(cmd),
     };
+    if let Some(role_matches) = matches.subcommand_matches(role.name()) {
+        if let Err(e) = config::refuse_foreign_flags(role, role_matches) {
+            return fail(&e);
+        }
+    }
     let settings = match config {
         Some(path) => match Settings::from_file(&path) {
             Ok(file) => settings.or(file),
@@ -135,6 +144,100 @@ mod tests {
     fn every_subcommand_is_well_formed() {
         use clap::CommandFactory;
         super::Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn the_settings_a_role_refuses_are_flags_of_it() {
+        use clap::CommandFactory;
+        let cli = super::Cli::command();
+        for role in ["standalone", "edge", "control"] {
+            let cmd = cli.find_subcommand(role).expect("role subcommand");
+            for list in [
+                super::config::CLIENT_SETTINGS,
+                super::config::API_SETTINGS,
+                super::config::CLUSTER_SETTINGS,
+            ] {
+                for id in list {
+                    assert!(
+                        cmd.get_arguments().any(|a| a.get_id() == *id),
+                        "{role}: no setting {id}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_flag_a_role_does_not_use_is_refused_with_a_message() {
+        use super::config::{refuse_foreign_flags, Role};
+        use clap::CommandFactory;
+        let check = |args: &[&str]| {
+            let matches = super::Cli::command()
+                .try_get_matches_from(args)
+                .expect("valid flags");
+            let (name, sub) = matches.subcommand().expect("a role");
+            let role = match name {
+                "standalone" => Role::Standalone,
+                "edge" => Role::Edge,
+                _ => Role::Control,
+            };
+            refuse_foreign_flags(role, sub).map_err(|e| e.to_string())
+        };
+        let err = check(&["roomcast", "control", "--listen", "0.0.0.0:3000"]).expect_err("refused");
+        assert!(
+            err.starts_with("--listen does not apply to `roomcast control`"),
+            "{err}"
+        );
+        let err = check(&[
+            "roomcast",
+            "edge",
+            "--api-key",
+            "k",
+            "--grpc-listen",
+            "127.0.0.1:1",
+        ])
+        .expect_err("refused");
+        assert!(
+            err.starts_with("--grpc-listen, --api-key do not apply")
+                || err.starts_with("--api-key, --grpc-listen do not apply"),
+            "{err}"
+        );
+        let err =
+            check(&["roomcast", "standalone", "--nats-url", "nats://x:4222"]).expect_err("refused");
+        assert!(err.contains("standalone runs without NATS"), "{err}");
+        // What each role uses passes.
+        check(&[
+            "roomcast",
+            "edge",
+            "--listen",
+            "0.0.0.0:3000",
+            "--jwt-secret",
+            "0123456789abcdef",
+            "--nats-url",
+            "nats://x:4222",
+        ])
+        .expect("an edge's flags");
+        check(&[
+            "roomcast",
+            "control",
+            "--grpc-listen",
+            "0.0.0.0:50051",
+            "--api-key",
+            "k",
+            "--presence-grace-ms",
+            "0",
+        ])
+        .expect("a control plane's flags");
+        check(&[
+            "roomcast",
+            "standalone",
+            "--listen",
+            "0.0.0.0:3000",
+            "--api-key",
+            "k",
+            "--allow-anonymous",
+        ])
+        .expect("standalone's flags");
     }
 
     /// Socket ids (and room or user names) may begin with `-`; the selector

@@ -86,3 +86,61 @@ async fn an_unreachable_server_is_a_clear_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot reach"), "{err}");
 }
+
+/// A flag of a setting the role does not use is refused before anything
+/// starts; the same setting in the environment is left alone (one
+/// environment may serve every role), so the process goes on to its next
+/// step (here: a NATS server that is not there).
+#[tokio::test]
+async fn a_role_refuses_the_flags_it_does_not_use() {
+    let run = |args: &'static [&'static str], env: &'static [(&'static str, &'static str)]| async move {
+        let mut cmd = tokio::process::Command::new(bin());
+        cmd.args(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().await.expect("runs");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = run(
+        &[
+            "control",
+            "--listen",
+            "127.0.0.1:0",
+            "--jwt-secret",
+            "0123456789abcdef",
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--listen, --jwt-secret do not apply to `roomcast control`: a control plane serves no client port"),
+        "{err}"
+    );
+    let (code, err) = run(&["edge", "--api-key", "k"], &[]).await;
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--api-key does not apply to `roomcast edge`"),
+        "{err}"
+    );
+
+    let (code, err) = run(
+        &[
+            "control",
+            "--nats-url",
+            "nats://127.0.0.1:1",
+            "--grpc-listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ],
+        &[("ROOMCAST_LISTEN", "127.0.0.1:0")],
+    )
+    .await;
+    assert_ne!(code, 0);
+    assert!(!err.contains("does not apply"), "{err}");
+}

@@ -6,9 +6,15 @@
 import { startNats } from './nats.mjs';
 import { startControl, startEdge, startStandalone } from './process.mjs';
 
-/** Flags that configure the gRPC API; in a cluster they go to the control planes. */
+/**
+ * Flags that configure the gRPC API; in a cluster they go to the control
+ * planes (an edge refuses them).
+ */
 const CONTROL_FLAGS = new Set([
   '--api-key',
+  '--request-timeout-ms',
+  '--max-selector-size',
+  '--edge-ttl-ms',
   '--delivery-resend-ms',
   '--delivery-max-resend-ms',
   '--delivery-lease-ttl-ms',
