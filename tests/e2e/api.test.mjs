@@ -741,4 +741,60 @@ describe(`streams of roomcast ${TARGET}: live when they answer, UNAVAILABLE when
       await server.stop();
     }
   });
+
+  it('WatchConnections: each connect with its handshake (secrets left out), each disconnect with its reason; a group shares them', async () => {
+    const server = await startTarget(['--jwt-secret', SECRET, '--api-key', API_KEY]);
+    const api = createRoomcastClient(server.grpcAddr, { apiKey: API_KEY });
+    const pool = new SocketPool(server.httpUrls);
+    try {
+      const all = await api.watchConnections({}).ready();
+      const shared = [
+        await api.watchConnections({ group: 'lifecycle' }).ready(),
+        await api.watchConnections({ group: 'lifecycle' }).ready(),
+      ];
+      const token = signHs256(claims('lifer', { rooms: ['given'] }), SECRET);
+      const client = await pool.connectAt(0, '/', {
+        auth: { token, app: 'demo' },
+        query: { build: '42' },
+        extraHeaders: { 'x-client': 'e2e' },
+      });
+      const connect = await all.next((e) => e.kind === 'connect' && e.socket_id === client.id);
+      assert.equal(connect.user_id, 'lifer');
+      assert.equal(connect.namespace, '/');
+      assert.ok(connect.node_id);
+      assert.deepEqual(connect.rooms, ['given']);
+      assert.deepEqual(JSON.parse(connect.auth_json), { app: 'demo' }, 'the token is left out');
+      assert.equal(connect.query.build, '42');
+      assert.equal(connect.headers['x-client'], 'e2e');
+      assert.equal(connect.recovered, false);
+      assert.ok(['polling', 'websocket'].includes(connect.transport));
+
+      const byApi = await pool.connectAt(1, '/', { auth: { token: signHs256(claims('kicked'), SECRET) } });
+      const byTransport = await pool.connectAt(2, '/', { auth: { token: signHs256(claims('dropped'), SECRET) } });
+      // Ids taken now: a disconnected socket.io-client socket forgets its id.
+      const [left, kicked, dropped] = [client.id, byApi.id, byTransport.id];
+      client.socket.disconnect();
+      await api.disconnectSockets({ target: { socket_ids: [kicked] } });
+      byTransport.socket.io.engine.close();
+      const reasonOf = async (id) =>
+        (await all.next((e) => e.kind === 'disconnect' && e.socket_id === id, 5000, `a disconnect of ${id}`)).reason;
+      assert.equal(await reasonOf(left), 'client namespace disconnect');
+      assert.equal(await reasonOf(kicked), 'server namespace disconnect');
+      assert.equal(await reasonOf(dropped), 'transport close');
+
+      // The group saw each event once between its two streams.
+      const inGroup = (kind, id) =>
+        shared.flatMap((s) => s.matching((e) => e.kind === kind && e.socket_id === id)).length;
+      await waitFor(() => inGroup('disconnect', dropped) === 1, 5000, 'the group to get the last disconnect');
+      for (const id of [left, kicked, dropped]) {
+        assert.equal(inGroup('connect', id), 1, `one connect of ${id} in the group`);
+        assert.equal(inGroup('disconnect', id), 1, `one disconnect of ${id} in the group`);
+      }
+      for (const s of [all, ...shared]) s.close();
+    } finally {
+      pool.closeAll();
+      api.close();
+      await server.stop();
+    }
+  });
 });

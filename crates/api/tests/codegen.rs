@@ -136,6 +136,7 @@ fn descriptor_set_describes_the_service() {
             "ListRooms",
             "GetPresence",
             "WatchPresence",
+            "WatchConnections",
             "GetDelivery",
             "GetInbox",
             "PurgeInbox"

@@ -180,6 +180,8 @@ pub enum EnvelopeError {
     Invalid(&'static str),
     #[error("unknown operation {0:?}")]
     UnknownOp(String),
+    #[error("invalid connection event: {0}")]
+    InvalidConnectionEvent(String),
 }
 
 fn put_all<'a>(h: &mut Headers, name: &str, values: impl IntoIterator<Item = &'a String>) {
@@ -516,6 +518,41 @@ fn json_payload<T: serde::Serialize>(value: &T) -> Bytes {
 
 fn from_json<T: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<T, EnvelopeError> {
     serde_json::from_slice(payload).map_err(|_| EnvelopeError::Invalid("payload"))
+}
+
+/// A socket's connect or disconnect, as an edge announces it for backends
+/// (JSON: not on the path of an emit, and read by control planes only).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct ConnectionEvent {
+    /// `connect` or `disconnect`.
+    pub kind: String,
+    pub socket: String,
+    pub user: String,
+    pub ns: String,
+    pub node: String,
+    pub at_ms: i64,
+    pub rooms: Vec<String>,
+    pub auth_json: String,
+    pub query: Vec<(String, String)>,
+    pub headers: Vec<(String, String)>,
+    pub remote_addr: String,
+    pub transport: String,
+    pub data_json: String,
+    pub recovered: bool,
+    pub reason: String,
+}
+
+impl ConnectionEvent {
+    pub fn encode(&self) -> Bytes {
+        // Plain strings, numbers and lists: serializing cannot fail.
+        Bytes::from(serde_json::to_vec(self).unwrap_or_default())
+    }
+
+    pub fn decode(payload: &[u8]) -> Result<ConnectionEvent, EnvelopeError> {
+        serde_json::from_slice(payload)
+            .map_err(|e| EnvelopeError::InvalidConnectionEvent(e.to_string()))
+    }
 }
 
 /// An event a client sent, as an edge publishes it for backends.

@@ -163,6 +163,16 @@ impl Subjects {
     }
 
     /// Client events; `None` stands for every namespace or every event.
+    /// Where edges announce sockets' connects and disconnects (of one
+    /// namespace, or `None`: every namespace, as a wildcard for subscribers).
+    pub fn connections(&self, ns: Option<&str>) -> String {
+        format!(
+            "{}.conn.{}",
+            self.prefix,
+            ns.map_or_else(|| "*".to_owned(), token)
+        )
+    }
+
     pub fn client_events(&self, ns: Option<&str>, event: Option<&str>) -> String {
         format!(
             "{}.in.{}.{}",

@@ -29,11 +29,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use roomcast_api::v1::roomcast_server::Roomcast;
 use roomcast_api::v1::{
-    AckResult, ClientEvent, ConsumeEventsRequest, DisconnectSocketsRequest,
+    AckResult, ClientEvent, ConnectionEvent, ConsumeEventsRequest, DisconnectSocketsRequest,
     DisconnectSocketsResponse, EmitRequest, EmitResponse, EmitStreamResponse, EmitWithAckRequest,
     EmitWithAckResponse, FetchSocketsRequest, FetchSocketsResponse, ListRoomsRequest,
     ListRoomsResponse, ReplyRequest, ReplyResponse, RoomInfo, RoomsRequest, RoomsResponse,
-    Selector, SocketInfo,
+    Selector, SocketInfo, WatchConnectionsRequest,
 };
 use roomcast_api::v1::{
     GetDeliveryRequest, GetDeliveryResponse, GetInboxRequest, GetInboxResponse, PurgeInboxRequest,
@@ -655,6 +655,52 @@ impl Control {
         Ok(())
     }
 
+    /// Streams sockets' connects and disconnects, live once it returns.
+    pub async fn watch_connections(
+        &self,
+        req: WatchConnectionsRequest,
+    ) -> Result<tokio::sync::mpsc::Receiver<Result<ConnectionEvent, Status>>, ControlError> {
+        let ns = if req.namespace.is_empty() {
+            None
+        } else {
+            Some(Self::namespace(&req.namespace)?)
+        };
+        let group = (!req.group.is_empty()).then_some(req.group.as_str());
+        let sub = self
+            .bus
+            .subscribe(&self.subjects.connections(ns.as_deref()), group)
+            .await?;
+        self.bus.sync().await?;
+        let (tx, rx) = tokio::sync::mpsc::channel(self.config.consumer_buffer);
+        forward(sub, tx, self.stop.clone(), |msg| {
+            let ev = match envelope::ConnectionEvent::decode(&msg.payload) {
+                Ok(ev) => ev,
+                Err(e) => {
+                    tracing::warn!(error = %e, "invalid connection event on the bus");
+                    return None;
+                }
+            };
+            Some(ConnectionEvent {
+                kind: ev.kind,
+                socket_id: ev.socket,
+                user_id: ev.user,
+                namespace: ev.ns,
+                node_id: ev.node,
+                at_ms: ev.at_ms,
+                rooms: ev.rooms,
+                auth_json: ev.auth_json,
+                query: ev.query.into_iter().collect(),
+                headers: ev.headers.into_iter().collect(),
+                remote_addr: ev.remote_addr,
+                transport: ev.transport,
+                data_json: ev.data_json,
+                recovered: ev.recovered,
+                reason: ev.reason,
+            })
+        });
+        Ok(rx)
+    }
+
     /// Subscribes to client events and streams them until the receiver is gone.
     pub async fn consume(
         &self,
@@ -896,6 +942,22 @@ impl Roomcast for Control {
     }
 
     type WatchPresenceStream = Pin<Box<dyn Stream<Item = Result<PresenceEvent, Status>> + Send>>;
+
+    type WatchConnectionsStream =
+        Pin<Box<dyn Stream<Item = Result<ConnectionEvent, Status>> + Send>>;
+
+    async fn watch_connections(
+        &self,
+        req: Request<WatchConnectionsRequest>,
+    ) -> Result<Response<Self::WatchConnectionsStream>, Status> {
+        metrics::observe("WatchConnections", async move {
+            let rx = Control::watch_connections(self, req.into_inner()).await?;
+            let stream: Self::WatchConnectionsStream =
+                Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx));
+            Ok(live(stream))
+        })
+        .await
+    }
 
     async fn watch_presence(
         &self,

@@ -28,7 +28,7 @@ use crate::Edge;
 const MAX_ACK_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Handshake headers FetchSockets never shows: they carry credentials.
-const PRIVATE_HEADERS: [&str; 2] = ["authorization", "cookie"];
+pub(crate) const PRIVATE_HEADERS: [&str; 2] = ["authorization", "cookie"];
 
 /// How long a stopping edge tries to say "bye".
 const BYE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -155,6 +155,8 @@ impl Edge {
                 .outbox
                 .push(&[Frame::Text(socketio::encode_disconnect(&socket.ns))]);
             self.remove_socket(socket).await;
+            self.announce_disconnect(socket, crate::lifecycle::SERVER_DISCONNECT)
+                .await;
             match close {
                 Closing::Keep => {}
                 Closing::Close => self.close_session(session, CloseReason::ForcedClose),

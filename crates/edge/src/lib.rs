@@ -27,6 +27,7 @@
 //! - `recovery`: connection state recovery (pid, offsets, replay).
 //! - `commands`: commands edges answer (fetch, disconnect, emit with ack) and
 //!   the heartbeat.
+//! - `lifecycle`: sockets' connects and disconnects announced for backends.
 
 #![forbid(unsafe_code)]
 
@@ -38,6 +39,7 @@ pub mod config;
 pub mod hook;
 mod http;
 mod index;
+mod lifecycle;
 pub mod limits;
 pub mod metrics;
 mod outbox;

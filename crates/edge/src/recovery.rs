@@ -188,6 +188,9 @@ impl Edge {
             self.expire_at(&socket, exp);
         }
         tracing::debug!(sid = %session.sid, socket = %socket.id, replayed = replay.messages.len(), "socket recovered");
+        let joined = self.read_index().rooms_of(&socket.id);
+        self.announce_connect(&socket, joined, Some(auth), true)
+            .await;
         let reply = socketio::encode_connect_with_pid(nsp, &socket.id, socket.pid.as_deref());
         let mut pushed = session.outbox.push(&[Frame::Text(reply)]);
         for m in replay.messages {

@@ -616,6 +616,7 @@ impl Edge {
                     let rooms =
                         (saved && s.pid.is_some()).then(|| edge.read_index().rooms_of(&s.id));
                     edge.remove_socket(&s).await;
+                    edge.announce_disconnect(&s, reason.as_str()).await;
                     if let Some(rooms) = rooms {
                         edge.save_for_recovery(&s, rooms).await;
                     }

@@ -189,6 +189,8 @@ impl Edge {
             PacketKind::Disconnect => {
                 session.sio().sockets.remove(&packet.nsp);
                 self.remove_socket(&socket).await;
+                self.announce_disconnect(&socket, crate::lifecycle::CLIENT_DISCONNECT)
+                    .await;
                 Ok(())
             }
             PacketKind::Event | PacketKind::BinaryEvent => {
@@ -301,6 +303,8 @@ impl Edge {
             self.remove_socket(&socket).await;
             return Ok(());
         }
+        let rooms = self.read_index().rooms_of(&socket.id);
+        self.announce_connect(&socket, rooms, auth, false).await;
         if let (true, Some(exp)) = (
             self.inner.config.disconnect_on_token_expiry,
             identity.expires_at,

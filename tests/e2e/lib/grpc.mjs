@@ -45,7 +45,8 @@ const DEFAULT_ACK_TIMEOUT_MS = 5000;
  * `purgeInbox` (each `(request) => Promise<response>`,
  * rejecting with the grpc-js error, whose `.code` is a `GrpcStatus`),
  * `consume(request)` → an `EventConsumer` of ClientEvents, `watchPresence(request)`
- * → an `EventConsumer` of PresenceEvents, and `close()`. Every call has a deadline of `deadlineMs`;
+ * → an `EventConsumer` of PresenceEvents, `watchConnections(request)` → an
+ * `EventConsumer` of ConnectionEvents, and `close()`. Every call has a deadline of `deadlineMs`;
  * `emitWithAck` gets its request's `timeout_ms` on top, so the server's own
  * timeout always ends the wait first.
  */
@@ -85,6 +86,8 @@ export function createRoomcastClient(grpcAddr, { apiKey, deadlineMs = 5000 } = {
     consume: (request = {}) => new EventConsumer(client.ConsumeEvents(request, metadata())),
     watchPresence: (request = {}) =>
       new EventConsumer(client.WatchPresence(request, metadata()), 'WatchPresence', 'PresenceEvent'),
+    watchConnections: (request = {}) =>
+      new EventConsumer(client.WatchConnections(request, metadata()), 'WatchConnections', 'ConnectionEvent'),
     close: () => client.close(),
   };
 }

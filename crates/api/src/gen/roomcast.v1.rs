@@ -145,6 +145,74 @@ pub struct ConsumeEventsRequest {
     #[prost(string, tag = "3")]
     pub group: ::prost::alloc::string::String,
 }
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct WatchConnectionsRequest {
+    /// Only sockets of this namespace; empty means every namespace.
+    #[prost(string, tag = "1")]
+    pub namespace: ::prost::alloc::string::String,
+    /// Streams that give the same non-empty group share the events: each goes to
+    /// one of them. With an empty group this stream gets every event.
+    #[prost(string, tag = "2")]
+    pub group: ::prost::alloc::string::String,
+}
+/// A socket joined a namespace (`connect`) or left it (`disconnect`).
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ConnectionEvent {
+    /// "connect" or "disconnect".
+    #[prost(string, tag = "1")]
+    pub kind: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub socket_id: ::prost::alloc::string::String,
+    /// The authenticated user id; empty for anonymous sockets.
+    #[prost(string, tag = "3")]
+    pub user_id: ::prost::alloc::string::String,
+    #[prost(string, tag = "4")]
+    pub namespace: ::prost::alloc::string::String,
+    /// The edge that holds (or held) the socket.
+    #[prost(string, tag = "5")]
+    pub node_id: ::prost::alloc::string::String,
+    /// Unix time in milliseconds of the connect or the disconnect.
+    #[prost(int64, tag = "6")]
+    pub at_ms: i64,
+    /// connect: the rooms the socket is in when its client sees `connect`, its
+    /// own id left out.
+    #[prost(string, repeated, tag = "7")]
+    pub rooms: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// connect: the CONNECT packet's `auth` object as JSON, without its `token`
+    /// ("{}" when the client sent none).
+    #[prost(string, tag = "8")]
+    pub auth_json: ::prost::alloc::string::String,
+    /// connect: the handshake request's query parameters (less Engine.IO's own)
+    /// and headers (less `authorization` and `cookie`).
+    #[prost(map = "string, string", tag = "9")]
+    pub query: ::std::collections::HashMap<
+        ::prost::alloc::string::String,
+        ::prost::alloc::string::String,
+    >,
+    #[prost(map = "string, string", tag = "10")]
+    pub headers: ::std::collections::HashMap<
+        ::prost::alloc::string::String,
+        ::prost::alloc::string::String,
+    >,
+    /// connect: the client's address and the transport ("polling" or
+    /// "websocket").
+    #[prost(string, tag = "11")]
+    pub remote_addr: ::prost::alloc::string::String,
+    #[prost(string, tag = "12")]
+    pub transport: ::prost::alloc::string::String,
+    /// connect: what the connect hook returned as `data_json`; empty when none.
+    #[prost(string, tag = "13")]
+    pub data_json: ::prost::alloc::string::String,
+    /// connect: the socket was recovered (connection state recovery): same id,
+    /// rooms and data as before its disconnect.
+    #[prost(bool, tag = "14")]
+    pub recovered: bool,
+    /// disconnect: why, in Socket.IO's words: "client namespace disconnect",
+    /// "server namespace disconnect", "transport close", "transport error",
+    /// "ping timeout", "server shutting down", "forced close", ...
+    #[prost(string, tag = "15")]
+    pub reason: ::prost::alloc::string::String,
+}
 /// One event a client sent with `socket.emit(event, ...args)`.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ClientEvent {
@@ -922,6 +990,35 @@ pub mod roomcast_client {
                 .insert(GrpcMethod::new("roomcast.v1.Roomcast", "WatchPresence"));
             self.inner.server_streaming(req, path, codec).await
         }
+        /// The lifecycle of sockets, as Socket.IO's `io.on("connection")` and
+        /// `socket.on("disconnect")` see it: a `connect` for every socket that joins
+        /// a namespace (with its handshake, secrets left out) and a `disconnect` when
+        /// it leaves, with the reason. Works with or without presence. Streams that
+        /// give the same non-empty group share the events, each to one of them.
+        pub async fn watch_connections(
+            &mut self,
+            request: impl tonic::IntoRequest<super::WatchConnectionsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<tonic::codec::Streaming<super::ConnectionEvent>>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/roomcast.v1.Roomcast/WatchConnections",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("roomcast.v1.Roomcast", "WatchConnections"));
+            self.inner.server_streaming(req, path, codec).await
+        }
         /// Where an at-least-once emit stands: pending, acked or expired, for each
         /// of its recipients.
         pub async fn get_delivery(
@@ -1129,6 +1226,24 @@ pub mod roomcast_server {
             request: tonic::Request<super::WatchPresenceRequest>,
         ) -> std::result::Result<
             tonic::Response<Self::WatchPresenceStream>,
+            tonic::Status,
+        >;
+        /// Server streaming response type for the WatchConnections method.
+        type WatchConnectionsStream: tonic::codegen::tokio_stream::Stream<
+                Item = std::result::Result<super::ConnectionEvent, tonic::Status>,
+            >
+            + std::marker::Send
+            + 'static;
+        /// The lifecycle of sockets, as Socket.IO's `io.on("connection")` and
+        /// `socket.on("disconnect")` see it: a `connect` for every socket that joins
+        /// a namespace (with its handshake, secrets left out) and a `disconnect` when
+        /// it leaves, with the reason. Works with or without presence. Streams that
+        /// give the same non-empty group share the events, each to one of them.
+        async fn watch_connections(
+            &self,
+            request: tonic::Request<super::WatchConnectionsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<Self::WatchConnectionsStream>,
             tonic::Status,
         >;
         /// Where an at-least-once emit stands: pending, acked or expired, for each
@@ -1755,6 +1870,53 @@ pub mod roomcast_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = WatchPresenceSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.server_streaming(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/roomcast.v1.Roomcast/WatchConnections" => {
+                    #[allow(non_camel_case_types)]
+                    struct WatchConnectionsSvc<T: Roomcast>(pub Arc<T>);
+                    impl<
+                        T: Roomcast,
+                    > tonic::server::ServerStreamingService<
+                        super::WatchConnectionsRequest,
+                    > for WatchConnectionsSvc<T> {
+                        type Response = super::ConnectionEvent;
+                        type ResponseStream = T::WatchConnectionsStream;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::ResponseStream>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::WatchConnectionsRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Roomcast>::watch_connections(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = WatchConnectionsSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

@@ -1,0 +1,88 @@
+//! The sockets' lifecycle as backends see it (`WatchConnections`): the edge
+//! announces each socket's connect, with its handshake less its secrets, and
+//! its disconnect, with the reason, on the bus subject of its namespace.
+//! Control planes stream them to backends; nobody listening costs one small
+//! publish per connect and per disconnect.
+
+use roomcast_bus::envelope::ConnectionEvent;
+use serde_json::Value;
+
+use crate::commands::PRIVATE_HEADERS;
+use crate::outbox::Mode;
+use crate::sio::Socket;
+use crate::Edge;
+
+/// Why a socket left its namespace, in Socket.IO's words.
+pub(crate) const CLIENT_DISCONNECT: &str = "client namespace disconnect";
+pub(crate) const SERVER_DISCONNECT: &str = "server namespace disconnect";
+
+impl Edge {
+    /// Announces a socket that joined its namespace, in `rooms`; `auth` is the
+    /// CONNECT packet's object, whose `token` is left out.
+    pub(crate) async fn announce_connect(
+        &self,
+        socket: &Socket,
+        rooms: Vec<String>,
+        auth: Option<&Value>,
+        recovered: bool,
+    ) {
+        let auth_json = match auth {
+            Some(Value::Object(map)) => {
+                let mut map = map.clone();
+                map.remove("token");
+                Value::Object(map).to_string()
+            }
+            _ => "{}".to_owned(),
+        };
+        let handshake = &socket.session.handshake;
+        let event = ConnectionEvent {
+            kind: "connect".into(),
+            rooms: rooms.into_iter().filter(|r| *r != socket.id).collect(),
+            auth_json,
+            query: handshake.query.to_vec(&[]),
+            headers: handshake.headers.to_vec(&PRIVATE_HEADERS),
+            remote_addr: handshake.remote.map(|a| a.to_string()).unwrap_or_default(),
+            transport: match socket.session.outbox.mode() {
+                Mode::Polling => "polling".into(),
+                Mode::WebSocket => "websocket".into(),
+            },
+            data_json: socket.data_json.clone(),
+            recovered,
+            ..self.connection_event(socket)
+        };
+        self.announce(&socket.ns, event).await;
+    }
+
+    /// Announces a socket that left its namespace, and why.
+    pub(crate) async fn announce_disconnect(&self, socket: &Socket, reason: &str) {
+        let event = ConnectionEvent {
+            kind: "disconnect".into(),
+            reason: reason.to_owned(),
+            ..self.connection_event(socket)
+        };
+        self.announce(&socket.ns, event).await;
+    }
+
+    fn connection_event(&self, socket: &Socket) -> ConnectionEvent {
+        ConnectionEvent {
+            socket: socket.id.clone(),
+            user: socket.user.clone(),
+            ns: socket.ns.clone(),
+            node: self.inner.config.node_id.clone(),
+            at_ms: crate::now_ms(),
+            ..ConnectionEvent::default()
+        }
+    }
+
+    async fn announce(&self, ns: &str, event: ConnectionEvent) {
+        let subject = self.inner.subjects.connections(Some(ns));
+        let published = self
+            .inner
+            .bus
+            .publish(&subject, roomcast_bus::Headers::new(), event.encode(), None)
+            .await;
+        if let Err(e) = published {
+            tracing::debug!(socket = %event.socket, kind = %event.kind, error = %e, "connection event not published");
+        }
+    }
+}
