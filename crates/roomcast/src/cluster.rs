@@ -51,7 +51,12 @@ pub async fn run_edge(cfg: Resolved, metrics: PrometheusHandle) -> anyhow::Resul
         nats: Some(nats.clone()),
     });
     let mut servers = Servers::default();
-    servers.client(http, cfg.client_tls.as_ref(), edge.router())?;
+    servers.client(
+        http,
+        cfg.client_tls.as_ref(),
+        edge.router(),
+        edge.port_limits(),
+    );
     servers.admin(admin, probe, metrics);
     serve::announce(
         "edge",

@@ -76,7 +76,12 @@ pub async fn run(cfg: Resolved, metrics: PrometheusHandle) -> anyhow::Result<()>
     servers
         .grpc(grpc, control.clone(), cfg.api_keys, cfg.grpc_tls.as_ref())
         .await?;
-    servers.client(http, cfg.client_tls.as_ref(), edge.router())?;
+    servers.client(
+        http,
+        cfg.client_tls.as_ref(),
+        edge.router(),
+        edge.port_limits(),
+    );
     servers.admin(admin, probe, metrics);
     serve::announce(
         "standalone",

@@ -1,0 +1,315 @@
+//! The client port's server: its own accept loop over hyper's HTTP/1.1
+//! connections, so that no connection holds a file descriptor for long
+//! without doing what a client does.
+//!
+//! - A connection that is accepted but has not yet had its first request
+//!   head routed is *pending*; at most [`PortLimits::max_pending_handshakes`]
+//!   are, counted from TCP accept (a TLS handshake included). Over the cap a
+//!   new connection is closed at once; open sessions are not affected.
+//! - A pending connection must reach its first routed request within
+//!   [`PortLimits::handshake_timeout`] of its accept (TLS handshake, request
+//!   head), or it is closed.
+//! - Every request head must arrive within
+//!   [`PortLimits::request_head_timeout`] of hyper starting to read it (hyper's
+//!   header read timeout); an idle keep-alive connection is closed after it too.
+//! - Request bodies are bounded by the transports (`polling`).
+//!
+//! Each limit hit is counted in [`crate::metrics::LIMIT_HITS`]. On stop, the
+//! listener is closed, every connection is told to finish its request in
+//! flight and close, and [`serve`] returns once they have (an upgraded
+//! WebSocket belongs to the edge, not to this server).
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower_service::Service;
+
+use crate::limits::Limit;
+use crate::tcp::{ClientConn, SharedTcp};
+
+/// Deadlines and the cap of the client port.
+#[derive(Debug, Clone, Copy)]
+pub struct PortLimits {
+    /// From TCP accept to the first request routed (TLS handshake included).
+    pub handshake_timeout: Duration,
+    /// Longest a request head may take to arrive, once hyper reads it.
+    pub request_head_timeout: Duration,
+    /// Most connections accepted and not yet past their first request head.
+    pub max_pending_handshakes: usize,
+}
+
+/// What turns an accepted TCP connection into the stream HTTP is read from:
+/// nothing (plain TCP) or a TLS handshake.
+pub trait Handshake: Send + Sync + 'static {
+    type Io: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+
+    /// The stream, or `None` when the connection was answered and closed
+    /// here (e.g. plain HTTP on a TLS port). Bounded by the caller's deadline.
+    fn handshake(
+        &self,
+        tcp: TcpStream,
+    ) -> impl Future<Output = io::Result<Option<Self::Io>>> + Send;
+
+    /// The shared TCP stream of a connection, when it has one (plain TCP).
+    fn shared(_io: &Self::Io) -> Option<Arc<TcpStream>> {
+        None
+    }
+}
+
+/// Plain TCP: the connection is a [`SharedTcp`], which the WebSocket path
+/// takes apart after the upgrade.
+pub struct PlainTcp;
+
+impl Handshake for PlainTcp {
+    type Io = SharedTcp;
+
+    async fn handshake(&self, tcp: TcpStream) -> io::Result<Option<SharedTcp>> {
+        Ok(Some(SharedTcp(Arc::new(tcp))))
+    }
+
+    fn shared(io: &SharedTcp) -> Option<Arc<TcpStream>> {
+        Some(io.0.clone())
+    }
+}
+
+/// Connections not yet past their first request head.
+struct Pending {
+    count: AtomicUsize,
+    max: usize,
+}
+
+impl Pending {
+    /// A permit, or `None` when `max` connections are pending.
+    fn admit(self: &Arc<Self>) -> Option<Arc<Permit>> {
+        let taken = self
+            .count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max).then_some(n + 1)
+            });
+        taken.ok().map(|_| {
+            Arc::new(Permit {
+                pending: self.clone(),
+                released: AtomicBool::new(false),
+            })
+        })
+    }
+}
+
+/// A pending connection's place under the cap; released once, when its
+/// first request is routed or when it closes.
+struct Permit {
+    pending: Arc<Pending>,
+    released: AtomicBool,
+}
+
+impl Permit {
+    fn release(&self) {
+        if !self.released.swap(true, Ordering::AcqRel) {
+            self.pending.count.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    fn is_released(&self) -> bool {
+        self.released.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+/// Serves `router` on `listener` until `stop`, then waits for the
+/// connections' requests in flight (see the module docs).
+pub async fn serve<H: Handshake>(
+    listener: TcpListener,
+    handshake: H,
+    router: axum::Router,
+    limits: PortLimits,
+    stop: CancellationToken,
+) {
+    let handshake = Arc::new(handshake);
+    let pending = Arc::new(Pending {
+        count: AtomicUsize::new(0),
+        max: limits.max_pending_handshakes,
+    });
+    let tracker = TaskTracker::new();
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(conn) => conn,
+            // The client gave up before we took it: nothing to report.
+            Err(e) if is_connection_error(&e) => continue,
+            Err(e) => {
+                // Out of file descriptors, typically: accepting again at once
+                // would spin.
+                tracing::warn!(error = %e, "accepting a client connection failed");
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tokio::time::sleep(ACCEPT_RETRY) => continue,
+                }
+            }
+        };
+        let Some(permit) = pending.admit() else {
+            Limit::PendingHandshakes.hit();
+            tracing::debug!(%peer, "too many pending handshakes: connection closed");
+            drop(tcp);
+            continue;
+        };
+        // A real-time event goes out when it is written.
+        let _ = tcp.set_nodelay(true);
+        let deadline = Instant::now() + limits.handshake_timeout;
+        tracker.spawn(connection(
+            handshake.clone(),
+            tcp,
+            peer,
+            permit,
+            deadline,
+            router.clone(),
+            limits,
+            stop.clone(),
+        ));
+    }
+    // No new connections: the port closes now.
+    drop(listener);
+    tracker.close();
+    tracker.wait().await;
+}
+
+/// How long to wait before accepting again after an accept error.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
+fn is_connection_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn connection<H: Handshake>(
+    handshake: Arc<H>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    permit: Arc<Permit>,
+    deadline: Instant,
+    router: axum::Router,
+    limits: PortLimits,
+    stop: CancellationToken,
+) {
+    let io = tokio::select! {
+        _ = stop.cancelled() => return,
+        done = tokio::time::timeout_at(deadline, handshake.handshake(tcp)) => match done {
+            Ok(Ok(Some(io))) => io,
+            Ok(Ok(None)) => return,
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "client handshake failed");
+                return;
+            }
+            Err(_) => {
+                Limit::HandshakeTimeout.hit();
+                tracing::debug!(%peer, "client handshake timed out");
+                return;
+            }
+        },
+    };
+    let info = ClientConn {
+        peer,
+        tcp: H::shared(&io),
+    };
+    let routed = permit.clone();
+    let service = hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
+        // Past its first request head: no longer pending.
+        routed.release();
+        req.extensions_mut().insert(ConnectInfo(info.clone()));
+        let mut router = router.clone();
+        async move {
+            std::future::poll_fn(|cx| Service::<http::Request<Body>>::poll_ready(&mut router, cx))
+                .await?;
+            router.call(req.map(Body::new)).await
+        }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.request_head_timeout)
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    let handshake_deadline = tokio::time::sleep_until(deadline);
+    tokio::pin!(handshake_deadline);
+    let (mut past_deadline, mut stopping) = (false, false);
+    loop {
+        tokio::select! {
+            done = conn.as_mut() => {
+                if let Err(e) = done {
+                    if e.is_timeout() {
+                        Limit::RequestHeadTimeout.hit();
+                        tracing::debug!(%peer, "request head timed out");
+                    } else {
+                        tracing::debug!(%peer, error = %e, "client connection failed");
+                    }
+                }
+                return;
+            }
+            _ = &mut handshake_deadline, if !past_deadline => {
+                past_deadline = true;
+                if !permit.is_released() {
+                    Limit::HandshakeTimeout.hit();
+                    tracing::debug!(%peer, "no request before the handshake deadline");
+                    return;
+                }
+            }
+            _ = stop.cancelled(), if !stopping => {
+                stopping = true;
+                conn.as_mut().graceful_shutdown();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pending_permits_are_capped_and_released_once() {
+        let pending = Arc::new(Pending {
+            count: AtomicUsize::new(0),
+            max: 2,
+        });
+        let a = pending.admit().expect("first");
+        let b = pending.admit().expect("second");
+        assert!(pending.admit().is_none(), "over the cap");
+        a.release();
+        a.release();
+        assert_eq!(pending.count.load(Ordering::Acquire), 1, "released once");
+        drop(a);
+        assert_eq!(
+            pending.count.load(Ordering::Acquire),
+            1,
+            "drop after release"
+        );
+        let c = pending.admit().expect("a place again");
+        drop((b, c));
+        assert_eq!(pending.count.load(Ordering::Acquire), 0);
+    }
+}
