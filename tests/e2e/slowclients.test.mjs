@@ -8,21 +8,27 @@
 // Deadlines are tight (hundreds of ms) so the suite runs fast.
 
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
+import readline from 'node:readline';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { io } from 'socket.io-client';
 import {
   TestClient,
+  binaryPath,
   createRoomcastClient,
   fetchMetrics,
+  parseReadyLine,
   startStandalone,
+  stopChild,
+  trackChild,
   useBystanderServer,
   waitConnected,
   waitFor,
+  withTimeout,
 } from './lib/index.mjs';
 
 const limitHits = (limit) => `roomcast_edge_limit_hits_total{limit="${limit}"}`;
@@ -396,6 +402,62 @@ describe('the tls port: handshakes count toward the cap and have the deadline', 
       }
     } finally {
       for (const raw of silent) raw.destroy();
+    }
+  });
+});
+
+describe('the open-files limit', { timeout: 60_000 }, () => {
+  /**
+   * Starts a standalone under `prlimit --nofile=SOFT:HARD` (which execs it, so
+   * the pid is the server's); resolves once it is listening.
+   */
+  async function startLimited(nofile, args) {
+    const child = spawn(
+      'prlimit',
+      [`--nofile=${nofile}`, '--', binaryPath(), 'standalone', '--allow-anonymous',
+        '--listen', '127.0.0.1:0', '--grpc-listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0', ...args],
+      {
+        stdio: ['ignore', 'pipe', 'pipe'],
+        // The binary reads ROOMCAST_* variables as flags: don't let the caller's leak in.
+        env: Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('ROOMCAST_'))),
+      },
+    );
+    const exited = trackChild(child);
+    const stderr = [];
+    readline.createInterface({ input: child.stderr }).on('line', (line) => stderr.push(line));
+    await withTimeout(
+      new Promise((resolve, reject) => {
+        readline.createInterface({ input: child.stdout }).on('line', (line) => {
+          if (parseReadyLine(line)) resolve();
+        });
+        exited.then(() => reject(new Error(`exited before listening:\n${stderr.join('\n')}`)));
+      }),
+      20_000,
+      'the limited server to listen',
+    );
+    const limits = readFileSync(`/proc/${child.pid}/limits`, 'utf8');
+    const [, soft, hard] = /Max open files\s+(\d+)\s+(\d+)/.exec(limits);
+    return { child, exited, stderr, soft: Number(soft), hard: Number(hard) };
+  }
+
+  it('is raised from the soft to the hard limit at start, with a warning when it leaves little room beside the cap', async () => {
+    const roomy = await startLimited('256:4096', []);
+    try {
+      assert.equal(roomy.soft, 4096, 'raised to the hard limit');
+      assert.equal(roomy.hard, 4096);
+      assert.ok(!roomy.stderr.some((l) => l.includes('open-files limit')), roomy.stderr.join('\n'));
+    } finally {
+      await stopChild(roomy.child, roomy.exited);
+    }
+    const tight = await startLimited('256:4096', ['--max-pending-handshakes', '3000']);
+    try {
+      assert.equal(tight.soft, 4096);
+      assert.ok(
+        tight.stderr.some((l) => l.includes('open-files limit') && l.includes('max-pending-handshakes')),
+        `a warning: ${tight.stderr.join('\n')}`,
+      );
+    } finally {
+      await stopChild(tight.child, tight.exited);
     }
   });
 });

@@ -68,6 +68,41 @@ impl ShutdownSignal {
     }
 }
 
+/// Raises the soft open-files limit to the hard one, as Go programs do at
+/// start: every client connection is a descriptor, and the usual soft limit
+/// (1024) is the first thing a flood of idle connections runs into, before the
+/// client port's cap on pending handshakes does. Warns when the limit is not
+/// well above that cap.
+pub fn raise_open_files_limit(max_pending_handshakes: usize) {
+    #[cfg(unix)]
+    {
+        use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+        let limit = getrlimit(Resource::Nofile);
+        if limit.current != limit.maximum {
+            let raised = Rlimit {
+                current: limit.maximum,
+                maximum: limit.maximum,
+            };
+            if let Err(e) = setrlimit(Resource::Nofile, raised) {
+                tracing::debug!(error = %e, "cannot raise the open-files limit");
+            }
+        }
+        let open_files = getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX);
+        tracing::debug!(open_files, "open-files limit");
+        let cap = u64::try_from(max_pending_handshakes).unwrap_or(u64::MAX);
+        if open_files < cap.saturating_mul(2) {
+            tracing::warn!(
+                open_files,
+                max_pending_handshakes,
+                "the open-files limit leaves little room beside max-pending-handshakes: \
+                 raise it (ulimit -n) or lower the cap"
+            );
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = max_pending_handshakes;
+}
+
 pub async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<(TcpListener, SocketAddr)> {
     let listener = TcpListener::bind(addr)
         .await
