@@ -289,6 +289,141 @@ async fn connection<H: Handshake>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::sync::mpsc;
+
+    /// A server whose `/up` upgrades and reports whether the upgraded stream
+    /// is the shared TCP stream, with the bytes sent right after the head.
+    async fn start(
+        limits: PortLimits,
+    ) -> (
+        SocketAddr,
+        CancellationToken,
+        tokio::task::JoinHandle<()>,
+        mpsc::Receiver<Option<Vec<u8>>>,
+    ) {
+        let (tx, rx) = mpsc::channel(4);
+        let router = axum::Router::new().route(
+            "/up",
+            axum::routing::get(move |mut req: axum::extract::Request| {
+                let tx = tx.clone();
+                async move {
+                    let has_conn = req
+                        .extensions()
+                        .get::<ConnectInfo<ClientConn>>()
+                        .is_some_and(|c| c.0.tcp.is_some());
+                    let on = hyper::upgrade::on(&mut req);
+                    tokio::spawn(async move {
+                        let got = match on.await.map(crate::tcp::shared_upgraded) {
+                            Ok(Ok((mut tcp, read))) if has_conn => {
+                                let mut got = read.to_vec();
+                                let mut buf = [0u8; 16];
+                                while got.len() < 5 {
+                                    match tcp.read(&mut buf).await {
+                                        Ok(0) | Err(_) => break,
+                                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                                    }
+                                }
+                                Some(got)
+                            }
+                            _ => None,
+                        };
+                        let _ = tx.send(got).await;
+                    });
+                    http::Response::builder()
+                        .status(http::StatusCode::SWITCHING_PROTOCOLS)
+                        .header(http::header::CONNECTION, "upgrade")
+                        .header(http::header::UPGRADE, "test")
+                        .body(Body::empty())
+                        .expect("a valid response")
+                }
+            }),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let stop = CancellationToken::new();
+        let server = tokio::spawn(serve(listener, PlainTcp, router, limits, stop.clone()));
+        (addr, stop, server, rx)
+    }
+
+    /// Reads until the peer closes; what it sent.
+    async fn read_to_close(tcp: &mut TcpStream) -> Vec<u8> {
+        let mut got = Vec::new();
+        let _ = tcp.read_to_end(&mut got).await;
+        got
+    }
+
+    #[tokio::test]
+    async fn an_upgraded_connection_is_the_shared_stream_with_what_followed_the_head() {
+        let limits = PortLimits {
+            handshake_timeout: Duration::from_secs(10),
+            request_head_timeout: Duration::from_secs(10),
+            max_pending_handshakes: 8,
+        };
+        let (addr, stop, server, mut rx) = start(limits).await;
+        let mut tcp = TcpStream::connect(addr).await.expect("connect");
+        tcp.write_all(
+            b"GET /up HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: test\r\n\r\nhello",
+        )
+        .await
+        .expect("write");
+        let got = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("an upgrade within the deadline")
+            .expect("a report");
+        assert_eq!(
+            got.as_deref(),
+            Some(&b"hello"[..]),
+            "the shared stream, nothing lost"
+        );
+        stop.cancel();
+        tokio::time::timeout(Duration::from_secs(10), server)
+            .await
+            .expect("the server stops")
+            .expect("no panic");
+    }
+
+    #[tokio::test]
+    async fn silent_connections_hold_the_cap_until_the_handshake_deadline() {
+        let limits = PortLimits {
+            handshake_timeout: Duration::from_millis(300),
+            request_head_timeout: Duration::from_secs(10),
+            max_pending_handshakes: 2,
+        };
+        let (addr, stop, server, _rx) = start(limits).await;
+        let mut silent = Vec::new();
+        for _ in 0..2 {
+            silent.push(TcpStream::connect(addr).await.expect("connect"));
+        }
+        // Over the cap: closed at once, unanswered.
+        let mut over = TcpStream::connect(addr).await.expect("connect");
+        assert!(read_to_close(&mut over).await.is_empty());
+        // The silent ones are closed at the deadline, unanswered.
+        for tcp in &mut silent {
+            let got = tokio::time::timeout(Duration::from_secs(10), read_to_close(tcp))
+                .await
+                .expect("closed at the deadline");
+            assert!(got.is_empty());
+        }
+        // Then there is room again.
+        let mut tcp = TcpStream::connect(addr).await.expect("connect");
+        tcp.write_all(b"GET /nothing HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("write");
+        let got = tokio::time::timeout(Duration::from_secs(10), read_to_close(&mut tcp))
+            .await
+            .expect("an answer");
+        assert!(
+            got.starts_with(b"HTTP/1.1 404"),
+            "{}",
+            String::from_utf8_lossy(&got)
+        );
+        stop.cancel();
+        tokio::time::timeout(Duration::from_secs(10), server)
+            .await
+            .expect("the server stops")
+            .expect("no panic");
+    }
 
     #[test]
     fn pending_permits_are_capped_and_released_once() {

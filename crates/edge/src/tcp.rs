@@ -15,6 +15,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
+use bytes::Bytes;
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -85,6 +88,14 @@ fn shutdown_write(tcp: &TcpStream) -> io::Result<()> {
         Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
         r => r,
     }
+}
+
+/// The plain-TCP stream under a connection the client port's server
+/// ([`crate::port`]) upgraded, with what hyper had read past the request head;
+/// `Err` (the connection, untouched) for any other stream, e.g. TLS.
+pub(crate) fn shared_upgraded(upgraded: Upgraded) -> Result<(SharedTcp, Bytes), Upgraded> {
+    let parts = upgraded.downcast::<TokioIo<SharedTcp>>()?;
+    Ok((parts.io.into_inner(), parts.read_buf))
 }
 
 /// What the client port knows of a connection: the peer's address and, for
