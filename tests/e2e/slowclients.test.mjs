@@ -205,6 +205,19 @@ describe('request deadlines and early 413 on the client port', { timeout: 120_00
     }
   });
 
+  it('an idle keep-alive connection is closed after the head deadline, and not counted as a hit', async () => {
+    const before = await counter(server, limitHits('request_head_timeout'));
+    const raw = await RawTcp.connect(server.httpPort);
+    try {
+      await pollingHandshake(raw);
+      await raw.waitClosed('the idle keep-alive connection to be closed');
+      assert.equal(raw.received.length, 0, `nothing more sent: ${raw.received}`);
+      assert.equal(await counter(server, limitHits('request_head_timeout')), before);
+    } finally {
+      raw.destroy();
+    }
+  });
+
   it('a polling body trickled a byte at a time gets 408 and its session closes', async () => {
     const before = await counter(server, limitHits('request_body_timeout'));
     const raw = await RawTcp.connect(server.httpPort);

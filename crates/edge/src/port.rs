@@ -11,7 +11,9 @@
 //!   head), or it is closed.
 //! - Every request head must arrive within
 //!   [`PortLimits::request_head_timeout`] of hyper starting to read it (hyper's
-//!   header read timeout); an idle keep-alive connection is closed after it too.
+//!   header read timeout); an idle keep-alive connection is closed after it
+//!   too, but only a head cut short counts as a limit hit (`Watched` tells
+//!   them apart).
 //! - Request bodies are bounded by the transports (`polling`).
 //!
 //! Each limit hit is counted in [`crate::metrics::LIMIT_HITS`]. On stop, the
@@ -82,6 +84,98 @@ impl Handshake for PlainTcp {
 
     fn shared(io: &SharedTcp) -> Option<Arc<TcpStream>> {
         Some(io.0.clone())
+    }
+}
+
+/// A connection's stream, watched for what a header timeout means: a
+/// request head cut short (bytes read since the last response, or nothing
+/// answered yet) or a keep-alive connection that merely stayed idle.
+pub(crate) struct Watched<T> {
+    pub(crate) inner: T,
+    io: Arc<IoSeen>,
+}
+
+/// What a [`Watched`] stream has seen, read by the connection's task.
+#[derive(Default)]
+struct IoSeen {
+    /// Some response bytes were written.
+    wrote: AtomicBool,
+    /// Bytes were read since the last write.
+    read_since_write: AtomicBool,
+}
+
+impl IoSeen {
+    /// Whether a header timeout now cuts a request short (rather than
+    /// closing a keep-alive connection that sent nothing after its last
+    /// response).
+    fn head_cut_short(&self) -> bool {
+        !self.wrote.load(Ordering::Relaxed) || self.read_since_write.load(Ordering::Relaxed)
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.io.read_since_write.store(true, Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
+impl<T: AsyncWrite + Unpin> Watched<T> {
+    fn wrote(&self, polled: &std::task::Poll<io::Result<usize>>) {
+        if let std::task::Poll::Ready(Ok(n)) = polled {
+            if *n > 0 {
+                self.io.wrote.store(true, Ordering::Relaxed);
+                self.io.read_since_write.store(false, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.wrote(&polled);
+        polled
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> std::task::Poll<io::Result<usize>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.wrote(&polled);
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
@@ -248,6 +342,11 @@ async fn connection<H: Handshake>(
             router.call(req.map(Body::new)).await
         }
     });
+    let seen = Arc::new(IoSeen::default());
+    let io = Watched {
+        inner: io,
+        io: seen.clone(),
+    };
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.request_head_timeout)
@@ -261,9 +360,11 @@ async fn connection<H: Handshake>(
         tokio::select! {
             done = conn.as_mut() => {
                 if let Err(e) = done {
-                    if e.is_timeout() {
+                    if e.is_timeout() && seen.head_cut_short() {
                         Limit::RequestHeadTimeout.hit();
                         tracing::debug!(%peer, "request head timed out");
+                    } else if e.is_timeout() {
+                        tracing::debug!(%peer, "idle keep-alive connection closed");
                     } else {
                         tracing::debug!(%peer, error = %e, "client connection failed");
                     }

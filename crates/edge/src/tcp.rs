@@ -18,6 +18,8 @@ use std::task::{ready, Context, Poll};
 use bytes::Bytes;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
+
+use crate::port::Watched;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -94,8 +96,8 @@ fn shutdown_write(tcp: &TcpStream) -> io::Result<()> {
 /// ([`crate::port`]) upgraded, with what hyper had read past the request head;
 /// `Err` (the connection, untouched) for any other stream, e.g. TLS.
 pub(crate) fn shared_upgraded(upgraded: Upgraded) -> Result<(SharedTcp, Bytes), Upgraded> {
-    let parts = upgraded.downcast::<TokioIo<SharedTcp>>()?;
-    Ok((parts.io.into_inner(), parts.read_buf))
+    let parts = upgraded.downcast::<TokioIo<Watched<SharedTcp>>>()?;
+    Ok((parts.io.into_inner().inner, parts.read_buf))
 }
 
 /// What the client port knows of a connection: the peer's address and, for
