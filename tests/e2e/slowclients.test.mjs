@@ -12,6 +12,7 @@ import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import readline from 'node:readline';
+import tlsSocket from 'node:tls';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -415,6 +416,20 @@ describe('the tls port: handshakes count toward the cap and have the deadline', 
       }
     } finally {
       for (const raw of silent) raw.destroy();
+    }
+  });
+
+  it('a client that finishes the TLS handshake but sends no request is closed at the deadline', async () => {
+    const before = await counter(server, limitHits('handshake_timeout'));
+    const socket = tlsSocket.connect({ host: '127.0.0.1', port: server.httpPort, ca: tls.pem, servername: 'localhost' });
+    const raw = new RawTcp(socket);
+    try {
+      await withTimeout(new Promise((resolve) => socket.once('secureConnect', resolve)), 5000, 'the TLS handshake');
+      await raw.waitClosed('the silent TLS connection to be closed');
+      assert.equal(raw.received.length, 0, 'nothing answered');
+      await counterReaches(server, limitHits('handshake_timeout'), before + 1);
+    } finally {
+      raw.destroy();
     }
   });
 });
