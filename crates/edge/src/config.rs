@@ -25,6 +25,16 @@ pub struct EdgeConfig {
     pub max_request_headers: usize,
     /// Most bytes of a request's target and headers together (431 beyond).
     pub max_request_head_bytes: usize,
+    /// From TCP accept (TLS handshake included) to the first request routed.
+    pub handshake_timeout: Duration,
+    /// Longest a request head may take to arrive (and a keep-alive connection
+    /// may stay idle between requests).
+    pub request_head_timeout: Duration,
+    /// Longest a polling POST body may take to arrive once its head has.
+    pub request_body_timeout: Duration,
+    /// Most connections accepted and not yet past their first request head
+    /// (TLS handshakes included); more are closed at once.
+    pub max_pending_handshakes: usize,
     /// Most open connections from one peer address; 0: no limit.
     pub max_connections_per_ip: usize,
     /// New connections per second from one peer address (bursts of twice
@@ -71,6 +81,10 @@ impl Default for EdgeConfig {
             outbound_queue_bytes: 4 * 1024 * 1024,
             max_request_headers: 64,
             max_request_head_bytes: 32 * 1024,
+            handshake_timeout: Duration::from_secs(10),
+            request_head_timeout: Duration::from_secs(10),
+            request_body_timeout: Duration::from_secs(10),
+            max_pending_handshakes: 1024,
             max_connections_per_ip: 0,
             handshakes_per_ip_per_sec: 0,
             max_rooms_per_socket: 1000,

@@ -19,7 +19,9 @@
 //! - `session`: the Engine.IO session (heartbeat, close reasons).
 //! - `ws`, `polling`: the two transports; `ws_read`: whole WebSocket messages
 //!   from frames; `wsframe`: frames written as header and shared payload;
-//!   `http`: routing and CORS; [`tcp`]: the client port's shared TCP streams.
+//!   `http`: routing and CORS; [`tcp`]: the client port's shared TCP streams;
+//!   [`port`]: the client port's server (accept loop, deadlines, the cap on
+//!   pending handshakes).
 //! - [`limits`]: per-address connection and handshake limits, rate buckets,
 //!   the limit-hit counter.
 //! - `sio`: Socket.IO packets of a session.
@@ -44,6 +46,7 @@ pub mod limits;
 pub mod metrics;
 mod outbox;
 mod polling;
+pub mod port;
 mod presence;
 mod recovery;
 mod session;
@@ -218,6 +221,16 @@ impl Edge {
 
     pub fn config(&self) -> &EdgeConfig {
         &self.inner.config
+    }
+
+    /// The deadlines and cap the client port's server applies.
+    pub fn port_limits(&self) -> port::PortLimits {
+        let c = &self.inner.config;
+        port::PortLimits {
+            handshake_timeout: c.handshake_timeout,
+            request_head_timeout: c.request_head_timeout,
+            max_pending_handshakes: c.max_pending_handshakes,
+        }
     }
 
     /// How many Engine.IO connections are open.

@@ -1,5 +1,6 @@
 //! Limits on what one client may cost the edge: connections and handshakes per
-//! peer address, request heads, packet and ping rates.
+//! peer address, request heads, packet and ping rates; the client port's
+//! deadlines and pending-handshake cap are enforced in [`crate::port`].
 //!
 //! Each limit is checked before the work it protects is done (a refused
 //! handshake opens no session, a flood is cut before its packets are decoded),
@@ -43,10 +44,20 @@ pub enum Limit {
     OutboundQueue,
     /// A client event name over [`roomcast_bus::names::MAX_NAME_LEN`] bytes.
     EventName,
+    /// A request head that did not arrive within its deadline.
+    RequestHeadTimeout,
+    /// A request body (polling POST) that did not arrive within its deadline.
+    RequestBodyTimeout,
+    /// A connection that had no request routed (its TLS handshake included)
+    /// within the handshake deadline of its accept.
+    HandshakeTimeout,
+    /// A new connection while too many others had not sent their first
+    /// request head yet: closed at once.
+    PendingHandshakes,
 }
 
 impl Limit {
-    pub const ALL: [Limit; 11] = [
+    pub const ALL: [Limit; 15] = [
         Limit::Payload,
         Limit::Attachments,
         Limit::HeaderCount,
@@ -58,6 +69,10 @@ impl Limit {
         Limit::PacketRate,
         Limit::OutboundQueue,
         Limit::EventName,
+        Limit::RequestHeadTimeout,
+        Limit::RequestBodyTimeout,
+        Limit::HandshakeTimeout,
+        Limit::PendingHandshakes,
     ];
 
     pub fn label(self) -> &'static str {
@@ -73,6 +88,10 @@ impl Limit {
             Limit::PacketRate => "packets_per_sec",
             Limit::OutboundQueue => "outbound_queue_bytes",
             Limit::EventName => "max_event_name_bytes",
+            Limit::RequestHeadTimeout => "request_head_timeout",
+            Limit::RequestBodyTimeout => "request_body_timeout",
+            Limit::HandshakeTimeout => "handshake_timeout",
+            Limit::PendingHandshakes => "max_pending_handshakes",
         }
     }
 

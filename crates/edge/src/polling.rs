@@ -11,6 +11,7 @@ use http::StatusCode;
 use roomcast_wire::engineio;
 
 use crate::http::{response, EioError};
+use crate::limits::Limit;
 use crate::outbox::Mode;
 use crate::session::{CloseReason, Session};
 use crate::Edge;
@@ -78,14 +79,27 @@ pub(crate) async fn post(edge: &Edge, session: &Arc<Session>, body: Body) -> Res
     let Some(_busy) = claim(edge, session, &session.post_busy) else {
         return EioError::BadRequest.response();
     };
-    let limit = edge.config().max_payload;
-    let bytes = match axum::body::to_bytes(body, limit).await {
-        Ok(b) => b,
-        Err(_) => {
-            edge.close_session(session, CloseReason::MessageTooBig);
-            return text(StatusCode::PAYLOAD_TOO_LARGE, "payload too large");
-        }
-    };
+    let cfg = edge.config();
+    let limit = cfg.max_payload;
+    // A `Content-Length` over the limit is refused before any of the body is
+    // read: the client learns it at once, and the edge reads nothing.
+    if axum::body::HttpBody::size_hint(&body).lower() > limit as u64 {
+        return too_big(edge, session);
+    }
+    let bytes =
+        match tokio::time::timeout(cfg.request_body_timeout, axum::body::to_bytes(body, limit))
+            .await
+        {
+            Ok(Ok(b)) => b,
+            Ok(Err(_)) => return too_big(edge, session),
+            Err(_) => {
+                // Trickled, or stalled: the session's transport failed.
+                Limit::RequestBodyTimeout.hit();
+                tracing::debug!(sid = %session.sid, "polling body timed out");
+                edge.close_session(session, CloseReason::TransportError);
+                return closing(text(StatusCode::REQUEST_TIMEOUT, "request body timed out"));
+            }
+        };
     metrics::counter!(crate::metrics::BYTES_IN).increment(bytes.len() as u64);
     let packets = match engineio::decode_payload(bytes, MAX_PACKETS_PER_POST) {
         Ok(p) => p,
@@ -107,6 +121,25 @@ pub(crate) async fn post(edge: &Edge, session: &Arc<Session>, body: Body) -> Res
         }
     }
     ok_response()
+}
+
+/// A body over `max_payload`: the session ends, and so does the connection
+/// (the rest of the body is not read).
+fn too_big(edge: &Edge, session: &Arc<Session>) -> Response {
+    Limit::Payload.hit();
+    tracing::debug!(sid = %session.sid, "polling body over max payload");
+    edge.close_session(session, CloseReason::MessageTooBig);
+    closing(text(StatusCode::PAYLOAD_TOO_LARGE, "payload too large"))
+}
+
+/// `res`, after which the connection is closed: what is left of the request
+/// body is never read.
+fn closing(mut res: Response) -> Response {
+    res.headers_mut().insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("close"),
+    );
+    res
 }
 
 fn ok_response() -> Response {

@@ -6,7 +6,8 @@
 //! session's queue keeps a handle to it so that a packet for an idle socket is
 //! written by the code that has it (the fan-out) instead of waking the
 //! connection's task to write it (see `outbox`). TLS connections have no such
-//! handle and always go through their task.
+//! handle and always go through their task. The server of the port is
+//! [`crate::port`].
 
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
@@ -14,59 +15,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-use axum::extract::connect_info::Connected;
-use axum::serve::{IncomingStream, Listener};
+use bytes::Bytes;
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+
+use crate::port::Watched;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
-
-/// Accepts client connections as [`SharedTcp`] streams, with `TCP_NODELAY`:
-/// a real-time event goes out when it is written.
-pub struct ClientListener {
-    inner: TcpListener,
-}
-
-impl ClientListener {
-    pub fn new(inner: TcpListener) -> Self {
-        Self { inner }
-    }
-}
-
-impl Listener for ClientListener {
-    type Io = SharedTcp;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (SharedTcp, SocketAddr) {
-        loop {
-            match self.inner.accept().await {
-                Ok((tcp, peer)) => {
-                    let _ = tcp.set_nodelay(true);
-                    return (SharedTcp(Arc::new(tcp)), peer);
-                }
-                // The client gave up before we took it: nothing to report.
-                Err(e) if is_connection_error(&e) => {}
-                Err(e) => {
-                    // Out of file descriptors, typically: accepting again at
-                    // once would spin.
-                    tracing::warn!(error = %e, "accepting a client connection failed");
-                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                }
-            }
-        }
-    }
-
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.inner.local_addr()
-    }
-}
-
-fn is_connection_error(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::ConnectionRefused
-            | io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
-    )
-}
+use tokio::net::TcpStream;
 
 /// A TCP stream read and written through a shared reference.
 pub struct SharedTcp(pub(crate) Arc<TcpStream>);
@@ -137,6 +92,14 @@ fn shutdown_write(tcp: &TcpStream) -> io::Result<()> {
     }
 }
 
+/// The plain-TCP stream under a connection the client port's server
+/// ([`crate::port`]) upgraded, with what hyper had read past the request head;
+/// `Err` (the connection, untouched) for any other stream, e.g. TLS.
+pub(crate) fn shared_upgraded(upgraded: Upgraded) -> Result<(SharedTcp, Bytes), Upgraded> {
+    let parts = upgraded.downcast::<TokioIo<Watched<SharedTcp>>>()?;
+    Ok((parts.io.into_inner().inner, parts.read_buf))
+}
+
 /// What the client port knows of a connection: the peer's address and, for
 /// plain TCP, the shared stream. Request handlers read it as
 /// `ConnectInfo<ClientConn>`.
@@ -144,43 +107,4 @@ fn shutdown_write(tcp: &TcpStream) -> io::Result<()> {
 pub struct ClientConn {
     pub peer: SocketAddr,
     pub(crate) tcp: Option<Arc<TcpStream>>,
-}
-
-impl ClientConn {
-    /// A connection with no shared stream (TLS).
-    fn from_peer(peer: SocketAddr) -> Self {
-        Self { peer, tcp: None }
-    }
-}
-
-impl Connected<IncomingStream<'_, ClientListener>> for ClientConn {
-    fn connect_info(stream: IncomingStream<'_, ClientListener>) -> Self {
-        Self {
-            peer: *stream.remote_addr(),
-            tcp: Some(stream.io().0.clone()),
-        }
-    }
-}
-
-/// Any other listener with socket addresses (the TLS one), as one whose
-/// connections have no shared stream.
-pub struct Unshared<L>(pub L);
-
-impl<L: Listener<Addr = SocketAddr>> Listener for Unshared<L> {
-    type Io = L::Io;
-    type Addr = SocketAddr;
-
-    fn accept(&mut self) -> impl std::future::Future<Output = (L::Io, SocketAddr)> + Send {
-        self.0.accept()
-    }
-
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.0.local_addr()
-    }
-}
-
-impl<L: Listener<Addr = SocketAddr>> Connected<IncomingStream<'_, Unshared<L>>> for ClientConn {
-    fn connect_info(stream: IncomingStream<'_, Unshared<L>>) -> Self {
-        Self::from_peer(*stream.remote_addr())
-    }
 }

@@ -82,13 +82,10 @@ pub(crate) async fn serve(
         }
     };
     let spawner = edge.clone();
-    // Through hyper-util's own downcast: its server wraps the stream in a
-    // type of its own, and gives back what it had read of it.
-    match hyper_util::server::conn::auto::upgrade::downcast::<TokioIo<SharedTcp>>(upgraded) {
-        Ok(parts) => {
-            let w = parts.io.into_inner();
+    match crate::tcp::shared_upgraded(upgraded) {
+        Ok((w, read_buf)) => {
             let r = SharedTcp(w.0.clone());
-            spawner.spawn(connection(edge, r, w, parts.read_buf, existing, hs, tcp));
+            spawner.spawn(connection(edge, r, w, read_buf, existing, hs, tcp));
         }
         Err(upgraded) => {
             let (r, w) = tokio::io::split(TokioIo::new(upgraded));

@@ -34,6 +34,7 @@ async fn connect(cfg: &Resolved) -> anyhow::Result<NatsBus> {
 }
 
 pub async fn run_edge(cfg: Resolved, metrics: PrometheusHandle) -> anyhow::Result<()> {
+    serve::raise_open_files_limit(cfg.edge.max_pending_handshakes);
     let (http, http_addr) = serve::bind(cfg.listen, "clients").await?;
     let (admin, admin_addr) = serve::bind(cfg.admin_listen, "admin").await?;
     let signal = serve::ShutdownSignal::install();
@@ -51,7 +52,12 @@ pub async fn run_edge(cfg: Resolved, metrics: PrometheusHandle) -> anyhow::Resul
         nats: Some(nats.clone()),
     });
     let mut servers = Servers::default();
-    servers.client(http, cfg.client_tls.as_ref(), edge.router())?;
+    servers.client(
+        http,
+        cfg.client_tls.as_ref(),
+        edge.router(),
+        edge.port_limits(),
+    );
     servers.admin(admin, probe, metrics);
     serve::announce(
         "edge",

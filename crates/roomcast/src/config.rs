@@ -85,6 +85,18 @@ pub struct Settings {
     /// Most bytes of a client request's target and headers together; more get 431 [default: 32768]
     #[arg(long, env = "ROOMCAST_MAX_REQUEST_HEAD_BYTES")]
     pub max_request_head_bytes: Option<usize>,
+    /// Time from accepting a client connection (TLS handshake included) to its first request, ms; slower ones are closed [default: 10000]
+    #[arg(long, env = "ROOMCAST_HANDSHAKE_TIMEOUT_MS")]
+    pub handshake_timeout_ms: Option<u64>,
+    /// Time a client request head may take to arrive, and a keep-alive connection may stay idle, ms [default: 10000]
+    #[arg(long, env = "ROOMCAST_REQUEST_HEAD_TIMEOUT_MS")]
+    pub request_head_timeout_ms: Option<u64>,
+    /// Time a polling request body may take to arrive once its head has, ms; slower gets 408 and closes the session [default: 10000]
+    #[arg(long, env = "ROOMCAST_REQUEST_BODY_TIMEOUT_MS")]
+    pub request_body_timeout_ms: Option<u64>,
+    /// Most client connections accepted and not yet past their first request head (TLS handshakes included); more are closed at once [default: 1024]
+    #[arg(long, env = "ROOMCAST_MAX_PENDING_HANDSHAKES")]
+    pub max_pending_handshakes: Option<usize>,
     /// Most open connections from one peer address; more get 429 (0: no limit; behind a proxy every client has the proxy's address) [default: 0]
     #[arg(long, env = "ROOMCAST_MAX_CONNECTIONS_PER_IP")]
     pub max_connections_per_ip: Option<usize>,
@@ -306,7 +318,8 @@ impl Settings {
               edge_ttl_ms, nats_token, nats_user, nats_password, nats_nkey_seed, nats_creds_file,
               nats_tls_required, nats_tls_ca_file, nats_tls_cert_file, nats_tls_key_file, path, ping_interval_ms, ping_timeout_ms, connect_timeout_ms,
               upgrade_timeout_ms, max_payload, max_attachments, outbound_queue_bytes,
-              max_request_headers, max_request_head_bytes, max_connections_per_ip,
+              max_request_headers, max_request_head_bytes, handshake_timeout_ms, request_head_timeout_ms,
+              request_body_timeout_ms, max_pending_handshakes, max_connections_per_ip,
               handshakes_per_ip_per_sec, max_rooms_per_socket, ws_pings_per_sec, packets_per_sec,
               disconnect_on_token_expiry,
               allow_anonymous, jwt_secret, jwt_public_key_file, jwt_audience, jwt_issuer,
@@ -734,6 +747,20 @@ impl Settings {
             max_request_head_bytes: self
                 .max_request_head_bytes
                 .unwrap_or(defaults.max_request_head_bytes),
+            handshake_timeout: ms(self.handshake_timeout_ms, 10_000, "handshake-timeout-ms")?,
+            request_head_timeout: ms(
+                self.request_head_timeout_ms,
+                10_000,
+                "request-head-timeout-ms",
+            )?,
+            request_body_timeout: ms(
+                self.request_body_timeout_ms,
+                10_000,
+                "request-body-timeout-ms",
+            )?,
+            max_pending_handshakes: self
+                .max_pending_handshakes
+                .unwrap_or(defaults.max_pending_handshakes),
             max_connections_per_ip: self
                 .max_connections_per_ip
                 .unwrap_or(defaults.max_connections_per_ip),
@@ -778,6 +805,9 @@ impl Settings {
         }
         if edge.max_request_head_bytes < 1024 {
             bail!("max-request-head-bytes must be at least 1024");
+        }
+        if edge.max_pending_handshakes == 0 {
+            bail!("max-pending-handshakes must be greater than 0");
         }
         if edge.outbound_queue_bytes < max_payload {
             bail!("outbound-queue-bytes must be at least max-payload ({max_payload})");
@@ -1061,6 +1091,78 @@ mod tests {
             ..anon()
         };
         assert!(tiny.resolve(Role::Standalone).is_err());
+    }
+
+    #[test]
+    fn client_port_deadlines_have_defaults_and_come_from_the_file() {
+        let r = anon().resolve(Role::Standalone).expect("valid");
+        assert_eq!(
+            (
+                r.edge.handshake_timeout,
+                r.edge.request_head_timeout,
+                r.edge.request_body_timeout,
+                r.edge.max_pending_handshakes
+            ),
+            (
+                Duration::from_secs(10),
+                Duration::from_secs(10),
+                Duration::from_secs(10),
+                1024
+            )
+        );
+        let file: Settings = toml::from_str(
+            "allow_anonymous = true\nhandshake_timeout_ms = 300\nrequest_head_timeout_ms = 400\n\
+             request_body_timeout_ms = 500\nmax_pending_handshakes = 7\n",
+        )
+        .expect("valid toml");
+        let r = file.resolve(Role::Edge).expect("valid");
+        assert_eq!(
+            (
+                r.edge.handshake_timeout,
+                r.edge.request_head_timeout,
+                r.edge.request_body_timeout,
+                r.edge.max_pending_handshakes
+            ),
+            (
+                Duration::from_millis(300),
+                Duration::from_millis(400),
+                Duration::from_millis(500),
+                7
+            )
+        );
+        for (bad, msg) in [
+            (
+                Settings {
+                    handshake_timeout_ms: Some(0),
+                    ..anon()
+                },
+                "handshake-timeout-ms",
+            ),
+            (
+                Settings {
+                    request_head_timeout_ms: Some(0),
+                    ..anon()
+                },
+                "request-head-timeout-ms",
+            ),
+            (
+                Settings {
+                    request_body_timeout_ms: Some(0),
+                    ..anon()
+                },
+                "request-body-timeout-ms",
+            ),
+            (
+                Settings {
+                    max_pending_handshakes: Some(0),
+                    ..anon()
+                },
+                "max-pending-handshakes",
+            ),
+        ] {
+            let err = bad.resolve(Role::Standalone).err().expect("refused");
+            assert!(err.to_string().contains(msg), "{err}");
+        }
     }
 
     #[test]

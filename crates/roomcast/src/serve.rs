@@ -16,8 +16,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, Probe};
 use crate::config::GrpcTls;
-use crate::tls::{ClientTls, TlsListener};
-use roomcast_edge::tcp::{ClientConn, ClientListener, Unshared};
+use crate::tls::{ClientTls, TlsHandshake};
+use roomcast_edge::port::{self, PortLimits};
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
 /// SIGINT and SIGTERM, listened to from the moment this is built: build it
@@ -68,6 +68,41 @@ impl ShutdownSignal {
     }
 }
 
+/// Raises the soft open-files limit to the hard one, as Go programs do at
+/// start: every client connection is a descriptor, and the usual soft limit
+/// (1024) is the first thing a flood of idle connections runs into, before the
+/// client port's cap on pending handshakes does. Warns when the limit is not
+/// well above that cap.
+pub fn raise_open_files_limit(max_pending_handshakes: usize) {
+    #[cfg(unix)]
+    {
+        use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+        let limit = getrlimit(Resource::Nofile);
+        if limit.current != limit.maximum {
+            let raised = Rlimit {
+                current: limit.maximum,
+                maximum: limit.maximum,
+            };
+            if let Err(e) = setrlimit(Resource::Nofile, raised) {
+                tracing::debug!(error = %e, "cannot raise the open-files limit");
+            }
+        }
+        let open_files = getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX);
+        tracing::debug!(open_files, "open-files limit");
+        let cap = u64::try_from(max_pending_handshakes).unwrap_or(u64::MAX);
+        if open_files < cap.saturating_mul(2) {
+            tracing::warn!(
+                open_files,
+                max_pending_handshakes,
+                "the open-files limit leaves little room beside max-pending-handshakes: \
+                 raise it (ulimit -n) or lower the cap"
+            );
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = max_pending_handshakes;
+}
+
 pub async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<(TcpListener, SocketAddr)> {
     let listener = TcpListener::bind(addr)
         .await
@@ -88,28 +123,34 @@ pub struct Servers {
 impl Servers {
     /// Serves an axum router on a port other than the client port.
     fn http(&mut self, name: &'static str, listener: TcpListener, router: axum::Router) {
-        let server = spawn_http::<_, SocketAddr>(listener, router, self.stop.clone());
+        let server = spawn_http(listener, router, self.stop.clone());
         self.tasks.push((name, server));
     }
 
-    /// Serves the client port: plain HTTP, or HTTPS when `tls` is given.
+    /// Serves the client port: plain HTTP, or HTTPS when `tls` is given, with
+    /// the port's deadlines and cap on pending handshakes.
     pub fn client(
         &mut self,
         listener: TcpListener,
         tls: Option<&ClientTls>,
         router: axum::Router,
-    ) -> anyhow::Result<()> {
+        limits: PortLimits,
+    ) {
         let stop = self.clients_stop.clone();
         let server = match tls {
-            None => spawn_http::<_, ClientConn>(ClientListener::new(listener), router, stop),
+            None => tokio::spawn(async move {
+                port::serve(listener, port::PlainTcp, router, limits, stop).await;
+                Ok(())
+            }),
             Some(tls) => {
-                let listener =
-                    TlsListener::new(listener, tls).context("cannot start the tls listener")?;
-                spawn_http::<_, ClientConn>(Unshared(listener), router, stop)
+                let handshake = TlsHandshake::new(tls);
+                tokio::spawn(async move {
+                    port::serve(listener, handshake, router, limits, stop).await;
+                    Ok(())
+                })
             }
         };
         self.tasks.push(("client", server));
-        Ok(())
     }
 
     /// Serves the admin endpoints.
@@ -184,26 +225,14 @@ impl Servers {
     }
 }
 
-/// Serves an axum router on `listener` until `stop`; request handlers see
-/// what `C` tells of each connection as `ConnectInfo<C>` (the client port:
-/// [`ClientConn`], the peer and the shared stream of a plain-TCP one).
-fn spawn_http<L, C>(
-    listener: L,
+/// Serves an axum router on `listener` until `stop`.
+fn spawn_http(
+    listener: TcpListener,
     router: axum::Router,
     stop: CancellationToken,
-) -> JoinHandle<anyhow::Result<()>>
-where
-    L: axum::serve::Listener,
-    L::Addr: std::fmt::Debug,
-    C: for<'a> axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-{
-    let service = router.into_make_service_with_connect_info::<C>();
+) -> JoinHandle<anyhow::Result<()>> {
     tokio::spawn(async move {
-        axum::serve(listener, service)
+        axum::serve(listener, router)
             .with_graceful_shutdown(async move { stop.cancelled().await })
             .await
             .map_err(anyhow::Error::from)

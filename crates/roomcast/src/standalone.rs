@@ -18,6 +18,7 @@ use crate::probes::EdgeProbe;
 use crate::serve::{self, Servers};
 
 pub async fn run(cfg: Resolved, metrics: PrometheusHandle) -> anyhow::Result<()> {
+    serve::raise_open_files_limit(cfg.edge.max_pending_handshakes);
     let (http, http_addr) = serve::bind(cfg.listen, "clients").await?;
     let (grpc, grpc_addr) = serve::bind(cfg.grpc_listen, "grpc").await?;
     let (admin, admin_addr) = serve::bind(cfg.admin_listen, "admin").await?;
@@ -76,7 +77,12 @@ pub async fn run(cfg: Resolved, metrics: PrometheusHandle) -> anyhow::Result<()>
     servers
         .grpc(grpc, control.clone(), cfg.api_keys, cfg.grpc_tls.as_ref())
         .await?;
-    servers.client(http, cfg.client_tls.as_ref(), edge.router())?;
+    servers.client(
+        http,
+        cfg.client_tls.as_ref(),
+        edge.router(),
+        edge.port_limits(),
+    );
     servers.admin(admin, probe, metrics);
     serve::announce(
         "standalone",

@@ -2,29 +2,22 @@
 //! deployments without a TLS-terminating proxy in front.
 //!
 //! The certificate and key are read and checked when the settings are resolved,
-//! before any port is bound. Handshakes run in tasks of their own, off the
-//! accept loop, each bounded by [`HANDSHAKE_TIMEOUT`], so a slow or silent
-//! client holds up nobody; finished handshakes are handed to the HTTP server
-//! through a bounded channel. A client that speaks plain HTTP to the port gets
-//! a `400` that says so, then the connection is closed.
+//! before any port is bound. Handshakes run in the connections' own tasks, off
+//! the accept loop, each bounded by the client port's handshake deadline and
+//! counted toward its cap on pending handshakes (see `roomcast_edge::port`), so
+//! a slow or silent client holds up nobody. A client that speaks plain HTTP to
+//! the port gets a `400` that says so, then the connection is closed.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{bail, Context};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
-/// Longest a client may take from TCP connect to a finished TLS handshake.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Handshaken connections waiting for the HTTP server to take them.
-const ACCEPTED_BACKLOG: usize = 128;
 /// Most bytes of a plain-HTTP request read before answering it with a 400.
 const PLAIN_REQUEST_MAX: usize = 16 * 1024;
 /// The first byte of every TLS connection: a handshake record.
@@ -58,71 +51,25 @@ impl ClientTls {
     }
 }
 
-/// Accepts TCP connections and hands over those whose TLS handshake finished.
-pub struct TlsListener {
-    accepted: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
-    local: SocketAddr,
-}
+/// The TLS handshake of each client connection, for the client port's server
+/// ([`roomcast_edge::port`]), which bounds it by the handshake deadline and
+/// counts it toward the cap on pending handshakes.
+pub struct TlsHandshake(TlsAcceptor);
 
-impl TlsListener {
-    /// Starts accepting on `listener`; accepting stops when this is dropped.
-    pub fn new(listener: TcpListener, tls: &ClientTls) -> std::io::Result<TlsListener> {
-        let local = listener.local_addr()?;
-        let (tx, rx) = mpsc::channel(ACCEPTED_BACKLOG);
-        tokio::spawn(accept_loop(listener, TlsAcceptor::from(tls.0.clone()), tx));
-        Ok(TlsListener {
-            accepted: rx,
-            local,
-        })
+impl TlsHandshake {
+    pub fn new(tls: &ClientTls) -> TlsHandshake {
+        TlsHandshake(TlsAcceptor::from(tls.0.clone()))
     }
 }
 
-impl axum::serve::Listener for TlsListener {
+impl roomcast_edge::port::Handshake for TlsHandshake {
     type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
 
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.accepted.recv().await {
-            Some(conn) => conn,
-            // The accept loop only ends once this listener is dropped.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(self.local)
-    }
-}
-
-type Accepted = mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>;
-
-async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, tx: Accepted) {
-    loop {
-        let accepted = tokio::select! {
-            _ = tx.closed() => return,
-            accepted = listener.accept() => accepted,
-        };
-        let (tcp, peer) = match accepted {
-            Ok(conn) => conn,
-            Err(e) => {
-                // Out of file descriptors and the like: retry shortly rather
-                // than spin.
-                tracing::warn!(error = %e, "accepting a client connection failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let (acceptor, tx) = (acceptor.clone(), tx.clone());
-        tokio::spawn(async move {
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&acceptor, tcp)).await {
-                Ok(Ok(Some(stream))) => {
-                    let _ = tx.send((stream, peer)).await;
-                }
-                Ok(Ok(None)) => tracing::debug!(%peer, "plain http on the tls port refused"),
-                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "tls handshake failed"),
-                Err(_) => tracing::debug!(%peer, "tls handshake timed out"),
-            }
-        });
+    fn handshake(
+        &self,
+        tcp: TcpStream,
+    ) -> impl std::future::Future<Output = std::io::Result<Option<Self::Io>>> + Send {
+        handshake(&self.0, tcp)
     }
 }
 
