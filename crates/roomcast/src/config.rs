@@ -382,6 +382,10 @@ pub(crate) const CLIENT_SETTINGS: &[&str] = &[
     "connect_hook_timeout_ms",
     "drain_delay_ms",
     "drain_window_ms",
+    "handshake_timeout_ms",
+    "request_head_timeout_ms",
+    "request_body_timeout_ms",
+    "max_pending_handshakes",
 ];
 
 /// Settings of the gRPC API: a control plane's (and standalone's), never an
