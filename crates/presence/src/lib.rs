@@ -9,6 +9,7 @@
 //! | `sock.<node>.<socket>` | [`SocketRecord`]: one per connected socket |
 //! | `user.<user>` | [`UserState`]: the user's sockets, status, last seen |
 //! | `lease.<node>` | an edge's lease, rewritten every third of the TTL |
+//! | `keeper` | written by every keeper at each sweep: the store takes writes |
 //!
 //! Edges write socket records and user states as sockets come and go; the
 //! writer whose compare-and-swap moves a user from offline to online announces
@@ -52,6 +53,10 @@ pub const EVICTED_EVENT: &str = "roomcast:evicted";
 
 /// How long a stopping edge tries to release its lease.
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The key every keeper writes at each sweep, to learn whether the store
+/// takes writes (the edges' leases need it to).
+const KEEPER_KEY: &str = "keeper";
 
 /// How many times a compare-and-swap is retried under contention.
 const MAX_SWAPS: usize = 64;
@@ -665,13 +670,20 @@ impl Presence {
     /// resume after its reconnect. A lease that looks silent for the TTL is
     /// read again; if its revision moved on, the edge is alive, and the
     /// watches, which missed that, are opened anew (they replay the current
-    /// values). A keeper that cannot read the store judges nobody.
+    /// values). A keeper that cannot read the store, or whose own write at
+    /// each sweep fails or takes a third of the TTL, judges nobody, and after
+    /// any of these it judges nobody for one TTL more: the edges may have been
+    /// cut off from the store just as it was, and get a whole TTL to write
+    /// again.
     pub async fn run_keeper(self, stop: CancellationToken) -> Result<(), StoreError> {
         let mut users = self.store.watch("user.").await?;
         let mut leases = self.store.watch("lease.").await?;
         // Each lease's revision, and the local time it was last seen to
         // change: clocks of other machines never matter.
         let mut seen: HashMap<String, (Instant, u64)> = HashMap::new();
+        // When this keeper last found it could not trust its view of the
+        // leases (a read failed, or its watches had missed updates).
+        let mut trouble: Option<Instant> = None;
         let started = Instant::now();
         self.clean_orphans().await;
         let mut sweep = tokio::time::interval(self.cfg.lease_ttl / 3);
@@ -695,27 +707,54 @@ impl Presence {
                 }
                 _ = sweep.tick() => {
                     let ttl = self.cfg.lease_ttl;
+                    // A write of the keeper's own, through the same stream
+                    // (and leader) as the edges' lease writes: reads may be
+                    // served by any replica while no leader takes writes
+                    // (a JetStream election), and then edges cannot keep
+                    // their leases, through no fault of theirs.
+                    let probe = tokio::time::timeout(ttl / 3, self.store.put(KEEPER_KEY, Bytes::new()));
+                    if !matches!(probe.await, Ok(Ok(_))) {
+                        tracing::debug!("presence store took no write: judging no lease for a ttl");
+                        trouble = Some(Instant::now());
+                    }
                     let silent: Vec<(String, u64)> = seen
                         .iter()
                         .filter(|(_, (at, _))| at.elapsed() > ttl && started.elapsed() > ttl)
                         .map(|(n, (_, revision))| (n.clone(), *revision))
                         .collect();
-                    let mut missed = false;
+                    let mut verdicts = Vec::with_capacity(silent.len());
                     for (node, revision) in silent {
-                        match self.judge_lease(&node, revision).await {
-                            Lease::Expired => {}
+                        let verdict = self.judge_lease(&node, revision).await;
+                        verdicts.push((node, verdict));
+                    }
+                    let mut missed = false;
+                    let mut expired = Vec::new();
+                    for (node, verdict) in verdicts {
+                        match verdict {
+                            Lease::Expired => expired.push(node),
                             Lease::Moved(now) => {
                                 seen.insert(node, (Instant::now(), now));
                                 missed = true;
-                                continue;
                             }
                             Lease::Released => {
                                 seen.remove(&node);
                                 missed = true;
-                                continue;
                             }
-                            Lease::Unknown => continue,
+                            Lease::Unknown => trouble = Some(Instant::now()),
                         }
+                    }
+                    if missed {
+                        trouble = Some(Instant::now());
+                    }
+                    // A keeper whose view of the store was cut off (or the
+                    // store itself, e.g. while JetStream elects a leader: the
+                    // edges could not write either) judges nobody until it
+                    // has watched a whole TTL again. The silent leases stay
+                    // as they were and are read again at the next sweep.
+                    if trouble.is_some_and(|at| at.elapsed() <= ttl) {
+                        expired.clear();
+                    }
+                    for node in expired {
                         seen.remove(&node);
                         ::metrics::counter!(metrics::LEASE_EXPIRIES).increment(1);
                         match self.clean_node(&node).await {
