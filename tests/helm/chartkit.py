@@ -78,6 +78,8 @@ FEATURES = {
     "connect-hook": {"auth": {"jwt": {"enabled": False}, "connectHook": {"url": "http://auth.backends.svc:7000"}}},
     "presence-off": {"presence": {"enabled": False}},
     "open-api-anonymous": {"auth": {"allowAnonymous": True, "apiKeys": {"enabled": False}}},
+    "tracing": {"tracing": {"otlpEndpoint": "http://otel-collector.observability:4317", "sampleRatio": 0.25},
+                "edge": {"extraConfig": {"recovery_rooms": ["chat:*"]}}},
     "extra-config": {"edge": {"extraConfig": {"jwt_leeway_secs": 5, "namespaces": ["/", "/chat"]}},
                      "control": {"extraConfig": {"request_timeout_ms": 7000}}},
 }

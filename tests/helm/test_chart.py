@@ -109,9 +109,37 @@ def test_probes_are_on_the_admin_port_the_binary_listens_on(feature):
         assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "admin"}
         assert container["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "admin"}
         assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "admin"}
-        service = out.get("Service", f"{RELEASE}-roomcast-{role}")
+        service = out.get("Service", f"{RELEASE}-roomcast-{role}-admin")
         targets = {p["name"]: p["targetPort"] for p in service["spec"]["ports"]}
-        assert targets["admin"] == "admin" and set(targets) <= set(ports), targets
+        assert targets == {"admin": "admin"}, targets
+        client = out.get("Service", f"{RELEASE}-roomcast-{role}")
+        targets = {p["name"]: p["targetPort"] for p in client["spec"]["ports"]}
+        assert "admin" not in targets and set(targets) <= set(ports), targets
+
+
+@pytest.mark.parametrize("service_type", ["LoadBalancer", "NodePort"])
+def test_admin_ports_stay_off_public_services(service_type):
+    """/metrics and /readyz are never on a client Service, whatever its type:
+    each component's admin port is on a ClusterIP Service of its own."""
+    out = render({"edge": {"service": {"type": service_type}}, "control": {"service": {"type": service_type}}})
+    for role in ROOMCAST:
+        container_ports = {p["name"]: p["containerPort"] for p in out.container(role)["ports"]}
+        selector = out.deployment(role)["spec"]["selector"]["matchLabels"]
+        admin_port = container_ports["admin"]
+        for svc in out.all("Service"):
+            if svc["spec"].get("selector") != selector:
+                continue
+            names = {p["name"] for p in svc["spec"]["ports"]}
+            numbers = {p["port"] for p in svc["spec"]["ports"]} | {p["targetPort"] for p in svc["spec"]["ports"]}
+            if svc["metadata"]["name"].endswith("-admin"):
+                assert svc["spec"]["type"] == "ClusterIP" and names == {"admin"}, svc
+            else:
+                assert "admin" not in names and admin_port not in numbers, svc["metadata"]["name"]
+        admin = out.get("Service", f"{RELEASE}-roomcast-{role}-admin")
+        assert admin["spec"]["selector"] == selector
+        assert admin["spec"]["ports"][0]["port"] == admin_port
+        client = out.get("Service", f"{RELEASE}-roomcast-{role}")
+        assert client["spec"]["type"] == service_type
 
 
 def test_roomcast_runs_its_role_with_the_mounted_settings(feature):
@@ -261,7 +289,10 @@ def test_service_monitor():
         return any(p["name"] == "admin" for p in svc["spec"]["ports"])
 
     chosen = sorted(s["metadata"]["name"] for s in out.all("Service") if selected(s))
-    assert chosen == [f"{RELEASE}-roomcast-control", f"{RELEASE}-roomcast-edge"]
+    assert chosen == [f"{RELEASE}-roomcast-control-admin", f"{RELEASE}-roomcast-edge-admin"]
+    # The job label is the one deploy/prometheus/prometheus.yml uses, which the alerts and the dashboard name.
+    jobs = sorted(s["metadata"]["labels"][spec["jobLabel"]] for s in out.all("Service") if selected(s))
+    assert jobs == ["roomcast-control", "roomcast-edge"]
     assert render().all("ServiceMonitor") == []
 
 
@@ -339,11 +370,13 @@ def test_internal_nats_cluster():
         settings = out.settings(role)
         assert settings["nats_urls"] == [f"nats://{r}:4222" for r in routes]
         assert settings["presence"] is True and settings["presence_replicas"] == 3
+        assert settings["recovery_replicas"] == 3
 
     single = render(FEATURES["internal-nats-single"])
     assert single.get("StatefulSet")["spec"]["replicas"] == 1
     assert "cluster {" not in single.get("ConfigMap", name)["data"]["nats.conf"]
     assert single.settings("edge")["presence_replicas"] == 1
+    assert single.settings("edge")["recovery_replicas"] == 1
 
 
 def test_external_nats():
@@ -352,11 +385,12 @@ def test_external_nats():
     for role in ROOMCAST:
         settings = out.settings(role)
         assert settings["nats_urls"] == FEATURES["external-nats"]["nats"]["external"]["urls"]
-        assert settings["presence_replicas"] == 1
+        assert settings["presence_replicas"] == 1 and settings["recovery_replicas"] == 1
         env = {v["name"] for v in out.container(role)["env"]}
         assert not any(n.startswith("ROOMCAST_NATS_") for n in env)
     out = render({**FEATURES["external-nats"], "presence": {"replicas": 3}})
     assert out.settings("control")["presence_replicas"] == 3
+    assert out.settings("edge")["recovery_replicas"] == 3
     creds = render(FEATURES["external-nats-creds"])
     for role in ROOMCAST:
         assert creds.settings(role)["nats_creds_file"] == "/etc/roomcast/secrets/nats.creds"
@@ -449,3 +483,18 @@ def test_config_changes_roll_the_pods():
 ])
 def test_inconsistent_values_are_refused(values, message):
     assert message in render_error(values)
+
+
+def test_tracing_values_and_float_settings():
+    out = render(FEATURES["tracing"])
+    for role in ROOMCAST:
+        settings = out.settings(role)
+        assert settings["otlp_endpoint"] == "http://otel-collector.observability:4317"
+        assert settings["trace_sample_ratio"] == 0.25
+    # A float in extraConfig is kept a float (the schema accepts numbers).
+    out = render({"edge": {"extraConfig": {"trace_sample_ratio": 0.1}}})
+    assert out.settings("edge")["trace_sample_ratio"] == 0.1
+    for role in ROOMCAST:
+        assert "otlp_endpoint" not in render().settings(role)
+    assert "/tracing/otlpEndpoint" in render_error({"tracing": {"otlpEndpoint": "collector:4317"}})
+    assert "/tracing/sampleRatio" in render_error({"tracing": {"sampleRatio": 1.5}})
