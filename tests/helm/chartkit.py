@@ -46,6 +46,9 @@ FEATURES = {
                                  "connections": {"enabled": True}}}
     },
     "servicemonitor": {"serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}}},
+    "monitoring": {"serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
+                   "prometheusRule": {"enabled": True, "labels": {"release": "prometheus"}},
+                   "grafanaDashboard": {"enabled": True, "annotations": {"grafana_folder": "Realtime"}}},
     "ingress": {
         "ingress": {
             "enabled": True,

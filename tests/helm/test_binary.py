@@ -113,6 +113,13 @@ def test_metrics_the_chart_relies_on(cluster):
     assert "\nroomcast_edge_connections " in "\n" + text, "the HPA's Pods metric"
     wait_for(lambda: "roomcast_control_live_edges 1" in control.admin("/metrics")[1],
              "the control plane to count the edge (same cluster name, same NATS)")
+    # What the dashboard's Build, CPU, memory and file descriptor panels read, on every process.
+    for proc, role in ((edge, "edge"), (control, "control")):
+        text = "\n" + proc.admin("/metrics")[1]
+        assert f'\nroomcast_build_info{{version="{out.get("Deployment", f"{RELEASE}-roomcast-{role}")["metadata"]["labels"]["app.kubernetes.io/version"]}",role="{role}"}} 1' in text
+        for name in ("process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds", "process_max_fds",
+                     "process_start_time_seconds"):
+            assert f"\n{name} " in text, name
 
 
 def test_client_token_and_api_key_from_the_secret(cluster):

@@ -7,8 +7,10 @@ import re
 
 import kubernetes_validate
 import pytest
+import yaml
 
 from chartkit import (
+    CHART,
     FEATURES,
     KUBE_VERSIONS,
     NAMESPACE,
@@ -19,6 +21,7 @@ from chartkit import (
 )
 
 ROOMCAST = ("edge", "control")
+PROMETHEUS_CONFIG = yaml.safe_load((CHART.parents[1] / "deploy" / "prometheus" / "prometheus.yml").read_text())
 
 
 @pytest.fixture(scope="module", params=sorted(FEATURES))
@@ -289,10 +292,33 @@ def test_service_monitor():
         return any(p["name"] == "admin" for p in svc["spec"]["ports"])
 
     chosen = sorted(s["metadata"]["name"] for s in out.all("Service") if selected(s))
-    assert chosen == [f"{RELEASE}-roomcast-control-admin", f"{RELEASE}-roomcast-edge-admin"]
+    assert chosen == [f"{RELEASE}-roomcast-control-admin", f"{RELEASE}-roomcast-edge-admin", f"{RELEASE}-roomcast-nats-admin"]
     # The job label is the one deploy/prometheus/prometheus.yml uses, which the alerts and the dashboard name.
     jobs = sorted(s["metadata"]["labels"][spec["jobLabel"]] for s in out.all("Service") if selected(s))
-    assert jobs == ["roomcast-control", "roomcast-edge"]
+    assert jobs == ["nats", "roomcast-control", "roomcast-edge"]
+    jobs = sorted(job["job_name"] for job in PROMETHEUS_CONFIG["scrape_configs"])
+    assert jobs == ["nats", "roomcast-control", "roomcast-edge"]
+
+
+def test_nats_exporter_sidecar():
+    """NATS's monitoring port serves JSON: the NATS project's exporter beside
+    each server turns it into Prometheus text, JetStream included."""
+    out = render()
+    pod = out.get("StatefulSet")["spec"]["template"]["spec"]
+    containers = {c["name"]: c for c in pod["containers"]}
+    exporter = containers["exporter"]
+    assert exporter["image"].startswith("natsio/prometheus-nats-exporter:")
+    monitor = next(p["containerPort"] for p in containers["nats"]["ports"] if p["name"] == "monitor")
+    assert exporter["args"][-1] == f"http://localhost:{monitor}"
+    assert "-jsz=all" in exporter["args"] and "-varz" in exporter["args"]
+    (port,) = exporter["ports"]
+    svc = out.get("Service", f"{RELEASE}-roomcast-nats-admin")
+    assert svc["spec"]["type"] == "ClusterIP"
+    assert svc["spec"]["ports"] == [{"name": "admin", "port": port["containerPort"], "targetPort": port["name"],
+                                     "protocol": "TCP", "appProtocol": "http"}]
+    off = render({"nats": {"internal": {"exporter": {"enabled": False}}}})
+    assert [c["name"] for c in off.get("StatefulSet")["spec"]["template"]["spec"]["containers"]] == ["nats"]
+    assert off.find("Service", f"{RELEASE}-roomcast-nats-admin") is None
     assert render().all("ServiceMonitor") == []
 
 
@@ -354,7 +380,7 @@ def test_internal_nats_cluster():
     assert sts["metadata"]["name"] == name and sts["spec"]["replicas"] == 3
     assert sts["spec"]["serviceName"] == headless
     assert sts["spec"]["podManagementPolicy"] == "Parallel"
-    (container,) = sts["spec"]["template"]["spec"]["containers"]
+    container = next(c for c in sts["spec"]["template"]["spec"]["containers"] if c["name"] == "nats")
     assert container["image"] == "nats:2.12-alpine"
     assert container["args"] == ["--config", "/etc/nats/nats.conf"]
     assert {m["mountPath"] for m in container["volumeMounts"]} >= {"/data", "/etc/nats"}
