@@ -524,3 +524,32 @@ def test_tracing_values_and_float_settings():
         assert "otlp_endpoint" not in render().settings(role)
     assert "/tracing/otlpEndpoint" in render_error({"tracing": {"otlpEndpoint": "collector:4317"}})
     assert "/tracing/sampleRatio" in render_error({"tracing": {"sampleRatio": 1.5}})
+
+
+def test_helm_test_hooks_reach_the_services():
+    """`helm test` runs two pods: an Engine.IO handshake through the edges'
+    Service and a gRPC health check through the control planes' (test_binary
+    runs both against real processes)."""
+    out = render()
+    hooks = {p["metadata"]["name"]: p for p in out.all("Pod")
+             if p["metadata"].get("annotations", {}).get("helm.sh/hook") == "test"}
+    assert sorted(hooks) == [f"{RELEASE}-roomcast-test-grpc-health", f"{RELEASE}-roomcast-test-socketio"]
+    for pod in hooks.values():
+        spec = pod["spec"]
+        assert spec["restartPolicy"] == "Never" and spec["automountServiceAccountToken"] is False
+        assert spec["securityContext"]["runAsNonRoot"] is True
+        (container,) = spec["containers"]
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        assert container["resources"]["requests"]["memory"]
+    edge = out.get("Service", f"{RELEASE}-roomcast-edge")
+    edge_port = next(p["port"] for p in edge["spec"]["ports"] if p["name"] == "http")
+    script = hooks[f"{RELEASE}-roomcast-test-socketio"]["spec"]["containers"][0]["command"][-1]
+    assert f"http://{RELEASE}-roomcast-edge.{NAMESPACE}.svc.cluster.local:{edge_port}/socket.io/?EIO=4&transport=polling" in script
+    control = out.get("Service", f"{RELEASE}-roomcast-control")
+    grpc_port = next(p["port"] for p in control["spec"]["ports"] if p["name"] == "grpc")
+    args = hooks[f"{RELEASE}-roomcast-test-grpc-health"]["spec"]["containers"][0]["args"]
+    assert f"-addr={RELEASE}-roomcast-control.{NAMESPACE}.svc.cluster.local:{grpc_port}" in args
+    assert "-service=roomcast.v1.Roomcast" in args
+    moved = render({"socketio": {"path": "/rt/"}, "edge": {"ports": {"http": 8080}}})
+    (pod,) = [p for p in moved.all("Pod") if p["metadata"]["name"].endswith("-test-socketio")]
+    assert f"svc.cluster.local:8080/rt/?EIO=4" in pod["spec"]["containers"][0]["command"][-1]
