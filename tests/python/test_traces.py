@@ -10,6 +10,7 @@ from concurrent import futures
 import grpc
 import pytest
 import socketio
+import websocket
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.proto.trace.v1 import trace_pb2
 
@@ -50,12 +51,13 @@ class Receiver(trace_service_pb2_grpc.TraceServiceServicer):
 
 @pytest.fixture(scope="module")
 def traced(pb):
-    """An OTLP receiver, nats-server, an edge and a control plane exporting to it,
-    and a client of the edge (user "tracy") that acks what asks for an ack."""
+    """An OTLP receiver, nats-server, an edge (recovery on for rooms feed-*) and
+    a control plane exporting to it, and a client of the edge (user "tracy")
+    that acks what asks for an ack."""
     receiver = Receiver()
     nats = NatsServer()
     otlp = ["--otlp-endpoint", f"http://127.0.0.1:{receiver.port}"]
-    edge = Roomcast("edge", "--nats-url", nats.url, "--jwt-secret", SECRET, *otlp)
+    edge = Roomcast("edge", "--nats-url", nats.url, "--jwt-secret", SECRET, "--recovery-room", "feed-*", *otlp)
     control = Roomcast("control", "--nats-url", nats.url, *otlp)
     client = socketio.Client(reconnection=False)
     got = []
@@ -67,7 +69,7 @@ def traced(pb):
     client.on("traced", on_traced)
     client.connect(edge.http_url, auth={"token": mint_token("tracy")}, transports=["websocket"], wait_timeout=TIMEOUT)
     channel = grpc.insecure_channel(control.grpc_addr)
-    yield receiver, pb[0], pb[1].RoomcastStub(channel), client, got
+    yield receiver, pb[0], pb[1].RoomcastStub(channel), client, got, edge
     channel.close()
     client.disconnect()
     for proc in (edge, control):
@@ -77,7 +79,7 @@ def traced(pb):
 
 
 def test_an_emit_is_one_trace_from_the_grpc_call_to_the_edge(traced):
-    receiver, messages, api, client, got = traced
+    receiver, messages, api, client, got, _ = traced
     before = len(got)
     api.Emit(messages.EmitRequest(to=messages.Selector(socket_ids=[client.get_sid("/")]), event="traced",
                                   args_json="[1]"), timeout=TIMEOUT)
@@ -97,7 +99,7 @@ def test_an_emit_is_one_trace_from_the_grpc_call_to_the_edge(traced):
 
 
 def test_a_call_with_a_traceparent_joins_the_callers_trace(traced):
-    receiver, messages, api, client, _ = traced
+    receiver, messages, api, client, _, _ = traced
     trace_id, parent_id = os.urandom(16).hex(), os.urandom(8).hex()
     api.FetchSockets(messages.FetchSocketsRequest(target=messages.Selector(socket_ids=[client.get_sid("/")])),
                      timeout=TIMEOUT, metadata=[("traceparent", f"00-{trace_id}-{parent_id}-01")])
@@ -108,7 +110,7 @@ def test_a_call_with_a_traceparent_joins_the_callers_trace(traced):
 
 
 def test_a_failed_call_has_an_error_status(traced):
-    receiver, messages, api, _, _ = traced
+    receiver, messages, api, _, _, _ = traced
     trace_id = os.urandom(16).hex()
     with pytest.raises(grpc.RpcError) as bad:
         api.Emit(messages.EmitRequest(to=messages.Selector(rooms=[""]), event="traced", args_json="[1]"),
@@ -122,7 +124,7 @@ def test_a_failed_call_has_an_error_status(traced):
 
 
 def test_an_at_least_once_emit_has_a_delivery_span(traced):
-    receiver, messages, api, _, got = traced
+    receiver, messages, api, _, got, _ = traced
     before = len(got)
     answer = api.Emit(messages.EmitRequest(to=messages.Selector(user_ids=["tracy"]), event="traced", args_json="[2]",
                                            at_least_once=True, ttl_ms=10000), timeout=TIMEOUT)
@@ -138,3 +140,26 @@ def test_an_at_least_once_emit_has_a_delivery_span(traced):
     wait_for(lambda: [p for p in receiver.named("roomcast-control", "publish", spans[0].trace_id.hex())
                       if p.parent_span_id == spans[0].span_id and p.kind == PRODUCER],
              "the delivery's publish span", timeout=15)
+
+
+def test_a_recovery_attempt_has_a_recovery_span(traced):
+    """A CONNECT that asks to recover a session (here one the edge never
+    issued, as a client would after the session expired) runs in a
+    `recovery` span that names the outcome."""
+    receiver, edge = traced[0], traced[-1]
+    ws = websocket.create_connection(
+        edge.http_url.replace("http://", "ws://") + "/socket.io/?EIO=4&transport=websocket", timeout=TIMEOUT)
+    try:
+        assert ws.recv().startswith("0{")
+        token = mint_token("tracy")
+        ws.send('40{"token":"%s","pid":"no-such-session","offset":"7"}' % token)
+        answer = ws.recv()
+        assert answer.startswith('40{"sid":'), answer  # a fresh socket
+    finally:
+        ws.close()
+
+    def recoveries():
+        return [s for s in receiver.named("roomcast-edge", "recovery")
+                if any(a.key == "outcome" and a.value.string_value == "unknown_session" for a in s.attributes)]
+
+    wait_for(recoveries, "the edge's recovery span", timeout=15)
