@@ -14,6 +14,7 @@ import {
   createRoomcastClient,
   GrpcStatus,
   placeholder,
+  RawSocket,
   settle,
   signHs256,
   targetKind,
@@ -383,6 +384,19 @@ describe(`control API against roomcast ${TARGET}`, { timeout: 240_000 }, () => {
       assert.deepEqual(await socketIds({}), ids([bystander]));
     });
 
+    it('close: true closes a raw WebSocket with 1000, reason forced_close', async () => {
+      const raw = await RawSocket.connect(pool.urlAt(0));
+      try {
+        const sid = await raw.connectNamespace('/', { token: token('raw-closer') });
+        const res = await api.disconnectSockets({ target: { socket_ids: [sid] }, close: true });
+        assert.equal(res.disconnected, 1);
+        await raw.nextFrame((f) => f === '41');
+        assert.deepEqual(await raw.waitClosed(), { code: 1000, reason: 'forced_close' });
+      } finally {
+        raw.terminate();
+      }
+    });
+
     it('by user id: every socket of the user on every edge, counted, others untouched', async () => {
       const alice1 = await connectAt(0, 'alice');
       const alice2 = await connectAt(1, 'alice');
@@ -578,6 +592,33 @@ describe(`control API against roomcast ${TARGET}`, { timeout: 240_000 }, () => {
         /json array/i,
       ],
       ['args_json that is not JSON', () => api.emit({ to: {}, event: 'e', args_json: '[1,' }), /json array/i],
+      // Selectors are bounded (--max-selector-size, 10000 by default): a call's cost grows with them.
+      [
+        'a selector of 10,001 rooms',
+        () => api.emit({ to: { rooms: Array.from({ length: 10_001 }, (_, i) => `r${i}`) }, event: 'e' }),
+        /rooms has 10001 entries, more than the limit of 10000/,
+      ],
+      [
+        'a selector of 10,001 user ids',
+        () => api.fetchSockets({ target: { user_ids: Array.from({ length: 10_001 }, (_, i) => `u${i}`) } }),
+        /user_ids has 10001 entries, more than the limit of 10000/,
+      ],
+      [
+        'a JoinRooms of 10,001 rooms',
+        () => api.joinRooms({ target: {}, rooms: Array.from({ length: 10_001 }, (_, i) => `r${i}`) }),
+        /rooms to join or leave has 10001 entries/,
+      ],
+      // The bound a client's packets have too (100 levels, the array of arguments included).
+      [
+        'args_json nested 100,000 levels deep',
+        () => api.emit({ to: {}, event: 'e', args_json: `[${'['.repeat(100_000)}${']'.repeat(100_000)}]` }),
+        /nest deeper than 100 levels/,
+      ],
+      [
+        'args_json nested 101 levels deep in EmitWithAck',
+        () => api.emitWithAck({ to: {}, event: 'e', args_json: `${'['.repeat(101)}${']'.repeat(101)}`, timeout_ms: 100 }),
+        /nest deeper than 100 levels/,
+      ],
       [
         'a placeholder without its attachment',
         () =>

@@ -509,6 +509,58 @@ describe('chaos under steady load', { timeout: 600_000 }, () => {
     assert.deepEqual(producer.sent.filter((r) => !r.ok).map((r) => r.n), [], 'every emit succeeded');
   });
 
+  it('SIGKILL of the control plane\'s own nats-server: it reconnects and takes no healthy edge for dead', async (t) => {
+    const TTL = 3000;
+    res = resources();
+    const { cluster, pool } = await startChaosCluster(res, {
+      natsNodes: 3,
+      presence: presenceArgs({ ttl: TTL, grace: 0, replicas: 3 }),
+    });
+    const control = cluster.controls[0];
+    const controlName = `roomcast-control-${control.nodeId}`;
+    const serverOf = async (name) => {
+      const found = await waitFor(() => cluster.nats.connection(name), 20_000, `${name} on a live nats-server`, 50);
+      return cluster.nats.servers.indexOf(found.server);
+    };
+    const victim = await serverOf(controlName);
+
+    const clients = [];
+    for (const e of range(3)) {
+      for (const k of range(2)) {
+        const user = uid(`c${e}u${k}`);
+        clients.push(record(await pool.connectAt(e, '/', asUser(user, RECONNECTING)), user));
+      }
+    }
+    const users = clients.map((c) => c.name);
+    // Through a control plane that stays connected: the one under test is the judge.
+    await waitPresence(createRoomcastClientFor(res, control), users, (p) => p.online && p.sockets === 1, 'every user online');
+    const killedAt = Date.now();
+    await cluster.nats.servers[victim].kill();
+    const movedTo = await serverOf(controlName);
+    const reconnectMs = Date.now() - killedAt;
+
+    // Every edge kept writing its lease; a judge that missed those writes
+    // while it was away must read them again before it declares anyone dead.
+    // Three lease TTLs and more is when a false death would have come.
+    await delay(3 * TTL + 1000); // proving a negative: nothing may happen in this time
+    const api = createRoomcastClientFor(res, control);
+    const end = await waitPresence(api, users, (p) => p.online && p.sockets === 1, 'every user online, one socket each');
+    const statuses = clients.flatMap((c) => c.statuses.filter((s) => s.at >= killedAt));
+    const controlMetrics = await fetchMetrics(control.adminUrl);
+    report(t, 'control-nats-kill', {
+      victim: `nats-${victim + 1}`,
+      controlMovedTo: `nats-${movedTo + 1}`,
+      reconnectMs,
+      statusBroadcasts: statuses.length,
+      leaseExpiries: controlMetrics.get('roomcast_presence_lease_expiries_total') ?? 0,
+      watchRestarts: controlMetrics.get('roomcast_presence_watch_restarts_total') ?? 0,
+    });
+    assert.equal(end.length, users.length);
+    assert.deepEqual(statuses, [], 'no user-status-change: nobody went offline');
+    assert.equal(controlMetrics.get('roomcast_presence_lease_expiries_total') ?? 0, 0, 'no lease taken for expired');
+    for (const c of clients) assert.deepEqual(c.disconnects, [], `${c.name} was never disconnected`);
+  });
+
   it('restart of one of two control planes: the producer fails over, nothing is lost, one offline per transition', async (t) => {
     const TTL = 1500;
     const GRACE = 1500;
@@ -669,6 +721,13 @@ describe('chaos under steady load', { timeout: 600_000 }, () => {
     assert.equal(edgeMetrics.get('roomcast_presence_leases_lost_total'), 1, 'the paused edge counted one lost lease');
   });
 });
+
+/** A gRPC client of one control plane, closed with the test's resources. */
+function createRoomcastClientFor(res, control) {
+  const api = createRoomcastClient(control.grpcAddr, { deadlineMs: 3000 });
+  res.add(() => api.close());
+  return api;
+}
 
 function count(list, value) {
   return list.filter((v) => v === value).length;

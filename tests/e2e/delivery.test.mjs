@@ -224,6 +224,18 @@ describe(`at-least-once delivery against roomcast ${TARGET}`, { timeout: 240_000
     assert.deepEqual(back.got.deliveries.map((d) => d.messageId), [live], 'neither the expired nor the purged one');
   });
 
+  it('a user never seen before gets what was sent before its first connect, in order, once', async () => {
+    const user = uid('newcomer');
+    const first = await acked(api, { user, args: ['welcome'] });
+    const second = await acked(api, { user, args: ['tour'] });
+    assert.match(first.message_id, /^m/);
+    assert.equal((await api.getInbox({ user_id: user })).entries.length, 2, 'both wait in the inbox');
+    const { got } = await connectListening(pool, 0, user, 'note');
+    await waitStatus(api, first.message_id, 'ACKED');
+    await waitStatus(api, second.message_id, 'ACKED');
+    assert.deepEqual(got.firstSeen.map((d) => d.args), [['welcome'], ['tour']]);
+  });
+
   it('answers bad requests with clear errors', async () => {
     const user = uid('bad');
     await knownOffline(api, pool, user);
@@ -241,7 +253,6 @@ describe(`at-least-once delivery against roomcast ${TARGET}`, { timeout: 240_000
     await fails({ ...base, to: { user_ids: [user], except_rooms: ['x'] } }, GrpcStatus.INVALID_ARGUMENT, /user_ids and socket_ids only/);
     await fails({ ...base, to: {} }, GrpcStatus.INVALID_ARGUMENT, /needs user_ids or socket_ids/);
     await fails({ ...base, to: { user_ids: [user] }, volatile: true }, GrpcStatus.INVALID_ARGUMENT, /volatile/);
-    await fails({ ...base, to: { user_ids: [uid('never-seen')] } }, GrpcStatus.NOT_FOUND, /unknown user/);
     await fails({ ...base, to: { user_ids: [user] }, event: 'connect' }, GrpcStatus.INVALID_ARGUMENT, /reserved/);
     await fails({ ...base, to: { user_ids: [user] }, args_json: '{}' }, GrpcStatus.INVALID_ARGUMENT, /json array/);
     await fails({ to: { user_ids: [user] }, event: 'note', ttl_ms: 1000 }, GrpcStatus.INVALID_ARGUMENT, /ttl_ms needs at_least_once/);

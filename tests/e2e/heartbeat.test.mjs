@@ -52,7 +52,7 @@ describe('Engine.IO heartbeat', { timeout: 60_000 }, () => {
     const pinged = Date.now();
     const closed = await raw.waitClosed(5000);
     const waited = Date.now() - pinged;
-    assert.equal(closed.code, 1000);
+    assert.deepEqual(closed, { code: 1000, reason: 'ping_timeout' });
     assert.ok(waited >= PING_TIMEOUT * 0.8, `closed ${waited} ms after the ping, before the timeout`);
     assert.equal(raw.pings, 1, 'no second ping while the first waits for its pong');
     await waitFor(async () => (await disconnects('ping_timeout')) > before, 5000, 'the ping_timeout counter');
@@ -62,10 +62,72 @@ describe('Engine.IO heartbeat', { timeout: 60_000 }, () => {
     const before = await disconnects('connect_timeout');
     const opened = Date.now();
     const raw = await RawSocket.connect(server.httpUrl);
-    await raw.waitClosed(5000);
+    assert.deepEqual(await raw.waitClosed(5000), { code: 1000, reason: 'connect_timeout' });
     const waited = Date.now() - opened;
     assert.ok(waited >= CONNECT_TIMEOUT * 0.8, `closed after ${waited} ms`);
     await waitFor(async () => (await disconnects('connect_timeout')) > before, 5000, 'the connect_timeout counter');
+  });
+
+  it('closes a long-polling session that stops answering at ping interval + ping timeout, on time', async () => {
+    const poll = (query, init = {}) =>
+      fetch(`${server.httpUrl}/socket.io/?EIO=4&transport=polling${query}`, {
+        signal: AbortSignal.timeout(5000),
+        ...init,
+      });
+    /**
+     * One session that answers nothing. The server starts its clock between
+     * the handshake's request and its answer: returns how long after each of
+     * the two the close came, less interval + timeout.
+     */
+    async function silentSession() {
+      const sent = performance.now();
+      const open = await poll('');
+      const answered = performance.now();
+      const { sid } = JSON.parse((await open.text()).slice(1));
+      const post = await poll(`&sid=${sid}`, { method: 'POST', body: '40' });
+      assert.equal(await post.text(), 'ok');
+      // Long-polls without ever answering a ping, until a GET brings the close.
+      const got = [];
+      for (;;) {
+        const body = await (await poll(`&sid=${sid}`)).text();
+        got.push(...body.split('\x1e'));
+        if (got.includes('1')) break;
+      }
+      const closed = performance.now();
+      assert.deepEqual(got.filter((p) => p === '2'), ['2'], 'one ping, then the close');
+      // A request after the close finds no session.
+      const late = await poll(`&sid=${sid}`, { method: 'POST', body: '3' });
+      assert.equal(late.status, 400);
+      await late.text();
+      const due = PING_INTERVAL + PING_TIMEOUT;
+      return { fromRequest: closed - sent - due, fromAnswer: closed - answered - due };
+    }
+    const before = await disconnects('ping_timeout');
+    await (await poll('')).text(); // a warm connection for the measured ones
+    const runs = [];
+    for (let i = 0; i < 5; i++) runs.push(await silentSession());
+    const fmt = (key) => runs.map((r) => r[key].toFixed(1)).join(', ');
+    console.log(`polling ping timeout, ms after interval + timeout: from the request ${fmt('fromRequest')}; from the answer ${fmt('fromAnswer')}`);
+    // Never before the deadline; on time within a few ms (the median), where
+    // a sweep-driven deadline came 10-40 ms late.
+    for (const r of runs) assert.ok(r.fromRequest >= 0, `closed before interval + timeout: ${fmt('fromRequest')}`);
+    const median = runs.map((r) => r.fromAnswer).sort((a, b) => a - b)[2];
+    assert.ok(median <= 10, `closed ${median.toFixed(1)} ms late (median; ${fmt('fromAnswer')})`);
+    await waitFor(async () => (await disconnects('ping_timeout')) >= before + 5, 5000, 'the ping_timeout counter');
+  });
+
+  it('closes its WebSockets with 1001, reason server_shutdown, when it stops', async () => {
+    const own = await startStandalone(['--allow-anonymous']);
+    const raw = await RawSocket.connect(own.httpUrl);
+    try {
+      await raw.connectNamespace('/');
+      const stopped = own.stop();
+      assert.deepEqual(await raw.waitClosed(10_000), { code: 1001, reason: 'server_shutdown' });
+      assert.equal((await stopped).code, 0);
+    } finally {
+      raw.terminate();
+      await own.stop();
+    }
   });
 
   for (const transports of [['polling'], ['websocket'], ['polling', 'websocket']]) {

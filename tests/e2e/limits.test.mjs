@@ -15,6 +15,7 @@ import {
   fetchMetrics,
   rsaKeyPair,
   signHs256,
+  signRs256,
   startCluster,
   startStandalone,
   unsignedToken,
@@ -79,7 +80,7 @@ describe('per-connection limits', { timeout: 120_000 }, () => {
     const raw = await rawConnected();
     try {
       raw.send(`42["big","${'x'.repeat(2 * MAX_PAYLOAD)}"]`);
-      assert.equal((await raw.waitClosed()).code, 1009);
+      assert.deepEqual(await raw.waitClosed(), { code: 1009, reason: 'message_too_big' });
     } finally {
       raw.terminate();
     }
@@ -95,7 +96,7 @@ describe('per-connection limits', { timeout: 120_000 }, () => {
       raw.ws.send(`42["big","${part}`, { fin: false });
       raw.ws.send(part, { fin: false });
       raw.ws.send(`${part}"]`, { fin: true });
-      assert.equal((await raw.waitClosed()).code, 1009);
+      assert.deepEqual(await raw.waitClosed(), { code: 1009, reason: 'message_too_big' });
     } finally {
       raw.terminate();
     }
@@ -123,7 +124,7 @@ describe('per-connection limits', { timeout: 120_000 }, () => {
     const raw = await rawConnected();
     try {
       raw.send('453-["files",{"_placeholder":true,"num":0},{"_placeholder":true,"num":1},{"_placeholder":true,"num":2}]');
-      await raw.waitClosed();
+      assert.deepEqual(await raw.waitClosed(), { code: 1002, reason: 'protocol_error' });
     } finally {
       raw.terminate();
     }
@@ -162,7 +163,7 @@ describe('per-connection limits', { timeout: 120_000 }, () => {
     try {
       // 5 per second, bursts of 10: 50 back to back is a flood.
       for (let i = 0; i < 50 && raw.isOpen; i++) raw.ws.ping();
-      assert.equal((await raw.waitClosed()).code, 1008);
+      assert.deepEqual(await raw.waitClosed(), { code: 1008, reason: 'flood' });
     } finally {
       raw.terminate();
     }
@@ -191,7 +192,7 @@ describe('per-connection limits', { timeout: 120_000 }, () => {
     try {
       // 20 per second, bursts of 40: 200 back to back is a flood.
       for (let i = 0; i < 200 && raw.isOpen; i++) raw.send('42["chatter"]');
-      assert.equal((await raw.waitClosed()).code, 1008);
+      assert.deepEqual(await raw.waitClosed(), { code: 1008, reason: 'flood' });
     } finally {
       raw.terminate();
     }
@@ -438,7 +439,7 @@ describe('slow consumers', { timeout: 120_000 }, () => {
 
       // Reading again, the raw client finds what was queued, then a close with 1008.
       raw.ws._socket.resume();
-      assert.equal((await raw.waitClosed(30_000)).code, 1008);
+      assert.deepEqual(await raw.waitClosed(30_000), { code: 1008, reason: 'slow_consumer' });
     } finally {
       raw.terminate();
     }
@@ -464,7 +465,11 @@ describe('JWT pitfalls through socket.io-client', { timeout: 60_000 }, () => {
       '--jwt-issuer', ISSUER,
       '--jwt-leeway-secs', '30',
     ]);
-    rsServer = await startStandalone(['--jwt-public-key-file', keys.publicKeyPath]);
+    rsServer = await startStandalone([
+      '--jwt-public-key-file', keys.publicKeyPath,
+      '--jwt-audience', AUDIENCE,
+      '--jwt-issuer', ISSUER,
+    ]);
     pool = new SocketPool(server.httpUrl);
     rsPool = new SocketPool(rsServer.httpUrl);
   });
@@ -490,7 +495,7 @@ describe('JWT pitfalls through socket.io-client', { timeout: 60_000 }, () => {
   });
 
   it('an HS256 token signed with the RS256 public key is refused: algorithm not allowed', async () => {
-    const forged = signHs256(claims('u'), keys.publicKeyPem);
+    const forged = signHs256(good(), keys.publicKeyPem);
     assert.equal(await refusal(rsPool, forged), 'invalid token: algorithm not allowed');
   });
 
@@ -511,6 +516,31 @@ describe('JWT pitfalls through socket.io-client', { timeout: 60_000 }, () => {
   it('a wrong issuer is refused: wrong issuer', async () => {
     assert.equal(await refusal(pool, signHs256(good({ iss: 'mallory' }), SECRET)), 'invalid token: wrong issuer');
   });
+
+  // A configured audience or issuer is required: a token that lacks the claim
+  // (or carries null) is refused like one that names another, with both
+  // algorithms, while a token with both connects.
+  for (const [alg, sign, which] of [
+    ['HS256', (c) => signHs256(c, SECRET), () => pool],
+    ['RS256', (c) => signRs256(c, keys.privateKey), () => rsPool],
+  ]) {
+    it(`${alg}: a token without aud or iss is refused, for every combination`, async () => {
+      const { aud, iss, ...neither } = good();
+      const cases = [
+        [{ ...neither, iss }, 'invalid token: wrong audience'],
+        [{ ...neither, iss, aud: null }, 'invalid token: wrong audience'],
+        [{ ...neither, aud }, 'invalid token: wrong issuer'],
+        [{ ...neither, aud, iss: null }, 'invalid token: wrong issuer'],
+        [neither, 'invalid token: wrong audience'],
+        [{ ...neither, aud: null, iss: null }, 'invalid token: wrong audience'],
+      ];
+      for (const [c, message] of cases) {
+        assert.equal(await refusal(which(), sign(c)), message, JSON.stringify(c));
+      }
+      const ok = await which().connect('/', { auth: { token: sign(good()) } });
+      assert.ok(ok.socket.connected);
+    });
+  }
 
   it('a token without exp is refused: missing claim exp', async () => {
     const { exp, ...noExp } = good();
@@ -549,6 +579,18 @@ describe('token expiry during a session', { timeout: 60_000 }, () => {
     assert.ok(Date.now() / 1000 >= now + 2, 'not before its exp');
     await counterRises(server, disconnects('token_expired'), before);
     assert.ok(longLived.socket.connected);
+  });
+
+  it('the connection of an expired token closes with 1008, reason token_expired', async () => {
+    const now = Math.floor(Date.now() / 1000);
+    const raw = await RawSocket.connect(server.httpUrl);
+    try {
+      await raw.connectNamespace('/', { token: signHs256(claims('raw-short', { exp: now + 2 }), SECRET) });
+      await raw.nextFrame((f) => f === '41', 10_000);
+      assert.deepEqual(await raw.waitClosed(10_000), { code: 1008, reason: 'token_expired' });
+    } finally {
+      raw.terminate();
+    }
   });
 });
 

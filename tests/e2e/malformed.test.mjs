@@ -3,7 +3,9 @@
 // well-behaved socket.io-client connected alongside keeps receiving emits.
 
 import assert from 'node:assert/strict';
+import net from 'node:net';
 import { before, describe, it } from 'node:test';
+import WebSocket from 'ws';
 import { RawSocket, useBystanderServer } from './lib/index.mjs';
 
 const MAX_PAYLOAD = 1000;
@@ -39,6 +41,11 @@ describe('malformed input', { timeout: 120_000 }, () => {
         const event = await consumer.next((e) => e.socket_id === raw.sid);
         assert.deepEqual(JSON.parse(event.args_json), ['world']);
 
+        // Nesting up to the bound backends have too (100 levels) is fine.
+        raw.send(`42["hello",${'['.repeat(99)}"deep"${']'.repeat(99)}]`);
+        const deep = await consumer.next((e) => e.socket_id === raw.sid && e.args_json.includes('deep'));
+        assert.equal(JSON.parse(deep.args_json).flat(Infinity)[0], 'deep');
+
         // An event just under max payload is fine too.
         const big = `42["hello","${'x'.repeat(MAX_PAYLOAD - 100)}"]`;
         raw.send(big);
@@ -64,6 +71,7 @@ describe('malformed input', { timeout: 120_000 }, () => {
       [`a frame larger than max payload (${MAX_PAYLOAD} bytes)`, `42["big","${'x'.repeat(2 * MAX_PAYLOAD)}"]`],
       ['an event whose payload is not an array', '42{"not":"an array"}'],
       ['an event with an empty array', '42[]'],
+      ['an event nested deeper than 100 levels', `42["deep",${'['.repeat(100)}1${']'.repeat(100)}]`],
       ['an ack whose payload is not an array', '431{"not":"an array"}'],
       ['a DISCONNECT with a payload', '41{"reason":"x"}'],
       ['a duplicate CONNECT', '40'],
@@ -100,6 +108,88 @@ describe('malformed input', { timeout: 120_000 }, () => {
       await assert.rejects(RawSocket.connect(server.httpUrl, { query: 'transport=websocket' }));
       await assertServerStillServes();
     });
+  });
+
+  describe('WebSocket upgrade requests', () => {
+    /** Sends a raw upgrade request with this Sec-WebSocket-Key; resolves to the status line. */
+    function upgradeWithKey(key) {
+      const { hostname, port } = new URL(server.httpUrl);
+      return new Promise((resolve, reject) => {
+        const sock = net.connect({ host: hostname, port: Number(port) });
+        let got = '';
+        sock.setTimeout(5000, () => {
+          sock.destroy();
+          reject(new Error(`no answer to an upgrade with a ${key.length}-byte key`));
+        });
+        sock.on('data', (d) => {
+          got += d.toString('latin1');
+          if (got.includes('\r\n')) {
+            sock.destroy();
+            resolve(got.split('\r\n')[0]);
+          }
+        });
+        sock.on('error', reject);
+        sock.write(
+          'GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\n' +
+            `Host: ${hostname}:${port}\r\n` +
+            'Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n' +
+            `Sec-WebSocket-Key: ${key}\r\n\r\n`,
+        );
+      });
+    }
+
+    it('a second WebSocket for an upgraded session is accepted and closed at once; the session goes on', async () => {
+      const base = `${server.httpUrl}/socket.io/?EIO=4`;
+      const open = await fetch(`${base}&transport=polling`);
+      const { sid } = JSON.parse((await open.text()).slice(1));
+      const wsUrl = `${base.replace(/^http/, 'ws')}&transport=websocket&sid=${sid}`;
+      // The first WebSocket upgrades the session: probe, then switch.
+      const first = new RawSocket(new WebSocket(wsUrl));
+      await new Promise((resolve, reject) => {
+        first.ws.once('open', resolve);
+        first.ws.once('error', reject);
+      });
+      try {
+        first.send('2probe');
+        await first.nextFrame((f) => f === '3probe');
+        first.send('5');
+        const sidOnWs = await first.connectNamespace('/');
+
+        // The second is answered 101, then closed with a reason.
+        const second = new RawSocket(new WebSocket(wsUrl));
+        let upgraded = false;
+        second.ws.once('upgrade', () => {
+          upgraded = true;
+        });
+        const closed = await second.waitClosed();
+        assert.ok(upgraded, 'the second WebSocket was upgraded before it was closed');
+        assert.deepEqual(closed, { code: 1008, reason: 'already_upgraded' });
+
+        // The session is still on the first one.
+        await api.emit({ to: { socket_ids: [sidOnWs] }, event: 'still-here', args_json: '[1]' });
+        await first.nextFrame((f) => f === '42["still-here",1]');
+        assert.ok(first.isOpen);
+      } finally {
+        first.terminate();
+      }
+      await assertServerStillServes();
+    });
+
+    it('a well-formed key is upgraded (control)', async () => {
+      assert.match(await upgradeWithKey('dGhlIHNhbXBsZSBub25jZQ=='), /^HTTP\/1\.1 101 /);
+    });
+
+    for (const [what, key] of [
+      ['an empty', ''],
+      ['a 10 KB', 'A'.repeat(10 * 1024)],
+      ['a non-base64', 'not a base64 key at all!'],
+      ['a 17-byte', 'dGhlIHNhbXBsZSBub25jZSE='],
+    ]) {
+      it(`${what} Sec-WebSocket-Key is refused with 400`, async () => {
+        assert.match(await upgradeWithKey(key), /^HTTP\/1\.1 400 /);
+        await assertServerStillServes();
+      });
+    }
   });
 
   describe('over HTTP long-polling', () => {

@@ -21,6 +21,7 @@ import { after, afterEach, before, describe, it } from 'node:test';
 import { connect as natsConnect } from 'nats';
 import {
   GrpcStatus,
+  RawSocket,
   SocketPool,
   claims,
   createRoomcastClient,
@@ -555,6 +556,30 @@ describe(`presence audiences and the connection limit against roomcast ${TARGET}
         assert.deepEqual(kept.lifecycle, []);
       }
       assert.equal((await h.presence(user)).sockets, 2);
+    });
+
+    it('an evicted connection of a raw Engine.IO client is closed right after the DISCONNECT, with a reason that says why', async () => {
+      const user = uid('raw-limited');
+      const raw = await RawSocket.connect(h.server.httpUrls[0]);
+      try {
+        await raw.connectNamespace('/', { token: token(user) });
+        await h.waitPresence(user, (p) => p.sockets === 1, 'with 1 socket');
+        await h.connectAt(1, user);
+        await h.waitPresence(user, (p) => p.sockets === 2, 'with 2 sockets');
+        const evictedAt = Date.now();
+        await h.connectAt(2, user);
+
+        // The event, the Socket.IO DISCONNECT, then the close frame: no
+        // waiting for the connect timeout (45 s by default).
+        await raw.nextFrame((f) => typeof f === 'string' && f.startsWith(`42["${EVICTED_EVENT}"`), 10_000);
+        await raw.nextFrame((f) => f === '41', 10_000);
+        const closed = await raw.waitClosed(10_000);
+        assert.deepEqual(closed, { code: 1008, reason: 'evicted: too many connections for this user' });
+        assert.ok(Date.now() - evictedAt < 10_000, 'closed right away');
+        await h.waitPresence(user, (p) => p.online && p.sockets === 2, 'online with 2 sockets');
+      } finally {
+        raw.terminate();
+      }
     });
   });
 

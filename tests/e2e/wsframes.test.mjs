@@ -40,14 +40,14 @@ describe('websocket framing of socket.io connections', { timeout: 60_000 }, () =
     const half = Buffer.alloc(MAX_PAYLOAD / 2 + 1, 0x61);
     raw.ws.send(half, { binary: true, fin: false });
     raw.ws.send(half, { binary: true, fin: true });
-    assert.equal((await raw.waitClosed()).code, 1009);
+    assert.deepEqual(await raw.waitClosed(), { code: 1009, reason: 'message_too_big' });
   });
 
   it('a text message that is not UTF-8 closes with 1007', async () => {
     const raw = await RawSocket.connect(server.httpUrl);
     await raw.connectNamespace('/');
     raw.ws.send(Buffer.from([0x34, 0x32, 0x5b, 0x22, 0xc0, 0xaf, 0x22, 0x5d]), { binary: false });
-    assert.equal((await raw.waitClosed()).code, 1007);
+    assert.deepEqual(await raw.waitClosed(), { code: 1007, reason: 'protocol_error' });
   });
 
   it('a text message cut inside a character across fragments closes with 1007', async () => {
@@ -56,7 +56,7 @@ describe('websocket framing of socket.io connections', { timeout: 60_000 }, () =
     const euro = Buffer.from('42["\u20ac"]');
     raw.ws.send(euro.subarray(0, 6), { binary: false, fin: false });
     raw.ws.send(Buffer.alloc(0), { binary: false, fin: true });
-    assert.equal((await raw.waitClosed()).code, 1007);
+    assert.deepEqual(await raw.waitClosed(), { code: 1007, reason: 'protocol_error' });
   });
 
   it('a client close is answered with its own code and the connection ends', async () => {

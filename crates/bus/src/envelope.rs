@@ -94,8 +94,8 @@ pub enum Command {
         ack_id: u64,
         timeout_ms: u64,
     },
-    /// Disconnect every target socket (`close`: its whole connection).
-    Disconnect { target: Target, close: bool },
+    /// Disconnect every target socket, and maybe its whole connection.
+    Disconnect { target: Target, close: Closing },
     /// Describe every target socket.
     Fetch { target: Target },
     /// Count the members of every room of a namespace.
@@ -103,6 +103,21 @@ pub enum Command {
     /// Every edge answers with [`EdgeReply::Hello`]: how a control plane that
     /// starts learns the edges before their next heartbeat.
     Ping,
+}
+
+/// What a [`Command::Disconnect`] does to the connection of a socket it
+/// disconnects.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Closing {
+    /// The connection stays open (the client may connect other namespaces).
+    #[default]
+    Keep,
+    /// The connection is closed too (a backend's `close: true`).
+    Close,
+    /// The socket was evicted by the per-user connection limit: its
+    /// connection is closed, with a reason saying so, once it holds no other
+    /// socket.
+    Evict,
 }
 
 /// A socket as its edge describes it in answer to [`Command::Fetch`].
@@ -340,8 +355,10 @@ impl Command {
             Command::Disconnect { target, close } => {
                 h.append(OP, "disconnect");
                 put_target(&mut h, target);
-                if *close {
-                    h.append(CLOSE, "1");
+                match close {
+                    Closing::Keep => {}
+                    Closing::Close => h.append(CLOSE, "1"),
+                    Closing::Evict => h.append(CLOSE, "evict"),
                 }
                 Bytes::new()
             }
@@ -393,7 +410,11 @@ impl Command {
             }),
             "disconnect" => Ok(Command::Disconnect {
                 target: get_target(h)?,
-                close: h.get(CLOSE) == Some("1"),
+                close: match h.get(CLOSE) {
+                    Some("1") => Closing::Close,
+                    Some("evict") => Closing::Evict,
+                    _ => Closing::Keep,
+                },
             }),
             "fetch" => Ok(Command::Fetch {
                 target: get_target(h)?,
@@ -627,11 +648,15 @@ mod tests {
             },
             Command::Disconnect {
                 target: target(),
-                close: true,
+                close: Closing::Close,
             },
             Command::Disconnect {
                 target: target(),
-                close: false,
+                close: Closing::Keep,
+            },
+            Command::Disconnect {
+                target: target(),
+                close: Closing::Evict,
             },
             Command::Fetch { target: target() },
             Command::ListRooms { ns: "/a b".into() },

@@ -32,7 +32,7 @@ use roomcast_api::v1::{
 };
 use roomcast_bus::envelope::now_ms;
 use roomcast_bus::subject::{token, Subjects};
-use roomcast_presence::{EventKind, Presence, Store, StoreError};
+use roomcast_presence::{EventKind, Store, StoreError};
 use roomcast_wire::socketio;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
@@ -285,7 +285,6 @@ struct Inner {
     store: Arc<dyn Store>,
     /// Sends the attempts (a control without delivery of its own).
     control: Control,
-    presence: Presence,
     cfg: DeliveryConfig,
     /// This control plane, as queue owners are named.
     me: String,
@@ -302,7 +301,6 @@ pub struct Delivery {
 impl Delivery {
     pub(crate) fn new(
         control: Control,
-        presence: Presence,
         store: Arc<dyn Store>,
         cfg: DeliveryConfig,
         me: String,
@@ -311,7 +309,6 @@ impl Delivery {
             inner: Arc::new(Inner {
                 store,
                 control,
-                presence,
                 cfg,
                 me,
                 workers: Mutex::default(),
@@ -374,7 +371,7 @@ impl Delivery {
                  membership that outlives a connection",
             ));
         }
-        let target = Control::target(req.to)?;
+        let target = self.inner.control.target(req.to)?;
         if target.users.is_empty() && target.sockets.is_empty() {
             return Err(ControlError::AckedTarget(
                 "at_least_once needs user_ids or socket_ids: a whole namespace has no recipients to \
@@ -392,12 +389,6 @@ impl Delivery {
         let text =
             socketio::encode_event(&target.ns, &req.event, &args, Some(1), attachments.len());
         self.inner.control.check_size(&text, &attachments)?;
-        for user in &target.users {
-            let state = self.inner.presence.user(user).await?;
-            if state.last_seen_ms == 0 && state.sockets.is_empty() {
-                return Err(ControlError::UnknownUser(user.clone()));
-            }
-        }
         let recipients: Vec<Recipient> = target
             .users
             .iter()
@@ -1043,7 +1034,7 @@ mod tests {
     use super::*;
     use roomcast_bus::envelope::{Command, EdgeReply, Packet};
     use roomcast_bus::{Bus, MemoryBus};
-    use roomcast_presence::{MemoryStore, PresenceConfig, SocketRecord};
+    use roomcast_presence::{MemoryStore, Presence, PresenceConfig, SocketRecord};
 
     /// An edge with one socket of user "u" that acks from the `ack_from`-th
     /// send on; returns the packets it was sent.
@@ -1130,8 +1121,6 @@ mod tests {
         let bus = MemoryBus::default();
         let sent = fake_edge(&bus, 3).await;
         let (d, presence) = delivery(&bus).await;
-        let err = d.emit(emit_to("u", "[1]")).await.expect_err("never seen");
-        assert!(matches!(err, ControlError::UnknownUser(_)));
         presence
             .connected(&SocketRecord {
                 id: "s1".into(),

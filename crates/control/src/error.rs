@@ -21,6 +21,12 @@ pub enum ControlError {
     PayloadTooLarge(usize, usize),
     #[error("no rooms given")]
     NoRooms,
+    #[error("{what} has {len} entries, more than the limit of {limit} (--max-selector-size)")]
+    SelectorTooLarge {
+        what: &'static str,
+        len: usize,
+        limit: usize,
+    },
     #[error("invalid reply_to: copy it unchanged from the client event")]
     InvalidReplyTo,
     #[error("ack_id must be set: only events that carry an ack id can be answered")]
@@ -47,8 +53,6 @@ pub enum ControlError {
     AckedInStream,
     #[error("{0}")]
     AckedTarget(&'static str),
-    #[error("unknown user {0:?}: at-least-once emits go to users that connected at least once")]
-    UnknownUser(String),
     #[error(
         "unknown message id {0:?} (never accepted, or finished longer ago than the retention)"
     )]
@@ -77,6 +81,7 @@ impl From<ControlError> for tonic::Status {
             | ControlError::TooManyAttachments(..)
             | ControlError::PayloadTooLarge(..)
             | ControlError::NoRooms
+            | ControlError::SelectorTooLarge { .. }
             | ControlError::InvalidReplyTo
             | ControlError::MissingAckId
             | ControlError::InvalidTimeout(_)
@@ -84,7 +89,7 @@ impl From<ControlError> for tonic::Status {
             | ControlError::TtlWithoutAck
             | ControlError::AckedInStream
             | ControlError::AckedTarget(_) => tonic::Status::invalid_argument(msg),
-            ControlError::UnknownUser(_) | ControlError::UnknownMessage(_) => {
+            ControlError::UnknownMessage(_) => {
                 tonic::Status::not_found(msg)
             }
             ControlError::InboxFull(_) => tonic::Status::resource_exhausted(msg),

@@ -42,7 +42,7 @@ use roomcast_api::v1::{
 use roomcast_api::v1::{
     GetPresenceRequest, GetPresenceResponse, PresenceEvent, UserPresence, WatchPresenceRequest,
 };
-use roomcast_bus::envelope::{self, Command, EdgeReply, Target};
+use roomcast_bus::envelope::{self, Closing, Command, EdgeReply, Target};
 use roomcast_bus::names::{looks_like_socket_id, valid_namespace, valid_room};
 use roomcast_bus::subject::Subjects;
 use roomcast_bus::Bus;
@@ -70,6 +70,8 @@ pub struct ControlConfig {
     pub max_attachments: usize,
     /// How long edges have to confirm joins and leaves.
     pub request_timeout: Duration,
+    /// Most entries in each list of a selector, and rooms in a join or leave.
+    pub max_selector_size: usize,
     /// Client events buffered per `ConsumeEvents` stream.
     pub consumer_buffer: usize,
 }
@@ -81,6 +83,7 @@ impl Default for ControlConfig {
             max_payload: 1_000_000,
             max_attachments: 10,
             request_timeout: Duration::from_secs(5),
+            max_selector_size: 10_000,
             consumer_buffer: 1024,
         }
     }
@@ -151,8 +154,9 @@ impl Control {
         cfg: DeliveryConfig,
         me: String,
     ) -> Result<(Self, Delivery), ControlError> {
-        let presence = self.presence()?.clone();
-        let delivery = Delivery::new(self.clone(), presence, store, cfg, me);
+        // Deliveries follow the connects presence announces.
+        self.presence()?;
+        let delivery = Delivery::new(self.clone(), store, cfg, me);
         self.delivery = Some(delivery.clone());
         Ok((self, delivery))
     }
@@ -318,8 +322,17 @@ impl Control {
     /// Validates a selector. Rooms that have the form of a socket id are also
     /// addressed as sockets: every socket is in the room of its own id, and that
     /// room is never a subject of its own.
-    fn target(sel: Option<Selector>) -> Result<Target, ControlError> {
+    pub(crate) fn target(&self, sel: Option<Selector>) -> Result<Target, ControlError> {
         let sel = sel.unwrap_or_default();
+        for (what, len) in [
+            ("rooms", sel.rooms.len()),
+            ("socket_ids", sel.socket_ids.len()),
+            ("user_ids", sel.user_ids.len()),
+            ("except_rooms", sel.except_rooms.len()),
+            ("except_socket_ids", sel.except_socket_ids.len()),
+        ] {
+            self.check_selector_size(what, len)?;
+        }
         let rooms = Self::rooms(&sel.rooms)?;
         let mut sockets = Self::socket_ids(&sel.socket_ids)?;
         sockets.extend(rooms.iter().filter(|r| looks_like_socket_id(r)).cloned());
@@ -333,6 +346,15 @@ impl Control {
             except_rooms: Self::rooms(&sel.except_rooms)?,
             except_sockets: Self::socket_ids(&sel.except_socket_ids)?,
         })
+    }
+
+    /// Bounds one list of a request: what a call costs grows with it.
+    fn check_selector_size(&self, what: &'static str, len: usize) -> Result<(), ControlError> {
+        let limit = self.config.max_selector_size;
+        if len > limit {
+            return Err(ControlError::SelectorTooLarge { what, len, limit });
+        }
+        Ok(())
     }
 
     fn packet_size(text: &Bytes, attachments: &[Bytes]) -> usize {
@@ -359,7 +381,7 @@ impl Control {
 
     /// Validates and publishes an emit; the packet is encoded here, once.
     pub async fn emit(&self, req: EmitRequest) -> Result<(), ControlError> {
-        let target = Self::target(req.to)?;
+        let target = self.target(req.to)?;
         socketio::check_event_name(&req.event)?;
         let args = socketio::parse_args(&req.args_json)?;
         let attachments: Vec<Bytes> = req.attachments.into_iter().map(Bytes::from).collect();
@@ -431,7 +453,8 @@ impl Control {
 
     /// Asks every edge to apply a join or leave and waits for each to confirm.
     async fn rooms_command(&self, req: RoomsRequest, join: bool) -> Result<u64, ControlError> {
-        let target = Self::target(req.target)?;
+        let target = self.target(req.target)?;
+        self.check_selector_size("rooms to join or leave", req.rooms.len())?;
         let rooms = Self::rooms(&req.rooms)?;
         if rooms.is_empty() {
             return Err(ControlError::NoRooms);
@@ -461,8 +484,12 @@ impl Control {
     /// Disconnects the selected sockets on every edge; returns how many.
     pub async fn disconnect(&self, req: DisconnectSocketsRequest) -> Result<u64, ControlError> {
         let cmd = Command::Disconnect {
-            target: Self::target(req.target)?,
-            close: req.close,
+            target: self.target(req.target)?,
+            close: if req.close {
+                Closing::Close
+            } else {
+                Closing::Keep
+            },
         };
         Ok(Self::count(&self.ask_edges(&cmd).await?))
     }
@@ -470,7 +497,7 @@ impl Control {
     /// Describes the selected sockets of every edge.
     pub async fn fetch(&self, req: FetchSocketsRequest) -> Result<Vec<SocketInfo>, ControlError> {
         let cmd = Command::Fetch {
-            target: Self::target(req.target)?,
+            target: self.target(req.target)?,
         };
         let mut out = Vec::new();
         for reply in self.ask_edges(&cmd).await? {
@@ -526,7 +553,7 @@ impl Control {
         if timeout > MAX_ACK_TIMEOUT {
             return Err(ControlError::InvalidTimeout(MAX_ACK_TIMEOUT.as_millis()));
         }
-        let target = Self::target(req.to)?;
+        let target = self.target(req.to)?;
         socketio::check_event_name(&req.event)?;
         let args = socketio::parse_args(&req.args_json)?;
         let attachments: Vec<Bytes> = req.attachments.into_iter().map(Bytes::from).collect();

@@ -232,6 +232,24 @@ impl Authenticator {
                 _ => AuthError::Malformed,
             })?;
         let claims = data.claims;
+        // jsonwebtoken checks `aud` and `iss` only when the token has them: a
+        // configured audience or issuer is required, so an absent or null claim
+        // is as wrong as a different one.
+        if let Some(aud) = &self.audience {
+            let listed = match claims.get("aud") {
+                Some(Value::String(s)) => s == aud,
+                Some(Value::Array(items)) => items.iter().any(|v| v.as_str() == Some(aud)),
+                _ => false,
+            };
+            if !listed {
+                return Err(AuthError::WrongAudience);
+            }
+        }
+        if let Some(iss) = &self.issuer {
+            if claims.get("iss").and_then(Value::as_str) != Some(iss.as_str()) {
+                return Err(AuthError::WrongIssuer);
+            }
+        }
         let user_id = match claims.get("sub") {
             Some(Value::String(s)) if !s.is_empty() => s.clone(),
             _ => return Err(AuthError::MissingClaim("sub".into())),
@@ -464,6 +482,68 @@ mod tests {
             b"k",
         );
         assert_eq!(a.authenticate(Some(&iss)), Err(AuthError::WrongIssuer));
+        let listed = hs(
+            json!({"sub":"u","exp":now()+60,"aud":["other","app"],"iss":"idp"}),
+            b"k",
+        );
+        assert!(a.authenticate(Some(&listed)).is_ok());
+    }
+
+    #[test]
+    fn a_configured_audience_or_issuer_is_required() {
+        let hs_config = JwtConfig {
+            hs256_secret: Some(b"k".to_vec()),
+            audience: Some("app".into()),
+            issuer: Some("idp".into()),
+            rooms_claim: "rooms".into(),
+            ..JwtConfig::default()
+        };
+        let a = Authenticator::new(Some(&hs_config), false).expect("config");
+        let cases = [
+            (
+                json!({"sub":"u","exp":now()+60,"iss":"idp"}),
+                AuthError::WrongAudience,
+            ),
+            (
+                json!({"sub":"u","exp":now()+60,"aud":null,"iss":"idp"}),
+                AuthError::WrongAudience,
+            ),
+            (
+                json!({"sub":"u","exp":now()+60,"aud":[],"iss":"idp"}),
+                AuthError::WrongAudience,
+            ),
+            (
+                json!({"sub":"u","exp":now()+60,"aud":"app"}),
+                AuthError::WrongIssuer,
+            ),
+            (
+                json!({"sub":"u","exp":now()+60,"aud":"app","iss":null}),
+                AuthError::WrongIssuer,
+            ),
+            (json!({"sub":"u","exp":now()+60}), AuthError::WrongAudience),
+        ];
+        for (claims, want) in cases {
+            let token = hs(claims.clone(), b"k");
+            let got = a.authenticate(Some(&token));
+            assert_eq!(got, Err(want.clone()), "{claims}");
+            assert_eq!(want.label(), "wrong_audience_or_issuer");
+        }
+        // Only the one configured is required.
+        let aud_only = Authenticator::new(
+            Some(&JwtConfig {
+                issuer: None,
+                ..hs_config.clone()
+            }),
+            false,
+        )
+        .expect("config");
+        let no_iss = hs(json!({"sub":"u","exp":now()+60,"aud":"app"}), b"k");
+        assert!(aud_only.authenticate(Some(&no_iss)).is_ok());
+        let no_aud = hs(json!({"sub":"u","exp":now()+60,"iss":"idp"}), b"k");
+        assert_eq!(
+            aud_only.authenticate(Some(&no_aud)),
+            Err(AuthError::WrongAudience)
+        );
     }
 
     #[test]

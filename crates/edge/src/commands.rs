@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use roomcast_bus::envelope::{Command, EdgeReply, Packet, SocketInfo, Target};
+use roomcast_bus::envelope::{Closing, Command, EdgeReply, Packet, SocketInfo, Target};
 use roomcast_wire::engineio::Frame;
 use roomcast_wire::socketio;
 
@@ -138,18 +138,28 @@ impl Edge {
     }
 
     /// Disconnects the selected sockets from their namespace (the client sees
-    /// "io server disconnect"), and closes their connections when `close`.
-    async fn disconnect(&self, target: &Target, close: bool) -> u64 {
+    /// "io server disconnect"), and closes their connections as `close` says:
+    /// a backend's close at once, an eviction once the connection holds no
+    /// other socket (another namespace of the same client may be the newer
+    /// connection the limit made room for).
+    async fn disconnect(&self, target: &Target, close: Closing) -> u64 {
         let sockets = self.selected(target);
         for socket in &sockets {
             let session = &socket.session;
-            session.sio().sockets.remove(&socket.ns);
+            let others = {
+                let mut sio = session.sio();
+                sio.sockets.remove(&socket.ns);
+                !sio.sockets.is_empty()
+            };
             let _ = session
                 .outbox
                 .push(&[Frame::Text(socketio::encode_disconnect(&socket.ns))]);
             self.remove_socket(socket).await;
-            if close {
-                self.close_session(session, CloseReason::ForcedClose);
+            match close {
+                Closing::Keep => {}
+                Closing::Close => self.close_session(session, CloseReason::ForcedClose),
+                Closing::Evict if !others => self.close_session(session, CloseReason::Evicted),
+                Closing::Evict => {}
             }
         }
         sockets.len() as u64

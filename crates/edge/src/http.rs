@@ -152,6 +152,21 @@ fn handshake<'a>(
 }
 
 /// Refuses a request head over the configured header count or size (431).
+/// Whether the request's `Sec-WebSocket-Key` is what RFC 6455 4.1 asks of a
+/// client: one header, the base64 of 16 bytes.
+fn valid_ws_key(headers: &HeaderMap) -> bool {
+    use base64::Engine as _;
+    let mut keys = headers.get_all(header::SEC_WEBSOCKET_KEY).iter();
+    let (Some(key), None) = (keys.next(), keys.next()) else {
+        return false;
+    };
+    // 16 bytes are 24 characters of base64, padding included.
+    key.len() == 24
+        && base64::engine::general_purpose::STANDARD
+            .decode(key.as_bytes())
+            .is_ok_and(|bytes| bytes.len() == 16)
+}
+
 fn check_head(edge: &Edge, req: &Request) -> Result<(), crate::limits::Limit> {
     use crate::limits::Limit;
     let cfg = edge.config();
@@ -239,25 +254,34 @@ async fn route(edge: &Edge, mut req: Request) -> Response {
     };
     match query.get("transport").map(String::as_str) {
         Some("websocket") => {
-            if !fastwebsockets::upgrade::is_upgrade_request(&req) {
+            if !fastwebsockets::upgrade::is_upgrade_request(&req) || !valid_ws_key(req.headers()) {
                 return EioError::BadRequest.response();
             }
             let existing = match &sid {
                 None => None,
                 Some(sid) => match edge.find_session(sid) {
                     None => return EioError::UnknownSid.response(),
-                    Some(s) => {
-                        if s.outbox.mode() != Mode::Polling
-                            || s.upgrading.load(std::sync::atomic::Ordering::Acquire)
-                        {
-                            return EioError::BadRequest.response();
-                        }
-                        Some(s)
-                    }
+                    Some(s) => Some(s),
                 },
             };
-            match fastwebsockets::upgrade::upgrade(&mut req) {
-                Ok((res, fut)) => {
+            // A session already on a WebSocket, or being upgraded by another
+            // one: like the reference server, accept this WebSocket and close
+            // it at once; the session goes on where it is.
+            let refused = existing.as_ref().and_then(|s| {
+                if s.outbox.mode() != Mode::Polling {
+                    Some(crate::ws::UpgradeRefusal::AlreadyUpgraded)
+                } else if s.upgrading.load(std::sync::atomic::Ordering::Acquire) {
+                    Some(crate::ws::UpgradeRefusal::UpgradeInProgress)
+                } else {
+                    None
+                }
+            });
+            match (fastwebsockets::upgrade::upgrade(&mut req), refused) {
+                (Ok((res, fut)), Some(refusal)) => {
+                    edge.spawn(crate::ws::refuse(fut, refusal));
+                    res.map(Body::new)
+                }
+                (Ok((res, fut)), None) => {
                     let tcp = req
                         .extensions()
                         .get::<ConnectInfo<ClientConn>>()
@@ -265,7 +289,7 @@ async fn route(edge: &Edge, mut req: Request) -> Response {
                     edge.spawn(crate::ws::serve(edge.clone(), fut, existing, hs, tcp));
                     res.map(Body::new)
                 }
-                Err(_) => EioError::BadRequest.response(),
+                (Err(_), _) => EioError::BadRequest.response(),
             }
         }
         Some("polling") => match sid {
@@ -278,6 +302,11 @@ async fn route(edge: &Edge, mut req: Request) -> Response {
                 let Some(session) = edge.find_session(&sid) else {
                     return EioError::UnknownSid.response();
                 };
+                // A request after the pong deadline finds the session closed,
+                // as it would have been on time.
+                if edge.beat_now(&session).is_err() {
+                    return EioError::UnknownSid.response();
+                }
                 match *req.method() {
                     Method::GET => crate::polling::get(edge, &session).await,
                     Method::POST => crate::polling::post(edge, &session, req.into_body()).await,
@@ -286,5 +315,43 @@ async fn route(edge: &Edge, mut req: Request) -> Response {
             }
         },
         _ => EioError::UnknownTransport.response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_keys(keys: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for k in keys {
+            h.append(
+                header::SEC_WEBSOCKET_KEY,
+                HeaderValue::from_str(k).expect("header value"),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn a_websocket_key_is_the_base64_of_16_bytes() {
+        assert!(valid_ws_key(&with_keys(&["dGhlIHNhbXBsZSBub25jZQ=="])));
+        for bad in [
+            "",
+            "x",
+            "dGhlIHNhbXBsZSBub25jZQ",
+            "dGhlIHNhbXBsZSBub25jZQ==AA",
+            "dGhlIHNhbXBsZSBub25jZ!==",
+            // 17 bytes.
+            "dGhlIHNhbXBsZSBub25jZSE=",
+        ] {
+            assert!(!valid_ws_key(&with_keys(&[bad])), "{bad:?}");
+        }
+        assert!(!valid_ws_key(&with_keys(&["A".repeat(10_240).as_str()])));
+        assert!(!valid_ws_key(&HeaderMap::new()));
+        assert!(!valid_ws_key(&with_keys(&[
+            "dGhlIHNhbXBsZSBub25jZQ==",
+            "dGhlIHNhbXBsZSBub25jZQ=="
+        ])));
     }
 }

@@ -1,6 +1,6 @@
 //! The Engine.IO session: one per client connection, whatever its transport.
 
-use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use roomcast_wire::engineio::{Frame, OpenPacket, Packet, PacketType};
@@ -45,11 +45,14 @@ pub enum CloseReason {
     Flood,
     /// The JWT a socket connected with expired (when the edge checks).
     TokenExpired,
+    /// The user opened more connections than the cluster allows: this one,
+    /// their oldest, was evicted.
+    Evicted,
 }
 
 impl CloseReason {
     /// Every reason, e.g. for metrics series that exist from the start.
-    pub const ALL: [CloseReason; 12] = [
+    pub const ALL: [CloseReason; 13] = [
         CloseReason::TransportClose,
         CloseReason::TransportError,
         CloseReason::PingTimeout,
@@ -62,6 +65,7 @@ impl CloseReason {
         CloseReason::ForcedClose,
         CloseReason::Flood,
         CloseReason::TokenExpired,
+        CloseReason::Evicted,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -78,6 +82,7 @@ impl CloseReason {
             CloseReason::ForcedClose => "forced close",
             CloseReason::Flood => "flood",
             CloseReason::TokenExpired => "token expired",
+            CloseReason::Evicted => "evicted",
         }
     }
 
@@ -96,7 +101,39 @@ impl CloseReason {
             CloseReason::ForcedClose => "forced_close",
             CloseReason::Flood => "flood",
             CloseReason::TokenExpired => "token_expired",
+            CloseReason::Evicted => "evicted",
         }
+    }
+
+    /// The reason text of the WebSocket close frame sent with this reason:
+    /// the metrics label, with what the client can do about it where that
+    /// helps. At most 123 bytes (RFC 6455 5.5.1).
+    pub fn ws_reason(self) -> &'static str {
+        match self {
+            CloseReason::Evicted => "evicted: too many connections for this user",
+            other => other.label(),
+        }
+    }
+
+    /// The payload of the WebSocket close frame sent with this reason: the
+    /// code, then the reason text.
+    pub fn ws_close_payload(self) -> Vec<u8> {
+        close_payload(self.ws_code(), self.ws_reason())
+    }
+
+    fn from_index(i: u8) -> CloseReason {
+        CloseReason::ALL
+            .get(usize::from(i))
+            .copied()
+            .unwrap_or(CloseReason::TransportClose)
+    }
+
+    fn index(self) -> u8 {
+        // ALL lists every variant: the position is always found.
+        CloseReason::ALL
+            .iter()
+            .position(|r| *r == self)
+            .unwrap_or(0) as u8
     }
 
     /// The WebSocket close code sent with this reason.
@@ -104,7 +141,10 @@ impl CloseReason {
         match self {
             CloseReason::ProtocolError => 1002,
             CloseReason::MessageTooBig => 1009,
-            CloseReason::SlowConsumer | CloseReason::Flood | CloseReason::TokenExpired => 1008,
+            CloseReason::SlowConsumer
+            | CloseReason::Flood
+            | CloseReason::TokenExpired
+            | CloseReason::Evicted => 1008,
             CloseReason::ServerShutdown => 1001,
             _ => 1000,
         }
@@ -122,6 +162,22 @@ impl CloseReason {
         )
     }
 }
+
+/// A close frame's payload: the code, then as much of the reason as fits the
+/// 123 bytes a control frame leaves it, cut on a character boundary.
+pub(crate) fn close_payload(code: u16, reason: &str) -> Vec<u8> {
+    let mut end = reason.len().min(MAX_CLOSE_REASON);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut payload = Vec::with_capacity(2 + end);
+    payload.extend_from_slice(&code.to_be_bytes());
+    payload.extend_from_slice(&reason.as_bytes()[..end]);
+    payload
+}
+
+/// Longest reason a close frame can carry (125 bytes less the code's 2).
+const MAX_CLOSE_REASON: usize = 123;
 
 /// What the handshake request told us, kept for CONNECT.
 #[derive(Debug, Default, Clone)]
@@ -275,8 +331,9 @@ pub(crate) struct Session {
     /// Where the session's heartbeat stands: the edge's ping sweep moves it.
     beat: Mutex<Beat>,
     closed: AtomicBool,
-    /// The WebSocket close code of the reason the session closed.
-    close_code: AtomicU16,
+    /// Why the session closed (an index into [`CloseReason::ALL`]), for the
+    /// close frame.
+    close_reason: AtomicU8,
     /// A WebSocket probe is in progress for this polling session.
     pub upgrading: AtomicBool,
     pub get_busy: AtomicBool,
@@ -304,8 +361,9 @@ impl Session {
         self.beat.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub fn close_code(&self) -> u16 {
-        self.close_code.load(Ordering::Acquire)
+    /// Why the session closed ([`CloseReason::TransportClose`] while open).
+    pub fn close_reason(&self) -> CloseReason {
+        CloseReason::from_index(self.close_reason.load(Ordering::Acquire))
     }
 
     pub fn is_closed(&self) -> bool {
@@ -344,7 +402,7 @@ impl Edge {
                 pong_by: None,
             }),
             closed: AtomicBool::new(false),
-            close_code: AtomicU16::new(1000),
+            close_reason: AtomicU8::new(CloseReason::TransportClose.index()),
             upgrading: AtomicBool::new(false),
             get_busy: AtomicBool::new(false),
             post_busy: AtomicBool::new(false),
@@ -384,7 +442,12 @@ impl Edge {
     /// session; a session with no namespace connected within the connect
     /// timeout closes too. One task per edge sweeps every session a few times
     /// per shortest interval, so an idle session carries no task or timer of
-    /// its own; pings and timeouts are late by at most one sweep period.
+    /// its own; pings and connect timeouts are late by at most one sweep
+    /// period. A pong's deadline is counted from when its ping was due, and
+    /// the sweep keeps the deadlines that fall before its next tick aside to
+    /// wake for them on time: a silent client is closed at ping interval +
+    /// ping timeout, not a sweep or two later. Only sessions whose pong is
+    /// overdue land there, so the extra wakes cost what the dead clients do.
     pub(crate) async fn ping_sweep(&self) {
         let cfg = &self.inner.config;
         let period = (cfg
@@ -395,48 +458,85 @@ impl Edge {
             .clamp(SWEEP_MIN, SWEEP_MAX);
         let mut ticks = tokio::time::interval(period);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Pong deadlines before the next tick, latest first.
+        let mut soon: Vec<(Instant, Arc<Session>)> = Vec::new();
         loop {
+            let wake = soon
+                .last()
+                .map_or_else(|| Instant::now() + SWEEP_MAX, |(d, _)| *d);
             tokio::select! {
                 _ = self.inner.shutdown.cancelled() => return,
-                _ = ticks.tick() => {}
-            }
-            // Out of the map's lock first: the checks take each session's own.
-            let sessions: Vec<Arc<Session>> = self.sessions().values().cloned().collect();
-            let now = Instant::now();
-            for session in sessions {
-                if let Some(reason) = self.check_beat(&session, now) {
-                    self.close_session(&session, reason);
+                _ = ticks.tick() => {
+                    soon.clear();
+                    // Out of the map's lock first: the checks take each session's own.
+                    let sessions: Vec<Arc<Session>> = self.sessions().values().cloned().collect();
+                    let now = Instant::now();
+                    let horizon = now + period;
+                    for session in sessions {
+                        match self.check_beat(&session, now) {
+                            Err(reason) => self.close_session(&session, reason),
+                            Ok(Some(deadline)) if deadline < horizon => soon.push((deadline, session)),
+                            Ok(_) => {}
+                        }
+                    }
+                    soon.sort_unstable_by_key(|(d, _)| std::cmp::Reverse(*d));
+                }
+                _ = tokio::time::sleep_until(wake), if !soon.is_empty() => {
+                    let now = Instant::now();
+                    while let Some((_, session)) = soon.pop_if(|(d, _)| *d <= now) {
+                        if let Err(reason) = self.check_beat(&session, now) {
+                            self.close_session(&session, reason);
+                        }
+                    }
                 }
             }
         }
     }
 
+    /// Moves a session's heartbeat on to now when a request of its client
+    /// arrives: a long-polling request that comes after the pong deadline
+    /// finds the session closed, whatever the sweep's timing.
+    pub(crate) fn beat_now(&self, session: &Arc<Session>) -> Result<(), CloseReason> {
+        self.check_beat(session, Instant::now())
+            .map(|_| ())
+            .inspect_err(|reason| {
+                self.close_session(session, *reason);
+            })
+    }
+
     /// Moves one session's heartbeat on to `now`: sends the ping that is due,
-    /// or says why the session must close.
-    fn check_beat(&self, session: &Session, now: Instant) -> Option<CloseReason> {
+    /// or says why the session must close. Returns the pong deadline the
+    /// session waits for, if any.
+    fn check_beat(&self, session: &Session, now: Instant) -> Result<Option<Instant>, CloseReason> {
         let cfg = &self.inner.config;
         let mut beat = session.beat();
         if beat.connect_by.is_some_and(|d| d <= now) {
             beat.connect_by = None;
             if session.sio().sockets.is_empty() {
-                return Some(CloseReason::ConnectTimeout);
+                return Err(CloseReason::ConnectTimeout);
             }
         }
-        let pong_by = beat.pong_by;
-        match pong_by {
-            Some(d) if d <= now => Some(CloseReason::PingTimeout),
+        match beat.pong_by {
+            Some(d) if d <= now => Err(CloseReason::PingTimeout),
+            Some(d) => Ok(Some(d)),
             None if beat.next_ping <= now => {
                 match session.outbox.push(&[Frame::control(PacketType::Ping)]) {
                     Ok(()) => {
-                        beat.pong_by = Some(now + cfg.ping_timeout);
-                        None
+                        // From when the ping was due, as a timer of its own
+                        // would have sent it; a sweep held up for long (a
+                        // stalled runtime) still leaves the client half the
+                        // timeout.
+                        let due = beat.next_ping + cfg.ping_timeout;
+                        let pong_by = due.max(now + cfg.ping_timeout / 2);
+                        beat.pong_by = Some(pong_by);
+                        Ok(Some(pong_by))
                     }
-                    Err(crate::outbox::PushError::Full) => Some(CloseReason::SlowConsumer),
+                    Err(crate::outbox::PushError::Full) => Err(CloseReason::SlowConsumer),
                     // Closing already.
-                    Err(crate::outbox::PushError::Closed) => None,
+                    Err(crate::outbox::PushError::Closed) => Ok(None),
                 }
             }
-            _ => None,
+            None => Ok(None),
         }
     }
 
@@ -455,11 +555,19 @@ impl Edge {
         match packet {
             Packet::Pong(_) => {
                 let mut beat = session.beat();
-                // A pong nobody waits for changes nothing.
-                if beat.pong_by.take().is_some() {
-                    beat.next_ping = Instant::now() + self.inner.config.ping_interval;
+                let now = Instant::now();
+                match beat.pong_by {
+                    // Too late: the session timed out, whether or not the
+                    // sweep has closed it yet.
+                    Some(d) if d <= now => Err(CloseReason::PingTimeout),
+                    Some(_) => {
+                        beat.pong_by = None;
+                        beat.next_ping = now + self.inner.config.ping_interval;
+                        Ok(())
+                    }
+                    // A pong nobody waits for changes nothing.
+                    None => Ok(()),
                 }
-                Ok(())
             }
             Packet::Message(text) => {
                 // The decoder checked UTF-8 already.
@@ -480,8 +588,8 @@ impl Edge {
             return;
         }
         session
-            .close_code
-            .store(reason.ws_code(), Ordering::Release);
+            .close_reason
+            .store(reason.index(), Ordering::Release);
         tracing::debug!(sid = %session.sid, reason = reason.as_str(), "session closed");
         let limit = match reason {
             CloseReason::SlowConsumer => Some(crate::limits::Limit::OutboundQueue),
@@ -517,7 +625,10 @@ impl Edge {
         if session.outbox.mode() == Mode::Polling
             && matches!(
                 reason,
-                CloseReason::ForcedClose | CloseReason::ServerShutdown
+                CloseReason::ForcedClose
+                    | CloseReason::ServerShutdown
+                    | CloseReason::Evicted
+                    | CloseReason::PingTimeout
             )
         {
             // A polling client learns of the close from its next GET.

@@ -22,7 +22,7 @@
 //! reader, limits and writer.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
 use std::task::{Context, Poll, Waker};
 
@@ -36,7 +36,7 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::outbox::{register, Mode, Outbox, PushError};
-use crate::session::{CloseReason, Handshake, Session};
+use crate::session::{close_payload, CloseReason, Handshake, Session};
 use crate::tcp::SharedTcp;
 use crate::ws_read::{Message, MessageReader, OpCode, ReadError};
 use crate::wsframe::{encode_frame, write_frames};
@@ -94,6 +94,52 @@ pub(crate) async fn serve(
             let (r, w) = tokio::io::split(TokioIo::new(upgraded));
             spawner.spawn(connection(edge, r, w, Bytes::new(), existing, hs, tcp));
         }
+    }
+}
+
+/// Why a WebSocket for an existing session is accepted only to be closed.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum UpgradeRefusal {
+    /// The session is on a WebSocket already.
+    AlreadyUpgraded,
+    /// Another WebSocket is probing to take the session over.
+    UpgradeInProgress,
+}
+
+impl UpgradeRefusal {
+    fn reason(self) -> &'static str {
+        match self {
+            UpgradeRefusal::AlreadyUpgraded => "already_upgraded",
+            UpgradeRefusal::UpgradeInProgress => "upgrade_in_progress",
+        }
+    }
+}
+
+/// Finishes the upgrade of a WebSocket that cannot take its session, then
+/// closes it at once (1008, with the reason); the session is left as it is.
+pub(crate) async fn refuse(fut: UpgradeFut, refusal: UpgradeRefusal) {
+    let mut io = match fut.await {
+        Ok(ws) => ws.into_inner(),
+        Err(e) => {
+            tracing::debug!(error = %e, "websocket upgrade failed");
+            return;
+        }
+    };
+    tracing::debug!(
+        reason = refusal.reason(),
+        "websocket for an existing session refused"
+    );
+    let close = encode_frame(OpCode::Close, &close_payload(1008, refusal.reason()));
+    let written = async {
+        io.write_all(&close).await?;
+        io.flush().await?;
+        io.shutdown().await
+    };
+    if tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, written)
+        .await
+        .is_ok()
+    {
+        linger(io).await;
     }
 }
 
@@ -242,12 +288,7 @@ async fn expect_text<R: ReadIo>(
 /// Fails the connection after a read error: queues the close frame with the
 /// code the error calls for, and tells why the session ends.
 async fn fail(control: &Control, e: ReadError) -> CloseReason {
-    if let Some(code) = e.close_code() {
-        let _ = control
-            .push(encode_frame(OpCode::Close, &code.to_be_bytes()))
-            .await;
-    }
-    match e {
+    let reason = match e {
         ReadError::Eof => CloseReason::TransportClose,
         ReadError::Io => CloseReason::TransportError,
         ReadError::Protocol | ReadError::InvalidUtf8 => CloseReason::ProtocolError,
@@ -257,7 +298,12 @@ async fn fail(control: &Control, e: ReadError) -> CloseReason {
             tracing::info!("websocket ping flood, closing");
             CloseReason::Flood
         }
+    };
+    if let Some(code) = e.close_code() {
+        let payload = close_payload(code, reason.ws_reason());
+        let _ = control.push(encode_frame(OpCode::Close, &payload)).await;
     }
+    reason
 }
 
 /// Most control replies queued for the writer; the reader waits for room
@@ -484,12 +530,14 @@ pub(crate) async fn echo(edge: Edge, fut: UpgradeFut) {
     let mut reader = MessageReader::new(r, cfg.max_payload, cfg.ws_pings_per_sec);
     let control = Control::default();
     let outbox = Outbox::new(Mode::WebSocket, cfg.outbound_queue_bytes);
-    let code = AtomicU16::new(1000);
-    let close_code = || code.load(Ordering::Acquire);
+    let why = std::sync::Mutex::new(CloseReason::TransportClose);
+    let close_reason = || *why.lock().unwrap_or_else(PoisonError::into_inner);
     let done = CancellationToken::new();
-    let writing = writer(w, &outbox, &control, close_code, &done);
+    let writing = writer(w, &outbox, &control, close_reason, &done);
     let reading = async {
-        echo_read(&edge, &mut reader, &control, &outbox, &code).await;
+        let reason = echo_read(&edge, &mut reader, &control, &outbox).await;
+        *why.lock().unwrap_or_else(PoisonError::into_inner) = reason;
+        outbox.close();
         control.finish_reading();
         done.cancel();
     };
@@ -498,14 +546,13 @@ pub(crate) async fn echo(edge: Edge, fut: UpgradeFut) {
 }
 
 /// The echo endpoint's reading half: each message into the queue, until the
-/// connection ends; then the close code for the writer, and the queue closed.
+/// connection ends; returns why it ended.
 async fn echo_read<R: ReadIo>(
     edge: &Edge,
     reader: &mut MessageReader<R>,
     control: &Control,
     outbox: &Outbox,
-    code: &AtomicU16,
-) {
+) -> CloseReason {
     let mut send = control_sender(control);
     let reason = loop {
         let message = tokio::select! {
@@ -524,8 +571,7 @@ async fn echo_read<R: ReadIo>(
             Err(PushError::Closed) => break CloseReason::TransportError,
         }
     };
-    code.store(reason.ws_code(), Ordering::Release);
-    outbox.close();
+    reason
 }
 
 /// A session's writing half: a write error closes the session.
@@ -535,8 +581,8 @@ fn write_session<'a, W: WriteIo>(
     w: W,
     control: &'a Control,
 ) -> impl Future<Output = ()> + Send + 'a {
-    let close_code = || session.close_code();
-    writer(w, &session.outbox, control, close_code, &**session).map(move |r| {
+    let close_reason = || session.close_reason();
+    writer(w, &session.outbox, control, close_reason, &**session).map(move |r| {
         if let Err(reason) = r {
             edge.close_session(session, reason);
         }
@@ -584,7 +630,7 @@ fn writer<'a, W: WriteIo>(
     mut w: W,
     outbox: &'a Outbox,
     control: &'a Control,
-    close_code: impl Fn() -> u16 + Send + 'a,
+    close_reason: impl Fn() -> CloseReason + Send + 'a,
     closed: &'a impl Ending,
 ) -> impl Future<Output = Result<(), CloseReason>> + Send + 'a {
     async move {
@@ -621,7 +667,7 @@ fn writer<'a, W: WriteIo>(
                     let close = match &step {
                         Step::Batch(batch) if batch.closed => {
                             Some(pending_close.take().unwrap_or_else(|| {
-                                encode_frame(OpCode::Close, &close_code().to_be_bytes())
+                                encode_frame(OpCode::Close, &close_reason().ws_close_payload())
                             }))
                         }
                         _ => None,

@@ -35,7 +35,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use roomcast_bus::envelope::{now_ms, Command, Packet, Target};
+use roomcast_bus::envelope::{now_ms, Closing, Command, Packet, Target};
 use roomcast_bus::subject::{token, untoken, Subjects};
 use roomcast_bus::Bus;
 use roomcast_wire::socketio;
@@ -203,6 +203,19 @@ pub fn lease_key(node: &str) -> String {
 
 fn lease_value() -> Bytes {
     to_json(&serde_json::json!({ "at": now_ms() }))
+}
+
+/// A lease that looked silent, read again.
+enum Lease {
+    /// Unchanged for the TTL: its edge is dead.
+    Expired,
+    /// Rewritten since (at this revision): its edge is alive, and the
+    /// keeper's watch missed it.
+    Moved(u64),
+    /// Deleted: its edge said goodbye, and the watch missed it.
+    Released,
+    /// The store could not be read: nobody is judged.
+    Unknown,
 }
 
 /// The outcome of [`Presence::keep_lease`].
@@ -448,7 +461,7 @@ impl Presence {
         }
         self.publish(&Command::Disconnect {
             target,
-            close: false,
+            close: Closing::Evict,
         })
         .await;
     }
@@ -645,12 +658,20 @@ impl Presence {
 
     /// The control plane's loop: ends `leaving` users after the grace period
     /// and cleans up after edges whose lease expired. Runs until `stop`.
+    ///
+    /// A lease is judged on a fresh read, never on the watch alone: a keeper
+    /// cut off from the store (its NATS server died, its link stalled) misses
+    /// the rewrites that every live edge kept making, and its watches may not
+    /// resume after its reconnect. A lease that looks silent for the TTL is
+    /// read again; if its revision moved on, the edge is alive, and the
+    /// watches, which missed that, are opened anew (they replay the current
+    /// values). A keeper that cannot read the store judges nobody.
     pub async fn run_keeper(self, stop: CancellationToken) -> Result<(), StoreError> {
         let mut users = self.store.watch("user.").await?;
         let mut leases = self.store.watch("lease.").await?;
-        // Local time of the last change of each lease: clocks of other
-        // machines never matter.
-        let mut seen: HashMap<String, Instant> = HashMap::new();
+        // Each lease's revision, and the local time it was last seen to
+        // change: clocks of other machines never matter.
+        let mut seen: HashMap<String, (Instant, u64)> = HashMap::new();
         let started = Instant::now();
         self.clean_orphans().await;
         let mut sweep = tokio::time::interval(self.cfg.lease_ttl / 3);
@@ -667,19 +688,34 @@ impl Presence {
                         continue;
                     };
                     if change.value.is_some() {
-                        seen.insert(node, Instant::now());
+                        seen.insert(node, (Instant::now(), change.revision));
                     } else {
                         seen.remove(&node);
                     }
                 }
                 _ = sweep.tick() => {
                     let ttl = self.cfg.lease_ttl;
-                    let expired: Vec<String> = seen
+                    let silent: Vec<(String, u64)> = seen
                         .iter()
-                        .filter(|(_, at)| at.elapsed() > ttl && started.elapsed() > ttl)
-                        .map(|(n, _)| n.clone())
+                        .filter(|(_, (at, _))| at.elapsed() > ttl && started.elapsed() > ttl)
+                        .map(|(n, (_, revision))| (n.clone(), *revision))
                         .collect();
-                    for node in expired {
+                    let mut missed = false;
+                    for (node, revision) in silent {
+                        match self.judge_lease(&node, revision).await {
+                            Lease::Expired => {}
+                            Lease::Moved(now) => {
+                                seen.insert(node, (Instant::now(), now));
+                                missed = true;
+                                continue;
+                            }
+                            Lease::Released => {
+                                seen.remove(&node);
+                                missed = true;
+                                continue;
+                            }
+                            Lease::Unknown => continue,
+                        }
                         seen.remove(&node);
                         ::metrics::counter!(metrics::LEASE_EXPIRIES).increment(1);
                         match self.clean_node(&node).await {
@@ -687,7 +723,30 @@ impl Presence {
                             Err(e) => tracing::warn!(%node, error = %e, "cleaning up after an expired lease failed"),
                         }
                     }
+                    if missed {
+                        tracing::warn!("presence watches missed lease updates: opening them again");
+                        ::metrics::counter!(metrics::WATCH_RESTARTS).increment(1);
+                        match (self.store.watch("user.").await, self.store.watch("lease.").await) {
+                            (Ok(u), Ok(l)) => (users, leases) = (u, l),
+                            (Err(e), _) | (_, Err(e)) => {
+                                tracing::warn!(error = %e, "presence watches not reopened");
+                            }
+                        }
+                    }
                 }
+            }
+        }
+    }
+
+    /// Reads a lease that looked silent for the TTL at `revision`.
+    async fn judge_lease(&self, node: &str, revision: u64) -> Lease {
+        match self.store.get(&lease_key(node)).await {
+            Ok(Some((_, now))) if now == revision => Lease::Expired,
+            Ok(Some((_, now))) => Lease::Moved(now),
+            Ok(None) => Lease::Released,
+            Err(e) => {
+                tracing::warn!(%node, error = %e, "presence: lease not read, not judged");
+                Lease::Unknown
             }
         }
     }

@@ -8,6 +8,9 @@ pub const LEASE_EXPIRIES: &str = "roomcast_presence_lease_expiries_total";
 /// Leases this edge found taken away (it had been taken for dead) and wrote
 /// anew, recording its sockets again.
 pub const LEASES_LOST: &str = "roomcast_presence_leases_lost_total";
+/// Times this control plane found its presence watches had missed lease
+/// updates (it was cut off from the store) and opened them again.
+pub const WATCH_RESTARTS: &str = "roomcast_presence_watch_restarts_total";
 /// Sockets evicted by the per-user connection limit.
 pub const EVICTIONS: &str = "roomcast_presence_evictions_total";
 
@@ -19,11 +22,16 @@ pub fn describe() {
     metrics::counter!(LEASE_EXPIRIES).absolute(0);
     metrics::counter!(LEASES_LOST).absolute(0);
     metrics::counter!(EVICTIONS).absolute(0);
+    metrics::counter!(WATCH_RESTARTS).absolute(0);
     describe_counter!(TRANSITIONS, "users going online or offline, by status");
     describe_counter!(LEASE_EXPIRIES, "edge leases found expired");
     describe_counter!(
         LEASES_LOST,
         "leases this edge found taken away and wrote anew, recording its sockets again"
+    );
+    describe_counter!(
+        WATCH_RESTARTS,
+        "times the presence watches missed lease updates and were opened again"
     );
     describe_counter!(
         EVICTIONS,

@@ -324,7 +324,7 @@ async fn the_connection_limit_evicts_the_oldest_socket() {
     assert_eq!(target.sockets, vec!["s1".to_owned()]);
     assert!(String::from_utf8_lossy(&packet.text).contains(EVICTED_EVENT));
     assert!(
-        matches!(&cmds[1], Command::Disconnect { target, close: false } if target.sockets == vec!["s1".to_owned()])
+        matches!(&cmds[1], Command::Disconnect { target, close: Closing::Evict } if target.sockets == vec!["s1".to_owned()])
     );
 }
 

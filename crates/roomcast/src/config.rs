@@ -215,6 +215,9 @@ pub struct Settings {
     /// Then, over how long it closes its connections, spread at random, ms [default: 0]
     #[arg(long, env = "ROOMCAST_DRAIN_WINDOW_MS")]
     pub drain_window_ms: Option<u64>,
+    /// Most entries in each list of a selector (rooms, socket ids, user ids, exceptions) and rooms in a join or leave; more get INVALID_ARGUMENT [default: 10000]
+    #[arg(long, env = "ROOMCAST_MAX_SELECTOR_SIZE")]
+    pub max_selector_size: Option<usize>,
     /// How long a command sent to every edge (join, leave, fetch, disconnect) may take, ms [default: 5000]
     #[arg(long, env = "ROOMCAST_REQUEST_TIMEOUT_MS")]
     pub request_timeout_ms: Option<u64>,
@@ -299,7 +302,7 @@ impl Settings {
               recovery_history_max_bytes, recovery_replicas, max_connections_per_user, delivery_resend_ms, delivery_max_resend_ms,
               delivery_lease_ttl_ms, delivery_inbox_max, delivery_max_ttl_ms, listen, grpc_listen, grpc_tls_cert_file, grpc_tls_key_file, grpc_tls_client_ca_file,
               tls_cert_file, tls_key_file, ws_echo_path,
-              admin_listen, connect_hook_url, connect_hook_timeout_ms, request_timeout_ms, heartbeat_interval_ms,
+              admin_listen, connect_hook_url, connect_hook_timeout_ms, request_timeout_ms, max_selector_size, heartbeat_interval_ms,
               edge_ttl_ms, nats_token, nats_user, nats_password, nats_nkey_seed, nats_creds_file,
               nats_tls_required, nats_tls_ca_file, nats_tls_cert_file, nats_tls_key_file, path, ping_interval_ms, ping_timeout_ms, connect_timeout_ms,
               upgrade_timeout_ms, max_payload, max_attachments, outbound_queue_bytes,
@@ -652,6 +655,11 @@ impl Settings {
             max_payload,
             max_attachments: edge.max_attachments,
             request_timeout: edge.request_timeout,
+            max_selector_size: match self.max_selector_size {
+                None => ControlConfig::default().max_selector_size,
+                Some(0) => bail!("max-selector-size must be at least 1"),
+                Some(n) => n,
+            },
             ..ControlConfig::default()
         };
         let rs256 = match &self.jwt_public_key_file {

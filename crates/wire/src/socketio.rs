@@ -138,6 +138,47 @@ pub enum DecodeError {
     AttachmentsPending(usize),
     #[error("binary frame received with no binary packet pending")]
     UnexpectedBinary,
+    #[error("json payload nests deeper than {MAX_JSON_DEPTH} levels")]
+    TooDeep,
+}
+
+/// The deepest nesting of arrays and objects accepted in JSON, from clients
+/// (packets) and backends (arguments) alike: the arguments' own array counts
+/// as one level. serde_json refuses 128 levels by itself; one bound below
+/// that, checked before parsing, makes both paths refuse the same input with
+/// an error that says why.
+pub const MAX_JSON_DEPTH: usize = 100;
+
+/// Whether JSON text nests arrays and objects deeper than `max` levels.
+/// Brackets inside strings do not count. It does not validate the JSON: the
+/// parser that follows does.
+pub fn nests_deeper_than(text: &str, max: usize) -> bool {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in text.as_bytes() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
 }
 
 /// Decodes the text of one Socket.IO packet (an Engine.IO message without its `4`).
@@ -203,6 +244,9 @@ pub fn decode(text: &str, max_attachments: usize) -> Result<Packet, DecodeError>
     };
 
     let data = if i < bytes.len() {
+        if nests_deeper_than(&text[i..], MAX_JSON_DEPTH) {
+            return Err(DecodeError::TooDeep);
+        }
         Some(serde_json::from_str::<Value>(&text[i..]).map_err(|_| DecodeError::InvalidJson)?)
     } else {
         None
@@ -369,6 +413,8 @@ impl Assembler {
 pub enum ArgsError {
     #[error("arguments must be a json array: {0}")]
     NotAnArray(String),
+    #[error("arguments nest deeper than {MAX_JSON_DEPTH} levels")]
+    TooDeep,
     #[error("event name must not be empty")]
     EmptyEvent,
     #[error("event name {0:?} is reserved by socket.io")]
@@ -386,6 +432,9 @@ pub fn parse_args(args_json: &str) -> Result<Vec<&RawValue>, ArgsError> {
     if args_json.trim().is_empty() {
         return Ok(Vec::new());
     }
+    if nests_deeper_than(args_json, MAX_JSON_DEPTH) {
+        return Err(ArgsError::TooDeep);
+    }
     serde_json::from_str::<Vec<&RawValue>>(args_json)
         .map_err(|e| ArgsError::NotAnArray(e.to_string()))
 }
@@ -398,6 +447,8 @@ pub fn check_args_attachments(args_json: &str, attachments: usize) -> Result<(),
     }
     let value: Value = if args_json.trim().is_empty() {
         Value::Array(Vec::new())
+    } else if nests_deeper_than(args_json, MAX_JSON_DEPTH) {
+        return Err(ArgsError::TooDeep);
     } else {
         serde_json::from_str(args_json).map_err(|e| ArgsError::NotAnArray(e.to_string()))?
     };
@@ -569,6 +620,44 @@ mod tests {
 
     fn dec(s: &str) -> Result<Packet, DecodeError> {
         decode(s, 10)
+    }
+
+    /// `["e", [[…[1]…]]]` with `depth` levels in all, the outer array included.
+    fn nested_args(depth: usize) -> String {
+        format!(
+            "[\"e\",{}1{}]",
+            "[".repeat(depth - 1),
+            "]".repeat(depth - 1)
+        )
+    }
+
+    #[test]
+    fn one_nesting_bound_for_clients_and_backends() {
+        let ok = nested_args(MAX_JSON_DEPTH);
+        let deep = nested_args(MAX_JSON_DEPTH + 1);
+        assert!(dec(&format!("2{ok}")).is_ok());
+        assert_eq!(dec(&format!("2{deep}")), Err(DecodeError::TooDeep));
+        assert!(parse_args(&ok).is_ok());
+        assert!(matches!(parse_args(&deep), Err(ArgsError::TooDeep)));
+        assert_eq!(
+            check_args_attachments(&format!("{deep}_placeholder"), 0),
+            Err(ArgsError::TooDeep)
+        );
+        // Far deeper, as a hostile peer would send: refused the same way, no
+        // stack overflow.
+        let huge = nested_args(100_000);
+        assert!(matches!(parse_args(&huge), Err(ArgsError::TooDeep)));
+        assert_eq!(dec(&format!("2{huge}")), Err(DecodeError::TooDeep));
+        // Objects count; brackets inside strings (escaped quotes too) do not.
+        let objects = format!(
+            "[{}1{}]",
+            "{\"a\":".repeat(MAX_JSON_DEPTH),
+            "}".repeat(MAX_JSON_DEPTH)
+        );
+        assert!(matches!(parse_args(&objects), Err(ArgsError::TooDeep)));
+        let in_string = format!("[\"\\\"{}\"]", "[".repeat(10 * MAX_JSON_DEPTH));
+        assert!(parse_args(&in_string).is_ok(), "{in_string}");
+        assert!(!nests_deeper_than(&in_string, 1));
     }
 
     #[test]
