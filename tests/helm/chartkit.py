@@ -46,6 +46,9 @@ FEATURES = {
                                  "connections": {"enabled": True}}}
     },
     "servicemonitor": {"serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}}},
+    "monitoring": {"serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
+                   "prometheusRule": {"enabled": True, "labels": {"release": "prometheus"}},
+                   "grafanaDashboard": {"enabled": True, "annotations": {"grafana_folder": "Realtime"}}},
     "ingress": {
         "ingress": {
             "enabled": True,
@@ -78,6 +81,11 @@ FEATURES = {
     "connect-hook": {"auth": {"jwt": {"enabled": False}, "connectHook": {"url": "http://auth.backends.svc:7000"}}},
     "presence-off": {"presence": {"enabled": False}},
     "open-api-anonymous": {"auth": {"allowAnonymous": True, "apiKeys": {"enabled": False}}},
+    "tracing": {"tracing": {"otlpEndpoint": "http://otel-collector.observability:4317", "sampleRatio": 0.25},
+                "edge": {"extraConfig": {"recovery_rooms": ["chat:*"]}}},
+    # The default ratio (1, an integer in the settings file) and a float from extraConfig.
+    "tracing-default-ratio": {"tracing": {"otlpEndpoint": "https://otel-collector.observability:4317"},
+                              "control": {"extraConfig": {"trace_sample_ratio": 0.1}}},
     "extra-config": {"edge": {"extraConfig": {"jwt_leeway_secs": 5, "namespaces": ["/", "/chat"]}},
                      "control": {"extraConfig": {"request_timeout_ms": 7000}}},
 }

@@ -87,7 +87,8 @@ class Pod:
 
     def __init__(self, rendered, workload, secret, pod_name):
         spec = workload["spec"]["template"]["spec"]
-        (self.container,) = spec["containers"]
+        # The workload's own container comes first (NATS has the exporter beside it).
+        self.container = spec["containers"][0]
         self.root = pathlib.Path(tempfile.mkdtemp(prefix="pod-", dir=SCRATCH.name))
         self.env = resolve_env(self.container, secret, pod_name)
         self.mounts = []
@@ -265,7 +266,7 @@ class NatsCluster:
             for i in range(replicas):
                 pod = Pod(rendered, sts, secret, f"{name}-{i}")
                 self.servers.append(NatsServer(pod, ports[i], routes))
-            (container,) = sts["spec"]["template"]["spec"]["containers"]
+            container = sts["spec"]["template"]["spec"]["containers"][0]
             for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
                 path = container[probe]["httpGet"]["path"]
                 for server in self.servers:

@@ -8,11 +8,12 @@ import signal
 import subprocess
 import time
 
+import grpc
 import jwt
 import pytest
 import socketio
 
-from chartkit import FEATURES, RELEASE, render
+from chartkit import FEATURES, NAMESPACE, RELEASE, render
 from procs import BIN, NATS_BIN, NatsCluster, PlainNats, Pod, Roomcast, free_port, http_get, wait_for
 
 LISTEN = {
@@ -113,6 +114,13 @@ def test_metrics_the_chart_relies_on(cluster):
     assert "\nroomcast_edge_connections " in "\n" + text, "the HPA's Pods metric"
     wait_for(lambda: "roomcast_control_live_edges 1" in control.admin("/metrics")[1],
              "the control plane to count the edge (same cluster name, same NATS)")
+    # What the dashboard's Build, CPU, memory and file descriptor panels read, on every process.
+    for proc, role in ((edge, "edge"), (control, "control")):
+        text = "\n" + proc.admin("/metrics")[1]
+        assert f'\nroomcast_build_info{{version="{out.get("Deployment", f"{RELEASE}-roomcast-{role}")["metadata"]["labels"]["app.kubernetes.io/version"]}",role="{role}"}} 1' in text
+        for name in ("process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds", "process_max_fds",
+                     "process_start_time_seconds"):
+            assert f"\n{name} " in text, name
 
 
 def test_client_token_and_api_key_from_the_secret(cluster):
@@ -176,3 +184,35 @@ def test_edge_drain_follows_the_rendered_timings():
         assert 1 <= took < grace - pre_stop, took
     finally:
         nats.stop()
+
+
+def hook(out, suffix):
+    (pod,) = [p for p in out.all("Pod") if p["metadata"]["name"].endswith(suffix)
+              and p["metadata"].get("annotations", {}).get("helm.sh/hook") == "test"]
+    return pod["spec"]["containers"][0]
+
+
+def test_helm_test_hooks_pass_against_the_release(cluster):
+    """The `helm test` pods' checks, run here against the real processes: the
+    handshake script with the Service address swapped for the edge's, and the
+    health check grpc-health-probe makes (the same request, from Python)."""
+    out, _, _, edge, control = cluster
+    script = hook(out, "-test-socketio")["command"][-1]
+    service = f"{RELEASE}-roomcast-edge.{NAMESPACE}.svc.cluster.local:{out.get('Service', f'{RELEASE}-roomcast-edge')['spec']['ports'][0]['port']}"
+    assert service in script
+    result = subprocess.run(["sh", "-c", script.replace(service, edge.addrs["http"])],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and 'handshake ok: 0{"sid":' in result.stdout, result.stdout + result.stderr
+    # A wrong answer fails the hook: the same script against the admin port (404).
+    result = subprocess.run(["sh", "-c", script.replace(service, edge.addrs["admin"])],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+
+    args = hook(out, "-test-grpc-health")["args"]
+    service_name = next(a.split("=", 1)[1] for a in args if a.startswith("-service="))
+    with grpc.insecure_channel(control.addrs["grpc"]) as channel:
+        check = channel.unary_unary("/grpc.health.v1.Health/Check",
+                                    request_serializer=lambda s: b"\x0a" + bytes([len(s)]) + s.encode(),
+                                    response_deserializer=lambda b: b)
+        # HealthCheckResponse{status: SERVING (1)}, without an API key.
+        assert check(service_name, timeout=10) == b"\x08\x01"

@@ -7,8 +7,10 @@ import re
 
 import kubernetes_validate
 import pytest
+import yaml
 
 from chartkit import (
+    CHART,
     FEATURES,
     KUBE_VERSIONS,
     NAMESPACE,
@@ -19,6 +21,7 @@ from chartkit import (
 )
 
 ROOMCAST = ("edge", "control")
+PROMETHEUS_CONFIG = yaml.safe_load((CHART.parents[1] / "deploy" / "prometheus" / "prometheus.yml").read_text())
 
 
 @pytest.fixture(scope="module", params=sorted(FEATURES))
@@ -109,9 +112,37 @@ def test_probes_are_on_the_admin_port_the_binary_listens_on(feature):
         assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "admin"}
         assert container["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "admin"}
         assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "admin"}
-        service = out.get("Service", f"{RELEASE}-roomcast-{role}")
+        service = out.get("Service", f"{RELEASE}-roomcast-{role}-admin")
         targets = {p["name"]: p["targetPort"] for p in service["spec"]["ports"]}
-        assert targets["admin"] == "admin" and set(targets) <= set(ports), targets
+        assert targets == {"admin": "admin"}, targets
+        client = out.get("Service", f"{RELEASE}-roomcast-{role}")
+        targets = {p["name"]: p["targetPort"] for p in client["spec"]["ports"]}
+        assert "admin" not in targets and set(targets) <= set(ports), targets
+
+
+@pytest.mark.parametrize("service_type", ["LoadBalancer", "NodePort"])
+def test_admin_ports_stay_off_public_services(service_type):
+    """/metrics and /readyz are never on a client Service, whatever its type:
+    each component's admin port is on a ClusterIP Service of its own."""
+    out = render({"edge": {"service": {"type": service_type}}, "control": {"service": {"type": service_type}}})
+    for role in ROOMCAST:
+        container_ports = {p["name"]: p["containerPort"] for p in out.container(role)["ports"]}
+        selector = out.deployment(role)["spec"]["selector"]["matchLabels"]
+        admin_port = container_ports["admin"]
+        for svc in out.all("Service"):
+            if svc["spec"].get("selector") != selector:
+                continue
+            names = {p["name"] for p in svc["spec"]["ports"]}
+            numbers = {p["port"] for p in svc["spec"]["ports"]} | {p["targetPort"] for p in svc["spec"]["ports"]}
+            if svc["metadata"]["name"].endswith("-admin"):
+                assert svc["spec"]["type"] == "ClusterIP" and names == {"admin"}, svc
+            else:
+                assert "admin" not in names and admin_port not in numbers, svc["metadata"]["name"]
+        admin = out.get("Service", f"{RELEASE}-roomcast-{role}-admin")
+        assert admin["spec"]["selector"] == selector
+        assert admin["spec"]["ports"][0]["port"] == admin_port
+        client = out.get("Service", f"{RELEASE}-roomcast-{role}")
+        assert client["spec"]["type"] == service_type
 
 
 def test_roomcast_runs_its_role_with_the_mounted_settings(feature):
@@ -261,7 +292,33 @@ def test_service_monitor():
         return any(p["name"] == "admin" for p in svc["spec"]["ports"])
 
     chosen = sorted(s["metadata"]["name"] for s in out.all("Service") if selected(s))
-    assert chosen == [f"{RELEASE}-roomcast-control", f"{RELEASE}-roomcast-edge"]
+    assert chosen == [f"{RELEASE}-roomcast-control-admin", f"{RELEASE}-roomcast-edge-admin", f"{RELEASE}-roomcast-nats-admin"]
+    # The job label is the one deploy/prometheus/prometheus.yml uses, which the alerts and the dashboard name.
+    jobs = sorted(s["metadata"]["labels"][spec["jobLabel"]] for s in out.all("Service") if selected(s))
+    assert jobs == ["nats", "roomcast-control", "roomcast-edge"]
+    jobs = sorted(job["job_name"] for job in PROMETHEUS_CONFIG["scrape_configs"])
+    assert jobs == ["nats", "roomcast-control", "roomcast-edge"]
+
+
+def test_nats_exporter_sidecar():
+    """NATS's monitoring port serves JSON: the NATS project's exporter beside
+    each server turns it into Prometheus text, JetStream included."""
+    out = render()
+    pod = out.get("StatefulSet")["spec"]["template"]["spec"]
+    containers = {c["name"]: c for c in pod["containers"]}
+    exporter = containers["exporter"]
+    assert exporter["image"].startswith("natsio/prometheus-nats-exporter:")
+    monitor = next(p["containerPort"] for p in containers["nats"]["ports"] if p["name"] == "monitor")
+    assert exporter["args"][-1] == f"http://localhost:{monitor}"
+    assert "-jsz=all" in exporter["args"] and "-varz" in exporter["args"]
+    (port,) = exporter["ports"]
+    svc = out.get("Service", f"{RELEASE}-roomcast-nats-admin")
+    assert svc["spec"]["type"] == "ClusterIP"
+    assert svc["spec"]["ports"] == [{"name": "admin", "port": port["containerPort"], "targetPort": port["name"],
+                                     "protocol": "TCP", "appProtocol": "http"}]
+    off = render({"nats": {"internal": {"exporter": {"enabled": False}}}})
+    assert [c["name"] for c in off.get("StatefulSet")["spec"]["template"]["spec"]["containers"]] == ["nats"]
+    assert off.find("Service", f"{RELEASE}-roomcast-nats-admin") is None
     assert render().all("ServiceMonitor") == []
 
 
@@ -323,7 +380,7 @@ def test_internal_nats_cluster():
     assert sts["metadata"]["name"] == name and sts["spec"]["replicas"] == 3
     assert sts["spec"]["serviceName"] == headless
     assert sts["spec"]["podManagementPolicy"] == "Parallel"
-    (container,) = sts["spec"]["template"]["spec"]["containers"]
+    container = next(c for c in sts["spec"]["template"]["spec"]["containers"] if c["name"] == "nats")
     assert container["image"] == "nats:2.12-alpine"
     assert container["args"] == ["--config", "/etc/nats/nats.conf"]
     assert {m["mountPath"] for m in container["volumeMounts"]} >= {"/data", "/etc/nats"}
@@ -339,11 +396,13 @@ def test_internal_nats_cluster():
         settings = out.settings(role)
         assert settings["nats_urls"] == [f"nats://{r}:4222" for r in routes]
         assert settings["presence"] is True and settings["presence_replicas"] == 3
+        assert settings["recovery_replicas"] == 3
 
     single = render(FEATURES["internal-nats-single"])
     assert single.get("StatefulSet")["spec"]["replicas"] == 1
     assert "cluster {" not in single.get("ConfigMap", name)["data"]["nats.conf"]
     assert single.settings("edge")["presence_replicas"] == 1
+    assert single.settings("edge")["recovery_replicas"] == 1
 
 
 def test_external_nats():
@@ -352,11 +411,12 @@ def test_external_nats():
     for role in ROOMCAST:
         settings = out.settings(role)
         assert settings["nats_urls"] == FEATURES["external-nats"]["nats"]["external"]["urls"]
-        assert settings["presence_replicas"] == 1
+        assert settings["presence_replicas"] == 1 and settings["recovery_replicas"] == 1
         env = {v["name"] for v in out.container(role)["env"]}
         assert not any(n.startswith("ROOMCAST_NATS_") for n in env)
     out = render({**FEATURES["external-nats"], "presence": {"replicas": 3}})
     assert out.settings("control")["presence_replicas"] == 3
+    assert out.settings("edge")["recovery_replicas"] == 3
     creds = render(FEATURES["external-nats-creds"])
     for role in ROOMCAST:
         assert creds.settings(role)["nats_creds_file"] == "/etc/roomcast/secrets/nats.creds"
@@ -449,3 +509,47 @@ def test_config_changes_roll_the_pods():
 ])
 def test_inconsistent_values_are_refused(values, message):
     assert message in render_error(values)
+
+
+def test_tracing_values_and_float_settings():
+    out = render(FEATURES["tracing"])
+    for role in ROOMCAST:
+        settings = out.settings(role)
+        assert settings["otlp_endpoint"] == "http://otel-collector.observability:4317"
+        assert settings["trace_sample_ratio"] == 0.25
+    # A float in extraConfig is kept a float (the schema accepts numbers).
+    out = render({"edge": {"extraConfig": {"trace_sample_ratio": 0.1}}})
+    assert out.settings("edge")["trace_sample_ratio"] == 0.1
+    for role in ROOMCAST:
+        assert "otlp_endpoint" not in render().settings(role)
+    assert "/tracing/otlpEndpoint" in render_error({"tracing": {"otlpEndpoint": "collector:4317"}})
+    assert "/tracing/sampleRatio" in render_error({"tracing": {"sampleRatio": 1.5}})
+
+
+def test_helm_test_hooks_reach_the_services():
+    """`helm test` runs two pods: an Engine.IO handshake through the edges'
+    Service and a gRPC health check through the control planes' (test_binary
+    runs both against real processes)."""
+    out = render()
+    hooks = {p["metadata"]["name"]: p for p in out.all("Pod")
+             if p["metadata"].get("annotations", {}).get("helm.sh/hook") == "test"}
+    assert sorted(hooks) == [f"{RELEASE}-roomcast-test-grpc-health", f"{RELEASE}-roomcast-test-socketio"]
+    for pod in hooks.values():
+        spec = pod["spec"]
+        assert spec["restartPolicy"] == "Never" and spec["automountServiceAccountToken"] is False
+        assert spec["securityContext"]["runAsNonRoot"] is True
+        (container,) = spec["containers"]
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        assert container["resources"]["requests"]["memory"]
+    edge = out.get("Service", f"{RELEASE}-roomcast-edge")
+    edge_port = next(p["port"] for p in edge["spec"]["ports"] if p["name"] == "http")
+    script = hooks[f"{RELEASE}-roomcast-test-socketio"]["spec"]["containers"][0]["command"][-1]
+    assert f"http://{RELEASE}-roomcast-edge.{NAMESPACE}.svc.cluster.local:{edge_port}/socket.io/?EIO=4&transport=polling" in script
+    control = out.get("Service", f"{RELEASE}-roomcast-control")
+    grpc_port = next(p["port"] for p in control["spec"]["ports"] if p["name"] == "grpc")
+    args = hooks[f"{RELEASE}-roomcast-test-grpc-health"]["spec"]["containers"][0]["args"]
+    assert f"-addr={RELEASE}-roomcast-control.{NAMESPACE}.svc.cluster.local:{grpc_port}" in args
+    assert "-service=roomcast.v1.Roomcast" in args
+    moved = render({"socketio": {"path": "/rt/"}, "edge": {"ports": {"http": 8080}}})
+    (pod,) = [p for p in moved.all("Pod") if p["metadata"]["name"].endswith("-test-socketio")]
+    assert f"svc.cluster.local:8080/rt/?EIO=4" in pod["spec"]["containers"][0]["command"][-1]

@@ -1,11 +1,18 @@
 """/metrics after real traffic, through a standalone process and a small
 cluster: the text parses as Prometheus exposition format, the counters moved by
-exactly what the traffic should move them by, and every PromQL expression of
-the shipped dashboard and alert rules parses and names only exported metrics."""
+exactly what the traffic should move them by, every PromQL expression of the
+shipped dashboard and alert rules parses and names only exported metrics, and
+a real Prometheus (Debian's) scraping the cluster answers every panel's query."""
 
 import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 import grpc
@@ -150,9 +157,31 @@ def promql_names(node, out):
     return out
 
 
+# What the dashboard's template variables stand for when every value is
+# chosen, and a rate window that fits a 1 s scrape interval.
+DASHBOARD_VARIABLES = {"$__rate_interval": "5s", "$namespace": ".*", "$job": ".*", "$instance": ".*"}
+# Series that come from elsewhere: Prometheus's own `up`, and NATS's exporter
+# (prometheus-nats-exporter -jsz=all), which the alerts on JetStream replicas read.
+NOT_FROM_ROOMCAST = {"up", "jetstream_stream_last_seq"}
+
+
+def substitute(expr):
+    for name in sorted(DASHBOARD_VARIABLES, key=len, reverse=True):
+        expr = expr.replace(name, DASHBOARD_VARIABLES[name])
+    assert "$" not in expr, f"a template variable the test does not know: {expr}"
+    return expr
+
+
+def dashboard():
+    return json.loads((REPO / "deploy" / "grafana" / "roomcast.json").read_text())
+
+
+def dashboard_expressions():
+    return [(f"dashboard: {p['title']}", substitute(t["expr"])) for p in dashboard()["panels"] for t in p["targets"]]
+
+
 def shipped_expressions():
-    dashboard = json.loads((REPO / "deploy" / "grafana" / "roomcast.json").read_text())
-    exprs = [(f"dashboard: {p['title']}", t["expr"]) for p in dashboard["panels"] for t in p["targets"]]
+    exprs = dashboard_expressions()
     alerts = yaml.safe_load((REPO / "deploy" / "prometheus" / "alerts.yml").read_text())
     exprs += [(f"alert: {r['alert']}", r["expr"]) for g in alerts["groups"] for r in g["rules"]]
     return exprs
@@ -172,8 +201,136 @@ def test_dashboard_and_alerts_use_only_exported_metrics(pb, cluster):
     for where, expr in exprs:
         names = promql_names(promql_parser.parse(expr), set())
         assert names, f"{where}: selects no metric: {expr}"
-        missing = {n for n in names if n not in exported}
+        missing = {n for n in names if n not in exported | NOT_FROM_ROOMCAST}
         assert not missing, f"{where} uses metrics nothing exports: {sorted(missing)}"
+
+
+def test_dashboard_has_variables_and_a_panel_for_every_family(pb, cluster):
+    """Releases are told apart by namespace, job and instance; every family
+    the processes export is on some panel; no fixed rate window."""
+    _, edges, control, clients = cluster
+    if not clients.all:
+        emit_to_room(pb, control.grpc_addr, [clients.connect(edges[0].http_url, "solo")], "solo-room", 1)
+    board = dashboard()
+    variables = {v["name"] for v in board["templating"]["list"]}
+    assert {"datasource", "namespace", "job", "instance"} <= variables
+    raw = [t["expr"] for p in board["panels"] for t in p["targets"]]
+    for expr in raw:
+        assert "[1m]" not in expr and "[5m]" not in expr, f"use $__rate_interval: {expr}"
+        if "{" in expr:
+            assert 'instance=~"$instance"' in expr and 'job=~"$job"' in expr and 'namespace=~"$namespace"' in expr, expr
+    used = set()
+    for _, expr in dashboard_expressions():
+        used |= promql_names(promql_parser.parse(expr), set())
+    families = {}
+    for proc in [*edges, control]:
+        with urllib.request.urlopen(f"http://{proc.addrs['admin']}/metrics", timeout=TIMEOUT) as r:
+            for family in text_string_to_metric_families(r.read().decode()):
+                families.setdefault(family.name, set()).update(s.name for s in family.samples)
+    uncovered = sorted(f for f, samples in families.items() if not samples & used)
+    assert uncovered == [], "dashboard: add panels for these families"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Prometheus:
+    """Debian's prometheus on a loopback port, scraping `jobs` every second,
+    with a storage folder of its own."""
+
+    def __init__(self, jobs):
+        binary = shutil.which("prometheus")
+        if binary is None:
+            pytest.fail("prometheus not found: apt-get install prometheus (scripts/test installs it when run as root)")
+        self.dir = tempfile.TemporaryDirectory()
+        config = {
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "scrape_configs": [{"job_name": job, "static_configs": [{"targets": targets}]}
+                               for job, targets in jobs.items()],
+        }
+        path = os.path.join(self.dir.name, "prometheus.yml")
+        with open(path, "w") as f:
+            yaml.safe_dump(config, f)
+        self.url = f"http://127.0.0.1:{free_port()}"
+        self.log = open(os.path.join(self.dir.name, "prometheus.log"), "w+b")
+        self.proc = subprocess.Popen(
+            [binary, f"--config.file={path}", f"--storage.tsdb.path={self.dir.name}/data",
+             f"--web.listen-address={self.url[len('http://'):]}", "--log.level=warn"],
+            stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log)
+
+    def api(self, path, **params):
+        url = f"{self.url}/api/v1/{path}"
+        if params:
+            url += "?" + urllib.parse.urlencode(params)
+        try:
+            with urllib.request.urlopen(url, timeout=TIMEOUT) as r:
+                return json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            if e.code == 503:
+                return None  # still starting
+            return json.loads(e.read())  # 400/422: an invalid query, with Prometheus's message
+        except OSError:
+            assert self.proc.poll() is None, f"prometheus exited: {self.log_text()}"
+            return None
+
+    def log_text(self):
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")[-3000:]
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self.log.close()
+        self.dir.cleanup()
+
+
+def test_every_panel_query_runs_on_a_real_prometheus(pb, cluster):
+    _, edges, control, clients = cluster
+    # Traffic, so that the histograms and labelled counters have series.
+    members = [clients.connect(edges[0].http_url, "prom1"), clients.connect(edges[1].http_url, "prom2")]
+    emit_to_room(pb, control.grpc_addr, members, "prometheus-room", 2)
+    prom = Prometheus({"roomcast-edge": [e.addrs["admin"] for e in edges], "roomcast-control": [control.addrs["admin"]]})
+    try:
+        def targets_up():
+            answer = prom.api("targets")
+            active = (answer or {}).get("data", {}).get("activeTargets", [])
+            return len(active) == 3 and all(t["health"] == "up" for t in active)
+
+        wait_for(targets_up, "prometheus to scrape the three processes", timeout=30)
+        exported = {"roomcast_fanout_latency_seconds_bucket", "roomcast_grpc_request_duration_seconds_bucket",
+                    "roomcast_build_info", "process_cpu_seconds_total"}
+
+        def names():
+            answer = prom.api("label/__name__/values") or {}
+            found = set(answer.get("data") or [])
+            return found if exported <= found else None
+
+        scraped = wait_for(names, "the scraped series names", timeout=20)
+        # A second scrape of every target, so that rate() has two samples.
+        wait_for(
+            lambda: (prom.api("query", query="min(count_over_time(up[10s])) >= 2") or {}).get("data", {}).get("result"),
+            "two scrapes of every target", timeout=20)
+        assert "roomcast_build_info" in scraped, "the template variables read roomcast_build_info"
+        queries = dashboard_expressions()
+        assert len(queries) >= 30
+        answered = 0
+        for where, expr in queries:
+            answer = prom.api("query", query=expr)
+            assert answer and answer["status"] == "success", f"{where}: {expr}: {answer}"
+            missing = promql_names(promql_parser.parse(expr), set()) - scraped
+            assert not missing, f"{where} names metrics the cluster does not export: {sorted(missing)}"
+            answered += bool(answer["data"]["result"])
+        # Most panels show data right away (the rest need a slow consumer, a recovery, ...).
+        assert answered >= len(queries) // 2, f"only {answered} of {len(queries)} queries returned series"
+    finally:
+        prom.stop()
 
 
 def readyz(proc):

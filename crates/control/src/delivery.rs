@@ -852,8 +852,39 @@ impl Delivery {
             .map(drop)
     }
 
-    /// Sends one message once to a recipient's sockets and waits for an ack.
+    /// Sends one message once to a recipient's sockets and waits for an ack,
+    /// in a `delivery` span when traces are exported.
     async fn attempt(
+        &self,
+        msg: &Message,
+        to: &Recipient,
+        timeout: Duration,
+    ) -> Result<Attempt, ControlError> {
+        use tracing::field::Empty;
+        use tracing::Instrument;
+        let span = if roomcast_bus::trace::enabled() {
+            tracing::info_span!(
+                "delivery",
+                otel.name = "delivery",
+                message_id = %msg.id,
+                acked = Empty,
+                otel.status_code = Empty
+            )
+        } else {
+            tracing::Span::none()
+        };
+        let result = self
+            .send_once(msg, to, timeout)
+            .instrument(span.clone())
+            .await;
+        match &result {
+            Ok(attempt) => span.record("acked", matches!(attempt, Attempt::Acked)),
+            Err(_) => span.record("otel.status_code", "ERROR"),
+        };
+        result
+    }
+
+    async fn send_once(
         &self,
         msg: &Message,
         to: &Recipient,

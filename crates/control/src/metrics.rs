@@ -78,18 +78,37 @@ pub async fn observe<T>(
     method: &'static str,
     call: impl Future<Output = Result<T, Status>>,
 ) -> Result<T, Status> {
+    use tracing::field::Empty;
     use tracing::Instrument;
     let start = Instant::now();
+    // A SERVER span that continues the caller's trace (its `traceparent`),
+    // with the status code, and an error status when the call failed.
     let span = if roomcast_bus::trace::enabled() {
-        tracing::info_span!("grpc", otel.name = method, rpc.method = method)
+        tracing::info_span!(
+            "grpc",
+            otel.name = method,
+            otel.kind = "server",
+            rpc.system = "grpc",
+            rpc.service = "roomcast.v1.Roomcast",
+            rpc.method = method,
+            rpc.grpc.status_code = Empty,
+            otel.status_code = Empty,
+            otel.status_description = Empty,
+        )
     } else {
         tracing::Span::none()
     };
-    let result = call.instrument(span).await;
+    roomcast_bus::trace::adopt_caller(&span);
+    let result = call.instrument(span.clone()).await;
     let code = match &result {
         Ok(_) => Code::Ok,
         Err(s) => s.code(),
     };
+    span.record("rpc.grpc.status_code", code as i64);
+    if let Err(status) = &result {
+        span.record("otel.status_code", "ERROR");
+        span.record("otel.status_description", status.message());
+    }
     metrics::counter!(GRPC_REQUESTS, "method" => method, "code" => code_label(code)).increment(1);
     metrics::histogram!(GRPC_DURATION, "method" => method).record(start.elapsed().as_secs_f64());
     result

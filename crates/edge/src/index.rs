@@ -664,6 +664,8 @@ impl Edge {
                     tracing::info_span!(
                         "deliver",
                         otel.name = "deliver",
+                        otel.kind = "consumer",
+                        messaging.system = "nats",
                         recipients = tracing::field::Empty
                     )
                 } else {

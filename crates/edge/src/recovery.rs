@@ -88,6 +88,8 @@ impl Outcome {
 
 fn outcome(o: Outcome) {
     metrics::counter!(crate::metrics::RECOVERIES, "outcome" => o.label()).increment(1);
+    // The `recovery` span of the attempt, when traces are exported.
+    tracing::Span::current().record("outcome", o.label());
 }
 
 impl Edge {
@@ -103,6 +105,31 @@ impl Edge {
     /// and answers the CONNECT. `None` when it cannot be recovered: the caller
     /// then connects a fresh socket.
     pub(crate) async fn recover(
+        &self,
+        session: &Arc<Session>,
+        nsp: &str,
+        identity: &Identity,
+        auth: Option<&Value>,
+    ) -> Option<Result<(), CloseReason>> {
+        use tracing::Instrument;
+        if self.inner.recovery.is_none() || auth.and_then(|a| a.get("pid")).is_none() {
+            return None;
+        }
+        let span = if roomcast_bus::trace::enabled() {
+            tracing::info_span!(
+                "recovery",
+                otel.name = "recovery",
+                outcome = tracing::field::Empty
+            )
+        } else {
+            tracing::Span::none()
+        };
+        self.recover_in_span(session, nsp, identity, auth)
+            .instrument(span)
+            .await
+    }
+
+    async fn recover_in_span(
         &self,
         session: &Arc<Session>,
         nsp: &str,

@@ -42,8 +42,7 @@ async fn readyz(State(admin): State<Admin>) -> impl IntoResponse {
 async fn render(State(admin): State<Admin>) -> impl IntoResponse {
     admin.probe.sample();
     metrics::gauge!(crate::metrics::READY).set(f64::from(u8::from(admin.probe.ready())));
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        admin.metrics.render(),
-    )
+    let mut text = admin.metrics.render();
+    text.push_str(&crate::metrics::process_text());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }

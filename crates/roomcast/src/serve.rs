@@ -194,6 +194,7 @@ impl Servers {
                 .context("invalid grpc tls certificate or key")?;
         }
         let server = builder
+            .layer(crate::telemetry::CallerTraceLayer)
             .add_service(health_service)
             .add_service(reflection)
             .add_service(RoomcastServer::with_interceptor(control, keys))

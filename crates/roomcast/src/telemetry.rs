@@ -2,9 +2,12 @@
 //! traces exported over OTLP/gRPC. Traces are off by default; then no span is
 //! created on the hot paths and no trace header travels on the bus.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::Context as _;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::trace::{
@@ -103,4 +106,55 @@ pub fn init(
     Ok(Telemetry {
         provider: Some(provider),
     })
+}
+
+/// A layer of the gRPC server that runs each call with its caller's W3C trace
+/// context (`traceparent`, `tracestate` request headers), so that the call's
+/// SERVER span joins the caller's trace ([`roomcast_bus::trace::with_caller`]).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CallerTraceLayer;
+
+impl<S> tower::Layer<S> for CallerTraceLayer {
+    type Service = CallerTrace<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        CallerTrace(inner)
+    }
+}
+
+/// See [`CallerTraceLayer`].
+#[derive(Clone, Debug)]
+pub struct CallerTrace<S>(S);
+
+type BoxedCall<R, E> = Pin<Box<dyn Future<Output = Result<R, E>> + Send>>;
+
+impl<S, B> tower::Service<axum::http::Request<B>> for CallerTrace<S>
+where
+    S: tower::Service<axum::http::Request<B>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxedCall<S::Response, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: axum::http::Request<B>) -> Self::Future {
+        if !roomcast_bus::trace::enabled() {
+            return Box::pin(self.0.call(req));
+        }
+        let header = |name: &str| {
+            req.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let (parent, state) = (header("traceparent"), header("tracestate"));
+        let call = self.0.call(req);
+        Box::pin(async move {
+            roomcast_bus::trace::with_caller(parent.as_deref(), state.as_deref(), call).await
+        })
+    }
 }

@@ -115,7 +115,7 @@ names the values to change (the binary would refuse them at start anyway).
 {{- if and $v.nats.internal.enabled (has $v.nats.auth.method (list "nkey" "creds")) -}}
 {{- fail (printf "nats: nats.auth.method=%s needs accounts on the NATS servers; the chart's NATS supports none, token and userPassword" $v.nats.auth.method) -}}
 {{- end -}}
-{{- if and $v.presence.enabled $v.nats.internal.enabled (gt (include "roomcast.presenceReplicas" . | int) ($v.nats.internal.replicas | int)) -}}
+{{- if and $v.nats.internal.enabled (gt (include "roomcast.presenceReplicas" . | int) ($v.nats.internal.replicas | int)) -}}
 {{- fail (printf "presence.replicas (%s) cannot exceed nats.internal.replicas (%d)" (include "roomcast.presenceReplicas" .) ($v.nats.internal.replicas | int)) -}}
 {{- end -}}
 {{- if $v.nats.internal.enabled -}}
@@ -208,6 +208,13 @@ secrets are not here; they arrive as ROOMCAST_* variables.
 {{- $_ := set $s "presence_namespace" $v.presence.namespace -}}
 {{- $_ := set $s "presence_replicas" (include "roomcast.presenceReplicas" $root | int64) -}}
 {{- $_ := set $s "max_connections_per_user" ($v.presence.maxConnectionsPerUser | int64) -}}
+{{- end -}}
+{{- /* The recovery stream and sessions bucket (on when extraConfig names
+       recovery_rooms) get as many replicas as presence's bucket. */ -}}
+{{- $_ := set $s "recovery_replicas" (include "roomcast.presenceReplicas" $root | int64) -}}
+{{- with $v.tracing.otlpEndpoint -}}
+{{- $_ := set $s "otlp_endpoint" . -}}
+{{- $_ := set $s "trace_sample_ratio" ($v.tracing.sampleRatio | float64) -}}
 {{- end -}}
 {{- if eq $v.nats.auth.method "creds" -}}
 {{- $_ := set $s "nats_creds_file" "/etc/roomcast/secrets/nats.creds" -}}
