@@ -664,6 +664,18 @@ class Server:
             self._runner = asyncio.ensure_future(self.run())
         return self._runner
 
+    async def wait(self) -> None:
+        """Waits until the streams started by `start()` (or `async with`) stop:
+        returns after `close()`, raises `StreamError` when they failed."""
+        runner = self._runner
+        if runner is None:
+            return
+        try:
+            await asyncio.shield(runner)
+        except asyncio.CancelledError:
+            if not runner.cancelled():
+                raise
+
     async def close(self) -> None:
         """Stops the streams and running handlers and closes the channel."""
         self._closing = True
