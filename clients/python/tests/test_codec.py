@@ -22,7 +22,9 @@ def test_python_socketio_argument_conventions():
     assert _codec.ack_value([1, 2]) == (1, 2)
 
 
-@pytest.mark.parametrize("text", ['{"a":1}', "[", '[{"_placeholder":true,"num":3}]'])
+@pytest.mark.parametrize(
+    "text", ['{"a":1}', "[", '[{"_placeholder":true,"num":3}]', "[" * 100_000 + "]" * 100_000, "nul"]
+)
 def test_bad_arguments_raise_value_error(text):
     with pytest.raises(ValueError):
         _codec.decode(text, [b"only-one"])

@@ -318,3 +318,55 @@ def test_streams_reopen_after_the_control_plane_restarts(cluster):
     finally:
         for client in made:
             client.sio.disconnect()
+
+
+def test_replicas_in_a_group_share_the_events(target, clients):
+    async def main():
+        handled = {"r1": [], "r2": []}
+        replicas = []
+        for name in handled:
+            rc = server(target, group="workers")
+
+            @rc.on("job")
+            async def job(sid, n, name=name):
+                handled[name].append(n)
+                return name
+
+            replicas.append(rc)
+        async with replicas[0], replicas[1]:
+            (a,) = await clients(1)
+            answers = [await a.call("job", n) for n in range(20)]
+            assert set(answers) <= {"r1", "r2"}
+            assert sorted(handled["r1"] + handled["r2"]) == list(range(20)), "each event to one replica"
+
+    run(main())
+
+
+def test_streams_wait_for_roomcast_to_come_up(cluster):
+    async def main():
+        address = cluster.grpc_addr
+        await asyncio.to_thread(cluster.control.stop)
+        rc = server(cluster, reconnect_delay=0.05, reconnect_delay_max=0.2)
+        reconnects = []
+        rc.on_reconnect(reconnects.append)
+
+        @rc.on("ping")
+        async def ping(sid, n):
+            return n + 1
+
+        rc.start()
+        with pytest.raises(asyncio.TimeoutError):
+            await rc.wait_live(timeout=0.3)
+        await asyncio.to_thread(cluster.restart_control)
+        assert cluster.grpc_addr == address
+        await rc.wait_live(timeout=20)
+        assert reconnects == [], "no stream was live before: nothing was missed"
+        client = Client(cluster.http_urls[0])
+        await client.connect()
+        try:
+            assert await client.call("ping", 1) == 2
+        finally:
+            await client.disconnect()
+            await rc.close()
+
+    run(main())

@@ -46,7 +46,10 @@ def decode(args_json: str, attachments: Sequence[bytes]) -> list:
     an attachment that is not there."""
     if not args_json:
         return []
-    args = json.loads(args_json)
+    try:
+        args = json.loads(args_json)
+    except RecursionError:
+        raise ValueError("arguments nest too deeply") from None
     if not isinstance(args, list):
         raise ValueError("arguments are not a JSON array")
 
@@ -62,7 +65,10 @@ def decode(args_json: str, attachments: Sequence[bytes]) -> list:
             return [walk(item) for item in value]
         return value
 
-    return [walk(arg) for arg in args]
+    try:
+        return [walk(arg) for arg in args]
+    except RecursionError:
+        raise ValueError("arguments nest too deeply") from None
 
 
 def ack_value(args: list) -> Any:
