@@ -237,8 +237,17 @@ def test_reliable_emit_to_a_user(target, clients):
 
             await eventually(is_acked, "the delivery to be acked")
             # a user with no socket yet gets it once one connects (from its inbox)
-            later = await rc.emit("invoice", {"n": 2}, user="not-yet-connected", reliable_ttl=30)
+            later = await rc.emit("invoice", {"n": 2}, user=f"{a.sub}-later", reliable_ttl=30)
             assert (await rc.get_delivery(later)).status == "pending"
+            inbox = []
+            await clients(1, sub=f"{a.sub}-later", handlers={"invoice": lambda data, meta: inbox.append((data, meta))})
+            await eventually(lambda: asyncio.sleep(0, inbox), "the inbox delivery")
+            assert inbox[0] == ({"n": 2}, {"messageId": later})
+
+            async def later_acked():
+                return (await rc.get_delivery(later)).status == "acked"
+
+            await eventually(later_acked, "the inbox delivery to be acked")
 
     run(main())
 
