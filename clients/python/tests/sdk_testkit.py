@@ -22,6 +22,7 @@ import kit  # noqa: E402
 import socketio  # noqa: E402
 
 API_KEY = "py-sdk-test-key"
+NAMESPACES = ["--namespace", "/", "--namespace", "/admin"]
 TIMEOUT = 5  # seconds, for every single wait
 
 
@@ -41,7 +42,7 @@ class Standalone:
     kind = "standalone"
 
     def __init__(self):
-        self.proc = wait_ready(kit.Standalone("--jwt-secret", kit.SECRET, "--api-key", API_KEY))
+        self.proc = wait_ready(kit.Standalone("--jwt-secret", kit.SECRET, "--api-key", API_KEY, *NAMESPACES))
         self.http_urls = [self.proc.http_url]
         self.grpc_addr = self.proc.grpc_addr
 
@@ -63,7 +64,11 @@ class Cluster:
                 self.edges.append(
                     wait_ready(
                         kit.Roomcast(
-                            "edge", "--nats-url", self.nats.url, "--node-id", f"edge-{i + 1}", "--jwt-secret", kit.SECRET
+                            "edge",
+                            "--nats-url", self.nats.url,
+                            "--node-id", f"edge-{i + 1}",
+                            "--jwt-secret", kit.SECRET,
+                            *NAMESPACES,
                         )
                     )
                 )
@@ -106,7 +111,8 @@ class Client:
 
     _counter = itertools.count()
 
-    def __init__(self, url, sub=None, *, auth=None, query=None, headers=None, handlers=None):
+    def __init__(self, url, sub=None, *, auth=None, query=None, headers=None, handlers=None, namespace="/"):
+        self.namespace = namespace
         self.url = url + ("?" + urllib.parse.urlencode(query) if query else "")
         self.sub = sub or f"user-{next(self._counter)}"
         self.auth = {"token": kit.mint_token(self.sub), **(auth or {})}
@@ -114,14 +120,14 @@ class Client:
         self.sio = socketio.Client(reconnection=False)
         self.received = queue.Queue()
         self.disconnected = queue.Queue()
-        self.sio.on("*", lambda event, *args: self.received.put((event, list(args))))
-        self.sio.on("disconnect", lambda *reason: self.disconnected.put(reason))
+        self.sio.on("*", lambda event, *args: self.received.put((event, list(args))), namespace=namespace)
+        self.sio.on("disconnect", lambda *reason: self.disconnected.put(reason), namespace=namespace)
         for event, handler in (handlers or {}).items():
-            self.sio.on(event, handler)
+            self.sio.on(event, handler, namespace=namespace)
 
     @property
     def sid(self):
-        return self.sio.get_sid("/")
+        return self.sio.get_sid(self.namespace)
 
     async def connect(self):
         await asyncio.to_thread(
@@ -129,6 +135,7 @@ class Client:
             self.url,
             auth=self.auth,
             headers=self.headers,
+            namespaces=[self.namespace],
             transports=["websocket"],
             wait_timeout=TIMEOUT,
         )
@@ -155,7 +162,7 @@ class Client:
             raise AssertionError(f"{self.sub}: not disconnected within {timeout}s") from None
 
     async def call(self, event, data, timeout=TIMEOUT):
-        return await asyncio.to_thread(self.sio.call, event, data, timeout=timeout)
+        return await asyncio.to_thread(self.sio.call, event, data, namespace=self.namespace, timeout=timeout)
 
     async def disconnect(self):
         await asyncio.to_thread(self.sio.disconnect)

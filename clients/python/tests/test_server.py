@@ -379,3 +379,33 @@ def test_streams_wait_for_roomcast_to_come_up(cluster):
             await rc.close()
 
     run(main())
+
+
+def test_namespaces(target, clients):
+    async def main():
+        admin_rc = server(target, namespace="/admin")
+        every_rc = server(target, namespace=None, group="every")  # every namespace
+        seen = asyncio.Queue()
+
+        @admin_rc.on("whoami")
+        async def whoami(sid):
+            return "admin handler"
+
+        @every_rc.event
+        async def connect(sid, environ):
+            seen.put_nowait((environ["roomcast.connection"].namespace, sid))
+
+        async with admin_rc, every_rc:
+            (a,) = await clients(1, namespace="/admin")
+            assert await asyncio.wait_for(seen.get(), TIMEOUT) == ("/admin", a.sid)
+            (root,) = await clients(1)
+            assert await asyncio.wait_for(seen.get(), TIMEOUT) == ("/", root.sid)
+            assert await a.call("whoami", None) == "admin handler"
+            await admin_rc.enter_room(a.sid, "ops")  # the Server's namespace by default
+            await admin_rc.emit("alert", "disk", room="ops")
+            assert await a.next_event() == ("alert", ["disk"])
+            assert [s.sid for s in await every_rc.fetch_sockets(room="ops", namespace="/admin")] == [a.sid]
+            assert await every_rc.fetch_sockets(room="ops") == [], "the default namespace is /"
+            await root.nothing()
+
+    run(main())
