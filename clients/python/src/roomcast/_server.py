@@ -212,7 +212,6 @@ class Server:
         self._runner: Optional[asyncio.Task] = None
         self._tasks: set = set()
         self._live: Dict[str, asyncio.Event] = {}
-        self._closing = False
 
     # --- handlers -----------------------------------------------------------
 
@@ -660,7 +659,6 @@ class Server:
     def start(self) -> asyncio.Task:
         """Starts `run()` in a background task (what `async with` does)."""
         if self._runner is None or self._runner.done():
-            self._closing = False
             self._runner = asyncio.ensure_future(self.run())
         return self._runner
 
@@ -678,7 +676,6 @@ class Server:
 
     async def close(self) -> None:
         """Stops the streams and running handlers and closes the channel."""
-        self._closing = True
         runner, self._runner = self._runner, None
         if runner is not None:
             runner.cancel()
