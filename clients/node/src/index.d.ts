@@ -174,7 +174,12 @@ export interface RoomcastOptions {
   /** Default timeout of a ServerSocket's emitWithAck (5000). */
   ackTimeoutMs?: number;
   backoff?: { initialDelayMs?: number; maxDelayMs?: number };
+  /** With a group: how often sockets known here are checked for a disconnect another replica got (30000). */
+  sweepMs?: number;
 }
+
+/** The disconnect reason of a socket found gone without its disconnect event having come here. */
+export declare const MISSED_DISCONNECT: string;
 
 export interface Presence {
   userId: string;

@@ -546,6 +546,10 @@ export class ServerSocket {
 
 /** How long an event of an unknown socket waits for the socket's connect before it is looked up. */
 const ORPHAN_WAIT_MS = 1000;
+/** Socket ids per FetchSockets call when checking which known sockets are gone. */
+const SWEEP_CHUNK = 1000;
+/** The disconnect reason of a socket found gone without its disconnect event having come here. */
+export const MISSED_DISCONNECT = 'missed disconnect';
 
 /**
  * A namespace: selects its sockets (as `BroadcastOperator`) and emits
@@ -721,6 +725,10 @@ export class Namespace {
       (ev) => this.#onClientEvent(ev),
       'events',
     );
+    if (group) {
+      this.sweepTimer = setInterval(() => this.#reconcile().catch((err) => this.fail(err)), this.options.sweepMs);
+      this.sweepTimer.unref?.();
+    }
   }
 
   #startPresence() {
@@ -742,13 +750,20 @@ export class Namespace {
     );
   }
 
-  /** After the connections stream reopened: sockets known here that are gone get their "disconnect". */
+  /**
+   * Sockets known here that roomcast no longer has get their "disconnect",
+   * with reason MISSED_DISCONNECT: run after the connections stream reopened,
+   * and, with a group, every `sweepMs` (another replica may have got the
+   * disconnect of a socket whose events came here).
+   */
   async #reconcile() {
     const ids = [...this.sockets.keys()];
-    if (!ids.length) return;
-    const live = new Set((await this.toSocket(ids).fetchSockets()).map((s) => s.id));
-    for (const id of ids) {
-      if (!live.has(id)) this.#disconnected(id, 'transport close');
+    for (let i = 0; i < ids.length; i += SWEEP_CHUNK) {
+      const chunk = ids.slice(i, i + SWEEP_CHUNK);
+      const live = new Set((await this.toSocket(chunk).fetchSockets()).map((s) => s.id));
+      for (const id of chunk) {
+        if (!live.has(id)) this.#disconnected(id, MISSED_DISCONNECT);
+      }
     }
   }
 
@@ -877,6 +892,7 @@ export class Namespace {
 
   closeStreams() {
     this.closed = true;
+    clearInterval(this.sweepTimer);
     for (const s of this.streams) s.close();
     for (const o of this.orphans.values()) clearTimeout(o.timer);
     this.orphans.clear();
@@ -899,6 +915,8 @@ export class Roomcast extends Namespace {
    * @param options.deadlineMs deadline of each call (10000)
    * @param options.ackTimeoutMs default timeout of a socket's emitWithAck (5000)
    * @param options.backoff   `{ initialDelayMs: 100, maxDelayMs: 5000 }` between stream reopen attempts
+   * @param options.sweepMs   with a group: how often sockets known here are checked for a disconnect
+   *                          another replica got (30000)
    */
   constructor({
     address,
@@ -910,10 +928,11 @@ export class Roomcast extends Namespace {
     ackTimeoutMs,
     backoff,
     channelOptions,
+    sweepMs = 30_000,
   } = {}) {
     if (typeof address !== 'string' || address === '') throw new TypeError('Roomcast: `address` ("host:port") is required');
     const conn = new Connection({ address, apiKey, credentials, deadlineMs, channelOptions });
-    const options = { group, ackTimeoutMs, backoff: { initialDelayMs: 100, maxDelayMs: 5000, ...backoff } };
+    const options = { group, ackTimeoutMs, sweepMs, backoff: { initialDelayMs: 100, maxDelayMs: 5000, ...backoff } };
     super(conn, namespace, options, null);
     this.namespaces = new Map([[namespace, this]]);
   }

@@ -226,6 +226,32 @@ describe('@roomcast/server', () => {
     await assert.rejects(rc.emit('connect'), TypeError);
   });
 
+  it('replicas with one group share the sockets: each connect goes to one, every event is handled and acked', async () => {
+    const group = `g-${process.pid}`;
+    const replicas = ['r1', 'r2'].map((name) => {
+      const r = fresh({ group, sweepMs: 200 });
+      r.connects = [];
+      r.on('connection', (socket) => {
+        if (socket.handshake.auth !== undefined) r.connects.push(socket.id);
+        socket.on('whoami', (ack) => ack({ replica: name, user: socket.userId }));
+      });
+      return r;
+    });
+    await Promise.all(replicas.map((r) => r.ready()));
+    const users = [0, 1, 2, 3].map(() => uid('grp'));
+    const clients = await Promise.all(users.map((u) => pool.connect('/', asUser(u))));
+    const ids = clients.map((c) => c.id);
+    for (const [i, c] of clients.entries()) {
+      const [me] = await c.emitWithAckArgs('whoami');
+      assert.equal(me.user, users[i]);
+    }
+    await waitFor(() => replicas.flatMap((r) => r.connects).length === ids.length, 5000, 'every connect');
+    assert.deepEqual(replicas.flatMap((r) => r.connects).sort(), [...ids].sort());
+    for (const c of clients) c.socket.close();
+    // Each replica forgets every socket: by its disconnect event, or by the sweep when another replica got it.
+    await waitFor(() => replicas.every((r) => ids.every((id) => !r.sockets.has(id))), 10_000, 'the replicas to forget the sockets');
+  });
+
   it('streams reconnect when the gRPC server restarts, and say so', async () => {
     const r = fresh({ backoff: { initialDelayMs: 50, maxDelayMs: 500 } });
     const connected = [];
