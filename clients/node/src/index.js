@@ -95,7 +95,10 @@ export function encodeArgs(args) {
     if (value && typeof value === 'object' && !(value instanceof Date)) {
       if (typeof value.toJSON === 'function') return value;
       const out = {};
-      for (const [k, v] of Object.entries(value)) out[k] = walk(v);
+      // defineProperty: a key named "__proto__" stays data, as JSON.parse made it.
+      for (const [k, v] of Object.entries(value)) {
+        Object.defineProperty(out, k, { value: walk(v), enumerable: true, writable: true, configurable: true });
+      }
       return out;
     }
     return value;
@@ -114,7 +117,10 @@ export function decodeArgs(argsJson, attachments = []) {
       if (value._placeholder === true && Number.isInteger(value.num) && value.num >= 0 && value.num < attachments.length) {
         return Buffer.from(attachments[value.num]);
       }
-      for (const k of Object.keys(value)) value[k] = walk(value[k]);
+      for (const k of Object.keys(value)) {
+        const walked = walk(value[k]);
+        if (walked !== value[k]) value[k] = walked;
+      }
     }
     return value;
   };
@@ -143,7 +149,10 @@ function checkEvent(event) {
 class Connection {
   constructor({ address, apiKey, credentials, deadlineMs, channelOptions }) {
     const Service = loadService();
-    this.client = new Service(address, credentials ?? grpc.credentials.createInsecure(), channelOptions ?? {});
+    // Keepalive pings while a call is open, so that a stream over a dead
+    // network fails (and reopens) instead of waiting forever.
+    const options = { 'grpc.keepalive_time_ms': 30_000, 'grpc.keepalive_timeout_ms': 10_000, ...channelOptions };
+    this.client = new Service(address, credentials ?? grpc.credentials.createInsecure(), options);
     this.apiKey = apiKey;
     this.deadlineMs = deadlineMs;
   }
@@ -546,6 +555,8 @@ export class ServerSocket {
 
 /** How long an event of an unknown socket waits for the socket's connect before it is looked up. */
 const ORPHAN_WAIT_MS = 1000;
+/** Most events of one unknown socket held while its connect is awaited; more are dropped. */
+const ORPHAN_MAX_EVENTS = 256;
 /** Socket ids per FetchSockets call when checking which known sockets are gone. */
 const SWEEP_CHUNK = 1000;
 /** The disconnect reason of a socket found gone without its disconnect event having come here. */
@@ -829,6 +840,10 @@ export class Namespace {
       waiting.timer = setTimeout(() => this.#lookUp(ev.socket_id), ORPHAN_WAIT_MS);
       this.orphans.set(ev.socket_id, waiting);
     }
+    if (waiting.events.length >= ORPHAN_MAX_EVENTS) {
+      this.fail(new Error(`roomcast: dropped event "${ev.event}" of socket ${ev.socket_id}, whose connect has not come`));
+      return;
+    }
     waiting.events.push(ev);
   }
 
@@ -864,6 +879,8 @@ export class Namespace {
   }
 
   #deliver(socket, ev) {
+    // roomcast refuses these from clients; never let one pose as "disconnect".
+    if (RESERVED_EVENTS.has(ev.event)) return;
     let args;
     try {
       args = decodeArgs(ev.args_json, ev.attachments);

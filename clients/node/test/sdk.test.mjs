@@ -4,7 +4,7 @@
 
 import assert from 'node:assert/strict';
 import { after, afterEach, before, describe, it } from 'node:test';
-import { AckTimeoutError, Roomcast, RoomcastError, status } from '../src/index.js';
+import { AckTimeoutError, MISSED_DISCONNECT, Roomcast, RoomcastError, status } from '../src/index.js';
 import { API_KEY, SECRET, SocketPool, asUser, startTarget, uid, waitFor, waitNoSockets, createRoomcastClient } from './kit.mjs';
 
 const ARGS = ['--namespace', '/', '--namespace', '/admin', '--jwt-secret', SECRET, '--api-key', API_KEY, '--allow-anonymous', '--presence-grace-ms', '0'];
@@ -172,6 +172,38 @@ describe('@roomcast/server', () => {
     await waitFor(() => reasons.get(id), 5000, 'the disconnect');
     assert.equal(reasons.get(id), 'client namespace disconnect');
     assert.equal(s.connected, false);
+    // The backend disconnects one: both sides see it.
+    const bs = await waitFor(() => sockets.find((x) => x.id === b.id), 5000, 'the second connection');
+    const clientSide = new Promise((resolve) => b.socket.once('disconnect', resolve));
+    await bs.disconnect();
+    assert.equal(await clientSide, 'io server disconnect');
+    await waitFor(() => reasons.get(bs.id), 5000, 'the server-side disconnect');
+    assert.equal(reasons.get(bs.id), 'server namespace disconnect');
+  });
+
+  it('a listener that throws goes to "error"; a stream refused for good rejects ready()', async () => {
+    const r = fresh();
+    const errors = [];
+    r.on('error', (err) => errors.push(err));
+    r.on('connection', (socket) => {
+      socket.on('boom', () => {
+        throw new Error('listener failed');
+      });
+      socket.on('after', (ack) => ack('still here'));
+    });
+    await r.ready();
+    const a = await pool.connect();
+    a.socket.emit('boom');
+    assert.deepEqual(await a.emitWithAckArgs('after'), ['still here']);
+    await waitFor(() => errors.find((e) => e.message === 'listener failed'), 5000, 'the error');
+
+    const bad = fresh({ apiKey: 'wrong' });
+    const badErrors = [];
+    bad.on('error', (err) => badErrors.push(err));
+    bad.on('connection', () => {});
+    const err = await bad.ready().then(() => assert.fail('expected a rejection'), (e) => e);
+    assert.equal(err.code, status.UNAUTHENTICATED);
+    await waitFor(() => badErrors.length === 2, 5000, 'both streams to report the error');
   });
 
   it('of(namespace) selects and watches another namespace', async () => {
@@ -263,12 +295,23 @@ describe('@roomcast/server', () => {
       await waitFor(() => connected.includes(c.id), 5000, 'the connection event');
       c.socket.close();
     };
+    const reasons = new Map();
+    r.on('connection', (socket) => socket.on('disconnect', (reason) => reasons.set(socket.id, reason)));
     await r.ready();
     await probe();
-    // Standalone: the whole process restarts; cluster: the control plane does.
-    if (server.kind === 'cluster') await server.controls[0].restart();
-    else await server.restart();
+    const kept = await pool.connect();
+    const keptId = kept.id;
+    await waitFor(() => connected.includes(keptId), 5000, 'the kept socket\'s connection');
+    // Standalone: the whole process goes (and its sockets with it); cluster: the
+    // control plane does, and a socket closes while it is down.
+    const gone = server.kind === 'cluster' ? server.controls[0] : server;
+    await gone.kill();
+    kept.socket.close();
+    await gone.restart();
     await waitFor(() => reconnects.some((x) => x.stream === 'connections') && reconnects.some((x) => x.stream === 'events'), 20_000, 'both streams to reconnect');
     await probe();
+    // Its disconnect came while no stream was open: found by the check after the reconnect.
+    await waitFor(() => reasons.get(keptId), 5000, 'the missed disconnect');
+    assert.equal(reasons.get(keptId), MISSED_DISCONNECT);
   });
 });
