@@ -553,8 +553,14 @@ export class ServerSocket {
 
 // ---- namespaces ----
 
-/** How long an event of an unknown socket waits for the socket's connect before it is looked up. */
+/**
+ * How long an event of an unknown socket waits for the socket's connect before
+ * it is looked up: without a group the connect comes here, only later than the
+ * event (the two streams are not ordered); with one it may have gone to
+ * another replica, so the wait is short.
+ */
 const ORPHAN_WAIT_MS = 1000;
+const ORPHAN_WAIT_GROUP_MS = 200;
 /** Most events of one unknown socket held while its connect is awaited; more are dropped. */
 const ORPHAN_MAX_EVENTS = 256;
 /** Socket ids per FetchSockets call when checking which known sockets are gone. */
@@ -791,7 +797,12 @@ export class Namespace {
 
   #onConnectionEvent(ev) {
     if (ev.kind === 'connect') {
-      if (this.sockets.has(ev.socket_id)) return;
+      const known = this.sockets.get(ev.socket_id);
+      if (known) {
+        // Looked up before its connect came: the connect brings the auth.
+        if (known.handshake.auth === undefined) known.handshake.auth = parseJson(ev.auth_json, {});
+        return;
+      }
       this.#adopt(
         new ServerSocket(this, {
           id: ev.socket_id,
@@ -837,7 +848,7 @@ export class Namespace {
     let waiting = this.orphans.get(ev.socket_id);
     if (!waiting) {
       waiting = { events: [], timer: null };
-      waiting.timer = setTimeout(() => this.#lookUp(ev.socket_id), ORPHAN_WAIT_MS);
+      waiting.timer = setTimeout(() => this.#lookUp(ev.socket_id), this.options.group ? ORPHAN_WAIT_GROUP_MS : ORPHAN_WAIT_MS);
       this.orphans.set(ev.socket_id, waiting);
     }
     if (waiting.events.length >= ORPHAN_MAX_EVENTS) {

@@ -262,9 +262,9 @@ describe('@roomcast/server', () => {
     const group = `g-${process.pid}`;
     const replicas = ['r1', 'r2'].map((name) => {
       const r = fresh({ group, sweepMs: 200 });
-      r.connects = [];
+      r.seen = new Map();
       r.on('connection', (socket) => {
-        if (socket.handshake.auth !== undefined) r.connects.push(socket.id);
+        r.seen.set(socket.id, socket);
         socket.on('whoami', (ack) => ack({ replica: name, user: socket.userId }));
       });
       return r;
@@ -277,8 +277,16 @@ describe('@roomcast/server', () => {
       const [me] = await c.emitWithAckArgs('whoami');
       assert.equal(me.user, users[i]);
     }
-    await waitFor(() => replicas.flatMap((r) => r.connects).length === ids.length, 5000, 'every connect');
-    assert.deepEqual(replicas.flatMap((r) => r.connects).sort(), [...ids].sort());
+    // Every connect reached one replica: each socket has its handshake auth (`{}` once the token is left out) there.
+    await waitFor(
+      () => ids.every((id) => replicas.some((r) => r.seen.get(id)?.handshake.auth !== undefined)),
+      5000,
+      'every connect',
+    );
+    for (const id of ids) {
+      const withAuth = replicas.map((r) => r.seen.get(id)).filter((sock) => sock?.handshake.auth !== undefined);
+      assert.deepEqual(withAuth[0].handshake.auth, {});
+    }
     for (const c of clients) c.socket.close();
     // Each replica forgets every socket: by its disconnect event, or by the sweep when another replica got it.
     await waitFor(() => replicas.every((r) => ids.every((id) => !r.sockets.has(id))), 10_000, 'the replicas to forget the sockets');
