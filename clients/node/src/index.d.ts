@@ -108,6 +108,7 @@ export declare class ServerSocket {
   off(event: string, listener?: (...args: any[]) => unknown): this;
   emit(event: string, ...args: unknown[]): Promise<void>;
   emitWithAck(event: string, ...args: unknown[]): Promise<unknown>;
+  timeout(ms: number): { emitWithAck(event: string, ...args: unknown[]): Promise<unknown> };
   /** Sockets of a room, this one left out (Socket.IO's `socket.to(room)`). */
   to(room: Rooms): BroadcastOperator;
   in(room: Rooms): BroadcastOperator;

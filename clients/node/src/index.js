@@ -238,8 +238,9 @@ class ResilientStream {
     const base = Math.min(maxDelayMs, initialDelayMs * 2 ** this.attempt);
     this.attempt += 1;
     const delay = base / 2 + Math.random() * (base / 2);
+    // Not unref'd: a backend whose only work is this stream must not exit
+    // while roomcast restarts.
     this.timer = setTimeout(() => this.open(), delay);
-    this.timer.unref?.();
   }
 
   close() {
@@ -513,9 +514,20 @@ export class ServerSocket {
   }
 
   /** Emits to this socket's client with an ack; resolves to the ack's first argument. */
-  async emitWithAck(event, ...args) {
-    const [response] = await this.#op().timeout(this.nsp.defaultAckTimeoutMs).emitWithAck(event, ...args);
-    return response;
+  emitWithAck(event, ...args) {
+    return this.timeout(this.nsp.defaultAckTimeoutMs).emitWithAck(event, ...args);
+  }
+
+  /** `socket.timeout(ms).emitWithAck(...)`: rejects with AckTimeoutError when no ack came within `ms`. */
+  timeout(ms) {
+    const op = this.#op().timeout(ms);
+    return {
+      emitWithAck: async (event, ...args) => {
+        const responses = await op.emitWithAck(event, ...args);
+        if (responses.length === 0) throw new AckTimeoutError([{ socketId: this.id, nodeId: this.nodeId, acked: false, args: [] }]);
+        return responses[0];
+      },
+    };
   }
 
   /** Sockets of a room other than this one (Socket.IO's `socket.to(room)`). */
@@ -615,13 +627,14 @@ export class Namespace {
 
   /** Calls the listeners of a namespace event; what one throws goes to "error". */
   fire(event, ...args) {
+    // An "error" listener that fails is only warned about: no loop.
+    const failed = (err) => (event === 'error' ? process.emitWarning(`roomcast: ${err?.stack ?? err}`) : this.fail(err));
     for (const listener of this.handlers.get(event) ?? []) {
       try {
         const result = listener(...args);
-        if (result && typeof result.catch === 'function') result.catch((err) => this.fail(err));
+        if (result && typeof result.catch === 'function') result.catch(failed);
       } catch (err) {
-        if (event === 'error') process.emitWarning(`roomcast: ${err?.stack ?? err}`);
-        else this.fail(err);
+        failed(err);
       }
     }
   }

@@ -159,6 +159,8 @@ describe('@roomcast/server', () => {
     assert.deepEqual(s.handshake.auth, { device: 'phone' });
     assert.equal(s.handshake.query.v, '2');
     assert.ok(s.handshake.transport);
+    a.socket.on('ping?', (n, ack) => ack(n + 1));
+    assert.equal(await s.timeout(2000).emitWithAck('ping?', 1), 2);
     const [joined] = await a.emitWithAckArgs('join-chat', 'chat-1');
     assert.ok(joined.rooms.includes('chat-1'));
     const b = await pool.connect();
