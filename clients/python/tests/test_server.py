@@ -95,6 +95,23 @@ def test_fetch_sockets(target, clients):
     run(main())
 
 
+def test_presence(target, clients):
+    async def main():
+        async with server(target) as rc:
+            a, b = await clients(2)
+            await rc.enter_room(a.sid, "desk")
+            async def online():
+                status = await rc.presence([a.sub, "never-seen"])
+                return status if status[a.sub].online else None
+
+            status = await eventually(online, "the user to be online")
+            assert status[a.sub].online and status[a.sub].sockets == 1
+            assert not status["never-seen"].online and status["never-seen"].last_seen_ms == 0
+            assert await rc.room_users("desk") == [a.sub]
+
+    run(main())
+
+
 def test_connect_and_disconnect_handlers(target, clients):
     async def main():
         rc = server(target)

@@ -6,7 +6,7 @@ client's ack) over roomcast's gRPC API, so the backend runs anywhere and the
 Socket.IO clients stay connected to roomcast's edges.
 """
 
-from ._server import Connection, Delivery, Recipient, Server, Socket
+from ._server import Connection, Delivery, Recipient, Server, Socket, UserStatus
 from .errors import ApiError, RoomcastError, StreamError, TimeoutError
 
 __all__ = [
@@ -19,5 +19,6 @@ __all__ = [
     "Socket",
     "StreamError",
     "TimeoutError",
+    "UserStatus",
 ]
 __version__ = "0.1.0"

@@ -90,6 +90,18 @@ class Recipient:
 
 
 @dataclass
+class UserStatus:
+    """A user's presence across the cluster (`presence`): online from its
+    first socket to the grace period after its last; `last_seen_ms` is 0 for a
+    user never seen."""
+
+    user_id: str
+    online: bool
+    last_seen_ms: int
+    sockets: int
+
+
+@dataclass
 class Delivery:
     """Where an at-least-once emit stands (`get_delivery`); statuses are
     "pending", "acked", "expired" or "purged"."""
@@ -441,6 +453,23 @@ class Server:
         """The rooms a socket is in (its own id included); [] when it is gone."""
         sockets = await self.fetch_sockets(to=sid, namespace=namespace)
         return sockets[0].rooms if sockets else []
+
+    async def presence(self, user: Targets) -> Dict[str, UserStatus]:
+        """Whether each user is online, with how many sockets, across the
+        cluster; keyed by user id. Needs presence on the server."""
+        users = _as_list(user)
+        res = await self._unary("GetPresence", pb.GetPresenceRequest(user_ids=users))
+        return {
+            u.user_id: UserStatus(u.user_id, u.online, u.last_seen_ms, u.sockets) for u in res.users
+        }
+
+    async def room_users(self, room: str, namespace: Optional[str] = None) -> List[str]:
+        """The distinct users with a socket in a room (anonymous sockets not
+        counted)."""
+        res = await self._unary(
+            "GetPresence", pb.GetPresenceRequest(room=room, namespace=self._ns(namespace))
+        )
+        return list(res.room_user_ids)
 
     async def get_delivery(self, message_id: str) -> Delivery:
         """The outcome of a reliable emit, per recipient."""
