@@ -43,6 +43,16 @@ def wait_for(predicate, what, timeout=TIMEOUT):
         time.sleep(0.01)
 
 
+def terminate(proc, timeout=10):
+    """SIGTERM, then SIGKILL if the process is not gone within `timeout` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=timeout)
+
+
 def mint_token(sub, **extra):
     now = int(time.time())
     return jwt.encode({"sub": sub, "iat": now, "exp": now + 3600, **extra}, SECRET, algorithm="HS256")
@@ -144,12 +154,7 @@ class NatsServer:
         return None
 
     def _terminate(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
+        terminate(self.proc)
 
     def restart(self):
         """Stops the server and starts it again on the same port, with the same store."""

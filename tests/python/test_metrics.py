@@ -23,7 +23,7 @@ import socketio
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from kit import REPO, SECRET, TIMEOUT, NatsServer, Roomcast, mint_token, wait_for
+from kit import REPO, SECRET, TIMEOUT, NatsServer, Roomcast, mint_token, terminate, wait_for
 
 
 def scrape(proc):
@@ -281,12 +281,7 @@ class Prometheus:
         return self.log.read().decode(errors="replace")[-3000:]
 
     def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
+        terminate(self.proc)
         self.log.close()
         self.dir.cleanup()
 
