@@ -54,6 +54,15 @@ pub struct Settings {
     /// HTTP path of a raw WebSocket endpoint that echoes every message, for conformance testing only [default: none]
     #[arg(long, env = "ROOMCAST_WS_ECHO_PATH")]
     pub ws_echo_path: Option<String>,
+    /// Serve the Socket.IO Admin UI's server side on this namespace, e.g. /admin (with --admin-ui-username and --admin-ui-password-hash) [default: off]
+    #[arg(long, env = "ROOMCAST_ADMIN_UI_NAMESPACE")]
+    pub admin_ui_namespace: Option<String>,
+    /// The Admin UI's user name
+    #[arg(long, env = "ROOMCAST_ADMIN_UI_USERNAME")]
+    pub admin_ui_username: Option<String>,
+    /// bcrypt hash of the Admin UI's password ($2a$/$2b$/$2y$)
+    #[arg(long, env = "ROOMCAST_ADMIN_UI_PASSWORD_HASH")]
+    pub admin_ui_password_hash: Option<String>,
     /// A namespace clients may connect to; repeat for several [default: /]
     #[arg(long = "namespace", env = "ROOMCAST_NAMESPACES", value_delimiter = ',')]
     #[serde(rename = "namespaces")]
@@ -313,7 +322,7 @@ impl Settings {
               presence_namespace, presence_replicas, recovery_window_ms, recovery_history_max_age_ms,
               recovery_history_max_bytes, recovery_replicas, max_connections_per_user, delivery_resend_ms, delivery_max_resend_ms,
               delivery_lease_ttl_ms, delivery_inbox_max, delivery_max_ttl_ms, listen, grpc_listen, grpc_tls_cert_file, grpc_tls_key_file, grpc_tls_client_ca_file,
-              tls_cert_file, tls_key_file, ws_echo_path,
+              tls_cert_file, tls_key_file, ws_echo_path, admin_ui_namespace, admin_ui_username, admin_ui_password_hash,
               admin_listen, connect_hook_url, connect_hook_timeout_ms, request_timeout_ms, max_selector_size, heartbeat_interval_ms,
               edge_ttl_ms, nats_token, nats_user, nats_password, nats_nkey_seed, nats_creds_file,
               nats_tls_required, nats_tls_ca_file, nats_tls_cert_file, nats_tls_key_file, path, ping_interval_ms, ping_timeout_ms, connect_timeout_ms,
@@ -358,6 +367,9 @@ pub(crate) const CLIENT_SETTINGS: &[&str] = &[
     "tls_key_file",
     "path",
     "ws_echo_path",
+    "admin_ui_namespace",
+    "admin_ui_username",
+    "admin_ui_password_hash",
     "ping_interval_ms",
     "ping_timeout_ms",
     "connect_timeout_ms",
@@ -685,6 +697,39 @@ impl Settings {
         }
     }
 
+    /// The Admin UI's settings: all three or none.
+    fn admin_ui(
+        &self,
+        namespaces: &[String],
+    ) -> anyhow::Result<Option<roomcast_edge::admin_ui::AdminUiConfig>> {
+        let (ns, user, hash) = match (
+            &self.admin_ui_namespace,
+            &self.admin_ui_username,
+            &self.admin_ui_password_hash,
+        ) {
+            (None, None, None) => return Ok(None),
+            (Some(ns), Some(user), Some(hash)) => (ns, user, hash),
+            _ => bail!(
+                "admin-ui-namespace, admin-ui-username and admin-ui-password-hash go together"
+            ),
+        };
+        if !valid_namespace(ns) || namespaces.contains(ns) {
+            bail!("admin-ui-namespace {ns:?} must start with '/' and not be a client namespace");
+        }
+        if user.is_empty() {
+            bail!("admin-ui-username must not be empty");
+        }
+        let config = roomcast_edge::admin_ui::AdminUiConfig {
+            namespace: ns.clone(),
+            username: user.clone(),
+            password_hash: hash.clone(),
+        };
+        if config.validate().is_err() {
+            bail!("admin-ui-password-hash must be a bcrypt hash");
+        }
+        Ok(Some(config))
+    }
+
     pub fn resolve(self, role: Role) -> anyhow::Result<Resolved> {
         let defaults = EdgeConfig::default();
         let path = self.path.clone().unwrap_or(defaults.path.clone());
@@ -733,6 +778,7 @@ impl Settings {
                 Some(echo.clone())
             }
         };
+        let admin_ui = self.admin_ui(&namespaces)?;
         let edge = EdgeConfig {
             path,
             namespaces,
@@ -783,6 +829,7 @@ impl Settings {
             request_timeout: ms(self.request_timeout_ms, 5_000, "request-timeout-ms")?,
             heartbeat_interval: ms(self.heartbeat_interval_ms, 1_000, "heartbeat-interval-ms")?,
             ws_echo_path,
+            admin_ui,
             connect_hook: match &self.connect_hook_url {
                 None => None,
                 Some(url) => {
