@@ -1279,6 +1279,40 @@ mod tests {
     }
 
     #[test]
+    fn admin_ui_needs_all_three_settings_and_a_bcrypt_hash() {
+        // bcrypt of "secret" at cost 4.
+        let hash = "$2a$04$FVIe9pxBnwXVIWcgM..4G.ShCL0DqTNEz/rU46YY83xM/4UJvU.zC";
+        let admin = |ns: Option<&str>, user: Option<&str>, h: Option<&str>| {
+            Settings {
+                admin_ui_namespace: ns.map(Into::into),
+                admin_ui_username: user.map(Into::into),
+                admin_ui_password_hash: h.map(Into::into),
+                ..anon()
+            }
+            .resolve(Role::Standalone)
+        };
+        assert!(admin(None, None, None)
+            .expect("off")
+            .edge
+            .admin_ui
+            .is_none());
+        let on = admin(Some("/admin"), Some("ops"), Some(hash)).expect("valid");
+        let config = on.edge.admin_ui.clone().expect("on");
+        assert_eq!(config.namespace, "/admin");
+        assert!(on.edge.has_namespace("/admin"));
+        assert!(!format!("{config:?}").contains(hash), "debug redacts");
+        assert!(admin(Some("/admin"), Some("ops"), None).is_err());
+        assert!(admin(Some("/admin"), None, Some(hash)).is_err());
+        assert!(admin(Some("/admin"), Some("ops"), Some("plain")).is_err());
+        assert!(admin(Some("admin"), Some("ops"), Some(hash)).is_err());
+        assert!(
+            admin(Some("/"), Some("ops"), Some(hash)).is_err(),
+            "a client namespace"
+        );
+        assert!(admin(Some("/admin"), Some(""), Some(hash)).is_err());
+    }
+
+    #[test]
     fn client_tls_and_echo_path_are_checked() {
         let half = Settings {
             tls_cert_file: Some("/nonexistent/cert.pem".into()),
