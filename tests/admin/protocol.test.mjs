@@ -7,7 +7,7 @@ import { after, before, test } from 'node:test';
 import {
   ADMIN_NS, ADMIN_PASSWORD, ADMIN_USER, adminClient, client, connect, startAdminCluster, waitFor,
 } from './lib.mjs';
-import { startStandalone } from '../e2e/lib/process.mjs';
+import { fetchMetrics, startStandalone } from '../e2e/lib/process.mjs';
 
 let cluster;
 const open = [];
@@ -32,6 +32,8 @@ test('the admin namespace refuses a client without credentials or with wrong one
   await assert.rejects(connect(otherUser), /invalid credentials/);
   const badSession = track(client(url, ADMIN_NS, { auth: { sessionId: 'made-up' } }));
   await assert.rejects(connect(badSession), /invalid credentials/);
+  const metrics = await fetchMetrics(cluster.edges[0].adminUrl);
+  assert.equal(metrics.get('roomcast_edge_connects_refused_total{cause="admin_credentials"}'), 4);
 });
 
 test('the admin namespace is refused when the admin UI is off', async () => {
