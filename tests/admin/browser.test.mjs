@@ -1,5 +1,5 @@
-// The Socket.IO Admin UI itself (the npm package's static build) in headless
-// Chromium against a 2-edge cluster: log in, see both servers and the sockets of
+// The Socket.IO Admin UI itself (the npm package's static build, served by an
+// edge's admin port) in headless Chromium against a 2-edge cluster: log in, see both servers and the sockets of
 // the cluster change live, join a socket to a room and disconnect another from
 // the page. Screenshots go to tests/admin/artifacts/ (not committed).
 //
@@ -7,12 +7,12 @@
 // playwright-core: no downloaded browser. CHROMIUM_BIN overrides the path.
 
 import assert from 'node:assert/strict';
-import { mkdirSync, readFileSync, existsSync } from 'node:fs';
-import http from 'node:http';
+import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, test } from 'node:test';
 import { chromium } from 'playwright-core';
+import { httpGet } from '../e2e/lib/process.mjs';
 import { ADMIN_NS, ADMIN_PASSWORD, ADMIN_USER, client, connect, startAdminCluster, waitFor } from './lib.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -21,32 +21,14 @@ const ARTIFACTS = path.join(HERE, 'artifacts');
 const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
 const UI_TIMEOUT_MS = 15_000;
 
-const TYPES = { '.html': 'text/html', '.js': 'text/javascript', '.css': 'text/css', '.png': 'image/png', '.svg': 'image/svg+xml' };
-
-/** Serves the UI's static build on 127.0.0.1:0. */
-function serveUi() {
-  const server = http.createServer((req, res) => {
-    const rel = decodeURIComponent(new URL(req.url, 'http://x').pathname).replace(/^\/+/, '') || 'index.html';
-    const file = path.join(UI_DIST, rel);
-    if (!file.startsWith(UI_DIST) || !existsSync(file)) {
-      res.writeHead(404).end();
-      return;
-    }
-    res.writeHead(200, { 'content-type': TYPES[path.extname(file)] ?? 'application/octet-stream' });
-    res.end(readFileSync(file));
-  });
-  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server)));
-}
-
 let cluster;
-let ui;
 let browser;
 const sockets = [];
 
 before(async () => {
   mkdirSync(ARTIFACTS, { recursive: true });
-  cluster = await startAdminCluster();
-  ui = await serveUi();
+  // Edge-1's admin port serves the UI's build at /admin-ui/.
+  cluster = await startAdminCluster(['--admin-ui-static-dir', UI_DIST]);
   browser = await chromium.launch({
     executablePath: CHROMIUM,
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
@@ -57,7 +39,6 @@ before(async () => {
 after(async () => {
   for (const s of sockets) s.disconnect();
   await browser?.close();
-  ui?.close();
   await cluster?.stop();
 });
 
@@ -77,7 +58,7 @@ test('the admin UI logs in, shows both edges and the live sockets, joins and dis
       localStorage.setItem('path', '/socket.io');
     }
   }, [url1, ADMIN_NS]);
-  const uiUrl = `http://127.0.0.1:${ui.address().port}/`;
+  const uiUrl = `${cluster.edges[0].adminUrl}/admin-ui/`;
   await page.goto(uiUrl);
 
   // A wrong password: refused, the UI says so.
@@ -136,4 +117,15 @@ test('the admin UI logs in, shows both edges and the live sockets, joins and dis
   admin.emit('emit', '/', 'lobby', 'news', 'to the lobby');
   assert.equal(await waitFor(() => news, UI_TIMEOUT_MS, 'the emit to the joined room'), 'to the lobby');
   await page.close();
+});
+
+test('the admin port serves the UI build and nothing outside it', async () => {
+  const admin = cluster.edges[0].adminUrl;
+  const index = await httpGet(`${admin}/admin-ui/`);
+  assert.equal(index.status, 200);
+  assert.match(index.body, /<title>Socket.IO Admin UI<\/title>/i);
+  for (const bad of ['/admin-ui/%2e%2e/index.html', '/admin-ui/..%2f..%2fCargo.toml', '/admin-ui/.hidden', '/admin-ui/nope.js']) {
+    const r = await httpGet(`${admin}${bad}`);
+    assert.equal(r.status, 404, `${bad}: ${r.body.slice(0, 80)}`);
+  }
 });

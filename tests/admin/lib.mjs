@@ -12,8 +12,8 @@ export const ADMIN_NS = '/admin';
 export const ADMIN_USER = 'admin';
 export const ADMIN_PASSWORD = 'correct horse battery staple';
 
-/** Two edges and a control plane, presence on, `/admin` served on every edge. */
-export async function startAdminCluster() {
+/** Two edges and a control plane, presence on, `/admin` served on every edge (plus `extraEdgeArgs`). */
+export async function startAdminCluster(extraEdgeArgs = []) {
   const hash = bcrypt.hashSync(ADMIN_PASSWORD, 8);
   return startCluster({
     edges: 2,
@@ -24,6 +24,7 @@ export async function startAdminCluster() {
       '--admin-ui-namespace', ADMIN_NS,
       '--admin-ui-username', ADMIN_USER,
       '--admin-ui-password-hash', hash,
+      ...extraEdgeArgs,
     ],
     controlArgs: ['--presence'],
   });

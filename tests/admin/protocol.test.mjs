@@ -7,7 +7,7 @@ import { after, before, test } from 'node:test';
 import {
   ADMIN_NS, ADMIN_PASSWORD, ADMIN_USER, adminClient, client, connect, startAdminCluster, waitFor,
 } from './lib.mjs';
-import { fetchMetrics, startStandalone } from '../e2e/lib/process.mjs';
+import { fetchMetrics, httpGet, startStandalone } from '../e2e/lib/process.mjs';
 
 let cluster;
 const open = [];
@@ -41,6 +41,8 @@ test('the admin namespace is refused when the admin UI is off', async () => {
   try {
     const s = track(client(standalone.httpUrl, ADMIN_NS, { auth: { username: ADMIN_USER, password: ADMIN_PASSWORD } }));
     await assert.rejects(connect(s), /Invalid namespace/);
+    // Nor is the UI's build served.
+    assert.equal((await httpGet(`${standalone.adminUrl}/admin-ui/`)).status, 404);
   } finally {
     await standalone.stop();
   }

@@ -63,6 +63,9 @@ pub struct Settings {
     /// bcrypt hash of the Admin UI's password ($2a$/$2b$/$2y$)
     #[arg(long, env = "ROOMCAST_ADMIN_UI_PASSWORD_HASH")]
     pub admin_ui_password_hash: Option<String>,
+    /// Serve the Admin UI's static build (the `ui/dist` folder of the npm package @socket.io/admin-ui) from this folder on the admin port at /admin-ui/ [default: off]
+    #[arg(long, env = "ROOMCAST_ADMIN_UI_STATIC_DIR")]
+    pub admin_ui_static_dir: Option<PathBuf>,
     /// A namespace clients may connect to; repeat for several [default: /]
     #[arg(long = "namespace", env = "ROOMCAST_NAMESPACES", value_delimiter = ',')]
     #[serde(rename = "namespaces")]
@@ -322,7 +325,7 @@ impl Settings {
               presence_namespace, presence_replicas, recovery_window_ms, recovery_history_max_age_ms,
               recovery_history_max_bytes, recovery_replicas, max_connections_per_user, delivery_resend_ms, delivery_max_resend_ms,
               delivery_lease_ttl_ms, delivery_inbox_max, delivery_max_ttl_ms, listen, grpc_listen, grpc_tls_cert_file, grpc_tls_key_file, grpc_tls_client_ca_file,
-              tls_cert_file, tls_key_file, ws_echo_path, admin_ui_namespace, admin_ui_username, admin_ui_password_hash,
+              tls_cert_file, tls_key_file, ws_echo_path, admin_ui_namespace, admin_ui_username, admin_ui_password_hash, admin_ui_static_dir,
               admin_listen, connect_hook_url, connect_hook_timeout_ms, request_timeout_ms, max_selector_size, heartbeat_interval_ms,
               edge_ttl_ms, nats_token, nats_user, nats_password, nats_nkey_seed, nats_creds_file,
               nats_tls_required, nats_tls_ca_file, nats_tls_cert_file, nats_tls_key_file, path, ping_interval_ms, ping_timeout_ms, connect_timeout_ms,
@@ -370,6 +373,7 @@ pub(crate) const CLIENT_SETTINGS: &[&str] = &[
     "admin_ui_namespace",
     "admin_ui_username",
     "admin_ui_password_hash",
+    "admin_ui_static_dir",
     "ping_interval_ms",
     "ping_timeout_ms",
     "connect_timeout_ms",
@@ -527,6 +531,8 @@ pub struct Resolved {
     /// TLS for the client port; `None` for a control plane or plain HTTP.
     pub client_tls: Option<crate::tls::ClientTls>,
     pub admin_listen: SocketAddr,
+    /// The Admin UI's static files, served on the admin port; edges only.
+    pub admin_ui_static_dir: Option<PathBuf>,
     pub edge: EdgeConfig,
     pub control: ControlConfig,
     /// Client authentication; `None` for a control plane.
@@ -1003,6 +1009,15 @@ impl Settings {
                 None
             },
             admin_listen: self.admin_listen.unwrap_or(([0, 0, 0, 0], 9464).into()),
+            admin_ui_static_dir: match &self.admin_ui_static_dir {
+                Some(dir) if role.has_edge() => {
+                    if !dir.join("index.html").is_file() {
+                        bail!("admin-ui-static-dir {} has no index.html", dir.display());
+                    }
+                    Some(dir.clone())
+                }
+                _ => None,
+            },
             edge,
             control,
             auth,
@@ -1310,6 +1325,21 @@ mod tests {
             "a client namespace"
         );
         assert!(admin(Some("/admin"), Some(""), Some(hash)).is_err());
+
+        let dir = std::env::temp_dir().join(format!("roomcast-admin-ui-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let with_dir = |role| {
+            Settings {
+                admin_ui_static_dir: Some(dir.clone()),
+                ..anon()
+            }
+            .resolve(role)
+        };
+        assert!(with_dir(Role::Standalone).is_err(), "no index.html");
+        std::fs::write(dir.join("index.html"), "<html></html>").expect("write");
+        let ok = with_dir(Role::Standalone).expect("valid");
+        assert_eq!(ok.admin_ui_static_dir.as_deref(), Some(dir.as_path()));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
