@@ -199,7 +199,16 @@ impl Edge {
     fn to_admins(&self, event: &str, args: &[Value]) {
         let Some(admin) = self.admin() else { return };
         let mut admins = lock(&admin.admins);
-        admins.retain(|s| !s.session.is_closed() && s.session.sio().sockets.get(&s.ns).is_some());
+        // Gone: its connection closed, or it left the namespace (maybe to
+        // come back as another socket on the same connection).
+        admins.retain(|s| {
+            !s.session.is_closed()
+                && s.session
+                    .sio()
+                    .sockets
+                    .get(&s.ns)
+                    .is_some_and(|live| live.id == s.id)
+        });
         for s in admins.iter() {
             send(s, event, args);
         }
