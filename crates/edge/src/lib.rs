@@ -30,6 +30,8 @@
 //! - `commands`: commands edges answer (fetch, disconnect, emit with ack) and
 //!   the heartbeat.
 //! - `lifecycle`: sockets' connects and disconnects announced for backends.
+//! - [`admin_ui`]: the Socket.IO Admin UI's namespace (off by default): stats
+//!   rows, the cluster's sockets from a directory, the UI's requests.
 
 #![forbid(unsafe_code)]
 
