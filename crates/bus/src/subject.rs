@@ -123,6 +123,11 @@ impl Subjects {
         subjects
     }
 
+    /// Where edges publish their Admin UI `server_stats` rows.
+    pub fn admin_stats(&self) -> String {
+        format!("{}.adminui.stats", self.prefix)
+    }
+
     /// Presence events (connects, disconnects, joins, leaves, online, offline).
     pub fn presence_events(&self) -> String {
         format!("{}.presence", self.prefix)

@@ -65,6 +65,9 @@ pub struct EdgeConfig {
     /// HTTP path of a raw WebSocket endpoint that echoes every message, for
     /// conformance suites only; `None` (the default) serves none.
     pub ws_echo_path: Option<String>,
+    /// The Socket.IO Admin UI's namespace and credentials; `None` (the
+    /// default) serves no admin namespace.
+    pub admin_ui: Option<crate::admin_ui::AdminUiConfig>,
 }
 
 impl Default for EdgeConfig {
@@ -98,12 +101,18 @@ impl Default for EdgeConfig {
             heartbeat_interval: Duration::from_secs(1),
             connect_hook: None,
             ws_echo_path: None,
+            admin_ui: None,
         }
     }
 }
 
 impl EdgeConfig {
     pub fn has_namespace(&self, ns: &str) -> bool {
-        self.namespaces.iter().any(|n| n == ns)
+        self.namespaces.iter().any(|n| n == ns) || self.is_admin_namespace(ns)
+    }
+
+    /// Whether `ns` is the Admin UI's namespace (never when it is off).
+    pub fn is_admin_namespace(&self, ns: &str) -> bool {
+        self.admin_ui.as_ref().is_some_and(|a| a.namespace == ns)
     }
 }

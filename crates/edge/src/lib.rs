@@ -30,9 +30,12 @@
 //! - `commands`: commands edges answer (fetch, disconnect, emit with ack) and
 //!   the heartbeat.
 //! - `lifecycle`: sockets' connects and disconnects announced for backends.
+//! - [`admin_ui`]: the Socket.IO Admin UI's namespace (off by default): stats
+//!   rows, the cluster's sockets from a directory, the UI's requests.
 
 #![forbid(unsafe_code)]
 
+pub mod admin_ui;
 pub mod auth;
 #[doc(hidden)]
 pub mod bench;
@@ -115,6 +118,8 @@ struct Inner {
     /// Set when a lame-duck drain begins: the edge is no longer ready.
     draining: std::sync::atomic::AtomicBool,
     tasks: TaskTracker,
+    /// The Socket.IO Admin UI's state, when it is on.
+    admin_ui: Option<Arc<admin_ui::AdminUi>>,
 }
 
 /// What an edge holds right now.
@@ -163,6 +168,10 @@ impl Edge {
             ),
             None => None,
         };
+        let config_admin = config
+            .admin_ui
+            .clone()
+            .map(|c| Arc::new(admin_ui::AdminUi::new(c)));
         let edge = Edge {
             inner: Arc::new(Inner {
                 peers: limits::PeerLimits::new(
@@ -185,6 +194,7 @@ impl Edge {
                 shutdown: CancellationToken::new(),
                 draining: std::sync::atomic::AtomicBool::new(false),
                 tasks: TaskTracker::new(),
+                admin_ui: config_admin,
             }),
         };
         let subjects = &edge.inner.subjects;
@@ -202,6 +212,7 @@ impl Edge {
             subs.insert(subject, handle);
         }
         drop(subs);
+        edge.start_admin_ui().await.map_err(StartError::Subscribe)?;
         edge.sync_subscriptions().await;
         let beating = edge.clone();
         edge.spawn(async move { beating.heartbeat_loop().await });

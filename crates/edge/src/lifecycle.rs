@@ -55,6 +55,9 @@ impl Edge {
 
     /// Announces a socket that left its namespace, and why.
     pub(crate) async fn announce_disconnect(&self, socket: &Socket, reason: &str) {
+        if self.inner.config.is_admin_namespace(&socket.ns) {
+            return; // admin sockets are never announced
+        }
         let event = ConnectionEvent {
             kind: "disconnect".into(),
             reason: reason.to_owned(),

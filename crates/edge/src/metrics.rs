@@ -29,7 +29,7 @@ pub const FANOUT_LATENCY: &str = "roomcast_fanout_latency_seconds";
 pub const RECOVERIES: &str = "roomcast_edge_recoveries_total";
 
 /// Every refusal cause, so their series exist from the start.
-const CAUSES: [&str; 13] = [
+const CAUSES: [&str; 14] = [
     "invalid_namespace",
     "missing_token",
     "malformed_token",
@@ -43,6 +43,7 @@ const CAUSES: [&str; 13] = [
     "hook_unavailable",
     "hook_invalid_answer",
     "too_many_rooms",
+    "admin_credentials",
 ];
 
 /// Registers descriptions with the installed recorder, and zero values for

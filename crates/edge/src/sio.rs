@@ -201,6 +201,10 @@ impl Edge {
                     tracing::info!(sid = %session.sid, len = event.len(), "event name too long, closing");
                     return Err(CloseReason::ProtocolError);
                 }
+                if self.inner.config.is_admin_namespace(&socket.ns) {
+                    self.admin_event(&event, &args_json).await;
+                    return Ok(());
+                }
                 self.relay_event(&socket, event, args_json, attachments, packet.id)
                     .await;
                 Ok(())
@@ -238,6 +242,9 @@ impl Edge {
         if !self.inner.config.has_namespace(nsp) {
             refused("invalid_namespace");
             return refuse("Invalid namespace");
+        }
+        if self.inner.config.is_admin_namespace(nsp) {
+            return self.admin_connect(session, nsp, auth).await;
         }
         let (identity, data_json) = if let Some(hook) = &self.inner.hook {
             match hook

@@ -58,7 +58,7 @@ pub async fn run_edge(cfg: Resolved, metrics: PrometheusHandle) -> anyhow::Resul
         edge.router(),
         edge.port_limits(),
     );
-    servers.admin(admin, probe, metrics);
+    servers.admin(admin, probe, metrics, cfg.admin_ui_static_dir.clone());
     serve::announce(
         "edge",
         &[
@@ -126,7 +126,7 @@ pub async fn run_control(cfg: Resolved, metrics: PrometheusHandle) -> anyhow::Re
     servers
         .grpc(grpc, control.clone(), cfg.api_keys, cfg.grpc_tls.as_ref())
         .await?;
-    servers.admin(admin, probe, metrics);
+    servers.admin(admin, probe, metrics, None);
     serve::announce(
         "control",
         &[

@@ -54,6 +54,18 @@ pub struct Settings {
     /// HTTP path of a raw WebSocket endpoint that echoes every message, for conformance testing only [default: none]
     #[arg(long, env = "ROOMCAST_WS_ECHO_PATH")]
     pub ws_echo_path: Option<String>,
+    /// Serve the Socket.IO Admin UI's server side on this namespace, e.g. /admin (with --admin-ui-username and --admin-ui-password-hash) [default: off]
+    #[arg(long, env = "ROOMCAST_ADMIN_UI_NAMESPACE")]
+    pub admin_ui_namespace: Option<String>,
+    /// The Admin UI's user name
+    #[arg(long, env = "ROOMCAST_ADMIN_UI_USERNAME")]
+    pub admin_ui_username: Option<String>,
+    /// bcrypt hash of the Admin UI's password ($2a$/$2b$/$2y$)
+    #[arg(long, env = "ROOMCAST_ADMIN_UI_PASSWORD_HASH")]
+    pub admin_ui_password_hash: Option<String>,
+    /// Serve the Admin UI's static build (the `ui/dist` folder of the npm package @socket.io/admin-ui) from this folder on the admin port at /admin-ui/ [default: off]
+    #[arg(long, env = "ROOMCAST_ADMIN_UI_STATIC_DIR")]
+    pub admin_ui_static_dir: Option<PathBuf>,
     /// A namespace clients may connect to; repeat for several [default: /]
     #[arg(long = "namespace", env = "ROOMCAST_NAMESPACES", value_delimiter = ',')]
     #[serde(rename = "namespaces")]
@@ -313,7 +325,7 @@ impl Settings {
               presence_namespace, presence_replicas, recovery_window_ms, recovery_history_max_age_ms,
               recovery_history_max_bytes, recovery_replicas, max_connections_per_user, delivery_resend_ms, delivery_max_resend_ms,
               delivery_lease_ttl_ms, delivery_inbox_max, delivery_max_ttl_ms, listen, grpc_listen, grpc_tls_cert_file, grpc_tls_key_file, grpc_tls_client_ca_file,
-              tls_cert_file, tls_key_file, ws_echo_path,
+              tls_cert_file, tls_key_file, ws_echo_path, admin_ui_namespace, admin_ui_username, admin_ui_password_hash, admin_ui_static_dir,
               admin_listen, connect_hook_url, connect_hook_timeout_ms, request_timeout_ms, max_selector_size, heartbeat_interval_ms,
               edge_ttl_ms, nats_token, nats_user, nats_password, nats_nkey_seed, nats_creds_file,
               nats_tls_required, nats_tls_ca_file, nats_tls_cert_file, nats_tls_key_file, path, ping_interval_ms, ping_timeout_ms, connect_timeout_ms,
@@ -358,6 +370,10 @@ pub(crate) const CLIENT_SETTINGS: &[&str] = &[
     "tls_key_file",
     "path",
     "ws_echo_path",
+    "admin_ui_namespace",
+    "admin_ui_username",
+    "admin_ui_password_hash",
+    "admin_ui_static_dir",
     "ping_interval_ms",
     "ping_timeout_ms",
     "connect_timeout_ms",
@@ -515,6 +531,8 @@ pub struct Resolved {
     /// TLS for the client port; `None` for a control plane or plain HTTP.
     pub client_tls: Option<crate::tls::ClientTls>,
     pub admin_listen: SocketAddr,
+    /// The Admin UI's static files, served on the admin port; edges only.
+    pub admin_ui_static_dir: Option<PathBuf>,
     pub edge: EdgeConfig,
     pub control: ControlConfig,
     /// Client authentication; `None` for a control plane.
@@ -685,6 +703,39 @@ impl Settings {
         }
     }
 
+    /// The Admin UI's settings: all three or none.
+    fn admin_ui(
+        &self,
+        namespaces: &[String],
+    ) -> anyhow::Result<Option<roomcast_edge::admin_ui::AdminUiConfig>> {
+        let (ns, user, hash) = match (
+            &self.admin_ui_namespace,
+            &self.admin_ui_username,
+            &self.admin_ui_password_hash,
+        ) {
+            (None, None, None) => return Ok(None),
+            (Some(ns), Some(user), Some(hash)) => (ns, user, hash),
+            _ => bail!(
+                "admin-ui-namespace, admin-ui-username and admin-ui-password-hash go together"
+            ),
+        };
+        if !valid_namespace(ns) || namespaces.contains(ns) {
+            bail!("admin-ui-namespace {ns:?} must start with '/' and not be a client namespace");
+        }
+        if user.is_empty() {
+            bail!("admin-ui-username must not be empty");
+        }
+        let config = roomcast_edge::admin_ui::AdminUiConfig {
+            namespace: ns.clone(),
+            username: user.clone(),
+            password_hash: hash.clone(),
+        };
+        if config.validate().is_err() {
+            bail!("admin-ui-password-hash must be a bcrypt hash");
+        }
+        Ok(Some(config))
+    }
+
     pub fn resolve(self, role: Role) -> anyhow::Result<Resolved> {
         let defaults = EdgeConfig::default();
         let path = self.path.clone().unwrap_or(defaults.path.clone());
@@ -733,6 +784,7 @@ impl Settings {
                 Some(echo.clone())
             }
         };
+        let admin_ui = self.admin_ui(&namespaces)?;
         let edge = EdgeConfig {
             path,
             namespaces,
@@ -783,6 +835,7 @@ impl Settings {
             request_timeout: ms(self.request_timeout_ms, 5_000, "request-timeout-ms")?,
             heartbeat_interval: ms(self.heartbeat_interval_ms, 1_000, "heartbeat-interval-ms")?,
             ws_echo_path,
+            admin_ui,
             connect_hook: match &self.connect_hook_url {
                 None => None,
                 Some(url) => {
@@ -956,6 +1009,15 @@ impl Settings {
                 None
             },
             admin_listen: self.admin_listen.unwrap_or(([0, 0, 0, 0], 9464).into()),
+            admin_ui_static_dir: match &self.admin_ui_static_dir {
+                Some(dir) if role.has_edge() => {
+                    if !dir.join("index.html").is_file() {
+                        bail!("admin-ui-static-dir {} has no index.html", dir.display());
+                    }
+                    Some(dir.clone())
+                }
+                _ => None,
+            },
             edge,
             control,
             auth,
@@ -1229,6 +1291,55 @@ mod tests {
             ..Settings::default()
         };
         assert!(missing_key.resolve(Role::Standalone).is_err());
+    }
+
+    #[test]
+    fn admin_ui_needs_all_three_settings_and_a_bcrypt_hash() {
+        // bcrypt of "secret" at cost 4.
+        let hash = "$2a$04$FVIe9pxBnwXVIWcgM..4G.ShCL0DqTNEz/rU46YY83xM/4UJvU.zC";
+        let admin = |ns: Option<&str>, user: Option<&str>, h: Option<&str>| {
+            Settings {
+                admin_ui_namespace: ns.map(Into::into),
+                admin_ui_username: user.map(Into::into),
+                admin_ui_password_hash: h.map(Into::into),
+                ..anon()
+            }
+            .resolve(Role::Standalone)
+        };
+        assert!(admin(None, None, None)
+            .expect("off")
+            .edge
+            .admin_ui
+            .is_none());
+        let on = admin(Some("/admin"), Some("ops"), Some(hash)).expect("valid");
+        let config = on.edge.admin_ui.clone().expect("on");
+        assert_eq!(config.namespace, "/admin");
+        assert!(on.edge.has_namespace("/admin"));
+        assert!(!format!("{config:?}").contains(hash), "debug redacts");
+        assert!(admin(Some("/admin"), Some("ops"), None).is_err());
+        assert!(admin(Some("/admin"), None, Some(hash)).is_err());
+        assert!(admin(Some("/admin"), Some("ops"), Some("plain")).is_err());
+        assert!(admin(Some("admin"), Some("ops"), Some(hash)).is_err());
+        assert!(
+            admin(Some("/"), Some("ops"), Some(hash)).is_err(),
+            "a client namespace"
+        );
+        assert!(admin(Some("/admin"), Some(""), Some(hash)).is_err());
+
+        let dir = std::env::temp_dir().join(format!("roomcast-admin-ui-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let with_dir = |role| {
+            Settings {
+                admin_ui_static_dir: Some(dir.clone()),
+                ..anon()
+            }
+            .resolve(role)
+        };
+        assert!(with_dir(Role::Standalone).is_err(), "no index.html");
+        std::fs::write(dir.join("index.html"), "<html></html>").expect("write");
+        let ok = with_dir(Role::Standalone).expect("valid");
+        assert_eq!(ok.admin_ui_static_dir.as_deref(), Some(dir.as_path()));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -159,8 +159,10 @@ impl Servers {
         listener: TcpListener,
         probe: Arc<dyn Probe>,
         metrics: PrometheusHandle,
+        admin_ui_static_dir: Option<std::path::PathBuf>,
     ) {
-        self.http("admin", listener, admin::router(probe, metrics));
+        let router = admin::router(probe, metrics, admin_ui_static_dir);
+        self.http("admin", listener, router);
     }
 
     /// Serves the gRPC API with health checking and reflection.

@@ -83,7 +83,7 @@ pub async fn run(cfg: Resolved, metrics: PrometheusHandle) -> anyhow::Result<()>
         edge.router(),
         edge.port_limits(),
     );
-    servers.admin(admin, probe, metrics);
+    servers.admin(admin, probe, metrics, cfg.admin_ui_static_dir.clone());
     serve::announce(
         "standalone",
         &[
