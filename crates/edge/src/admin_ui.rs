@@ -315,62 +315,29 @@ impl Edge {
         };
         let subjects = self.inner.subjects.clone();
         let bus = self.inner.bus.clone();
-        let mut stats = bus.subscribe(&subjects.admin_stats(), None).await?;
-        let mut conns = bus.subscribe(&subjects.connections(None), None).await?;
-        let mut presence = bus.subscribe(&subjects.presence_events(), None).await?;
-        let shutdown = self.inner.shutdown.clone();
+        let stats = bus.subscribe(&subjects.admin_stats(), None).await?;
+        let conns = bus.subscribe(&subjects.connections(None), None).await?;
+        let presence = bus.subscribe(&subjects.presence_events(), None).await?;
 
-        let edge = self.clone();
-        let stop = shutdown.clone();
-        self.spawn(async move {
-            loop {
-                let msg = tokio::select! {
-                    _ = stop.cancelled() => return,
-                    m = stats.next() => m,
-                };
-                let Some(msg) = msg else { return };
-                if let Ok(row) = serde_json::from_slice::<Value>(&msg.payload) {
-                    edge.to_admins("server_stats", &[row]);
-                }
+        self.follow(stats, |edge, msg| {
+            if let Ok(row) = serde_json::from_slice::<Value>(&msg.payload) {
+                edge.to_admins("server_stats", &[row]);
             }
         });
-
-        let edge = self.clone();
-        let stop = shutdown.clone();
-        self.spawn(async move {
-            loop {
-                let msg = tokio::select! {
-                    _ = stop.cancelled() => return,
-                    m = conns.next() => m,
-                };
-                let Some(msg) = msg else { return };
-                let Ok(ev) = ConnectionEvent::decode(&msg.payload) else {
-                    continue;
-                };
+        self.follow(conns, |edge, msg| {
+            if let Ok(ev) = ConnectionEvent::decode(&msg.payload) {
                 edge.on_admin_connection_event(&ev);
             }
         });
-
-        let edge = self.clone();
-        let stop = shutdown.clone();
-        self.spawn(async move {
-            loop {
-                let msg = tokio::select! {
-                    _ = stop.cancelled() => return,
-                    m = presence.next() => m,
-                };
-                let Some(msg) = msg else { return };
-                let Ok(ev) =
-                    serde_json::from_slice::<roomcast_presence::PresenceEvent>(&msg.payload)
-                else {
-                    continue;
-                };
+        self.follow(presence, |edge, msg| {
+            if let Ok(ev) = serde_json::from_slice::<roomcast_presence::PresenceEvent>(&msg.payload)
+            {
                 edge.on_admin_presence_event(&ev);
             }
         });
 
         let edge = self.clone();
-        let stop = shutdown.clone();
+        let stop = self.inner.shutdown.clone();
         self.spawn(async move {
             edge.admin_bootstrap().await;
             let mut tick = tokio::time::interval(STATS_INTERVAL);
@@ -392,6 +359,27 @@ impl Edge {
             }
         });
         Ok(())
+    }
+
+    /// Hands each message of `sub` to `handle` until the edge shuts down or
+    /// the bus is gone; what `handle` cannot decode it drops.
+    fn follow(
+        &self,
+        mut sub: roomcast_bus::Subscription,
+        handle: impl Fn(&Edge, roomcast_bus::Message) + Send + 'static,
+    ) {
+        let edge = self.clone();
+        let stop = self.inner.shutdown.clone();
+        self.spawn(async move {
+            loop {
+                let msg = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    m = sub.next() => m,
+                };
+                let Some(msg) = msg else { return };
+                handle(&edge, msg);
+            }
+        });
     }
 
     fn admin_stats_row(&self, admin: &AdminUi) -> Value {
