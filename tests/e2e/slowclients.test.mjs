@@ -8,7 +8,7 @@
 // Deadlines are tight (hundreds of ms) so the suite runs fast.
 
 import assert from 'node:assert/strict';
-import { execFileSync, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import readline from 'node:readline';
@@ -30,6 +30,7 @@ import {
   waitConnected,
   waitFor,
   withTimeout,
+  selfSigned,
 } from './lib/index.mjs';
 
 const limitHits = (limit) => `roomcast_edge_limit_hits_total{limit="${limit}"}`;
@@ -335,18 +336,6 @@ describe('handshake deadline and the cap on pending handshakes', { timeout: 120_
     }
   });
 });
-
-/** A self-signed certificate for 127.0.0.1, made with the openssl CLI. */
-function selfSigned(dir) {
-  const cert = path.join(dir, 'server.pem');
-  const key = path.join(dir, 'server.key');
-  execFileSync('openssl', [
-    'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
-    '-keyout', key, '-out', cert, '-days', '2', '-subj', '/CN=localhost',
-    '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1',
-  ], { stdio: 'ignore' });
-  return { cert, key, pem: readFileSync(cert) };
-}
 
 describe('the tls port: handshakes count toward the cap and have the deadline', { timeout: 120_000 }, () => {
   const CAP = 10;

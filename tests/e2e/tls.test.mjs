@@ -6,8 +6,8 @@
 // certificate files stop the process before it listens.
 
 import assert from 'node:assert/strict';
-import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -21,19 +21,8 @@ import {
   waitConnected,
   waitConnectError,
   waitFor,
+  selfSigned,
 } from './lib/index.mjs';
-
-/** A self-signed certificate for localhost and 127.0.0.1, made with the openssl CLI. */
-function selfSigned(dir, name) {
-  const cert = path.join(dir, `${name}.pem`);
-  const key = path.join(dir, `${name}.key`);
-  execFileSync('openssl', [
-    'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
-    '-keyout', key, '-out', cert, '-days', '2', '-subj', '/CN=localhost',
-    '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1',
-  ], { stdio: 'ignore' });
-  return { cert, key, pem: readFileSync(cert) };
-}
 
 describe('tls on the client port', { timeout: 120_000 }, () => {
   let dir;

@@ -12,4 +12,5 @@ export * from './clients.mjs';
 export * from './rawws.mjs';
 export * from './hook.mjs';
 export * from './cli.mjs';
+export * from './certs.mjs';
 export * from './suite.mjs';
