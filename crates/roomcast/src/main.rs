@@ -17,7 +17,7 @@ use std::path::PathBuf;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
-use config::{LogFormat, Role, Settings};
+use config::{Role, Settings};
 
 #[derive(Parser)]
 #[command(
@@ -51,8 +51,17 @@ enum Command {
     Api(cli::ApiCommand),
 }
 
+/// The command line, with each setting's default in its help.
+fn command() -> clap::Command {
+    [Role::Standalone, Role::Edge, Role::Control]
+        .into_iter()
+        .fold(Cli::command(), |cmd, role| {
+            cmd.mut_subcommand(role.name(), config::show_defaults)
+        })
+}
+
 fn main() -> std::process::ExitCode {
-    let matches = Cli::command().get_matches();
+    let matches = command().get_matches();
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
         Err(e) => e.exit(),
@@ -75,8 +84,6 @@ fn main() -> std::process::ExitCode {
         },
         None => settings,
     };
-    let log = settings.log.clone();
-    let log_format = settings.log_format.unwrap_or(LogFormat::Plain);
     let mut resolved = match settings.resolve(role) {
         Ok(r) => r,
         Err(e) => return fail(&e),
@@ -94,7 +101,8 @@ fn main() -> std::process::ExitCode {
     };
     let telemetry = {
         let _in_runtime = runtime.enter();
-        match telemetry::init(role, log.as_deref(), log_format, resolved.traces.take()) {
+        let traces = resolved.traces.take();
+        match telemetry::init(role, Some(&resolved.log), resolved.log_format, traces) {
             Ok(t) => t,
             Err(e) => return fail(&e),
         }
@@ -142,14 +150,12 @@ fn fail(e: &anyhow::Error) -> std::process::ExitCode {
 mod tests {
     #[test]
     fn every_subcommand_is_well_formed() {
-        use clap::CommandFactory;
-        super::Cli::command().debug_assert();
+        super::command().debug_assert();
     }
 
     #[test]
     fn the_settings_a_role_refuses_are_flags_of_it() {
-        use clap::CommandFactory;
-        let cli = super::Cli::command();
+        let cli = super::command();
         for role in ["standalone", "edge", "control"] {
             let cmd = cli.find_subcommand(role).expect("role subcommand");
             for list in [
@@ -170,9 +176,8 @@ mod tests {
     #[test]
     fn a_flag_a_role_does_not_use_is_refused_with_a_message() {
         use super::config::{refuse_foreign_flags, Role};
-        use clap::CommandFactory;
         let check = |args: &[&str]| {
-            let matches = super::Cli::command()
+            let matches = super::command()
                 .try_get_matches_from(args)
                 .expect("valid flags");
             let (name, sub) = matches.subcommand().expect("a role");
