@@ -70,7 +70,7 @@ fn main() -> std::process::ExitCode {
         Command::Standalone(o) => (Role::Standalone, o),
         Command::Edge(o) => (Role::Edge, o),
         Command::Control(o) => (Role::Control, o),
-        Command::Api(cmd) => return api(cmd),
+        Command::Api(cmd) => return run_api_command(cmd),
     };
     if let Some(role_matches) = matches.subcommand_matches(role.name()) {
         if let Err(e) = config::refuse_foreign_flags(role, role_matches) {
@@ -124,7 +124,7 @@ fn main() -> std::process::ExitCode {
 }
 
 /// Runs one API subcommand on a small runtime.
-fn api(cmd: cli::ApiCommand) -> std::process::ExitCode {
+fn run_api_command(cmd: cli::ApiCommand) -> std::process::ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -141,6 +141,8 @@ fn api(cmd: cli::ApiCommand) -> std::process::ExitCode {
     }
 }
 
+/// Reports why a process could not start or stopped with an error (exit 2;
+/// a failed API command exits 1).
 fn fail(e: &anyhow::Error) -> std::process::ExitCode {
     eprintln!("roomcast: {e:#}");
     std::process::ExitCode::from(2)

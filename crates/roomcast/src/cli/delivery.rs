@@ -4,12 +4,12 @@ use clap::Args;
 use roomcast_api::v1::{DeliveryStatus, GetDeliveryRequest};
 use serde_json::{json, Value};
 
-use super::{status, Client, Conn, Output};
+use super::{status, Client, CommonFlags, Output};
 
 #[derive(Args)]
 pub struct Delivery {
     #[command(flatten)]
-    pub conn: Conn,
+    pub common: CommonFlags,
     /// The message id an at-least-once emit returned
     message_id: String,
 }

@@ -5,15 +5,15 @@ use clap::Args;
 use roomcast_api::v1::DisconnectSocketsRequest;
 use serde_json::json;
 
-use super::selector::Sel;
-use super::{status, Client, Conn, Output};
+use super::selector::SelectorFlags;
+use super::{status, Client, CommonFlags, Output};
 
 #[derive(Args)]
 pub struct Disconnect {
     #[command(flatten)]
-    pub conn: Conn,
+    pub common: CommonFlags,
     #[command(flatten)]
-    sel: Sel,
+    targets: SelectorFlags,
     /// Close the whole connection, not only the namespace
     #[arg(long)]
     close: bool,
@@ -23,7 +23,7 @@ impl Disconnect {
     pub async fn run(self, client: &mut Client) -> anyhow::Result<Output> {
         let res = client
             .disconnect_sockets(DisconnectSocketsRequest {
-                target: Some(self.sel.selector()),
+                target: Some(self.targets.selector()),
                 close: self.close,
             })
             .await

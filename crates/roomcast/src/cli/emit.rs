@@ -5,20 +5,20 @@ use clap::Args;
 use roomcast_api::v1::{EmitRequest, EmitWithAckRequest};
 use serde_json::{json, Value};
 
-use super::selector::Sel;
-use super::{json_or_null, status, Client, Conn, Output};
+use super::selector::SelectorFlags;
+use super::{json_or_null, status, Client, CommonFlags, Output};
 
 #[derive(Args)]
 pub struct Emit {
     #[command(flatten)]
-    pub conn: Conn,
+    pub common: CommonFlags,
     /// Event name
     event: String,
     /// Arguments as a JSON array
     #[arg(default_value = "")]
     args: String,
     #[command(flatten)]
-    sel: Sel,
+    targets: SelectorFlags,
     /// Ask each socket for an ack and wait this long for them
     #[arg(long)]
     ack_timeout_ms: Option<u32>,
@@ -42,7 +42,7 @@ impl Emit {
     async fn with_ack(self, client: &mut Client, timeout_ms: u32) -> anyhow::Result<Output> {
         let res = client
             .emit_with_ack(EmitWithAckRequest {
-                to: Some(self.sel.selector()),
+                to: Some(self.targets.selector()),
                 event: self.event,
                 args_json: self.args,
                 attachments: Vec::new(),
@@ -87,7 +87,7 @@ impl Emit {
     async fn without_ack(self, client: &mut Client) -> anyhow::Result<Output> {
         let res = client
             .emit(EmitRequest {
-                to: Some(self.sel.selector()),
+                to: Some(self.targets.selector()),
                 event: self.event,
                 args_json: self.args,
                 attachments: Vec::new(),

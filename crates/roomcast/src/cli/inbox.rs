@@ -6,12 +6,12 @@ use roomcast_api::v1::{GetInboxRequest, PurgeInboxRequest};
 use serde_json::{json, Value};
 
 use super::selector::target_name;
-use super::{json_or_null, status, Client, Conn, Output};
+use super::{json_or_null, status, Client, CommonFlags, Output};
 
 #[derive(Args)]
 pub struct Inbox {
     #[command(flatten)]
-    pub conn: Conn,
+    pub common: CommonFlags,
     /// The user
     #[arg(long, short, required_unless_present = "socket", allow_hyphen_values = true, value_parser = target_name)]
     user: Option<String>,

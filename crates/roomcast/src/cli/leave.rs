@@ -4,25 +4,25 @@ use clap::Args;
 use roomcast_api::v1::RoomsRequest;
 use serde_json::json;
 
-use super::selector::Sel;
-use super::{status, Client, Conn, Output};
+use super::selector::SelectorFlags;
+use super::{status, Client, CommonFlags, Output};
 
 #[derive(Args)]
 pub struct Leave {
     #[command(flatten)]
-    pub conn: Conn,
+    pub common: CommonFlags,
     /// Rooms to leave
     #[arg(required = true, value_name = "ROOM")]
     leave: Vec<String>,
     #[command(flatten)]
-    sel: Sel,
+    targets: SelectorFlags,
 }
 
 impl Leave {
     pub async fn run(self, client: &mut Client) -> anyhow::Result<Output> {
         client
             .leave_rooms(RoomsRequest {
-                target: Some(self.sel.selector()),
+                target: Some(self.targets.selector()),
                 rooms: self.leave,
             })
             .await

@@ -3,10 +3,11 @@
 //!
 //! One module per command: it turns its flags into a request and the answer
 //! into an [`Output`], which [`Renderer`] prints as text or, with `--json`, as
-//! JSON. `conn` holds the connection flags shared by every command and opens
-//! the channel; `selector` holds the flags that select sockets.
+//! JSON. `common` holds the flags every command takes (server, API key,
+//! `--json`, deadline) and opens the client; `selector` holds the flags that
+//! select sockets.
 
-mod conn;
+mod common;
 mod delivery;
 mod disconnect;
 mod emit;
@@ -21,7 +22,7 @@ mod sockets;
 
 use clap::Subcommand;
 
-use conn::{Client, Conn};
+use common::{Client, CommonFlags};
 use render::{Output, Renderer};
 
 #[derive(Subcommand)]
@@ -47,17 +48,17 @@ pub enum ApiCommand {
 }
 
 impl ApiCommand {
-    fn conn(&self) -> &Conn {
+    fn common(&self) -> &CommonFlags {
         match self {
-            ApiCommand::Emit(c) => &c.conn,
-            ApiCommand::Delivery(c) => &c.conn,
-            ApiCommand::Inbox(c) => &c.conn,
-            ApiCommand::Sockets(c) => &c.conn,
-            ApiCommand::Rooms(c) => &c.conn,
-            ApiCommand::Join(c) => &c.conn,
-            ApiCommand::Leave(c) => &c.conn,
-            ApiCommand::Presence(c) => &c.conn,
-            ApiCommand::Disconnect(c) => &c.conn,
+            ApiCommand::Emit(c) => &c.common,
+            ApiCommand::Delivery(c) => &c.common,
+            ApiCommand::Inbox(c) => &c.common,
+            ApiCommand::Sockets(c) => &c.common,
+            ApiCommand::Rooms(c) => &c.common,
+            ApiCommand::Join(c) => &c.common,
+            ApiCommand::Leave(c) => &c.common,
+            ApiCommand::Presence(c) => &c.common,
+            ApiCommand::Disconnect(c) => &c.common,
         }
     }
 
@@ -70,9 +71,9 @@ impl ApiCommand {
 
 /// Runs one API command; prints the result on stdout.
 pub async fn run(cmd: ApiCommand) -> anyhow::Result<()> {
-    let conn = cmd.conn();
-    let renderer = Renderer::new(conn.json);
-    let mut client = conn.connect(cmd.streams()).await?;
+    let common = cmd.common();
+    let renderer = Renderer::new(common.json);
+    let mut client = common.connect(cmd.streams()).await?;
     match cmd {
         ApiCommand::Emit(c) => renderer.print(&c.run(&mut client).await?),
         ApiCommand::Delivery(c) => renderer.print(&c.run(&mut client).await?),

@@ -6,12 +6,12 @@ use roomcast_api::v1::{GetPresenceRequest, PresenceEvent, WatchPresenceRequest};
 use serde_json::{json, Value};
 
 use super::selector::target_name;
-use super::{status, Client, Conn, Output, Renderer};
+use super::{status, Client, CommonFlags, Output, Renderer};
 
 #[derive(Args)]
 pub struct Presence {
     #[command(flatten)]
-    pub conn: Conn,
+    pub common: CommonFlags,
     /// A user whose status to show; repeat for several
     #[arg(long = "user", short, allow_hyphen_values = true, value_parser = target_name)]
     users: Vec<String>,

@@ -4,12 +4,12 @@ use clap::Args;
 use roomcast_api::v1::ListRoomsRequest;
 use serde_json::{json, Value};
 
-use super::{status, Client, Conn, Output};
+use super::{status, Client, CommonFlags, Output};
 
 #[derive(Args)]
 pub struct Rooms {
     #[command(flatten)]
-    pub conn: Conn,
+    pub common: CommonFlags,
     /// Namespace
     #[arg(long, short, default_value = "/")]
     namespace: String,

@@ -7,7 +7,7 @@ use roomcast_api::v1::Selector;
 /// Which sockets: the union of rooms, sockets and users (the whole namespace
 /// when none is given), less the exceptions.
 #[derive(Args)]
-pub struct Sel {
+pub struct SelectorFlags {
     /// Namespace
     #[arg(long, short, default_value = "/")]
     namespace: String,
@@ -28,7 +28,7 @@ pub struct Sel {
     except_sockets: Vec<String>,
 }
 
-impl Sel {
+impl SelectorFlags {
     pub fn selector(self) -> Selector {
         Selector {
             namespace: self.namespace,

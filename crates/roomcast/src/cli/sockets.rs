@@ -4,22 +4,22 @@ use clap::Args;
 use roomcast_api::v1::FetchSocketsRequest;
 use serde_json::{json, Value};
 
-use super::selector::Sel;
-use super::{json_or_null, status, Client, Conn, Output};
+use super::selector::SelectorFlags;
+use super::{json_or_null, status, Client, CommonFlags, Output};
 
 #[derive(Args)]
 pub struct Sockets {
     #[command(flatten)]
-    pub conn: Conn,
+    pub common: CommonFlags,
     #[command(flatten)]
-    sel: Sel,
+    targets: SelectorFlags,
 }
 
 impl Sockets {
     pub async fn run(self, client: &mut Client) -> anyhow::Result<Output> {
         let res = client
             .fetch_sockets(FetchSocketsRequest {
-                target: Some(self.sel.selector()),
+                target: Some(self.targets.selector()),
             })
             .await
             .map_err(status)?

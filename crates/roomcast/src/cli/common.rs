@@ -12,8 +12,10 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::service::Interceptor;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 
+/// The flags of every command: where the server is, how to authenticate,
+/// how to print.
 #[derive(Args, Clone)]
-pub struct Conn {
+pub struct CommonFlags {
     /// gRPC address of a standalone process or control plane
     #[arg(
         long,
@@ -50,7 +52,7 @@ impl Interceptor for Bearer {
 
 pub type Client = RoomcastClient<InterceptedService<Channel, Bearer>>;
 
-impl Conn {
+impl CommonFlags {
     /// Connects to the server. A call that `streams` has no deadline (it
     /// lasts until interrupted); connecting always has one.
     pub async fn connect(&self, streams: bool) -> anyhow::Result<Client> {
