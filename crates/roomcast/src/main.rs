@@ -31,7 +31,7 @@ struct Cli {
 }
 
 #[derive(clap::Args)]
-struct Options {
+struct RoleOptions {
     /// TOML config file; flags and ROOMCAST_* variables override it.
     #[arg(short, long, env = "ROOMCAST_CONFIG")]
     config: Option<PathBuf>,
@@ -42,11 +42,11 @@ struct Options {
 #[derive(Subcommand)]
 enum Command {
     /// Edge and gRPC API in one process, with an in-memory bus: no dependencies.
-    Standalone(Options),
+    Standalone(RoleOptions),
     /// A cluster edge: serves Socket.IO clients, subscribes to rooms on NATS.
-    Edge(Options),
+    Edge(RoleOptions),
     /// A cluster control plane: serves the gRPC API over NATS.
-    Control(Options),
+    Control(RoleOptions),
     #[command(flatten)]
     Api(cli::ApiCommand),
 }
@@ -66,7 +66,7 @@ fn main() -> std::process::ExitCode {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
-    let (role, Options { config, settings }) = match cli.command {
+    let (role, RoleOptions { config, settings }) = match cli.command {
         Command::Standalone(o) => (Role::Standalone, o),
         Command::Edge(o) => (Role::Edge, o),
         Command::Control(o) => (Role::Control, o),

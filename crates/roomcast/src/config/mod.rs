@@ -37,9 +37,10 @@ pub(crate) use roles::{API_SETTINGS, CLIENT_SETTINGS, CLUSTER_SETTINGS};
 /// Every setting of every `roomcast` process. Each flag is also an environment
 /// variable and a key of the config file (same name, snake_case; lists are
 /// plural in the file: `namespaces`, `cors_origins`, `api_keys`, `nats_urls`,
-/// `recovery_rooms`). A process ignores the settings of roles it does not play
-/// (a control plane has no client port). Defaults are not written here: see
-/// `defaults.rs`; `--help` shows them.
+/// `recovery_rooms`). A process checks every setting but uses those of its
+/// role only (a control plane has no client port); a flag of another role's
+/// setting is refused (`roles`). Defaults are not written here but in
+/// `defaults.rs`, which `--help` shows.
 #[derive(Args, Deserialize, Default, Clone)]
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
@@ -340,7 +341,8 @@ impl Settings {
         toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
     }
 
-    /// Fills what `self` leaves unset from `lower`.
+    /// Fills what `self` leaves unset from `lower` (flags and environment
+    /// over the file); what neither sets takes its default at resolution.
     pub fn or(self, lower: Settings) -> Settings {
         macro_rules! pick {
             ($($f:ident),*; $($v:ident),*) => {
