@@ -32,12 +32,43 @@ impl Renderer {
     }
 
     pub fn print(&self, out: &Output) {
-        if self.json {
-            println!("{}", out.json);
-        } else {
-            for line in &out.text {
-                println!("{line}");
-            }
+        for line in self.lines(out) {
+            println!("{line}");
         }
+    }
+
+    /// The lines `print` writes: the text, or the JSON on one line.
+    fn lines(&self, out: &Output) -> Vec<String> {
+        if self.json {
+            vec![out.json.to_string()]
+        } else {
+            out.text.clone()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn text_for_people_and_one_line_of_json_for_scripts() {
+        let out = Output::new(
+            vec!["a  acked  [1]".into(), "b  no ack".into()],
+            json!({ "results": [{ "socket_id": "a" }], "complete": true }),
+        );
+        assert_eq!(
+            Renderer::new(false).lines(&out),
+            ["a  acked  [1]", "b  no ack"]
+        );
+        assert_eq!(
+            Renderer::new(true).lines(&out),
+            [r#"{"complete":true,"results":[{"socket_id":"a"}]}"#]
+        );
+        let empty = Output::new(Vec::new(), json!({ "rooms": [] }));
+        assert!(Renderer::new(false).lines(&empty).is_empty());
+        assert_eq!(Renderer::new(true).lines(&empty), [r#"{"rooms":[]}"#]);
     }
 }
