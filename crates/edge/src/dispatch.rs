@@ -8,8 +8,8 @@
 //! - an emit with ack registers its acks and writes its packet on the reader
 //!   too (in order with the emits around it), only its answer is sent off it.
 //!
-//! What may wait on I/O runs on tasks the edge tracks, so that one slow command
-//! does not hold up the next message of the subject:
+//! What may wait on I/O runs on tasks the edge tracks (stopped at shutdown),
+//! so that one slow command does not hold up the next message of the subject:
 //! - joins, leaves and disconnects ("membership commands") subscribe and
 //!   unsubscribe, wait for the bus to confirm, record presence and announce
 //!   disconnects. They run one after another per subject, in arrival order
@@ -56,12 +56,12 @@ pub(crate) struct InOrder {
 }
 
 impl InOrder {
-    /// Runs `work` on a tracked task once the command queued before it is done.
+    /// Runs `work` on a command task once the command queued before it is done.
     fn then(&mut self, edge: &Edge, work: impl Future<Output = ()> + Send + 'static) {
         let previous = self.last.take();
-        self.last = Some(edge.spawn_tracked(async move {
+        self.last = Some(edge.spawn_command(async move {
             if let Some(previous) = previous {
-                // It ran to its end or was aborted at shutdown: go on either way.
+                // It ran to its end or stopped at shutdown: go on either way.
                 let _ = previous.await;
             }
             work.await;
@@ -131,7 +131,7 @@ impl Edge {
                 let Some(reply) = reply else { return };
                 let timeout = Duration::from_millis(timeout_ms).min(MAX_ACK_TIMEOUT);
                 let sockets = self.emit_with_ack(&target, &packet, ack_id, timeout, &reply);
-                self.answer_later(reply, EdgeReply::Targets { sockets, node });
+                self.reply_off_reader(reply, EdgeReply::Targets { sockets, node });
             }
             Command::Join { target, rooms } => {
                 let edge = self.clone();
@@ -142,7 +142,7 @@ impl Edge {
                         refused,
                         node,
                     };
-                    edge.answer(reply.as_deref(), &answer).await;
+                    edge.reply_if_asked(reply.as_deref(), &answer).await;
                 });
             }
             Command::Leave { target, rooms } => {
@@ -154,7 +154,7 @@ impl Edge {
                         refused: 0,
                         node,
                     };
-                    edge.answer(reply.as_deref(), &answer).await;
+                    edge.reply_if_asked(reply.as_deref(), &answer).await;
                 });
             }
             Command::Disconnect { target, close } => {
@@ -166,32 +166,32 @@ impl Edge {
                         refused: 0,
                         node,
                     };
-                    edge.answer(reply.as_deref(), &answer).await;
+                    edge.reply_if_asked(reply.as_deref(), &answer).await;
                 });
             }
             Command::Fetch { target } => {
                 let Some(reply) = reply else { return };
                 let edge = self.clone();
-                self.spawn_tracked(async move {
+                self.spawn_command(async move {
                     let sockets = edge.describe(&target);
-                    edge.answer(Some(&reply), &EdgeReply::Sockets { sockets, node })
+                    edge.reply_if_asked(Some(&reply), &EdgeReply::Sockets { sockets, node })
                         .await;
                 });
             }
             Command::ListRooms { ns } => {
                 let Some(reply) = reply else { return };
                 let rooms = self.read_index().room_counts(&ns);
-                self.answer_later(reply, EdgeReply::Rooms { rooms, node });
+                self.reply_off_reader(reply, EdgeReply::Rooms { rooms, node });
             }
             Command::Ping => {
                 let Some(reply) = reply else { return };
-                self.answer_later(reply, EdgeReply::Hello { node });
+                self.reply_off_reader(reply, EdgeReply::Hello { node });
             }
         }
     }
 
     /// Publishes the answer to a command, if it asked for one.
-    async fn answer(&self, reply: Option<&str>, answer: &EdgeReply) {
+    async fn reply_if_asked(&self, reply: Option<&str>, answer: &EdgeReply) {
         if let Some(reply) = reply {
             self.publish_reply(reply, answer).await;
         }
@@ -199,9 +199,22 @@ impl Edge {
 
     /// Publishes an answer on a tracked task: a bus that is slow to take it
     /// does not hold up the subject's next message.
-    fn answer_later(&self, reply: String, answer: EdgeReply) {
+    fn reply_off_reader(&self, reply: String, answer: EdgeReply) {
         let edge = self.clone();
-        self.spawn_tracked(async move { edge.publish_reply(&reply, &answer).await });
+        self.spawn_command(async move { edge.publish_reply(&reply, &answer).await });
+    }
+
+    /// Spawns a command's work on a task the edge tracks. It stops at
+    /// shutdown wherever it is: a bus or store that is away must not hold up
+    /// the edge's exit (nobody waits for its answer any more).
+    fn spawn_command(&self, work: impl Future<Output = ()> + Send + 'static) -> JoinHandle<()> {
+        let stop = self.shutdown_token().clone();
+        self.spawn_tracked(async move {
+            tokio::select! {
+                _ = work => {}
+                _ = stop.cancelled() => {}
+            }
+        })
     }
 
     fn describe(&self, target: &Target) -> Vec<SocketInfo> {
