@@ -45,6 +45,12 @@
 //! - `lifecycle`: sockets' connects and disconnects announced for backends.
 //! - [`admin_ui`]: the Socket.IO Admin UI's namespace (off by default): stats
 //!   rows, the cluster's sockets from a directory, the UI's requests.
+//! - [`metrics`]: the edge's metric names and descriptions, and the counting
+//!   of limit hits and recovery outcomes.
+//! - this file: the assembly. [`Edge::start`] builds the parts, subscribes
+//!   the subjects every edge listens on and starts the heartbeat, the ping
+//!   sweep and presence's re-recording; then the HTTP router, the gauges,
+//!   drain and shutdown, and the accessors by which modules reach the parts.
 
 #![forbid(unsafe_code)]
 
