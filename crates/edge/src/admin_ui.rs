@@ -104,7 +104,7 @@ fn serialize(ev: &ConnectionEvent) -> Value {
     let headers: serde_json::Map<String, Value> = ev
         .headers
         .iter()
-        .filter(|(k, _)| !crate::commands::PRIVATE_HEADERS.contains(&k.as_str()))
+        .filter(|(k, _)| !crate::lifecycle::PRIVATE_HEADERS.contains(&k.as_str()))
         .map(|(k, v)| (k.clone(), Value::String(v.clone())))
         .collect();
     let query: serde_json::Map<String, Value> = ev
@@ -221,7 +221,7 @@ impl Edge {
         };
         let text = |i: usize| args.get(i).and_then(Value::as_str).map(str::to_owned);
         let Some(ns) = text(0) else { return };
-        if !self.inner.config.namespaces.contains(&ns) {
+        if !self.config().namespaces.contains(&ns) {
             return;
         }
         // A filter is a room, or a socket id (the room of that socket alone),
@@ -245,7 +245,7 @@ impl Edge {
                 },
             }
         };
-        let subjects = &self.inner.subjects;
+        let subjects = self.subjects();
         let (subject_list, cmd) = match event {
             "emit" => {
                 let Some(ev) = text(2) else { return };
@@ -313,8 +313,8 @@ impl Edge {
         let Some(admin) = self.admin().cloned() else {
             return Ok(());
         };
-        let subjects = self.inner.subjects.clone();
-        let bus = self.inner.bus.clone();
+        let subjects = self.subjects().clone();
+        let bus = self.bus().clone();
         let stats = bus.subscribe(&subjects.admin_stats(), None).await?;
         let conns = bus.subscribe(&subjects.connections(None), None).await?;
         let presence = bus.subscribe(&subjects.presence_events(), None).await?;
@@ -337,7 +337,7 @@ impl Edge {
         });
 
         let edge = self.clone();
-        let stop = self.inner.shutdown.clone();
+        let stop = self.shutdown_token().clone();
         self.spawn(async move {
             edge.admin_bootstrap().await;
             let mut tick = tokio::time::interval(STATS_INTERVAL);
@@ -369,7 +369,7 @@ impl Edge {
         handle: impl Fn(&Edge, roomcast_bus::Message) + Send + 'static,
     ) {
         let edge = self.clone();
-        let stop = self.inner.shutdown.clone();
+        let stop = self.shutdown_token().clone();
         self.spawn(async move {
             loop {
                 let msg = tokio::select! {
@@ -384,7 +384,7 @@ impl Edge {
 
     fn admin_stats_row(&self, admin: &AdminUi) -> Value {
         let g = self.gauges();
-        let node = &self.inner.config.node_id;
+        let node = &self.config().node_id;
         let namespaces: Vec<Value> = self
             .inner
             .config
@@ -415,7 +415,7 @@ impl Edge {
     /// starts; the connection and presence events keep it current after.
     async fn admin_bootstrap(&self) {
         let Some(admin) = self.admin() else { return };
-        for ns in self.inner.config.namespaces.clone() {
+        for ns in self.config().namespaces.clone() {
             let cmd = Command::Fetch {
                 target: Target {
                     ns,
@@ -427,7 +427,7 @@ impl Edge {
                 .inner
                 .bus
                 .request_many(
-                    &self.inner.subjects.edges(),
+                    &self.subjects().edges(),
                     headers,
                     payload,
                     usize::MAX,

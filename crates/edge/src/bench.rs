@@ -7,8 +7,9 @@ use roomcast_bus::envelope::{Command, Packet, Target};
 use roomcast_bus::subject::Subjects;
 use roomcast_bus::{MemoryBus, Message};
 
-use crate::index::Via;
+use crate::dispatch::InOrder;
 use crate::outbox::Mode;
+use crate::room_index::SubjectKind;
 use crate::sio::Socket;
 use crate::{Authenticator, Edge, EdgeConfig};
 
@@ -91,8 +92,9 @@ impl Room {
     /// Handles one bus message as the room's subscription would: decode,
     /// find the local members, queue the same buffer on each.
     pub async fn deliver(&self, msg: Message) {
+        let kind = SubjectKind::Room("/".into(), self.name.clone());
         self.edge
-            .on_bus_message(msg, &Via::Room("/".into(), self.name.clone()))
+            .handle_message(msg, &kind, &mut InOrder::default())
             .await;
     }
 

@@ -25,48 +25,74 @@
 //! - [`limits`]: per-address connection and handshake limits, rate buckets,
 //!   the limit-hit counter.
 //! - `sio`: Socket.IO packets of a session.
-//! - `index`: local sockets, rooms, subscriptions and fan-out.
+//! - `session_table`: the open Engine.IO sessions by sid.
+//! - `small_set`, `room_index`: the local sockets by id, namespace, room and
+//!   user, as plain data (which sockets a command reaches, which subjects the
+//!   edge must listen on).
+//! - `subscriptions`: the bus subjects the edge listens on, the task reading
+//!   each, whether the bus confirmed them.
+//! - `membership`: the room index behind its lock, kept in step with the
+//!   subscriptions and with presence (sockets added, removed, joining and
+//!   leaving rooms).
+//! - `dispatch`: each subject's reader and what it does with each command:
+//!   emits delivered in order on the reader, joins, leaves, disconnects,
+//!   fetches and other answers on tracked tasks.
+//! - `fanout`: an emit queued on the local sockets it is for.
+//! - `acks`: where the acks of server emits go.
+//! - `heartbeat`: the edge's "alive" and "bye" for control planes.
 //! - `recovery`: connection state recovery (pid, offsets, replay).
-//! - `commands`: commands edges answer (fetch, disconnect, emit with ack) and
-//!   the heartbeat.
+//! - `presence`: the edge's records in the presence store, and its lease.
 //! - `lifecycle`: sockets' connects and disconnects announced for backends.
 //! - [`admin_ui`]: the Socket.IO Admin UI's namespace (off by default): stats
 //!   rows, the cluster's sockets from a directory, the UI's requests.
+//! - [`metrics`]: the edge's metric names and descriptions, and the counting
+//!   of limit hits and recovery outcomes.
+//! - this file: the assembly. [`Edge::start`] builds the parts, subscribes
+//!   the subjects every edge listens on and starts the heartbeat, the ping
+//!   sweep and presence's re-recording; then the HTTP router, the gauges,
+//!   drain and shutdown, and the accessors by which modules reach the parts.
 
 #![forbid(unsafe_code)]
 
+mod acks;
 pub mod admin_ui;
 pub mod auth;
 #[doc(hidden)]
 pub mod bench;
-mod commands;
 pub mod config;
+mod dispatch;
+mod fanout;
+mod heartbeat;
 pub mod hook;
 mod http;
-mod index;
 mod lifecycle;
 pub mod limits;
+mod membership;
 pub mod metrics;
 mod outbox;
 mod polling;
 pub mod port;
 mod presence;
 mod recovery;
+mod room_index;
 mod session;
+mod session_table;
 mod sio;
+mod small_set;
+mod subscriptions;
 pub mod tcp;
 mod ws;
 #[doc(hidden)]
 pub mod ws_read;
 mod wsframe;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-use roomcast_bus::envelope::now_ms;
+use roomcast_bus::envelope::{now_ms, EdgeReply};
 use roomcast_bus::subject::Subjects;
-use roomcast_bus::{Bus, BusError};
+use roomcast_bus::{Bus, BusError, Subscription};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -74,8 +100,11 @@ pub use auth::{Authenticator, Identity, JwtConfig};
 pub use config::EdgeConfig;
 pub use session::CloseReason;
 
-use index::Index;
-use session::Session;
+use acks::PendingAcks;
+use membership::Membership;
+use presence::PresenceRecorder;
+use room_index::SubjectKind;
+use session_table::SessionTable;
 
 /// How long a stopping edge waits for its presence changes to be recorded.
 /// Short: with the store down, the rest is cleaned up by the lease's expiry.
@@ -87,36 +116,27 @@ pub struct Edge {
     inner: Arc<Inner>,
 }
 
-/// An edge's live bus subscriptions, by subject: the task that reads each.
-pub(crate) type Subs = HashMap<String, tokio::task::JoinHandle<()>>;
-
+/// What the edge is made of. Each part owns its state and is reached through
+/// the edge's accessors below; the parts that change at run time (sessions,
+/// membership, acks) lock inside their own module.
 struct Inner {
     config: EdgeConfig,
     auth: Authenticator,
     hook: Option<hook::Hook>,
     /// Connections and handshake rates per peer address.
     peers: Arc<limits::PeerLimits>,
-    presence: Option<presence::Link>,
+    presence: Option<PresenceRecorder>,
     /// Connection state recovery, when on.
     recovery: Option<roomcast_bus::recovery::Recovery>,
     bus: Arc<dyn Bus>,
     subjects: Subjects,
-    /// Engine.IO sessions by sid.
-    sessions: Mutex<HashMap<String, Arc<Session>>>,
-    /// Local sockets and rooms. Fan-out takes it for reading only.
-    index: RwLock<Index>,
-    /// Live bus subscriptions by subject. Lock order: `subs` before `index`.
-    subs: tokio::sync::Mutex<Subs>,
-    /// Subscriptions made so far, and how many of the first of them the bus
-    /// has confirmed live ([`roomcast_bus::Bus::sync`]).
-    subscribed: std::sync::atomic::AtomicU64,
-    synced: std::sync::atomic::AtomicU64,
-    /// Where the acks of server emits go, by (socket id, ack id). Taken alone,
-    /// never while holding another lock.
-    acks: Mutex<HashMap<(String, u64), String>>,
+    sessions: SessionTable,
+    /// Local sockets, their rooms, and the subscriptions these call for.
+    membership: Membership,
+    acks: PendingAcks,
     shutdown: CancellationToken,
     /// Set when a lame-duck drain begins: the edge is no longer ready.
-    draining: std::sync::atomic::AtomicBool,
+    draining: AtomicBool,
     tasks: TaskTracker,
     /// The Socket.IO Admin UI's state, when it is on.
     admin_ui: Option<Arc<admin_ui::AdminUi>>,
@@ -162,7 +182,7 @@ impl Edge {
             .map_err(StartError::HookUrl)?;
         let presence = match presence {
             Some(p) => Some(
-                presence::Link::start(p, &config.node_id)
+                PresenceRecorder::start(p, &config.node_id)
                     .await
                     .map_err(StartError::Presence)?,
             ),
@@ -178,6 +198,7 @@ impl Edge {
                     config.max_connections_per_ip,
                     config.handshakes_per_ip_per_sec,
                 ),
+                membership: Membership::new(bus.clone(), subjects.clone()),
                 subjects,
                 config,
                 auth,
@@ -185,35 +206,30 @@ impl Edge {
                 presence,
                 recovery,
                 bus,
-                sessions: Mutex::new(HashMap::new()),
-                index: RwLock::new(Index::default()),
-                subs: tokio::sync::Mutex::new(HashMap::new()),
-                subscribed: std::sync::atomic::AtomicU64::new(0),
-                synced: std::sync::atomic::AtomicU64::new(0),
-                acks: Mutex::new(HashMap::new()),
+                sessions: SessionTable::default(),
+                acks: PendingAcks::default(),
                 shutdown: CancellationToken::new(),
-                draining: std::sync::atomic::AtomicBool::new(false),
+                draining: AtomicBool::new(false),
                 tasks: TaskTracker::new(),
                 admin_ui: config_admin,
             }),
         };
         let subjects = &edge.inner.subjects;
         let node_id = &edge.inner.config.node_id;
-        let mut subs = edge.inner.subs.lock().await;
-        for (subject, via) in [
-            (subjects.edges(), index::Via::Edges),
-            (subjects.node(node_id), index::Via::Node),
-            (subjects.ack_replies(node_id), index::Via::AckReplies),
+        let subscriptions = edge.inner.membership.subscriptions();
+        let mut subs = subscriptions.lock().await;
+        for (subject, kind) in [
+            (subjects.edges(), SubjectKind::Edges),
+            (subjects.node(node_id), SubjectKind::Node),
+            (subjects.ack_replies(node_id), SubjectKind::AckReplies),
         ] {
-            let handle = edge
-                .subscribe(&subject, via)
+            subs.add(subject, kind, &|sub, kind| edge.spawn_reader(sub, kind))
                 .await
                 .map_err(StartError::Subscribe)?;
-            subs.insert(subject, handle);
         }
         drop(subs);
         edge.start_admin_ui().await.map_err(StartError::Subscribe)?;
-        edge.sync_subscriptions().await;
+        subscriptions.sync().await;
         let beating = edge.clone();
         edge.spawn(async move { beating.heartbeat_loop().await });
         let sweeping = edge.clone();
@@ -252,7 +268,7 @@ impl Edge {
     /// A snapshot of the edge's gauges, for a metrics scrape.
     pub fn gauges(&self) -> Gauges {
         let mut g = Gauges::default();
-        for s in self.sessions().values() {
+        for s in self.sessions().all() {
             match s.outbox.mode() {
                 outbox::Mode::WebSocket => g.websocket_connections += 1,
                 outbox::Mode::Polling => g.polling_connections += 1,
@@ -264,22 +280,13 @@ impl Edge {
         g
     }
 
-    /// How many room subjects this edge subscribes to.
-    pub fn room_subscription_count(&self) -> usize {
-        self.read_index().room_count()
-    }
-
     /// Marks the edge as draining: it should get no new clients.
     pub fn begin_drain(&self) {
-        self.inner
-            .draining
-            .store(true, std::sync::atomic::Ordering::Release);
+        self.inner.draining.store(true, Ordering::Release);
     }
 
     pub fn is_draining(&self) -> bool {
-        self.inner
-            .draining
-            .load(std::sync::atomic::Ordering::Acquire)
+        self.inner.draining.load(Ordering::Acquire)
     }
 
     /// Lame-duck close: closes the open connections spread at random over
@@ -287,7 +294,7 @@ impl Edge {
     /// edge is out of the load balancer), so their reconnects do not arrive
     /// all at once. Returns when all of them are closed.
     pub async fn drain(&self, window: Duration) {
-        let sessions: Vec<_> = self.sessions().values().cloned().collect();
+        let sessions = self.sessions().all();
         tracing::info!(
             connections = sessions.len(),
             window_ms = window.as_millis() as u64,
@@ -314,7 +321,7 @@ impl Edge {
     /// waits for the edge's tasks to end.
     pub async fn shutdown(&self) {
         self.inner.shutdown.cancel();
-        let sessions: Vec<_> = self.sessions().values().cloned().collect();
+        let sessions = self.sessions().all();
         for s in sessions {
             self.close_session(&s, CloseReason::ServerShutdown);
         }
@@ -323,40 +330,54 @@ impl Edge {
         if let Some(presence) = &self.inner.presence {
             presence.stop(PRESENCE_DRAIN).await;
         }
-        let mut subs = self.inner.subs.lock().await;
-        for (_, handle) in subs.drain() {
-            handle.abort();
+        self.inner.membership.subscriptions().clear().await;
+    }
+
+    pub(crate) fn subjects(&self) -> &Subjects {
+        &self.inner.subjects
+    }
+
+    pub(crate) fn bus(&self) -> &Arc<dyn Bus> {
+        &self.inner.bus
+    }
+
+    /// Cancelled when the edge shuts down.
+    pub(crate) fn shutdown_token(&self) -> &CancellationToken {
+        &self.inner.shutdown
+    }
+
+    pub(crate) fn sessions(&self) -> &SessionTable {
+        &self.inner.sessions
+    }
+
+    fn membership(&self) -> &Membership {
+        &self.inner.membership
+    }
+
+    fn acks(&self) -> &PendingAcks {
+        &self.inner.acks
+    }
+
+    fn presence(&self) -> Option<&PresenceRecorder> {
+        self.inner.presence.as_ref()
+    }
+
+    fn recovery(&self) -> Option<&roomcast_bus::recovery::Recovery> {
+        self.inner.recovery.as_ref()
+    }
+
+    /// Spawns the reader of a subject the edge subscribed to: the seam
+    /// between the subscriptions and command dispatch.
+    fn spawn_reader(&self, sub: Subscription, kind: SubjectKind) -> tokio::task::JoinHandle<()> {
+        dispatch::read_subject(self.clone(), sub, kind)
+    }
+
+    /// Publishes an edge's answer (or heartbeat) on `subject`; a failure is logged.
+    async fn publish_reply(&self, subject: &str, reply: &EdgeReply) {
+        let (headers, payload) = reply.encode();
+        if let Err(e) = self.bus().publish(subject, headers, payload, None).await {
+            tracing::warn!(%subject, error = %e, "reply not published");
         }
-    }
-
-    fn sessions(&self) -> MutexGuard<'_, HashMap<String, Arc<Session>>> {
-        // Inserts and removes cannot leave the map half-changed.
-        self.inner
-            .sessions
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn acks(&self) -> MutexGuard<'_, HashMap<(String, u64), String>> {
-        // Single inserts and removes: consistent across a panic.
-        self.inner
-            .acks
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn read_index(&self) -> std::sync::RwLockReadGuard<'_, Index> {
-        self.inner
-            .index
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn write_index(&self) -> std::sync::RwLockWriteGuard<'_, Index> {
-        self.inner
-            .index
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Spawns a task owned by the edge (waited for at shutdown).
@@ -365,5 +386,14 @@ impl Edge {
         F: std::future::Future<Output = ()> + Send + 'static,
     {
         self.inner.tasks.spawn(fut);
+    }
+
+    /// Spawns a task owned by the edge (waited for at shutdown), and returns
+    /// its handle.
+    fn spawn_tracked<F>(&self, fut: F) -> tokio::task::JoinHandle<()>
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.inner.tasks.spawn(fut)
     }
 }

@@ -7,7 +7,6 @@
 use roomcast_bus::envelope::ConnectionEvent;
 use serde_json::Value;
 
-use crate::commands::PRIVATE_HEADERS;
 use crate::outbox::Mode;
 use crate::sio::Socket;
 use crate::Edge;
@@ -15,6 +14,18 @@ use crate::Edge;
 /// Why a socket left its namespace, in Socket.IO's words.
 pub(crate) const CLIENT_DISCONNECT: &str = "client namespace disconnect";
 pub(crate) const SERVER_DISCONNECT: &str = "server namespace disconnect";
+
+/// Handshake headers never shown to backends or the Admin UI: they carry
+/// credentials.
+pub(crate) const PRIVATE_HEADERS: [&str; 2] = ["authorization", "cookie"];
+
+/// A connection's transport as backends see it.
+pub(crate) fn transport_name(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Polling => "polling",
+        Mode::WebSocket => "websocket",
+    }
+}
 
 impl Edge {
     /// Announces a socket that joined its namespace, in `rooms`; `auth` is the
@@ -42,10 +53,7 @@ impl Edge {
             query: handshake.query.to_vec(&[]),
             headers: handshake.headers.to_vec(&PRIVATE_HEADERS),
             remote_addr: handshake.remote.map(|a| a.to_string()).unwrap_or_default(),
-            transport: match socket.session.outbox.mode() {
-                Mode::Polling => "polling".into(),
-                Mode::WebSocket => "websocket".into(),
-            },
+            transport: transport_name(socket.session.outbox.mode()).into(),
             data_json: socket.data_json.clone(),
             recovered,
             ..self.connection_event(socket)
@@ -55,7 +63,7 @@ impl Edge {
 
     /// Announces a socket that left its namespace, and why.
     pub(crate) async fn announce_disconnect(&self, socket: &Socket, reason: &str) {
-        if self.inner.config.is_admin_namespace(&socket.ns) {
+        if self.config().is_admin_namespace(&socket.ns) {
             return; // admin sockets are never announced
         }
         let event = ConnectionEvent {
@@ -71,17 +79,16 @@ impl Edge {
             socket: socket.id.clone(),
             user: socket.user.clone(),
             ns: socket.ns.clone(),
-            node: self.inner.config.node_id.clone(),
+            node: self.config().node_id.clone(),
             at_ms: crate::now_ms(),
             ..ConnectionEvent::default()
         }
     }
 
     async fn announce(&self, ns: &str, event: ConnectionEvent) {
-        let subject = self.inner.subjects.connections(Some(ns));
+        let subject = self.subjects().connections(Some(ns));
         let published = self
-            .inner
-            .bus
+            .bus()
             .publish(&subject, roomcast_bus::Headers::new(), event.encode(), None)
             .await;
         if let Err(e) = published {

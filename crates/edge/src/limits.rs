@@ -4,7 +4,7 @@
 //!
 //! Each limit is checked before the work it protects is done (a refused
 //! handshake opens no session, a flood is cut before its packets are decoded),
-//! counted in [`crate::metrics::LIMIT_HITS`] and logged once per connection.
+//! counted in the `limit_hits` metric ([`Limit::hit`]) and logged once per connection.
 //!
 //! The per-address state is a map bounded in entries: handshake buckets that
 //! are full again carry no information and are pruned when the map is full;
@@ -93,11 +93,6 @@ impl Limit {
             Limit::HandshakeTimeout => "handshake_timeout",
             Limit::PendingHandshakes => "max_pending_handshakes",
         }
-    }
-
-    /// Counts a hit. Callers log it once per connection (most hits close it).
-    pub fn hit(self) {
-        metrics::counter!(crate::metrics::LIMIT_HITS, "limit" => self.label()).increment(1);
     }
 }
 

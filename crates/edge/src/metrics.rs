@@ -28,6 +28,20 @@ pub const FANOUT_LATENCY: &str = "roomcast_fanout_latency_seconds";
 /// CONNECTs that asked to recover a session (label `outcome`).
 pub const RECOVERIES: &str = "roomcast_edge_recoveries_total";
 
+impl crate::limits::Limit {
+    /// Counts a hit. Callers log it once per connection (most hits close it).
+    pub fn hit(self) {
+        metrics::counter!(LIMIT_HITS, "limit" => self.label()).increment(1);
+    }
+}
+
+impl crate::recovery::Outcome {
+    /// Counts a CONNECT that asked to recover a session and ended so.
+    pub(crate) fn count(self) {
+        metrics::counter!(RECOVERIES, "outcome" => self.label()).increment(1);
+    }
+}
+
 /// Every refusal cause, so their series exist from the start.
 const CAUSES: [&str; 14] = [
     "invalid_namespace",

@@ -21,21 +21,24 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::sio::Socket;
-use crate::Edge;
 
 /// Operations waiting for the store, per edge.
 const QUEUE: usize = 65_536;
 const ATTEMPTS: u32 = 5;
 
-pub(crate) enum Op {
+/// A change of a socket's presence, as the store records it.
+pub(crate) enum PresenceChange {
     Connected(SocketRecord),
+    /// The socket's record now, with the rooms it joined and those it left.
     Rooms(SocketRecord, Vec<String>, Vec<String>),
     Disconnected(SocketRecord),
 }
 
-pub(crate) struct Link {
+/// The edge's side of presence: the worker that records changes in order,
+/// and the task that holds the lease.
+pub(crate) struct PresenceRecorder {
     /// Taken at stop: the channel closes and the worker ends once drained.
-    tx: Mutex<Option<mpsc::Sender<Op>>>,
+    tx: Mutex<Option<mpsc::Sender<PresenceChange>>>,
     worker: Mutex<Option<JoinHandle<()>>>,
     lease: Mutex<Option<JoinHandle<()>>>,
     lease_stop: CancellationToken,
@@ -48,10 +51,10 @@ fn take<T>(m: &Mutex<Option<T>>) -> Option<T> {
     m.lock().unwrap_or_else(PoisonError::into_inner).take()
 }
 
-impl Link {
+impl PresenceRecorder {
     /// Cleans up what a previous run of this node left, takes the lease and
     /// starts the worker.
-    pub async fn start(presence: Presence, node: &str) -> Result<Link, StoreError> {
+    pub async fn start(presence: Presence, node: &str) -> Result<PresenceRecorder, StoreError> {
         let stale = presence.clean_node(node).await?;
         if stale > 0 {
             tracing::info!(
@@ -68,7 +71,7 @@ impl Link {
             tokio::spawn(async move { holder.hold_lease(node_id, revision, stop, lost_tx).await });
         let (tx, rx) = mpsc::channel(QUEUE);
         let worker = tokio::spawn(work(presence, rx));
-        Ok(Link {
+        Ok(PresenceRecorder {
             tx: Mutex::new(Some(tx)),
             worker: Mutex::new(Some(worker)),
             lease: Mutex::new(Some(lease)),
@@ -84,12 +87,12 @@ impl Link {
 
     /// Queues an operation without waiting; false when the queue is full or
     /// presence stopped.
-    fn try_send(&self, op: Op) -> bool {
+    pub fn try_send(&self, op: PresenceChange) -> bool {
         let tx = self.tx.lock().unwrap_or_else(PoisonError::into_inner);
         tx.as_ref().is_some_and(|tx| tx.try_send(op).is_ok())
     }
 
-    pub async fn send(&self, op: Op) {
+    pub async fn send(&self, op: PresenceChange) {
         let tx = self
             .tx
             .lock()
@@ -118,13 +121,15 @@ impl Link {
     }
 }
 
-async fn work(presence: Presence, mut rx: mpsc::Receiver<Op>) {
+async fn work(presence: Presence, mut rx: mpsc::Receiver<PresenceChange>) {
     while let Some(op) = rx.recv().await {
         for attempt in 1..=ATTEMPTS {
             let result = match &op {
-                Op::Connected(rec) => presence.connected(rec).await,
-                Op::Rooms(rec, joined, left) => presence.rooms_changed(rec, joined, left).await,
-                Op::Disconnected(rec) => presence.disconnected(rec).await,
+                PresenceChange::Connected(rec) => presence.connected(rec).await,
+                PresenceChange::Rooms(rec, joined, left) => {
+                    presence.rooms_changed(rec, joined, left).await
+                }
+                PresenceChange::Disconnected(rec) => presence.disconnected(rec).await,
             };
             match result {
                 Ok(()) => break,
@@ -140,68 +145,14 @@ async fn work(presence: Presence, mut rx: mpsc::Receiver<Op>) {
     }
 }
 
-impl Edge {
-    pub(crate) fn record(&self, socket: &Socket, rooms: Vec<String>) -> SocketRecord {
-        SocketRecord {
-            id: socket.id.clone(),
-            user: socket.user.clone(),
-            ns: socket.ns.clone(),
-            node: self.inner.config.node_id.clone(),
-            rooms,
-            connected_at_ms: socket.connected_at_ms,
-        }
-    }
-
-    /// Whether this edge records presence (then index changes build records).
-    pub(crate) fn tracks_presence(&self) -> bool {
-        self.inner.presence.is_some()
-    }
-
-    /// After the lease was lost: records every socket this edge holds again,
-    /// with its rooms. Queued under the index lock, so a socket removed
-    /// meanwhile is either left out or recorded before its removal is.
-    pub(crate) fn record_all_again(&self) {
-        let Some(link) = &self.inner.presence else {
-            return;
-        };
-        let index = self.read_index();
-        let (mut queued, mut dropped) = (0usize, 0usize);
-        for (socket, rooms) in index.members() {
-            if link.try_send(Op::Connected(self.record(socket, rooms))) {
-                queued += 1;
-            } else {
-                dropped += 1;
-            }
-        }
-        drop(index);
-        tracing::warn!(
-            sockets = queued,
-            "presence lease was lost: recording this edge's sockets again"
-        );
-        if dropped > 0 {
-            tracing::warn!(
-                sockets = dropped,
-                "presence queue full: sockets not recorded again"
-            );
-        }
-    }
-
-    /// Records the sockets again each time the lease turns out lost, until shutdown.
-    pub(crate) async fn rerecord_loop(&self, mut lost: mpsc::Receiver<()>) {
-        loop {
-            tokio::select! {
-                m = lost.recv() => match m {
-                    Some(()) => self.record_all_again(),
-                    None => return,
-                },
-                _ = self.inner.shutdown.cancelled() => return,
-            }
-        }
-    }
-
-    pub(crate) async fn presence_op(&self, op: impl FnOnce() -> Op) {
-        if let Some(link) = &self.inner.presence {
-            link.send(op()).await;
-        }
+/// The record of a socket of `node`, in `rooms`.
+pub(crate) fn socket_record(socket: &Socket, node: &str, rooms: Vec<String>) -> SocketRecord {
+    SocketRecord {
+        id: socket.id.clone(),
+        user: socket.user.clone(),
+        ns: socket.ns.clone(),
+        node: node.to_owned(),
+        rooms,
+        connected_at_ms: socket.connected_at_ms,
     }
 }

@@ -87,7 +87,7 @@ impl Outcome {
 }
 
 fn outcome(o: Outcome) {
-    metrics::counter!(crate::metrics::RECOVERIES, "outcome" => o.label()).increment(1);
+    o.count();
     // The `recovery` span of the attempt, when traces are exported.
     tracing::Span::current().record("outcome", o.label());
 }
@@ -95,10 +95,7 @@ fn outcome(o: Outcome) {
 impl Edge {
     /// A new socket's pid, when recovery is on.
     pub(crate) fn new_pid(&self) -> Option<String> {
-        self.inner
-            .recovery
-            .as_ref()
-            .map(|_| roomcast_bus::names::new_id())
+        self.recovery().map(|_| roomcast_bus::names::new_id())
     }
 
     /// Restores the socket a CONNECT asks to recover, replays what it missed
@@ -112,7 +109,7 @@ impl Edge {
         auth: Option<&Value>,
     ) -> Option<Result<(), CloseReason>> {
         use tracing::Instrument;
-        if self.inner.recovery.is_none() || auth.and_then(|a| a.get("pid")).is_none() {
+        if self.recovery().is_none() || auth.and_then(|a| a.get("pid")).is_none() {
             return None;
         }
         let span = if roomcast_bus::trace::enabled() {
@@ -136,7 +133,7 @@ impl Edge {
         identity: &Identity,
         auth: Option<&Value>,
     ) -> Option<Result<(), CloseReason>> {
-        let recovery = self.inner.recovery.as_ref()?;
+        let recovery = self.recovery()?;
         let auth = auth?;
         let pid = auth.get("pid")?.as_str()?;
         let Some(offset) = auth
@@ -182,7 +179,7 @@ impl Edge {
         });
         session.sio().sockets.insert(socket.clone());
         self.add_socket(&socket, &saved.rooms).await;
-        let rooms: crate::index::Names = saved.rooms.into_iter().collect();
+        let rooms: crate::small_set::Names = saved.rooms.into_iter().collect();
         let recoverable: Vec<String> = rooms
             .iter()
             .filter(|r| recovery.config.recoverable(r))
@@ -209,7 +206,7 @@ impl Edge {
         }
         outcome(Outcome::Recovered);
         if let (true, Some(exp)) = (
-            self.inner.config.disconnect_on_token_expiry,
+            self.config().disconnect_on_token_expiry,
             identity.expires_at,
         ) {
             self.expire_at(&socket, exp);
@@ -230,7 +227,7 @@ impl Edge {
                 continue;
             };
             if target.ns != nsp
-                || !crate::index::reaches_via_room(&target, &m.room, &socket.id, &rooms)
+                || !crate::room_index::reaches_via_room(&target, &m.room, &socket.id, &rooms)
             {
                 continue;
             }
@@ -252,7 +249,7 @@ impl Edge {
     /// Keeps a socket whose connection closed for a reason that allows
     /// recovery, with the rooms it was in, for the recovery window.
     pub(crate) async fn save_for_recovery(&self, socket: &Socket, rooms: Vec<String>) {
-        let (Some(recovery), Some(pid)) = (&self.inner.recovery, &socket.pid) else {
+        let (Some(recovery), Some(pid)) = (self.recovery(), &socket.pid) else {
             return;
         };
         let saved = SavedSession {

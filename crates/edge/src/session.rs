@@ -435,7 +435,7 @@ impl Edge {
     }
 
     pub(crate) fn find_session(&self, sid: &str) -> Option<Arc<Session>> {
-        self.sessions().get(sid).cloned()
+        self.sessions().get(sid)
     }
 
     /// Server pings every interval and no pong within the timeout closes the
@@ -469,7 +469,7 @@ impl Edge {
                 _ = ticks.tick() => {
                     soon.clear();
                     // Out of the map's lock first: the checks take each session's own.
-                    let sessions: Vec<Arc<Session>> = self.sessions().values().cloned().collect();
+                    let sessions: Vec<Arc<Session>> = self.sessions().all();
                     let now = Instant::now();
                     let horizon = now + period;
                     for session in sessions {

@@ -1,0 +1,39 @@
+//! The Engine.IO sessions of an edge, by sid.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use crate::session::Session;
+
+#[derive(Default)]
+pub(crate) struct SessionTable {
+    by_sid: Mutex<HashMap<String, Arc<Session>>>,
+}
+
+impl SessionTable {
+    fn map(&self) -> MutexGuard<'_, HashMap<String, Arc<Session>>> {
+        // Inserts and removes cannot leave the map half-changed.
+        self.by_sid.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn insert(&self, sid: String, session: Arc<Session>) {
+        self.map().insert(sid, session);
+    }
+
+    pub fn get(&self, sid: &str) -> Option<Arc<Session>> {
+        self.map().get(sid).cloned()
+    }
+
+    pub fn remove(&self, sid: &str) {
+        self.map().remove(sid);
+    }
+
+    /// Every open session, at this moment.
+    pub fn all(&self) -> Vec<Arc<Session>> {
+        self.map().values().cloned().collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.map().len()
+    }
+}
