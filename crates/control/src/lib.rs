@@ -3,7 +3,7 @@
 //! The control plane holds no state of its own (at-least-once emits keep
 //! theirs in a store shared by every control plane, see [`delivery`]). `Emit`
 //! checks the request and encodes the Socket.IO packet once (an emit plan,
-//! see [`plan`]) and publishes it on the subjects of the target rooms (or of
+//! see `plan`) and publishes it on the subjects of the target rooms (or of
 //! the namespace, or the edges subject for sockets named by id); edges
 //! deliver it. `JoinRooms`/`LeaveRooms` ask every edge and wait for their
 //! confirmations, so an emit that follows the call reaches the new members.
@@ -16,11 +16,11 @@
 //! - [`delivery`]: at-least-once emits and inboxes: `model` (records and
 //!   states), `records` (where they live), `worker` (the retry loop, its
 //!   tasks owned and joined at shutdown).
-//! - [`streams`]: the tasks that forward bus subscriptions into gRPC streams.
-//! - [`fanout`]: the way out to the edges (publish an emit, ask every edge,
+//! - `streams`: the tasks that forward bus subscriptions into gRPC streams.
+//! - `fanout`: the way out to the edges (publish an emit, ask every edge,
 //!   gather acks).
-//! - [`plan`]: the emit plan, one check and one encoding of an emit for
-//!   every path; [`selector`]: names and selectors, and their bounds.
+//! - `plan`: the emit plan, one check and one encoding of an emit for
+//!   every path; `selector`: names and selectors, and their bounds.
 //! - [`edges`]: which edges are alive, and one answer from each;
 //!   [`auth`]: API keys; [`error`]: domain errors and their one mapping to
 //!   gRPC codes; [`metrics`]: metric names.

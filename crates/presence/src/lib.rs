@@ -23,6 +23,14 @@
 //!
 //! Keys escape names like subject tokens, with `=` as the escape character
 //! (KV keys allow no `~`).
+//!
+//! The keeper's grace timers are its own tasks, on a tracker it closes and
+//! joins (within a bound) when it stops; the edges run [`Presence::hold_lease`]
+//! as a task of their own.
+//!
+//! Layout: this file holds the bookkeeping and the keeper; [`store`] the
+//! store trait and its memory implementation; [`nats`] the JetStream KV
+//! store; [`metrics`] metric names.
 
 #![forbid(unsafe_code)]
 

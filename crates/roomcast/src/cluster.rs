@@ -146,6 +146,7 @@ pub async fn run_control(cfg: Resolved, metrics: PrometheusHandle) -> anyhow::Re
         let _ = tokio::time::timeout(EXIT_FLUSH, d.release()).await;
     }
     control.shutdown();
+    control.join(EXIT_FLUSH).await;
     servers.stop().await
 }
 

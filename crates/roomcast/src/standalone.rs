@@ -101,6 +101,7 @@ pub async fn run(cfg: Resolved, metrics: PrometheusHandle) -> anyhow::Result<()>
         d.shutdown(std::time::Duration::from_secs(2)).await;
     }
     control.shutdown();
+    control.join(std::time::Duration::from_secs(2)).await;
     servers.stop().await
 }
 

@@ -20,7 +20,7 @@
 //! `worker` is the retry loop and owns its tasks; `store` reads and swaps
 //! the records; [`model`] is the records and the rules of their states. None
 //! of them knows [`crate::Control`]: attempts go out through the same
-//! [`crate::fanout`] as the API's emits.
+//! `fanout` as the API's emits.
 
 pub mod model;
 mod store;
