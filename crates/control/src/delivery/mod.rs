@@ -461,6 +461,14 @@ mod tests {
         // 60 ms here) would each have sent again.
         tokio::time::sleep(Duration::from_millis(400)).await;
         assert_eq!(count(), after, "a send after shutdown");
+
+        let key = queue_key("/", &Recipient::User("u".into()));
+        let (queue, _) = d.records.read_queue(&key).await.expect("read");
+        assert_eq!(queue.owner, "c1", "still ours until released");
+        assert!(queue.lease_until_ms > now_ms());
+        d.release().await;
+        let (queue, _) = d.records.read_queue(&key).await.expect("read");
+        assert_eq!(queue.lease_until_ms, 0, "released for a sweep to take");
     }
 
     /// A purge that comes after a message expired but before anything

@@ -253,6 +253,10 @@ impl Worker {
                 if let Err(e) = this.deliver(&key, &task).await {
                     tracing::warn!(queue = %key, error = %e, "delivery worker stopped");
                 }
+                if this.stop.is_cancelled() {
+                    // The queue stays listed as ours: `release` lets go of it.
+                    return;
+                }
                 // Let go of the slot; a connect seen meanwhile means the
                 // recipient may have a socket now: take the queue again.
                 let connected = {
