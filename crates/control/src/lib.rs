@@ -118,7 +118,11 @@ impl Control {
                 edges,
                 config.request_timeout,
             ),
-            limits: Limits::of(&config),
+            limits: Limits {
+                max_payload: config.max_payload,
+                max_attachments: config.max_attachments,
+                max_selector_size: config.max_selector_size,
+            },
             config: Arc::new(config),
             presence: None,
             delivery: None,

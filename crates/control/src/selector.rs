@@ -8,9 +8,9 @@ use roomcast_api::v1::Selector;
 use roomcast_bus::envelope::Target;
 use roomcast_bus::names::{looks_like_socket_id, valid_namespace, valid_room, MAX_NAME_LEN};
 
-use crate::{ControlConfig, ControlError};
+use crate::ControlError;
 
-/// The bounds of one request, from [`ControlConfig`].
+/// The bounds of one request, from [`crate::ControlConfig`].
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
     /// Largest encoded packet (text and attachments).
@@ -21,14 +21,6 @@ pub(crate) struct Limits {
 }
 
 impl Limits {
-    pub fn of(cfg: &ControlConfig) -> Limits {
-        Limits {
-            max_payload: cfg.max_payload,
-            max_attachments: cfg.max_attachments,
-            max_selector_size: cfg.max_selector_size,
-        }
-    }
-
     /// Bounds one list of a request: what a call costs grows with it.
     pub fn check_list(&self, what: &'static str, len: usize) -> Result<(), ControlError> {
         let limit = self.max_selector_size;
@@ -123,8 +115,9 @@ mod tests {
 
     fn limits(max_selector_size: usize) -> Limits {
         Limits {
+            max_payload: 1000,
+            max_attachments: 1,
             max_selector_size,
-            ..Limits::of(&ControlConfig::default())
         }
     }
 
