@@ -40,8 +40,7 @@ use crate::selector::{self, Limits};
 use crate::{metrics, ControlError};
 
 pub use model::{
-    args_with_id, DeliveryConfig, Item, Message, Queue, Recipient, RecipientState, State,
-    MESSAGE_ID_FIELD,
+    DeliveryConfig, Item, Message, Queue, Recipient, RecipientState, State, MESSAGE_ID_FIELD,
 };
 
 use model::{message_id_arg, ms, queue_key};
@@ -303,6 +302,7 @@ mod tests {
     use super::*;
     use crate::Control;
     use bytes::Bytes;
+    use model::tests::{msg, pending};
     use roomcast_api::v1::{DeliveryStatus, Selector};
     use roomcast_bus::envelope::{Command, EdgeReply, Packet};
     use roomcast_bus::subject::Subjects;
@@ -519,118 +519,6 @@ mod tests {
             old.recipients[0].state,
             State::Expired,
             "recorded, not purged"
-        );
-    }
-
-    fn msg(recipients: Vec<RecipientState>) -> Message {
-        Message {
-            id: "m1".into(),
-            ns: "/".into(),
-            event: "e".into(),
-            args_json: String::new(),
-            attachments: Vec::new(),
-            created_ms: 0,
-            expires_ms: 100,
-            recipients,
-        }
-    }
-
-    fn pending(u: &str) -> RecipientState {
-        RecipientState {
-            to: Recipient::User(u.into()),
-            state: State::Pending,
-            done_ms: 0,
-        }
-    }
-
-    #[test]
-    fn status_follows_recipients_and_expiry() {
-        let mut m = msg(vec![pending("a"), pending("b")]);
-        assert_eq!(m.status_at(50), State::Pending);
-        assert_eq!(m.status_at(100), State::Expired, "pending past the ttl");
-        let a = Recipient::User("a".into());
-        let b = Recipient::User("b".into());
-        assert_eq!(m.mark(&a, State::Acked, 10), Some(State::Acked));
-        assert_eq!(
-            m.mark(&a, State::Expired, 11),
-            None,
-            "a final state is never changed"
-        );
-        assert_eq!(m.status_at(50), State::Pending);
-        assert_eq!(m.status_at(150), State::Expired);
-        assert_eq!(m.mark(&b, State::Acked, 20), Some(State::Acked));
-        assert_eq!(
-            m.status_at(150),
-            State::Acked,
-            "acked stays acked after the ttl"
-        );
-        assert_eq!(m.collectable_at(Duration::from_millis(5)), 25);
-
-        let mut p = msg(vec![pending("a")]);
-        assert_eq!(p.mark(&a, State::Purged, 5), Some(State::Purged));
-        assert_eq!(p.status_at(500), State::Purged);
-    }
-
-    #[test]
-    fn a_purge_past_the_expiry_is_recorded_expired_and_an_ack_as_given() {
-        let a = Recipient::User("a".into());
-        for asked in [State::Purged, State::Expired] {
-            let mut m = msg(vec![pending("a")]);
-            assert_eq!(m.mark(&a, asked, 130), Some(State::Expired), "{asked:?}");
-            assert_eq!(m.recipients[0].done_ms, 100, "done at the expiry");
-            assert_eq!(m.status_at(130), State::Expired);
-        }
-        let mut m = msg(vec![pending("a")]);
-        assert_eq!(m.mark(&a, State::Acked, 101), Some(State::Acked));
-        assert_eq!(m.status_at(130), State::Acked);
-    }
-
-    #[test]
-    fn queues_are_claimed_only_when_free_or_abandoned() {
-        let mut q = Queue::default();
-        assert!(!q.claimable("me", 0), "nothing to deliver");
-        q.items.push(Item {
-            msg: "a".into(),
-            expires_ms: 10,
-        });
-        q.items.push(Item {
-            msg: "b".into(),
-            expires_ms: 30,
-        });
-        assert!(q.claimable("me", 0));
-        q.owner = "other".into();
-        q.lease_until_ms = 20;
-        assert!(!q.claimable("me", 19), "another owner's lease holds");
-        assert!(q.claimable("me", 20), "an expired lease can be taken");
-        assert!(q.claimable("other", 5));
-        assert_eq!(q.prune(10), vec!["a".to_owned()]);
-        assert_eq!(q.items.len(), 1, "order and the rest kept");
-    }
-
-    #[test]
-    fn the_message_id_is_the_last_argument() {
-        assert_eq!(
-            args_with_id("", "m1").expect("ok"),
-            r#"[{"messageId":"m1"}]"#
-        );
-        assert_eq!(
-            args_with_id(r#"[1,{"_placeholder":true,"num":0}]"#, "m2").expect("ok"),
-            r#"[1,{"_placeholder":true,"num":0},{"messageId":"m2"}]"#
-        );
-        assert!(args_with_id("{}", "m3").is_err());
-    }
-
-    #[test]
-    fn queue_keys_name_their_recipient() {
-        let k = queue_key("/chat", &Recipient::User("a.b c".into()));
-        assert_eq!(
-            model::recipient_of(&k),
-            Some(Recipient::User("a.b c".into()))
-        );
-        let k = queue_key("/", &Recipient::Socket("s-1_x".into()));
-        assert_eq!(
-            model::recipient_of(&k),
-            Some(Recipient::Socket("s-1_x".into()))
         );
     }
 }

@@ -234,19 +234,6 @@ pub(crate) fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// The emit's arguments with the message id appended as a last argument.
-pub fn args_with_id(args_json: &str, id: &str) -> Result<String, ControlError> {
-    let mut args: Vec<serde_json::Value> = if args_json.trim().is_empty() {
-        Vec::new()
-    } else {
-        serde_json::from_str(args_json).map_err(|e| {
-            ControlError::InvalidArgs(socketio::ArgsError::NotAnArray(e.to_string()))
-        })?
-    };
-    args.push(serde_json::json!({ MESSAGE_ID_FIELD: id }));
-    Ok(serde_json::Value::Array(args).to_string())
-}
-
 /// The argument that carries a message id, as the client receives it last.
 pub(crate) fn message_id_arg(id: &str) -> Result<Box<RawValue>, ControlError> {
     serde_json::value::to_raw_value(&serde_json::json!({ MESSAGE_ID_FIELD: id }))
@@ -262,5 +249,115 @@ pub(crate) fn recipient_of(key: &str) -> Option<Recipient> {
         "u" => Some(Recipient::User(name)),
         "s" => Some(Recipient::Socket(name)),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn msg(recipients: Vec<RecipientState>) -> Message {
+        Message {
+            id: "m1".into(),
+            ns: "/".into(),
+            event: "e".into(),
+            args_json: String::new(),
+            attachments: Vec::new(),
+            created_ms: 0,
+            expires_ms: 100,
+            recipients,
+        }
+    }
+
+    pub(crate) fn pending(u: &str) -> RecipientState {
+        RecipientState {
+            to: Recipient::User(u.into()),
+            state: State::Pending,
+            done_ms: 0,
+        }
+    }
+
+    #[test]
+    fn status_follows_recipients_and_expiry() {
+        let mut m = msg(vec![pending("a"), pending("b")]);
+        assert_eq!(m.status_at(50), State::Pending);
+        assert_eq!(m.status_at(100), State::Expired, "pending past the ttl");
+        let a = Recipient::User("a".into());
+        let b = Recipient::User("b".into());
+        assert_eq!(m.mark(&a, State::Acked, 10), Some(State::Acked));
+        assert_eq!(
+            m.mark(&a, State::Expired, 11),
+            None,
+            "a final state is never changed"
+        );
+        assert_eq!(m.status_at(50), State::Pending);
+        assert_eq!(m.status_at(150), State::Expired);
+        assert_eq!(m.mark(&b, State::Acked, 20), Some(State::Acked));
+        assert_eq!(
+            m.status_at(150),
+            State::Acked,
+            "acked stays acked after the ttl"
+        );
+        assert_eq!(m.collectable_at(Duration::from_millis(5)), 25);
+
+        let mut p = msg(vec![pending("a")]);
+        assert_eq!(p.mark(&a, State::Purged, 5), Some(State::Purged));
+        assert_eq!(p.status_at(500), State::Purged);
+    }
+
+    #[test]
+    fn a_purge_past_the_expiry_is_recorded_expired_and_an_ack_as_given() {
+        let a = Recipient::User("a".into());
+        for asked in [State::Purged, State::Expired] {
+            let mut m = msg(vec![pending("a")]);
+            assert_eq!(m.mark(&a, asked, 130), Some(State::Expired), "{asked:?}");
+            assert_eq!(m.recipients[0].done_ms, 100, "done at the expiry");
+            assert_eq!(m.status_at(130), State::Expired);
+        }
+        let mut m = msg(vec![pending("a")]);
+        assert_eq!(m.mark(&a, State::Acked, 101), Some(State::Acked));
+        assert_eq!(m.status_at(130), State::Acked);
+    }
+
+    #[test]
+    fn queues_are_claimed_only_when_free_or_abandoned() {
+        let mut q = Queue::default();
+        assert!(!q.claimable("me", 0), "nothing to deliver");
+        q.items.push(Item {
+            msg: "a".into(),
+            expires_ms: 10,
+        });
+        q.items.push(Item {
+            msg: "b".into(),
+            expires_ms: 30,
+        });
+        assert!(q.claimable("me", 0));
+        q.owner = "other".into();
+        q.lease_until_ms = 20;
+        assert!(!q.claimable("me", 19), "another owner's lease holds");
+        assert!(q.claimable("me", 20), "an expired lease can be taken");
+        assert!(q.claimable("other", 5));
+        assert_eq!(q.prune(10), vec!["a".to_owned()]);
+        assert_eq!(q.items.len(), 1, "order and the rest kept");
+    }
+
+    #[test]
+    fn the_message_id_argument_is_an_object_of_one_field() {
+        assert_eq!(
+            message_id_arg("m1").expect("json").get(),
+            r#"{"messageId":"m1"}"#
+        );
+        assert_eq!(
+            message_id_arg("a\"b").expect("json").get(),
+            r#"{"messageId":"a\"b"}"#
+        );
+    }
+
+    #[test]
+    fn queue_keys_name_their_recipient() {
+        let k = queue_key("/chat", &Recipient::User("a.b c".into()));
+        assert_eq!(recipient_of(&k), Some(Recipient::User("a.b c".into())));
+        let k = queue_key("/", &Recipient::Socket("s-1_x".into()));
+        assert_eq!(recipient_of(&k), Some(Recipient::Socket("s-1_x".into())));
     }
 }
