@@ -1,16 +1,29 @@
 //! The control plane: the gRPC API backends use, served over the bus.
 //!
 //! The control plane holds no state of its own (at-least-once emits keep
-//! theirs in a store shared by every control plane, see [`delivery`]). `Emit` validates the request,
-//! encodes the Socket.IO packet once and publishes it on the subjects of the
-//! target rooms (or of the namespace, or the edges subject for sockets named by
-//! id); edges deliver it. `JoinRooms`/`LeaveRooms` ask every edge and wait for
-//! their confirmations, so an emit that follows the call reaches the new members.
-//! `ConsumeEvents` streams the client events edges publish, and `Reply` sends a
-//! backend's answer to the edge that holds the socket.
+//! theirs in a store shared by every control plane, see [`delivery`]). `Emit`
+//! checks the request and encodes the Socket.IO packet once (an emit plan,
+//! see `plan`) and publishes it on the subjects of the target rooms (or of
+//! the namespace, or the edges subject for sockets named by id); edges
+//! deliver it. `JoinRooms`/`LeaveRooms` ask every edge and wait for their
+//! confirmations, so an emit that follows the call reaches the new members.
+//! `ConsumeEvents` streams the client events edges publish, and `Reply` sends
+//! a backend's answer to the edge that holds the socket.
 //!
-//! Layout: [`error`] maps domain errors to gRPC codes once; [`auth`] checks API
-//! keys; this file holds the service.
+//! Layout, each module depending only on those after it:
+//! - [`grpc`]: the tonic service; measures each call and hands it to
+//!   [`Control`] (this file), which holds the API's calls.
+//! - [`delivery`]: at-least-once emits and inboxes: `model` (records and
+//!   states), `records` (where they live), `worker` (the retry loop, its
+//!   tasks owned and joined at shutdown).
+//! - `streams`: the tasks that forward bus subscriptions into gRPC streams.
+//! - `fanout`: the way out to the edges (publish an emit, ask every edge,
+//!   gather acks).
+//! - `plan`: the emit plan, one check and one encoding of an emit for
+//!   every path; `selector`: names and selectors, and their bounds.
+//! - [`edges`]: which edges are alive, and one answer from each;
+//!   [`auth`]: API keys; [`error`]: domain errors and their one mapping to
+//!   gRPC codes; [`metrics`]: metric names.
 
 #![forbid(unsafe_code)]
 
@@ -18,42 +31,37 @@ pub mod auth;
 pub mod delivery;
 pub mod edges;
 pub mod error;
+mod fanout;
+pub mod grpc;
 pub mod metrics;
+mod plan;
+mod selector;
+mod streams;
 
-use std::collections::{HashMap, HashSet};
-use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use roomcast_api::v1::roomcast_server::Roomcast;
 use roomcast_api::v1::{
-    AckResult, ClientEvent, ConnectionEvent, ConsumeEventsRequest, DisconnectSocketsRequest,
-    DisconnectSocketsResponse, EmitRequest, EmitResponse, EmitStreamResponse, EmitWithAckRequest,
-    EmitWithAckResponse, FetchSocketsRequest, FetchSocketsResponse, ListRoomsRequest,
-    ListRoomsResponse, ReplyRequest, ReplyResponse, RoomInfo, RoomsRequest, RoomsResponse,
-    Selector, SocketInfo, WatchConnectionsRequest,
+    ClientEvent, ConnectionEvent, ConsumeEventsRequest, DisconnectSocketsRequest, EmitRequest,
+    EmitWithAckRequest, EmitWithAckResponse, FetchSocketsRequest, GetPresenceRequest,
+    GetPresenceResponse, ListRoomsRequest, PresenceEvent, ReplyRequest, RoomInfo, RoomsRequest,
+    Selector, SocketInfo, UserPresence, WatchConnectionsRequest, WatchPresenceRequest,
 };
-use roomcast_api::v1::{
-    GetDeliveryRequest, GetDeliveryResponse, GetInboxRequest, GetInboxResponse, PurgeInboxRequest,
-    PurgeInboxResponse,
-};
-use roomcast_api::v1::{
-    GetPresenceRequest, GetPresenceResponse, PresenceEvent, UserPresence, WatchPresenceRequest,
-};
-use roomcast_bus::envelope::{self, Closing, Command, EdgeReply, Target};
-use roomcast_bus::names::{looks_like_socket_id, valid_namespace, valid_room};
+use roomcast_bus::envelope::{self, Closing, Command, EdgeReply, Packet};
 use roomcast_bus::subject::Subjects;
 use roomcast_bus::Bus;
 use roomcast_presence::{EventKind, Presence};
 use roomcast_wire::socketio;
-use tokio_stream::Stream;
-use tonic::{Request, Response, Status};
+use tonic::Status;
 
 pub use error::ControlError;
+pub use grpc::{EMITTED_TRAILER, LIVE_HEADER};
 
-use edges::EdgeRequest;
+use fanout::Fanout;
+use plan::EmitPlan;
+use selector::Limits;
+use streams::Streams;
 
 pub use delivery::{Delivery, DeliveryConfig};
 pub use edges::{EdgeDirectory, LiveEdges, StaticEdges};
@@ -89,47 +97,49 @@ impl Default for ControlConfig {
     }
 }
 
-const MAX_ACK_ID: u64 = 1 << 31;
-
-/// The `roomcast.v1.Roomcast` service.
+/// The control plane's calls, served by [`grpc`].
 #[derive(Clone)]
 pub struct Control {
-    bus: Arc<dyn Bus>,
-    subjects: Subjects,
+    fanout: Fanout,
+    limits: Limits,
     config: Arc<ControlConfig>,
-    edges: Arc<dyn EdgeDirectory>,
-    /// Ack ids of this control plane's `EmitWithAck`s: from a random start, so
-    /// that two replicas are unlikely to use one id for one socket at once.
-    next_ack_id: Arc<AtomicU64>,
     presence: Option<Presence>,
-    /// Connection state recovery: emits to recoverable rooms go through its
-    /// history.
-    recovery: Option<roomcast_bus::recovery::Recovery>,
     /// At-least-once emits and inboxes; needs presence.
     delivery: Option<Delivery>,
-    /// Ends every open stream at shutdown (a graceful gRPC shutdown waits
-    /// for them otherwise).
-    stop: tokio_util::sync::CancellationToken,
+    streams: Streams,
 }
 
 impl Control {
     pub fn new(config: ControlConfig, bus: Arc<dyn Bus>, edges: Arc<dyn EdgeDirectory>) -> Self {
         Self {
-            subjects: Subjects::new(&config.cluster),
-            bus,
+            fanout: Fanout::new(
+                bus,
+                Subjects::new(&config.cluster),
+                edges,
+                config.request_timeout,
+            ),
+            limits: Limits {
+                max_payload: config.max_payload,
+                max_attachments: config.max_attachments,
+                max_selector_size: config.max_selector_size,
+            },
             config: Arc::new(config),
-            edges,
-            next_ack_id: Arc::new(AtomicU64::new(rand::random_range(1..MAX_ACK_ID))),
             presence: None,
-            recovery: None,
             delivery: None,
-            stop: tokio_util::sync::CancellationToken::new(),
+            streams: Streams::default(),
         }
     }
 
-    /// Ends the open ConsumeEvents and WatchPresence streams.
+    /// Ends the open ConsumeEvents, WatchConnections and WatchPresence
+    /// streams (each with `UNAVAILABLE`).
     pub fn shutdown(&self) {
-        self.stop.cancel();
+        self.streams.shutdown();
+    }
+
+    /// After [`Control::shutdown`]: waits, for at most `bound`, until the
+    /// tasks of the streams ended; returns whether they all did.
+    pub async fn join(&self, bound: Duration) -> bool {
+        self.streams.join(bound).await
     }
 
     /// Serves GetPresence and WatchPresence from this presence.
@@ -140,14 +150,15 @@ impl Control {
 
     /// Keeps emits to recoverable rooms in the recovery history.
     pub fn with_recovery(mut self, recovery: roomcast_bus::recovery::Recovery) -> Self {
-        self.recovery = Some(recovery);
+        self.fanout.set_recovery(recovery);
         self
     }
 
     /// Serves at-least-once emits, GetDelivery and the inbox calls, keeping
     /// their state in `store`; `me` names this control plane as queue owner.
-    /// Needs presence (call [`Control::with_presence`] first). Run the
-    /// returned [`Delivery`] (`run`) to follow connects and take over queues.
+    /// Needs presence (call [`Control::with_presence`] first). Start the
+    /// returned [`Delivery`] ([`Delivery::start`]) to follow connects and
+    /// take over queues, and shut it down ([`Delivery::shutdown`]) at exit.
     pub fn with_delivery(
         mut self,
         store: Arc<dyn roomcast_presence::Store>,
@@ -156,13 +167,25 @@ impl Control {
     ) -> Result<(Self, Delivery), ControlError> {
         // Deliveries follow the connects presence announces.
         self.presence()?;
-        let delivery = Delivery::new(self.clone(), store, cfg, me);
+        let delivery = Delivery::new(self.fanout.clone(), self.limits, store, cfg, me);
         self.delivery = Some(delivery.clone());
         Ok((self, delivery))
     }
 
     fn delivery(&self) -> Result<&Delivery, ControlError> {
         self.delivery.as_ref().ok_or(ControlError::DeliveryOff)
+    }
+
+    fn presence(&self) -> Result<&Presence, ControlError> {
+        self.presence.as_ref().ok_or(ControlError::PresenceOff)
+    }
+
+    fn bus(&self) -> &dyn Bus {
+        self.fanout.bus().as_ref()
+    }
+
+    fn subjects(&self) -> &Subjects {
+        self.fanout.subjects()
     }
 
     /// An emit, plain or at-least-once; returns the message id of the latter.
@@ -177,8 +200,48 @@ impl Control {
         Ok(String::new())
     }
 
-    fn presence(&self) -> Result<&Presence, ControlError> {
-        self.presence.as_ref().ok_or(ControlError::PresenceOff)
+    /// Checks and publishes an emit; the packet is encoded here, once.
+    pub async fn emit(&self, req: EmitRequest) -> Result<(), ControlError> {
+        let target = self.limits.target(req.to)?;
+        let plan = EmitPlan::new(
+            &self.limits,
+            target,
+            &req.event,
+            &req.args_json,
+            req.attachments,
+        )?;
+        let encoded = plan.encode(None)?;
+        self.fanout
+            .publish_emit(encoded.target, encoded.packet, req.volatile)
+            .await
+    }
+
+    /// Emits with an ack id to the selected sockets of every edge and gathers
+    /// their acks until all answered or the timeout passed.
+    pub async fn emit_with_ack(
+        &self,
+        req: EmitWithAckRequest,
+    ) -> Result<EmitWithAckResponse, ControlError> {
+        let timeout = match req.timeout_ms {
+            0 => DEFAULT_ACK_TIMEOUT,
+            ms => Duration::from_millis(u64::from(ms)),
+        };
+        if timeout > MAX_ACK_TIMEOUT {
+            return Err(ControlError::InvalidTimeout(MAX_ACK_TIMEOUT.as_millis()));
+        }
+        let target = self.limits.target(req.to)?;
+        let plan = EmitPlan::new(
+            &self.limits,
+            target,
+            &req.event,
+            &req.args_json,
+            req.attachments,
+        )?;
+        let ack_id = self.fanout.ack_id();
+        let encoded = plan.encode(Some(ack_id))?;
+        self.fanout
+            .emit_with_ack(encoded.target, encoded.packet, ack_id, timeout)
+            .await
     }
 
     /// User statuses and room members.
@@ -187,7 +250,7 @@ impl Control {
         req: GetPresenceRequest,
     ) -> Result<GetPresenceResponse, ControlError> {
         let presence = self.presence()?;
-        let users = Self::user_ids(&req.user_ids)?;
+        let users = selector::user_ids(&req.user_ids)?;
         let mut out = GetPresenceResponse::default();
         for user in users {
             let state = presence.user(&user).await?;
@@ -228,22 +291,22 @@ impl Control {
         let ns = if req.namespace.is_empty() {
             None
         } else {
-            Some(Self::namespace(&req.namespace)?)
+            Some(selector::namespace(&req.namespace)?)
         };
         let room = (!req.room.is_empty())
-            .then(|| Self::rooms(std::slice::from_ref(&req.room)))
+            .then(|| selector::rooms(std::slice::from_ref(&req.room)))
             .transpose()?
             .map(|mut r| r.remove(0));
-        let users: HashSet<String> = Self::user_ids(&req.user_ids)?.into_iter().collect();
+        let users: HashSet<String> = selector::user_ids(&req.user_ids)?.into_iter().collect();
         let sub = self
-            .bus
-            .subscribe(&self.subjects.presence_events(), None)
+            .bus()
+            .subscribe(&self.subjects().presence_events(), None)
             .await?;
         // Live before the response headers go out: they are the caller's
         // signal that nothing after them is missed.
-        self.bus.sync().await?;
+        self.bus().sync().await?;
         let (tx, rx) = tokio::sync::mpsc::channel(self.config.consumer_buffer);
-        forward(sub, tx, self.stop.clone(), move |msg| {
+        self.streams.forward(sub, tx, move |msg| {
             let ev =
                 serde_json::from_slice::<roomcast_presence::PresenceEvent>(&msg.payload).ok()?;
             let transition = matches!(ev.kind, EventKind::Online | EventKind::Offline);
@@ -271,178 +334,6 @@ impl Control {
         Ok(rx)
     }
 
-    /// An ack id for an emit; ids stay below 2^31 (any client parses them).
-    fn ack_id(&self) -> u64 {
-        let id = self.next_ack_id.fetch_add(1, Ordering::Relaxed);
-        id % MAX_ACK_ID + 1
-    }
-
-    fn namespace(ns: &str) -> Result<String, ControlError> {
-        let ns = if ns.is_empty() { "/" } else { ns };
-        if !valid_namespace(ns) {
-            return Err(ControlError::InvalidNamespace(ns.to_owned()));
-        }
-        Ok(ns.to_owned())
-    }
-
-    fn rooms(rooms: &[String]) -> Result<Vec<String>, ControlError> {
-        let mut seen = HashSet::new();
-        let mut out = Vec::with_capacity(rooms.len());
-        for r in rooms {
-            if !valid_room(r) {
-                return Err(ControlError::InvalidRoom(r.clone()));
-            }
-            if seen.insert(r) {
-                out.push(r.clone());
-            }
-        }
-        Ok(out)
-    }
-
-    fn socket_ids(ids: &[String]) -> Result<Vec<String>, ControlError> {
-        for id in ids {
-            if id.is_empty() || id.len() > roomcast_bus::names::MAX_NAME_LEN {
-                return Err(ControlError::InvalidSocketId(id.clone()));
-            }
-        }
-        Ok(ids.to_vec())
-    }
-
-    fn user_ids(ids: &[String]) -> Result<Vec<String>, ControlError> {
-        let mut seen = HashSet::new();
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            if id.is_empty() || id.len() > roomcast_bus::names::MAX_NAME_LEN {
-                return Err(ControlError::InvalidUserId(id.clone()));
-            }
-            if seen.insert(id) {
-                out.push(id.clone());
-            }
-        }
-        Ok(out)
-    }
-
-    /// Validates a selector. Rooms that have the form of a socket id are also
-    /// addressed as sockets: every socket is in the room of its own id, and that
-    /// room is never a subject of its own.
-    pub(crate) fn target(&self, sel: Option<Selector>) -> Result<Target, ControlError> {
-        let sel = sel.unwrap_or_default();
-        for (what, len) in [
-            ("rooms", sel.rooms.len()),
-            ("socket_ids", sel.socket_ids.len()),
-            ("user_ids", sel.user_ids.len()),
-            ("except_rooms", sel.except_rooms.len()),
-            ("except_socket_ids", sel.except_socket_ids.len()),
-        ] {
-            self.check_selector_size(what, len)?;
-        }
-        let rooms = Self::rooms(&sel.rooms)?;
-        let mut sockets = Self::socket_ids(&sel.socket_ids)?;
-        sockets.extend(rooms.iter().filter(|r| looks_like_socket_id(r)).cloned());
-        let mut seen = HashSet::new();
-        sockets.retain(|s| seen.insert(s.clone()));
-        Ok(Target {
-            ns: Self::namespace(&sel.namespace)?,
-            rooms,
-            sockets,
-            users: Self::user_ids(&sel.user_ids)?,
-            except_rooms: Self::rooms(&sel.except_rooms)?,
-            except_sockets: Self::socket_ids(&sel.except_socket_ids)?,
-        })
-    }
-
-    /// Bounds one list of a request: what a call costs grows with it.
-    fn check_selector_size(&self, what: &'static str, len: usize) -> Result<(), ControlError> {
-        let limit = self.config.max_selector_size;
-        if len > limit {
-            return Err(ControlError::SelectorTooLarge { what, len, limit });
-        }
-        Ok(())
-    }
-
-    fn packet_size(text: &Bytes, attachments: &[Bytes]) -> usize {
-        text.len() + attachments.iter().map(Bytes::len).sum::<usize>()
-    }
-
-    fn check_attachments(&self, attachments: &[Bytes]) -> Result<(), ControlError> {
-        if attachments.len() > self.config.max_attachments {
-            return Err(ControlError::TooManyAttachments(
-                attachments.len(),
-                self.config.max_attachments,
-            ));
-        }
-        Ok(())
-    }
-
-    fn check_size(&self, text: &Bytes, attachments: &[Bytes]) -> Result<(), ControlError> {
-        let size = Self::packet_size(text, attachments);
-        if size > self.config.max_payload {
-            return Err(ControlError::PayloadTooLarge(size, self.config.max_payload));
-        }
-        Ok(())
-    }
-
-    /// Validates and publishes an emit; the packet is encoded here, once.
-    pub async fn emit(&self, req: EmitRequest) -> Result<(), ControlError> {
-        let target = self.target(req.to)?;
-        socketio::check_event_name(&req.event)?;
-        let args = socketio::parse_args(&req.args_json)?;
-        let attachments: Vec<Bytes> = req.attachments.into_iter().map(Bytes::from).collect();
-        self.check_attachments(&attachments)?;
-        socketio::check_args_attachments(&req.args_json, attachments.len())?;
-        let text = socketio::encode_event(&target.ns, &req.event, &args, None, attachments.len());
-        self.check_size(&text, &attachments)?;
-        let cmd = Command::Emit {
-            packet: envelope::Packet { text, attachments },
-            volatile: req.volatile,
-            target,
-        };
-        self.publish_routed(&cmd).await
-    }
-
-    /// Publishes a command on every subject its target needs.
-    async fn publish_routed(&self, cmd: &Command) -> Result<(), ControlError> {
-        let Command::Emit {
-            target, volatile, ..
-        } = cmd
-        else {
-            return Ok(());
-        };
-        let (mut headers, payload) = cmd.encode();
-        roomcast_bus::trace::inject(&mut headers);
-        // A volatile emit is not worth recovering.
-        let recovery = self.recovery.as_ref().filter(|_| !volatile);
-        for subject in self.subjects.emit_subjects(target) {
-            let recoverable = recovery.zip(self.subjects.parse_room(&subject));
-            if let Some((recovery, (ns, room))) = recoverable {
-                if recovery.config.recoverable(&room) {
-                    recovery
-                        .history
-                        .append(&ns, &room, headers.clone(), payload.clone())
-                        .await?;
-                    continue;
-                }
-            }
-            self.bus
-                .publish(&subject, headers.clone(), payload.clone(), None)
-                .await?;
-        }
-        Ok(())
-    }
-
-    /// Sends a command to every edge and waits for each one's answer.
-    async fn ask_edges(&self, cmd: &Command) -> Result<Vec<EdgeReply>, ControlError> {
-        let req = EdgeRequest::send(
-            self.bus.as_ref(),
-            &self.subjects,
-            self.edges.as_ref(),
-            cmd,
-            self.config.request_timeout,
-        )
-        .await?;
-        req.gather().await
-    }
-
     /// Sums what edges report for a join, leave or disconnect.
     fn count(replies: &[EdgeReply]) -> u64 {
         replies
@@ -456,9 +347,10 @@ impl Control {
 
     /// Asks every edge to apply a join or leave and waits for each to confirm.
     async fn rooms_command(&self, req: RoomsRequest, join: bool) -> Result<u64, ControlError> {
-        let target = self.target(req.target)?;
-        self.check_selector_size("rooms to join or leave", req.rooms.len())?;
-        let rooms = Self::rooms(&req.rooms)?;
+        let target = self.limits.target(req.target)?;
+        self.limits
+            .check_list("rooms to join or leave", req.rooms.len())?;
+        let rooms = selector::rooms(&req.rooms)?;
         if rooms.is_empty() {
             return Err(ControlError::NoRooms);
         }
@@ -467,7 +359,7 @@ impl Control {
         } else {
             Command::Leave { target, rooms }
         };
-        let replies = self.ask_edges(&cmd).await?;
+        let replies = self.fanout.ask_edges(&cmd).await?;
         let refused: u64 = replies
             .iter()
             .map(|r| match r {
@@ -487,23 +379,23 @@ impl Control {
     /// Disconnects the selected sockets on every edge; returns how many.
     pub async fn disconnect(&self, req: DisconnectSocketsRequest) -> Result<u64, ControlError> {
         let cmd = Command::Disconnect {
-            target: self.target(req.target)?,
+            target: self.limits.target(req.target)?,
             close: if req.close {
                 Closing::Close
             } else {
                 Closing::Keep
             },
         };
-        Ok(Self::count(&self.ask_edges(&cmd).await?))
+        Ok(Self::count(&self.fanout.ask_edges(&cmd).await?))
     }
 
     /// Describes the selected sockets of every edge.
     pub async fn fetch(&self, req: FetchSocketsRequest) -> Result<Vec<SocketInfo>, ControlError> {
         let cmd = Command::Fetch {
-            target: self.target(req.target)?,
+            target: self.limits.target(req.target)?,
         };
         let mut out = Vec::new();
-        for reply in self.ask_edges(&cmd).await? {
+        for reply in self.fanout.ask_edges(&cmd).await? {
             if let EdgeReply::Sockets { sockets, .. } = reply {
                 out.extend(sockets.into_iter().map(|s| SocketInfo {
                     id: s.id,
@@ -525,9 +417,9 @@ impl Control {
 
     /// Member counts of a namespace's rooms, summed over every edge.
     pub async fn list_rooms(&self, req: ListRoomsRequest) -> Result<Vec<RoomInfo>, ControlError> {
-        let ns = Self::namespace(&req.namespace)?;
+        let ns = selector::namespace(&req.namespace)?;
         let mut counts: std::collections::BTreeMap<String, u64> = Default::default();
-        for reply in self.ask_edges(&Command::ListRooms { ns }).await? {
+        for reply in self.fanout.ask_edges(&Command::ListRooms { ns }).await? {
             if let EdgeReply::Rooms { rooms, .. } = reply {
                 for (room, n) in rooms {
                     *counts.entry(room).or_default() += n;
@@ -543,116 +435,35 @@ impl Control {
             .collect())
     }
 
-    /// Emits with an ack id to the selected sockets of every edge and gathers
-    /// their acks until all answered or the timeout passed.
-    pub async fn emit_with_ack(
-        &self,
-        req: EmitWithAckRequest,
-    ) -> Result<EmitWithAckResponse, ControlError> {
-        let timeout = match req.timeout_ms {
-            0 => DEFAULT_ACK_TIMEOUT,
-            ms => Duration::from_millis(u64::from(ms)),
-        };
-        if timeout > MAX_ACK_TIMEOUT {
-            return Err(ControlError::InvalidTimeout(MAX_ACK_TIMEOUT.as_millis()));
-        }
-        let target = self.target(req.to)?;
-        socketio::check_event_name(&req.event)?;
-        let args = socketio::parse_args(&req.args_json)?;
-        let attachments: Vec<Bytes> = req.attachments.into_iter().map(Bytes::from).collect();
-        self.check_attachments(&attachments)?;
-        socketio::check_args_attachments(&req.args_json, attachments.len())?;
-        let ack_id = self.ack_id();
-        let text = socketio::encode_event(
-            &target.ns,
-            &req.event,
-            &args,
-            Some(ack_id),
-            attachments.len(),
-        );
-        self.check_size(&text, &attachments)?;
-        let cmd = Command::EmitWithAck {
-            target,
-            packet: envelope::Packet { text, attachments },
-            ack_id,
-            timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
-        };
-        let mut req = EdgeRequest::send(
-            self.bus.as_ref(),
-            &self.subjects,
-            self.edges.as_ref(),
-            &cmd,
-            timeout,
-        )
-        .await?;
-        // Socket id → (node, ack) for every socket written to; acks may come
-        // before their edge's list of targets.
-        let mut targets: HashMap<String, String> = HashMap::new();
-        let mut acks: HashMap<String, AckResult> = HashMap::new();
-        loop {
-            let done = req.waiting.is_empty() && targets.keys().all(|s| acks.contains_key(s));
-            if done {
-                break;
-            }
-            let Some(reply) = req.next().await else { break };
-            match reply {
-                EdgeReply::Targets { node, sockets } => {
-                    req.waiting.remove(&node);
-                    targets.extend(sockets.into_iter().map(|s| (s, node.clone())));
-                }
-                EdgeReply::Ack { node, socket, args } => {
-                    let result = AckResult {
-                        socket_id: socket.clone(),
-                        node_id: node,
-                        acked: true,
-                        args_json: String::from_utf8_lossy(&args.text).into_owned(),
-                        attachments: args.attachments.into_iter().map(|b| b.to_vec()).collect(),
-                    };
-                    acks.insert(socket, result);
-                }
-                _ => {}
-            }
-        }
-        let complete = req.waiting.is_empty();
-        let mut results: Vec<AckResult> = targets
-            .into_iter()
-            .map(|(socket, node)| {
-                acks.remove(&socket).unwrap_or(AckResult {
-                    socket_id: socket,
-                    node_id: node,
-                    ..AckResult::default()
-                })
-            })
-            .collect();
-        // Acks from sockets whose edge's list was lost still count.
-        results.extend(acks.into_values());
-        Ok(EmitWithAckResponse { results, complete })
-    }
-
     /// Sends a backend's answer to a client's ack.
     pub async fn reply(&self, req: ReplyRequest) -> Result<(), ControlError> {
         // Only node subjects of this cluster: a backend cannot publish elsewhere.
-        if !self.subjects.is_node(&req.reply_to) {
+        if !self.subjects().is_node(&req.reply_to) {
             return Err(ControlError::InvalidReplyTo);
         }
-        let ns = Self::namespace(&req.namespace)?;
-        let socket = Self::socket_ids(std::slice::from_ref(&req.socket_id))?.remove(0);
+        let ns = selector::namespace(&req.namespace)?;
+        let socket = selector::socket_ids(std::slice::from_ref(&req.socket_id))?.remove(0);
         let args = socketio::parse_args(&req.args_json)?;
-        let attachments: Vec<Bytes> = req.attachments.into_iter().map(Bytes::from).collect();
-        self.check_attachments(&attachments)?;
+        let attachments: Vec<bytes::Bytes> = req
+            .attachments
+            .into_iter()
+            .map(bytes::Bytes::from)
+            .collect();
+        if attachments.len() > self.limits.max_attachments {
+            return Err(ControlError::TooManyAttachments(
+                attachments.len(),
+                self.limits.max_attachments,
+            ));
+        }
         socketio::check_args_attachments(&req.args_json, attachments.len())?;
         let text = socketio::encode_ack(&ns, req.ack_id, &args, attachments.len());
-        self.check_size(&text, &attachments)?;
+        plan::check_size(self.limits.max_payload, &text, &attachments)?;
         let cmd = Command::Reply {
             ns,
             socket,
-            packet: envelope::Packet { text, attachments },
+            packet: Packet { text, attachments },
         };
-        let (headers, payload) = cmd.encode();
-        self.bus
-            .publish(&req.reply_to, headers, payload, None)
-            .await?;
-        Ok(())
+        self.fanout.publish_to(&req.reply_to, &cmd).await
     }
 
     /// Streams sockets' connects and disconnects, live once it returns.
@@ -663,16 +474,16 @@ impl Control {
         let ns = if req.namespace.is_empty() {
             None
         } else {
-            Some(Self::namespace(&req.namespace)?)
+            Some(selector::namespace(&req.namespace)?)
         };
         let group = (!req.group.is_empty()).then_some(req.group.as_str());
         let sub = self
-            .bus
-            .subscribe(&self.subjects.connections(ns.as_deref()), group)
+            .bus()
+            .subscribe(&self.subjects().connections(ns.as_deref()), group)
             .await?;
-        self.bus.sync().await?;
+        self.bus().sync().await?;
         let (tx, rx) = tokio::sync::mpsc::channel(self.config.consumer_buffer);
-        forward(sub, tx, self.stop.clone(), |msg| {
+        self.streams.forward(sub, tx, |msg| {
             let ev = match envelope::ConnectionEvent::decode(&msg.payload) {
                 Ok(ev) => ev,
                 Err(e) => {
@@ -709,7 +520,7 @@ impl Control {
         let ns = if req.namespace.is_empty() {
             None
         } else {
-            Some(Self::namespace(&req.namespace)?)
+            Some(selector::namespace(&req.namespace)?)
         };
         let group = (!req.group.is_empty()).then_some(req.group.as_str());
         let events: Vec<Option<&str>> = if req.events.is_empty() {
@@ -720,14 +531,14 @@ impl Control {
         let (tx, rx) = tokio::sync::mpsc::channel(self.config.consumer_buffer);
         let mut subs = Vec::with_capacity(events.len());
         for event in events {
-            let subject = self.subjects.client_events(ns.as_deref(), event);
-            subs.push(self.bus.subscribe(&subject, group).await?);
+            let subject = self.subjects().client_events(ns.as_deref(), event);
+            subs.push(self.bus().subscribe(&subject, group).await?);
         }
         // Live before the response headers go out: they are the caller's
         // signal that events sent after them reach the stream.
-        self.bus.sync().await?;
+        self.bus().sync().await?;
         for sub in subs {
-            forward(sub, tx.clone(), self.stop.clone(), |msg| {
+            self.streams.forward(sub, tx.clone(), |msg| {
                 let ev = match envelope::ClientEvent::decode(&msg.headers, msg.payload) {
                     Ok(ev) => ev,
                     Err(e) => {
@@ -749,279 +560,6 @@ impl Control {
             });
         }
         Ok(rx)
-    }
-}
-
-/// How long a stream's last word (its `UNAVAILABLE`) may wait for room in a
-/// caller's full channel.
-const LAST_WORD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// The response header that says a stream is live: sent once its
-/// subscriptions are, so nothing published after the caller sees it is
-/// missed.
-pub const LIVE_HEADER: &str = "roomcast-stream";
-
-/// A streaming response whose headers say it is live.
-fn live<S>(stream: S) -> Response<S> {
-    let mut res = Response::new(stream);
-    res.metadata_mut().insert(
-        LIVE_HEADER,
-        tonic::metadata::MetadataValue::from_static("live"),
-    );
-    res
-}
-
-/// Forwards bus messages, mapped (`None` skips one), into a gRPC stream's
-/// channel until the subscription ends or the caller goes away. A stream that
-/// ends on our side (shutdown, the bus gone) ends with `UNAVAILABLE`, never
-/// with OK: the caller must tell that end from its own and resume elsewhere.
-fn forward<T: Send + 'static>(
-    mut sub: roomcast_bus::Subscription,
-    tx: tokio::sync::mpsc::Sender<Result<T, Status>>,
-    stop: tokio_util::sync::CancellationToken,
-    mut map: impl FnMut(roomcast_bus::Message) -> Option<T> + Send + 'static,
-) {
-    tokio::spawn(async move {
-        let ended = loop {
-            let msg = tokio::select! {
-                _ = tx.closed() => return,
-                _ = stop.cancelled() => break Status::unavailable(
-                    "roomcast is shutting down: call another control plane and resume \
-                     (events in between are not kept)",
-                ),
-                msg = sub.next() => msg,
-            };
-            let Some(msg) = msg else {
-                break Status::unavailable("the bus connection ended: call again and resume");
-            };
-            let Some(out) = map(msg) else { continue };
-            if tx.send(Ok(out)).await.is_err() {
-                return;
-            }
-        };
-        let _ = tokio::time::timeout(LAST_WORD_TIMEOUT, tx.send(Err(ended))).await;
-    });
-}
-
-type EventStream = Pin<Box<dyn Stream<Item = Result<ClientEvent, Status>> + Send>>;
-
-/// The trailer of a failed `EmitStream`: how many of its events were emitted.
-pub const EMITTED_TRAILER: &str = "roomcast-emitted";
-
-#[tonic::async_trait]
-impl Roomcast for Control {
-    async fn emit(&self, req: Request<EmitRequest>) -> Result<Response<EmitResponse>, Status> {
-        metrics::observe("Emit", async move {
-            let message_id = self.emit_any(req.into_inner()).await?;
-            Ok(Response::new(EmitResponse { message_id }))
-        })
-        .await
-    }
-
-    async fn emit_stream(
-        &self,
-        req: Request<tonic::Streaming<EmitRequest>>,
-    ) -> Result<Response<EmitStreamResponse>, Status> {
-        metrics::observe("EmitStream", async move {
-            let mut stream = req.into_inner();
-            let mut emitted = 0u64;
-            let failed = |status: Status, emitted: u64| {
-                let mut trailers = tonic::metadata::MetadataMap::new();
-                trailers.insert(EMITTED_TRAILER, emitted.into());
-                Status::with_metadata(
-                    status.code(),
-                    format!("message {emitted}: {}", status.message()),
-                    trailers,
-                )
-            };
-            while let Some(req) = stream.message().await.map_err(|s| failed(s, emitted))? {
-                let result = if req.at_least_once {
-                    Err(ControlError::AckedInStream)
-                } else {
-                    self.emit_any(req).await
-                };
-                result.map_err(|e| failed(e.into(), emitted))?;
-                emitted += 1;
-            }
-            Ok(Response::new(EmitStreamResponse { emitted }))
-        })
-        .await
-    }
-
-    async fn join_rooms(
-        &self,
-        req: Request<RoomsRequest>,
-    ) -> Result<Response<RoomsResponse>, Status> {
-        metrics::observe("JoinRooms", async move {
-            self.rooms_command(req.into_inner(), true).await?;
-            Ok(Response::new(RoomsResponse {}))
-        })
-        .await
-    }
-
-    async fn leave_rooms(
-        &self,
-        req: Request<RoomsRequest>,
-    ) -> Result<Response<RoomsResponse>, Status> {
-        metrics::observe("LeaveRooms", async move {
-            self.rooms_command(req.into_inner(), false).await?;
-            Ok(Response::new(RoomsResponse {}))
-        })
-        .await
-    }
-
-    type ConsumeEventsStream = EventStream;
-
-    async fn consume_events(
-        &self,
-        req: Request<ConsumeEventsRequest>,
-    ) -> Result<Response<Self::ConsumeEventsStream>, Status> {
-        metrics::observe("ConsumeEvents", async move {
-            let rx = self.consume(req.into_inner()).await?;
-            let stream: Self::ConsumeEventsStream =
-                Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx));
-            Ok(live(stream))
-        })
-        .await
-    }
-
-    async fn reply(&self, req: Request<ReplyRequest>) -> Result<Response<ReplyResponse>, Status> {
-        metrics::observe("Reply", async move {
-            Control::reply(self, req.into_inner()).await?;
-            Ok(Response::new(ReplyResponse {}))
-        })
-        .await
-    }
-
-    async fn emit_with_ack(
-        &self,
-        req: Request<EmitWithAckRequest>,
-    ) -> Result<Response<EmitWithAckResponse>, Status> {
-        metrics::observe("EmitWithAck", async move {
-            Ok(Response::new(
-                Control::emit_with_ack(self, req.into_inner()).await?,
-            ))
-        })
-        .await
-    }
-
-    async fn disconnect_sockets(
-        &self,
-        req: Request<DisconnectSocketsRequest>,
-    ) -> Result<Response<DisconnectSocketsResponse>, Status> {
-        metrics::observe("DisconnectSockets", async move {
-            let n = self.disconnect(req.into_inner()).await?;
-            Ok(Response::new(DisconnectSocketsResponse {
-                disconnected: u32::try_from(n).unwrap_or(u32::MAX),
-            }))
-        })
-        .await
-    }
-
-    async fn fetch_sockets(
-        &self,
-        req: Request<FetchSocketsRequest>,
-    ) -> Result<Response<FetchSocketsResponse>, Status> {
-        metrics::observe("FetchSockets", async move {
-            let sockets = self.fetch(req.into_inner()).await?;
-            Ok(Response::new(FetchSocketsResponse { sockets }))
-        })
-        .await
-    }
-
-    async fn get_presence(
-        &self,
-        req: Request<GetPresenceRequest>,
-    ) -> Result<Response<GetPresenceResponse>, Status> {
-        metrics::observe("GetPresence", async move {
-            Ok(Response::new(
-                Control::get_presence(self, req.into_inner()).await?,
-            ))
-        })
-        .await
-    }
-
-    type WatchPresenceStream = Pin<Box<dyn Stream<Item = Result<PresenceEvent, Status>> + Send>>;
-
-    type WatchConnectionsStream =
-        Pin<Box<dyn Stream<Item = Result<ConnectionEvent, Status>> + Send>>;
-
-    async fn watch_connections(
-        &self,
-        req: Request<WatchConnectionsRequest>,
-    ) -> Result<Response<Self::WatchConnectionsStream>, Status> {
-        metrics::observe("WatchConnections", async move {
-            let rx = Control::watch_connections(self, req.into_inner()).await?;
-            let stream: Self::WatchConnectionsStream =
-                Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx));
-            Ok(live(stream))
-        })
-        .await
-    }
-
-    async fn watch_presence(
-        &self,
-        req: Request<WatchPresenceRequest>,
-    ) -> Result<Response<Self::WatchPresenceStream>, Status> {
-        metrics::observe("WatchPresence", async move {
-            let rx = Control::watch_presence(self, req.into_inner()).await?;
-            let stream: Self::WatchPresenceStream =
-                Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx));
-            Ok(live(stream))
-        })
-        .await
-    }
-
-    async fn get_delivery(
-        &self,
-        req: Request<GetDeliveryRequest>,
-    ) -> Result<Response<GetDeliveryResponse>, Status> {
-        metrics::observe("GetDelivery", async move {
-            let id = req.into_inner().message_id;
-            Ok(Response::new(self.delivery()?.status(&id).await?))
-        })
-        .await
-    }
-
-    async fn get_inbox(
-        &self,
-        req: Request<GetInboxRequest>,
-    ) -> Result<Response<GetInboxResponse>, Status> {
-        metrics::observe("GetInbox", async move {
-            let r = req.into_inner();
-            let entries = self
-                .delivery()?
-                .inbox(&r.namespace, &r.user_id, &r.socket_id)
-                .await?;
-            Ok(Response::new(GetInboxResponse { entries }))
-        })
-        .await
-    }
-
-    async fn purge_inbox(
-        &self,
-        req: Request<PurgeInboxRequest>,
-    ) -> Result<Response<PurgeInboxResponse>, Status> {
-        metrics::observe("PurgeInbox", async move {
-            let r = req.into_inner();
-            let purged = self
-                .delivery()?
-                .purge(&r.namespace, &r.user_id, &r.socket_id)
-                .await?;
-            Ok(Response::new(PurgeInboxResponse { purged }))
-        })
-        .await
-    }
-
-    async fn list_rooms(
-        &self,
-        req: Request<ListRoomsRequest>,
-    ) -> Result<Response<ListRoomsResponse>, Status> {
-        metrics::observe("ListRooms", async move {
-            let rooms = Control::list_rooms(self, req.into_inner()).await?;
-            Ok(Response::new(ListRoomsResponse { rooms }))
-        })
-        .await
     }
 }
 
@@ -1087,6 +625,38 @@ mod tests {
             &ns.try_next().expect("namespace").payload[..],
             b"42[\"all\"]"
         );
+    }
+
+    #[tokio::test]
+    async fn shutdown_ends_streams_with_unavailable_and_joins_their_tasks() {
+        let bus = MemoryBus::default();
+        let c = control(&bus);
+        let mut events = c
+            .consume(ConsumeEventsRequest::default())
+            .await
+            .expect("consume");
+        let mut connections = c
+            .watch_connections(WatchConnectionsRequest::default())
+            .await
+            .expect("watch");
+        assert_eq!(c.streams.running(), 2);
+        c.shutdown();
+        assert!(c.join(Duration::from_secs(5)).await, "tasks joined");
+        assert_eq!(c.streams.running(), 0);
+        for status in [
+            events
+                .recv()
+                .await
+                .expect("a last word")
+                .expect_err("an error"),
+            connections
+                .recv()
+                .await
+                .expect("a last word")
+                .expect_err("an error"),
+        ] {
+            assert_eq!(status.code(), tonic::Code::Unavailable);
+        }
     }
 
     #[tokio::test]

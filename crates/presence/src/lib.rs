@@ -23,6 +23,14 @@
 //!
 //! Keys escape names like subject tokens, with `=` as the escape character
 //! (KV keys allow no `~`).
+//!
+//! The keeper's grace timers are its own tasks, on a tracker it closes and
+//! joins (within a bound) when it stops; the edges run [`Presence::hold_lease`]
+//! as a task of their own.
+//!
+//! Layout: this file holds the bookkeeping and the keeper; [`store`] the
+//! store trait and its memory implementation; [`nats`] the JetStream KV
+//! store; [`metrics`] metric names.
 
 #![forbid(unsafe_code)]
 
@@ -43,6 +51,7 @@ use roomcast_wire::socketio;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 pub use store::{Change, MemoryStore, Store, StoreError};
 
@@ -60,6 +69,10 @@ const KEEPER_KEY: &str = "keeper";
 
 /// How many times a compare-and-swap is retried under contention.
 const MAX_SWAPS: usize = 64;
+
+/// How long a stopping keeper waits for its grace timers to end (they end
+/// at once on its stop; a store that hangs must not hold up an exit).
+const JOIN_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A connected socket, as the store keeps it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -210,8 +223,8 @@ fn lease_value() -> Bytes {
     to_json(&serde_json::json!({ "at": now_ms() }))
 }
 
-/// A lease that looked silent, read again.
-enum Lease {
+/// A lease that looked silent, read again: the keeper's verdict on its edge.
+enum LeaseVerdict {
     /// Unchanged for the TTL: its edge is dead.
     Expired,
     /// Rewritten since (at this revision): its edge is alive, and the
@@ -675,7 +688,39 @@ impl Presence {
     /// any of these it judges nobody for one TTL more: the edges may have been
     /// cut off from the store just as it was, and get a whole TTL to write
     /// again.
+    ///
+    /// The grace timers it starts are its tasks: it joins them before it
+    /// returns (at once after `stop`, which ends them).
     pub async fn run_keeper(self, stop: CancellationToken) -> Result<(), StoreError> {
+        self.keep(stop, TaskTracker::new()).await
+    }
+
+    /// [`Presence::run_keeper`] with its grace timers on `timers`, closed and
+    /// joined (within a bound) when the loop ends.
+    async fn keep(&self, stop: CancellationToken, timers: TaskTracker) -> Result<(), StoreError> {
+        let result = self.keeper_loop(&stop, &timers).await;
+        timers.close();
+        // After `stop` the timers end at once; when the loop ended for
+        // another reason (a watch closed), they still run out their grace.
+        let bound = if stop.is_cancelled() {
+            JOIN_TIMEOUT
+        } else {
+            self.cfg.grace + JOIN_TIMEOUT
+        };
+        if tokio::time::timeout(bound, timers.wait()).await.is_err() {
+            tracing::warn!(
+                timers = timers.len(),
+                "presence grace timers still running after the keeper stopped"
+            );
+        }
+        result
+    }
+
+    async fn keeper_loop(
+        &self,
+        stop: &CancellationToken,
+        timers: &TaskTracker,
+    ) -> Result<(), StoreError> {
         let mut users = self.store.watch("user.").await?;
         let mut leases = self.store.watch("lease.").await?;
         // Each lease's revision, and the local time it was last seen to
@@ -692,7 +737,7 @@ impl Presence {
                 _ = stop.cancelled() => return Ok(()),
                 change = users.next() => {
                     let Some(change) = change else { return Ok(()) };
-                    self.on_user_change(change, &stop);
+                    self.on_user_change(change, stop, timers);
                 }
                 change = leases.next() => {
                     let Some(change) = change else { return Ok(()) };
@@ -731,16 +776,16 @@ impl Presence {
                     let mut expired = Vec::new();
                     for (node, verdict) in verdicts {
                         match verdict {
-                            Lease::Expired => expired.push(node),
-                            Lease::Moved(now) => {
+                            LeaseVerdict::Expired => expired.push(node),
+                            LeaseVerdict::Moved(now) => {
                                 seen.insert(node, (Instant::now(), now));
                                 missed = true;
                             }
-                            Lease::Released => {
+                            LeaseVerdict::Released => {
                                 seen.remove(&node);
                                 missed = true;
                             }
-                            Lease::Unknown => trouble = Some(Instant::now()),
+                            LeaseVerdict::Unknown => trouble = Some(Instant::now()),
                         }
                     }
                     if missed {
@@ -778,19 +823,21 @@ impl Presence {
     }
 
     /// Reads a lease that looked silent for the TTL at `revision`.
-    async fn judge_lease(&self, node: &str, revision: u64) -> Lease {
+    async fn judge_lease(&self, node: &str, revision: u64) -> LeaseVerdict {
         match self.store.get(&lease_key(node)).await {
-            Ok(Some((_, now))) if now == revision => Lease::Expired,
-            Ok(Some((_, now))) => Lease::Moved(now),
-            Ok(None) => Lease::Released,
+            Ok(Some((_, now))) if now == revision => LeaseVerdict::Expired,
+            Ok(Some((_, now))) => LeaseVerdict::Moved(now),
+            Ok(None) => LeaseVerdict::Released,
             Err(e) => {
                 tracing::warn!(%node, error = %e, "presence: lease not read, not judged");
-                Lease::Unknown
+                LeaseVerdict::Unknown
             }
         }
     }
 
-    fn on_user_change(&self, change: Change, stop: &CancellationToken) {
+    /// A user started leaving: a timer on `timers` ends the leave after the
+    /// grace period, unless `stop` comes first.
+    fn on_user_change(&self, change: Change, stop: &CancellationToken, timers: &TaskTracker) {
         let Some(bytes) = change.value else { return };
         let Ok(state) = serde_json::from_slice::<UserState>(&bytes) else {
             return;
@@ -804,7 +851,7 @@ impl Presence {
         let this = self.clone();
         let stop = stop.clone();
         let since = state.since_ms;
-        tokio::spawn(async move {
+        timers.spawn(async move {
             tokio::select! {
                 _ = tokio::time::sleep(this.cfg.grace) => {}
                 _ = stop.cancelled() => return,

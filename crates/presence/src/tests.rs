@@ -375,3 +375,34 @@ async fn a_cleaner_that_lost_the_race_reports_nothing() {
         .collect();
     assert_eq!(kinds, vec![EventKind::Disconnect, EventKind::Offline]);
 }
+
+/// A keeper that stops joins its grace timers: none is left running, and
+/// the offline a timer would have announced never goes out.
+#[tokio::test]
+async fn a_stopped_keeper_leaves_no_grace_timer_running() {
+    let mut f = fixture().await;
+    let p = presence(&f, cfg(300)).await;
+    let stop = CancellationToken::new();
+    let timers = TaskTracker::new();
+    let keeper = tokio::spawn({
+        let (p, stop, timers) = (p.clone(), stop.clone(), timers.clone());
+        async move { p.keep(stop, timers).await }
+    });
+    let s = rec("s1", "u", "e1", 1);
+    p.connected(&s).await.expect("connect");
+    p.disconnected(&s).await.expect("disconnect");
+    eventually("a grace timer", || timers.len() == 1).await;
+
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(5), keeper)
+        .await
+        .expect("the keeper returned")
+        .expect("not panicked")
+        .expect("no store error");
+    assert!(timers.is_closed() && timers.is_empty(), "a timer left");
+    // Absence can only be waited for: twice the grace.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let seen = transitions(&mut f.events);
+    assert_eq!(seen, vec![("u".to_owned(), EventKind::Online)], "{seen:?}");
+    assert_eq!(p.user("u").await.expect("user").status, Status::Leaving);
+}

@@ -113,7 +113,7 @@ pub async fn run_control(cfg: Resolved, metrics: PrometheusHandle) -> anyhow::Re
             let (c, d) = control
                 .with_delivery(store, dcfg, me)
                 .context("cannot start at-least-once delivery")?;
-            tokio::spawn(d.clone().run());
+            d.start();
             control = c;
             delivery = Some(d);
         }
@@ -140,12 +140,13 @@ pub async fn run_control(cfg: Resolved, metrics: PrometheusHandle) -> anyhow::Re
     tracing::info!("shutting down");
     keeper_stop.cancel();
     if let Some(d) = &delivery {
-        d.shutdown();
+        d.shutdown(EXIT_FLUSH).await;
         // Another control plane takes the queues at once rather than after
         // their leases; a NATS that is gone must not hold up the exit.
         let _ = tokio::time::timeout(EXIT_FLUSH, d.release()).await;
     }
     control.shutdown();
+    control.join(EXIT_FLUSH).await;
     servers.stop().await
 }
 

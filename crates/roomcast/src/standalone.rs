@@ -63,7 +63,7 @@ pub async fn run(cfg: Resolved, metrics: PrometheusHandle) -> anyhow::Result<()>
             let (c, d) = control
                 .with_delivery(Arc::new(MemoryStore::default()), dcfg, node)
                 .context("cannot start at-least-once delivery")?;
-            tokio::spawn(d.clone().run());
+            d.start();
             control = c;
             delivery = Some(d);
         }
@@ -98,9 +98,10 @@ pub async fn run(cfg: Resolved, metrics: PrometheusHandle) -> anyhow::Result<()>
     serve::drain_edge(&edge, &servers, cfg.drain).await;
     keeper_stop.cancel();
     if let Some(d) = &delivery {
-        d.shutdown();
+        d.shutdown(std::time::Duration::from_secs(2)).await;
     }
     control.shutdown();
+    control.join(std::time::Duration::from_secs(2)).await;
     servers.stop().await
 }
 
