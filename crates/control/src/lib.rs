@@ -150,7 +150,7 @@ impl Control {
     /// returned [`Delivery`] (`run`) to follow connects and take over queues.
     pub fn with_delivery(
         mut self,
-        store: Arc<dyn roomcast_presence::Store>,
+        store: Arc<dyn roomcast_bus::KvStore>,
         cfg: DeliveryConfig,
         me: String,
     ) -> Result<(Self, Delivery), ControlError> {

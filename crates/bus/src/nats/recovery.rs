@@ -9,10 +9,12 @@ use async_nats::jetstream::{self, consumer, kv, stream};
 use bytes::Bytes;
 use futures_util::StreamExt;
 
-use super::{History, RecoveryConfig, RecoveryError, Replay, Replayed, SavedSession, Sessions};
-use crate::nats::{from_header_map, to_header_map};
+use super::bus::{from_header_map, to_header_map};
+use crate::backend::{
+    Headers, History, RecoveryError, Replay, Replayed, SavedSession, SessionStore,
+};
+use crate::recovery::{valid_pid, RecoveryConfig};
 use crate::subject::Subjects;
-use crate::Headers;
 
 /// Longest time a replay may take before the recovery is given up.
 const REPLAY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -186,9 +188,9 @@ impl NatsSessions {
 }
 
 #[async_trait::async_trait]
-impl Sessions for NatsSessions {
+impl SessionStore for NatsSessions {
     async fn save(&self, session: &SavedSession) -> Result<(), RecoveryError> {
-        if !super::valid_pid(&session.pid) {
+        if !valid_pid(&session.pid) {
             return Err(RecoveryError::Unavailable("invalid pid".into()));
         }
         let value = serde_json::to_vec(session).map_err(unavailable)?;
@@ -200,7 +202,7 @@ impl Sessions for NatsSessions {
     }
 
     async fn take(&self, pid: &str) -> Result<Option<SavedSession>, RecoveryError> {
-        if !super::valid_pid(pid) {
+        if !valid_pid(pid) {
             return Ok(None);
         }
         let Some(entry) = self.kv.entry(pid).await.map_err(unavailable)? else {
