@@ -419,7 +419,7 @@ impl Backend {
     pub async fn kv(&self, bucket: &KvBucket) -> Result<Arc<dyn KvStore>, KvError> {
         match &self.kind {
             Kind::Memory(parts) => Ok(Arc::new(opened(&parts.kv, &bucket.name, MemoryKv::default))),
-            Kind::Nats(bus) => Ok(Arc::new(NatsKv::open(bus.client().clone(), bucket).await?)),
+            Kind::Nats(bus) => Ok(Arc::new(NatsKv::open(bus, bucket).await?)),
         }
     }
 
@@ -438,7 +438,7 @@ impl Backend {
                 history
             })),
             Kind::Nats(bus) => Ok(Arc::new(
-                NatsHistory::open(bus.client().clone(), name, subjects, config).await?,
+                NatsHistory::open(bus, name, subjects, config).await?,
             )),
         }
     }
@@ -455,9 +455,7 @@ impl Backend {
                 let sessions: Arc<dyn SessionStore> = Arc::new(MemorySessions::new(config.window));
                 sessions
             })),
-            Kind::Nats(bus) => Ok(Arc::new(
-                NatsSessions::open(bus.client().clone(), name, config).await?,
-            )),
+            Kind::Nats(bus) => Ok(Arc::new(NatsSessions::open(bus, name, config).await?)),
         }
     }
 }

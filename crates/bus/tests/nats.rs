@@ -639,11 +639,11 @@ async fn recovery_history_numbers_republishes_replays_and_knows_what_it_lost() {
         .await
         .expect("sub");
     bus.flush().await.expect("flush");
-    let history = NatsHistory::open(bus.client().clone(), "hist-t", subjects.clone(), &config)
+    let history = NatsHistory::open(&bus, "hist-t", subjects.clone(), &config)
         .await
         .expect("stream");
     // A second opener (another process) shares the stream.
-    let again = NatsHistory::open(bus.client().clone(), "hist-t", subjects, &config)
+    let again = NatsHistory::open(&bus, "hist-t", subjects, &config)
         .await
         .expect("stream again");
     let mut headers = Headers::new();
@@ -699,7 +699,7 @@ async fn recovery_history_numbers_republishes_replays_and_knows_what_it_lost() {
         Err(RecoveryError::Lost(0))
     ));
 
-    let sessions = NatsSessions::open(bus.client().clone(), "sessions-t", &config)
+    let sessions = NatsSessions::open(&bus, "sessions-t", &config)
         .await
         .expect("bucket");
     let saved = SavedSession {

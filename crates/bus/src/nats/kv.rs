@@ -8,6 +8,7 @@ use async_nats::jetstream::kv;
 use bytes::Bytes;
 use futures_util::StreamExt;
 
+use super::NatsBus;
 use crate::backend::watch_fed_by;
 use crate::{Change, KvBucket, KvError, KvStore, Watch};
 
@@ -34,8 +35,8 @@ impl NatsKv {
     /// just created (by this process or another one starting at the same
     /// time) answers reads only once its replicas are up ("no stream found for
     /// given subject").
-    pub async fn open(client: async_nats::Client, bucket: &KvBucket) -> Result<NatsKv, KvError> {
-        let js = async_nats::jetstream::new(client);
+    pub async fn open(bus: &NatsBus, bucket: &KvBucket) -> Result<NatsKv, KvError> {
+        let js = async_nats::jetstream::new(bus.client().clone());
         let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
         let mut pause = Duration::from_millis(50);
         loop {

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 
 use super::bus::{from_header_map, to_header_map};
+use super::NatsBus;
 use crate::backend::{
     Headers, History, RecoveryError, Replay, Replayed, SavedSession, SessionStore,
 };
@@ -33,12 +34,12 @@ pub struct NatsHistory {
 impl NatsHistory {
     /// Opens the stream `name`, creating it when missing.
     pub async fn open(
-        client: async_nats::Client,
+        bus: &NatsBus,
         name: &str,
         subjects: Subjects,
         config: &RecoveryConfig,
     ) -> Result<Self, RecoveryError> {
-        let js = jetstream::new(client);
+        let js = jetstream::new(bus.client().clone());
         if js.get_stream(name).await.is_err() {
             let (source, destination) = subjects.history_republish();
             let created = js
@@ -164,11 +165,11 @@ pub struct NatsSessions {
 impl NatsSessions {
     /// Opens the bucket `name`, creating it when missing.
     pub async fn open(
-        client: async_nats::Client,
+        bus: &NatsBus,
         name: &str,
         config: &RecoveryConfig,
     ) -> Result<Self, RecoveryError> {
-        let js = jetstream::new(client);
+        let js = jetstream::new(bus.client().clone());
         let kv = match js.get_key_value(name).await {
             Ok(kv) => kv,
             Err(_) => js
