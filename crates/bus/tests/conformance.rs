@@ -66,6 +66,9 @@ macro_rules! conformance {
 }
 
 conformance!(
+    bus_routes_by_subject_and_wildcards,
+    bus_queue_groups_share_messages,
+    bus_request_many_gathers_replies,
     kv_swaps_lists_and_watches,
     kv_stores_are_opened_by_name,
     history_numbers_publishes_and_replays_per_room,
@@ -74,6 +77,141 @@ conformance!(
     sessions_recover_once,
     sessions_take_only_well_formed_pids,
 );
+
+async fn publish(under: &Under, subject: &str, headers: Headers, body: &'static [u8]) {
+    under
+        .backend
+        .bus()
+        .publish(subject, headers, Bytes::from_static(body), None)
+        .await
+        .expect("publish");
+}
+
+async fn bus_routes_by_subject_and_wildcards(under: Under) {
+    let mut exact = live(&under, "w.a.b").await;
+    let mut one = live(&under, "w.a.*").await;
+    let mut rest = live(&under, "w.a.>").await;
+    let mut headers = Headers::new();
+    headers.append("rc-k", "1");
+    headers.append("rc-k", "2");
+    headers.append("rc-other", "x y");
+    publish(&under, "w.a.b", headers, b"\x00\xffbinary").await;
+    for sub in [&mut exact, &mut one, &mut rest] {
+        let msg = recv(sub).await;
+        assert_eq!(msg.subject, "w.a.b");
+        assert_eq!(&msg.payload[..], b"\x00\xffbinary");
+        let values: Vec<&str> = msg.headers.get_all("rc-k").collect();
+        assert_eq!(values, vec!["1", "2"]);
+        assert_eq!(msg.headers.get("rc-other"), Some("x y"));
+    }
+    // `*` is one token, `>` the rest: what one publisher sends after a
+    // message a subscriber does not match is the next thing it gets.
+    publish(&under, "w.a.b.c", Headers::new(), b"deep").await;
+    publish(&under, "w.a.z", Headers::new(), b"z").await;
+    assert_eq!(recv(&mut rest).await.subject, "w.a.b.c");
+    assert_eq!(recv(&mut rest).await.subject, "w.a.z");
+    assert_eq!(recv(&mut one).await.subject, "w.a.z");
+    publish(&under, "w.a.b", Headers::new(), b"again").await;
+    assert_eq!(&recv(&mut exact).await.payload[..], b"again");
+    assert_eq!(&recv(&mut rest).await.payload[..], b"again");
+    // Dropping a subscription unsubscribes; the others still get messages.
+    drop(one);
+    publish(&under, "w.a.y", Headers::new(), b"y").await;
+    assert_eq!(recv(&mut rest).await.subject, "w.a.y");
+}
+
+async fn bus_queue_groups_share_messages(under: Under) {
+    let bus = under.backend.bus();
+    let mut a = bus.subscribe("q.t", Some("workers")).await.expect("sub");
+    let mut b = bus.subscribe("q.t", Some("workers")).await.expect("sub");
+    let mut all = bus.subscribe("q.t", None).await.expect("sub");
+    bus.sync().await.expect("sync");
+    const N: usize = 20;
+    for _ in 0..N {
+        publish(&under, "q.t", Headers::new(), b"job").await;
+    }
+    publish(&under, "q.t", Headers::new(), b"end").await;
+    for _ in 0..N {
+        assert_eq!(&recv(&mut all).await.payload[..], b"job");
+    }
+    assert_eq!(
+        &recv(&mut all).await.payload[..],
+        b"end",
+        "all of them, once"
+    );
+    // Each message goes to one member of the group.
+    let (mut jobs, mut ends) = (0, 0);
+    while jobs + ends < N + 1 {
+        let msg = tokio::time::timeout(WAIT, async {
+            tokio::select! {
+                m = a.next() => m,
+                m = b.next() => m,
+            }
+        })
+        .await
+        .expect("a message in time")
+        .expect("subscription open");
+        match &msg.payload[..] {
+            b"job" => jobs += 1,
+            _ => ends += 1,
+        }
+    }
+    assert_eq!((jobs, ends), (N, 1), "every message went to one worker");
+    assert!(
+        a.try_next().is_none() && b.try_next().is_none(),
+        "and only one"
+    );
+}
+
+async fn bus_request_many_gathers_replies(under: Under) {
+    let bus = under.backend.bus();
+    let mut responders = Vec::new();
+    for name in ["r1", "r2"] {
+        let mut sub = bus.subscribe("svc.ping", None).await.expect("sub");
+        let bus = bus.clone();
+        responders.push(tokio::spawn(async move {
+            while let Some(msg) = sub.next().await {
+                let Some(reply) = msg.reply else { continue };
+                let mut headers = Headers::new();
+                headers.append("rc-node", name);
+                let _ = bus.publish(&reply, headers, msg.payload, None).await;
+            }
+        }));
+    }
+    bus.sync().await.expect("sync");
+    let replies = bus
+        .request_many(
+            "svc.ping",
+            Headers::new(),
+            Bytes::from_static(b"hi"),
+            2,
+            WAIT,
+        )
+        .await
+        .expect("request");
+    let mut nodes: Vec<&str> = replies
+        .iter()
+        .filter_map(|m| m.headers.get("rc-node"))
+        .collect();
+    nodes.sort_unstable();
+    assert_eq!(nodes, vec!["r1", "r2"]);
+    assert!(replies.iter().all(|m| &m.payload[..] == b"hi"));
+    // Fewer replies than expected is what arrived by the deadline, not an error.
+    let fewer = bus
+        .request_many(
+            "svc.ping",
+            Headers::new(),
+            Bytes::from_static(b"hi"),
+            3,
+            Duration::from_millis(500),
+        )
+        .await
+        .expect("request");
+    assert_eq!(fewer.len(), 2);
+    for r in responders {
+        r.abort();
+    }
+}
 
 fn bucket(name: &str) -> KvBucket {
     KvBucket {
