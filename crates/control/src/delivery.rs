@@ -1,7 +1,7 @@
 //! At-least-once emits and the per-user offline inbox.
 //!
 //! An `Emit` with `at_least_once` becomes a message with an id, kept in a
-//! [`KvStore`] (a JetStream KV bucket in a cluster, memory standalone):
+//! [`Store`] (a JetStream KV bucket in a cluster, memory standalone):
 //!
 //! | key | value |
 //! |---|---|
@@ -32,7 +32,7 @@ use roomcast_api::v1::{
 };
 use roomcast_bus::envelope::now_ms;
 use roomcast_bus::subject::{token, Subjects};
-use roomcast_bus::{KvError, KvStore};
+use roomcast_bus::{KvError as StoreError, KvStore as Store};
 use roomcast_presence::EventKind;
 use roomcast_wire::socketio;
 use serde::{Deserialize, Serialize};
@@ -283,7 +283,7 @@ struct Worker {
 }
 
 struct Inner {
-    store: Arc<dyn KvStore>,
+    store: Arc<dyn Store>,
     /// Sends the attempts (a control without delivery of its own).
     control: Control,
     cfg: DeliveryConfig,
@@ -302,7 +302,7 @@ pub struct Delivery {
 impl Delivery {
     pub(crate) fn new(
         control: Control,
-        store: Arc<dyn KvStore>,
+        store: Arc<dyn Store>,
         cfg: DeliveryConfig,
         me: String,
     ) -> Delivery {
@@ -454,7 +454,7 @@ impl Delivery {
         Ok(id)
     }
 
-    async fn read_queue(&self, key: &str) -> Result<(Queue, Option<u64>), KvError> {
+    async fn read_queue(&self, key: &str) -> Result<(Queue, Option<u64>), StoreError> {
         match self.inner.store.get(key).await? {
             None => Ok((Queue::default(), None)),
             Some((bytes, rev)) => Ok((
@@ -464,7 +464,7 @@ impl Delivery {
         }
     }
 
-    async fn read_message(&self, id: &str) -> Result<Option<(Message, u64)>, KvError> {
+    async fn read_message(&self, id: &str) -> Result<Option<(Message, u64)>, StoreError> {
         Ok(self
             .inner
             .store
@@ -479,7 +479,7 @@ impl Delivery {
         &self,
         key: &str,
         mut change: impl FnMut(&mut Queue),
-    ) -> Result<(Queue, Queue), KvError> {
+    ) -> Result<(Queue, Queue), StoreError> {
         for _ in 0..MAX_SWAPS {
             let (before, rev) = self.read_queue(key).await?;
             let mut after = before.clone();
@@ -500,15 +500,17 @@ impl Delivery {
             };
             match result {
                 Ok(()) => return Ok((before, after)),
-                Err(KvError::Conflict) => continue,
+                Err(StoreError::Conflict) => continue,
                 Err(e) => return Err(e),
             }
         }
-        Err(KvError::Unavailable(format!("queue {key} kept changing")))
+        Err(StoreError::Unavailable(format!(
+            "queue {key} kept changing"
+        )))
     }
 
     /// Sets a pending recipient's state; returns whether this call did it.
-    async fn mark(&self, id: &str, to: &Recipient, state: State) -> Result<bool, KvError> {
+    async fn mark(&self, id: &str, to: &Recipient, state: State) -> Result<bool, StoreError> {
         for _ in 0..MAX_SWAPS {
             let Some((mut msg, rev)) = self.read_message(id).await? else {
                 return Ok(false);
@@ -532,11 +534,13 @@ impl Delivery {
                     ::metrics::counter!(metrics::DELIVERY_DONE, "outcome" => label).increment(1);
                     return Ok(recorded == state);
                 }
-                Err(KvError::Conflict) => continue,
+                Err(StoreError::Conflict) => continue,
                 Err(e) => return Err(e),
             }
         }
-        Err(KvError::Unavailable(format!("message {id} kept changing")))
+        Err(StoreError::Unavailable(format!(
+            "message {id} kept changing"
+        )))
     }
 
     /// The status of a message.
@@ -843,7 +847,7 @@ impl Delivery {
         }
     }
 
-    async fn pop(&self, key: &str, id: &str) -> Result<(), KvError> {
+    async fn pop(&self, key: &str, id: &str) -> Result<(), StoreError> {
         self.update_queue(key, |q| q.items.retain(|i| i.msg != id))
             .await
             .map(drop)
@@ -971,7 +975,7 @@ impl Delivery {
 
     /// Takes over queues whose owner's lease ran out, drops expired items of
     /// queues nobody works on, and (memory store) deletes old messages.
-    async fn sweep(&self) -> Result<(), KvError> {
+    async fn sweep(&self) -> Result<(), StoreError> {
         let now = now_ms();
         for key in self.inner.store.keys("q.").await? {
             if self.workers().contains_key(&key) {
@@ -1030,7 +1034,7 @@ enum Attempt {
 mod tests {
     use super::*;
     use roomcast_bus::envelope::{Command, EdgeReply, Packet};
-    use roomcast_bus::memory::MemoryKv;
+    use roomcast_bus::memory::MemoryKv as MemoryStore;
     use roomcast_bus::{Bus, MemoryBus};
     use roomcast_presence::{Presence, PresenceConfig, SocketRecord};
 
@@ -1079,7 +1083,7 @@ mod tests {
 
     async fn delivery(bus: &MemoryBus) -> (Delivery, Presence) {
         let presence = Presence::new(
-            Arc::new(MemoryKv::default()),
+            Arc::new(MemoryStore::default()),
             Arc::new(bus.clone()),
             PresenceConfig::default(),
         );
@@ -1095,7 +1099,7 @@ mod tests {
             ..DeliveryConfig::default()
         };
         let (_, d) = control
-            .with_delivery(Arc::new(MemoryKv::default()), cfg, "c1".into())
+            .with_delivery(Arc::new(MemoryStore::default()), cfg, "c1".into())
             .expect("presence is on");
         (d, presence)
     }
