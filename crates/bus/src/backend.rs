@@ -33,7 +33,7 @@ use crate::subject::Subjects;
 // Bus
 
 /// Message headers: an ordered multi-map of ASCII names to values without line
-/// breaks (values are escaped by [`envelope`] where they could hold anything).
+/// breaks (values are escaped by [`envelope`](crate::envelope) where they could hold anything).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Headers(Vec<(String, String)>);
 

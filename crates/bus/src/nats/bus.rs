@@ -1,4 +1,4 @@
-//! The NATS implementation of [`Bus`](crate::Bus), used by `roomcast edge` and `roomcast control`.
+//! The NATS implementation of [`crate::Bus`], used by `roomcast edge` and `roomcast control`.
 //!
 //! A thin layer over one `async-nats` client: subjects, queue groups and
 //! request/reply are NATS's own, so the semantics [`MemoryBus`](crate::MemoryBus)
@@ -20,10 +20,9 @@
 //!
 //! Headers: names and values go over the wire as they are, and every value of a
 //! name arrives in order (one exception: the `Nats-Sequence` header that
-//! JetStream's republish adds arrives as
-//! [`SEQUENCE_HEADER`](crate::recovery::SEQUENCE_HEADER)); the order *between* different names is not kept
-//! (`async_nats::HeaderMap` is a hash map), which [`Headers::get`] and
-//! [`Headers::get_all`] never depend on.
+//! JetStream's republish adds arrives as [`SEQUENCE_HEADER`]); the order
+//! *between* different names is not kept (`async_nats::HeaderMap` is a hash
+//! map), which [`Headers::get`] and [`Headers::get_all`] never depend on.
 
 use std::path::PathBuf;
 use std::pin::Pin;
