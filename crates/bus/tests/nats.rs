@@ -619,9 +619,9 @@ async fn speaks_tls_to_a_server_verified_by_the_given_ca() {
 
 #[tokio::test]
 async fn recovery_history_numbers_republishes_replays_and_knows_what_it_lost() {
+    use roomcast_bus::nats::{NatsHistory, NatsSessions};
     use roomcast_bus::recovery::{
-        History, NatsHistory, NatsSessions, RecoveryConfig, RecoveryError, SavedSession, Sessions,
-        SEQUENCE_HEADER,
+        History, RecoveryConfig, RecoveryError, SavedSession, SessionStore, SEQUENCE_HEADER,
     };
     use roomcast_bus::subject::Subjects;
 
@@ -639,11 +639,11 @@ async fn recovery_history_numbers_republishes_replays_and_knows_what_it_lost() {
         .await
         .expect("sub");
     bus.flush().await.expect("flush");
-    let history = NatsHistory::open(bus.client().clone(), "hist-t", subjects.clone(), &config)
+    let history = NatsHistory::open(&bus, "hist-t", subjects.clone(), &config)
         .await
         .expect("stream");
     // A second opener (another process) shares the stream.
-    let again = NatsHistory::open(bus.client().clone(), "hist-t", subjects, &config)
+    let again = NatsHistory::open(&bus, "hist-t", subjects, &config)
         .await
         .expect("stream again");
     let mut headers = Headers::new();
@@ -699,7 +699,7 @@ async fn recovery_history_numbers_republishes_replays_and_knows_what_it_lost() {
         Err(RecoveryError::Lost(0))
     ));
 
-    let sessions = NatsSessions::open(bus.client().clone(), "sessions-t", &config)
+    let sessions = NatsSessions::open(&bus, "sessions-t", &config)
         .await
         .expect("bucket");
     let saved = SavedSession {
@@ -718,4 +718,26 @@ async fn recovery_history_numbers_republishes_replays_and_knows_what_it_lost() {
     );
     assert_eq!(sessions.take(&saved.pid).await.expect("take"), None, "once");
     assert_eq!(sessions.take("not.a.key").await.expect("take"), None);
+}
+
+#[tokio::test]
+async fn the_history_sequence_comes_from_jetstream_only() {
+    use roomcast_bus::recovery::{sequence, SEQUENCE_HEADER};
+
+    let bin = require_nats!();
+    let server = NatsServer::start(&bin);
+    let bus = connect(&server, "sequence").await;
+    let mut sub = bus.subscribe("seq.t", None).await.expect("subscribe");
+    bus.flush().await.expect("flush");
+    // A sequence a publisher claims is not one the history gave.
+    let mut headers = Headers::new();
+    headers.append(SEQUENCE_HEADER, "7");
+    headers.append("rc-op", "emit");
+    bus.publish("seq.t", headers, Bytes::from_static(b"x"), None)
+        .await
+        .expect("publish");
+    let msg = recv(&mut sub).await;
+    assert_eq!(sequence(&msg.headers), 0);
+    assert_eq!(msg.headers.get(SEQUENCE_HEADER), None);
+    assert_eq!(msg.headers.get("rc-op"), Some("emit"));
 }

@@ -62,7 +62,7 @@ pub enum ControlError {
     #[error("at-least-once delivery is off on this server (it needs presence)")]
     DeliveryOff,
     #[error("{0}")]
-    Presence(#[from] roomcast_presence::StoreError),
+    Presence(#[from] roomcast_bus::KvError),
     #[error("bus unavailable: {0}")]
     Bus(#[from] BusError),
     #[error("{0}")]

@@ -161,7 +161,7 @@ impl Control {
     /// take over queues, and shut it down ([`Delivery::shutdown`]) at exit.
     pub fn with_delivery(
         mut self,
-        store: Arc<dyn roomcast_presence::Store>,
+        store: Arc<dyn roomcast_bus::KvStore>,
         cfg: DeliveryConfig,
         me: String,
     ) -> Result<(Self, Delivery), ControlError> {

@@ -161,7 +161,7 @@ pub enum StartError {
     #[error("invalid connect hook url")]
     HookUrl(#[source] tonic::transport::Error),
     #[error("the presence store is unavailable")]
-    Presence(#[source] roomcast_presence::StoreError),
+    Presence(#[source] roomcast_bus::KvError),
 }
 
 impl Edge {

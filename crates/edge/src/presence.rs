@@ -15,7 +15,8 @@
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use roomcast_presence::{Presence, SocketRecord, StoreError};
+use roomcast_bus::KvError;
+use roomcast_presence::{Presence, SocketRecord};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -54,7 +55,7 @@ fn take<T>(m: &Mutex<Option<T>>) -> Option<T> {
 impl PresenceRecorder {
     /// Cleans up what a previous run of this node left, takes the lease and
     /// starts the worker.
-    pub async fn start(presence: Presence, node: &str) -> Result<PresenceRecorder, StoreError> {
+    pub async fn start(presence: Presence, node: &str) -> Result<PresenceRecorder, KvError> {
         let stale = presence.clean_node(node).await?;
         if stale > 0 {
             tracing::info!(

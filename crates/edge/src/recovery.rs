@@ -19,7 +19,7 @@
 use std::sync::Arc;
 
 use roomcast_bus::envelope::{Command, Packet};
-use roomcast_bus::recovery::{RecoveryError, SavedSession, SEQUENCE_HEADER};
+use roomcast_bus::recovery::{RecoveryError, SavedSession};
 use roomcast_bus::Headers;
 use roomcast_wire::engineio::Frame;
 use roomcast_wire::socketio;
@@ -32,10 +32,7 @@ use crate::{Edge, Identity};
 
 /// The history sequence a message carries, 0 when none.
 pub(crate) fn sequence(headers: &Headers) -> u64 {
-    headers
-        .get(SEQUENCE_HEADER)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
+    roomcast_bus::recovery::sequence(headers)
 }
 
 /// The packet with `seq` appended as the event's offset; unchanged when it is

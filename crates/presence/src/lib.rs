@@ -2,7 +2,8 @@
 //! user online/offline transitions with a grace period, edge leases, and the
 //! per-user connection limit.
 //!
-//! State lives in a [`Store`] (JetStream KV in a cluster, memory standalone):
+//! State lives in a [`KvStore`] of the backend (JetStream KV in a cluster,
+//! memory standalone), opened as [`bucket`]:
 //!
 //! | key | value |
 //! |---|---|
@@ -35,8 +36,6 @@
 #![forbid(unsafe_code)]
 
 pub mod metrics;
-pub mod nats;
-pub mod store;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -53,7 +52,19 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use store::{Change, MemoryStore, Store, StoreError};
+use roomcast_bus::{Change, KvBucket, KvError, KvStore};
+
+/// The key-value store presence keeps its state in, for
+/// [`Backend::kv`](roomcast_bus::Backend::kv): `replicas` copies, keys that
+/// never age out (presence removes its own).
+pub fn bucket(name: &str, replicas: usize) -> KvBucket {
+    KvBucket {
+        name: name.to_owned(),
+        purpose: "roomcast presence: sockets, users, edge leases".to_owned(),
+        replicas,
+        max_age: Duration::ZERO,
+    }
+}
 
 /// The event every audience socket receives on a transition.
 pub const STATUS_EVENT: &str = "user-status-change";
@@ -255,14 +266,14 @@ fn to_json<T: Serialize>(v: &T) -> Bytes {
 /// The presence bookkeeping of one process.
 #[derive(Clone)]
 pub struct Presence {
-    store: Arc<dyn Store>,
+    store: Arc<dyn KvStore>,
     bus: Arc<dyn Bus>,
     subjects: Subjects,
     cfg: Arc<PresenceConfig>,
 }
 
 impl Presence {
-    pub fn new(store: Arc<dyn Store>, bus: Arc<dyn Bus>, cfg: PresenceConfig) -> Presence {
+    pub fn new(store: Arc<dyn KvStore>, bus: Arc<dyn Bus>, cfg: PresenceConfig) -> Presence {
         Presence {
             store,
             bus,
@@ -276,11 +287,11 @@ impl Presence {
     }
 
     /// The state of a user (offline with no history when unknown).
-    pub async fn user(&self, user: &str) -> Result<UserState, StoreError> {
+    pub async fn user(&self, user: &str) -> Result<UserState, KvError> {
         Ok(self.read_user(user).await?.0)
     }
 
-    async fn read_user(&self, user: &str) -> Result<(UserState, Option<u64>), StoreError> {
+    async fn read_user(&self, user: &str) -> Result<(UserState, Option<u64>), KvError> {
         match self.store.get(&user_key(user)).await? {
             None => Ok((UserState::default(), None)),
             Some((bytes, rev)) => match serde_json::from_slice(&bytes) {
@@ -299,7 +310,7 @@ impl Presence {
         &self,
         user: &str,
         mut change: impl FnMut(&mut UserState),
-    ) -> Result<(UserState, UserState), StoreError> {
+    ) -> Result<(UserState, UserState), KvError> {
         for _ in 0..MAX_SWAPS {
             let (before, rev) = self.read_user(user).await?;
             let mut after = before.clone();
@@ -309,17 +320,17 @@ impl Presence {
             }
             match self.store.swap(&user_key(user), to_json(&after), rev).await {
                 Ok(_) => return Ok((before, after)),
-                Err(StoreError::Conflict) => continue,
+                Err(KvError::Conflict) => continue,
                 Err(e) => return Err(e),
             }
         }
-        Err(StoreError::Unavailable(format!(
+        Err(KvError::Unavailable(format!(
             "user state of {user:?} kept changing"
         )))
     }
 
     /// A socket connected: record it, bring its user online, enforce the limit.
-    pub async fn connected(&self, rec: &SocketRecord) -> Result<(), StoreError> {
+    pub async fn connected(&self, rec: &SocketRecord) -> Result<(), KvError> {
         self.store
             .put(&socket_key(&rec.node, &rec.id), to_json(rec))
             .await?;
@@ -370,7 +381,7 @@ impl Presence {
         rec: &SocketRecord,
         joined: &[String],
         left: &[String],
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), KvError> {
         self.store
             .put(&socket_key(&rec.node, &rec.id), to_json(rec))
             .await?;
@@ -384,14 +395,14 @@ impl Presence {
     }
 
     /// A socket is gone: forget it; its user starts leaving when it was the last.
-    pub async fn disconnected(&self, rec: &SocketRecord) -> Result<(), StoreError> {
+    pub async fn disconnected(&self, rec: &SocketRecord) -> Result<(), KvError> {
         self.store.delete(&socket_key(&rec.node, &rec.id)).await?;
         self.forget(rec).await
     }
 
     /// Announces a socket's removal and takes it out of its user's set; called
     /// by whoever removed its record, once.
-    async fn forget(&self, rec: &SocketRecord) -> Result<(), StoreError> {
+    async fn forget(&self, rec: &SocketRecord) -> Result<(), KvError> {
         self.publish_event(rec, EventKind::Disconnect, &rec.rooms)
             .await;
         if rec.user.is_empty() {
@@ -426,7 +437,7 @@ impl Presence {
     }
 
     /// Ends a `leaving` that began at `since_ms`, unless the user came back.
-    async fn finalize(&self, user: &str, since_ms: i64) -> Result<(), StoreError> {
+    async fn finalize(&self, user: &str, since_ms: i64) -> Result<(), KvError> {
         let (before, after) = self
             .update_user(user, |s| {
                 if s.status == Status::Leaving && s.since_ms == since_ms && s.sockets.is_empty() {
@@ -581,7 +592,7 @@ impl Presence {
     }
 
     /// Writes an edge's lease; returns its revision.
-    pub async fn refresh_lease(&self, node: &str) -> Result<u64, StoreError> {
+    pub async fn refresh_lease(&self, node: &str) -> Result<u64, KvError> {
         self.store.put(&lease_key(node), lease_value()).await
     }
 
@@ -590,14 +601,14 @@ impl Presence {
     /// and removed the edge's sockets (the process was paused, or cut off
     /// from the store, for longer than the TTL): the lease is written anew and
     /// the answer says it was lost, so that the edge records its sockets again.
-    pub async fn keep_lease(&self, node: &str, revision: u64) -> Result<LeaseKept, StoreError> {
+    pub async fn keep_lease(&self, node: &str, revision: u64) -> Result<LeaseKept, KvError> {
         let key = lease_key(node);
         match self.store.swap(&key, lease_value(), Some(revision)).await {
             Ok(revision) => Ok(LeaseKept {
                 revision,
                 lost: false,
             }),
-            Err(StoreError::Conflict) => {
+            Err(KvError::Conflict) => {
                 ::metrics::counter!(metrics::LEASES_LOST).increment(1);
                 let revision = self.store.put(&key, lease_value()).await?;
                 Ok(LeaseKept {
@@ -611,7 +622,7 @@ impl Presence {
 
     /// Removes every socket record of a node, as if each had disconnected,
     /// then its lease.
-    pub async fn clean_node(&self, node: &str) -> Result<usize, StoreError> {
+    pub async fn clean_node(&self, node: &str) -> Result<usize, KvError> {
         let keys = self.store.keys(&node_prefix(node)).await?;
         let mut n = 0;
         for key in keys {
@@ -622,7 +633,7 @@ impl Presence {
             // whose delete removes the record reports the socket gone.
             match self.store.delete_if(&key, revision).await {
                 Ok(()) => {}
-                Err(StoreError::Conflict) => continue,
+                Err(KvError::Conflict) => continue,
                 Err(e) => return Err(e),
             }
             if let Ok(rec) = serde_json::from_slice::<SocketRecord>(&bytes) {
@@ -691,13 +702,13 @@ impl Presence {
     ///
     /// The grace timers it starts are its tasks: it joins them before it
     /// returns (at once after `stop`, which ends them).
-    pub async fn run_keeper(self, stop: CancellationToken) -> Result<(), StoreError> {
+    pub async fn run_keeper(self, stop: CancellationToken) -> Result<(), KvError> {
         self.keep(stop, TaskTracker::new()).await
     }
 
     /// [`Presence::run_keeper`] with its grace timers on `timers`, closed and
     /// joined (within a bound) when the loop ends.
-    async fn keep(&self, stop: CancellationToken, timers: TaskTracker) -> Result<(), StoreError> {
+    async fn keep(&self, stop: CancellationToken, timers: TaskTracker) -> Result<(), KvError> {
         let result = self.keeper_loop(&stop, &timers).await;
         timers.close();
         // After `stop` the timers end at once; when the loop ended for
@@ -720,7 +731,7 @@ impl Presence {
         &self,
         stop: &CancellationToken,
         timers: &TaskTracker,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), KvError> {
         let mut users = self.store.watch("user.").await?;
         let mut leases = self.store.watch("lease.").await?;
         // Each lease's revision, and the local time it was last seen to

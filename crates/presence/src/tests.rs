@@ -1,4 +1,5 @@
 use super::*;
+use roomcast_bus::memory::MemoryKv;
 use roomcast_bus::{MemoryBus, Subscription};
 
 fn rec(id: &str, user: &str, node: &str, at: i64) -> SocketRecord {
@@ -14,7 +15,7 @@ fn rec(id: &str, user: &str, node: &str, at: i64) -> SocketRecord {
 
 struct Fixture {
     bus: MemoryBus,
-    store: MemoryStore,
+    store: MemoryKv,
     events: Subscription,
     broadcasts: Subscription,
 }
@@ -32,7 +33,7 @@ async fn fixture() -> Fixture {
         .expect("sub");
     Fixture {
         bus,
-        store: MemoryStore::default(),
+        store: MemoryKv::default(),
         events,
         broadcasts,
     }
@@ -363,7 +364,7 @@ async fn a_cleaner_that_lost_the_race_reports_nothing() {
         f.store
             .delete_if(&socket_key("gone", "s1"), seen_by_a)
             .await,
-        Err(StoreError::Conflict)
+        Err(KvError::Conflict)
     ));
     assert_eq!(p.clean_node("gone").await.expect("clean again"), 0);
     let kinds: Vec<EventKind> = std::iter::from_fn(|| f.events.try_next())

@@ -7,12 +7,11 @@ use std::time::Duration;
 use anyhow::Context;
 use metrics_exporter_prometheus::PrometheusHandle;
 use roomcast_bus::nats::NatsBus;
-use roomcast_bus::recovery::{NatsHistory, NatsSessions, Recovery};
+use roomcast_bus::recovery::Recovery;
 use roomcast_bus::subject::Subjects;
-use roomcast_bus::Bus;
+use roomcast_bus::{Backend, KvBucket, KvStore};
 use roomcast_control::{Control, DeliveryConfig, LiveEdges};
 use roomcast_edge::Edge;
-use roomcast_presence::nats::NatsStore;
 use roomcast_presence::Presence;
 use tokio_util::sync::CancellationToken;
 
@@ -39,10 +38,11 @@ pub async fn run_edge(cfg: Resolved, metrics: PrometheusHandle) -> anyhow::Resul
     let (admin, admin_addr) = serve::bind(cfg.admin_listen, "admin").await?;
     let signal = serve::ShutdownSignal::install();
     let nats = connect(&cfg).await?;
-    let bus: Arc<dyn Bus> = Arc::new(nats.clone());
+    let backend = Backend::nats(nats.clone());
+    let bus = backend.bus();
     let node = cfg.edge.node_id.clone();
-    let presence = open_presence(&cfg, &nats, bus.clone()).await?;
-    let recovery = open_recovery(&cfg, &nats).await?;
+    let presence = open_presence(&cfg, &backend).await?;
+    let recovery = open_recovery(&cfg, &backend).await?;
     let auth = cfg.auth.context("no client authentication configured")?;
     let edge = Edge::start(cfg.edge, auth, bus, presence, recovery)
         .await
@@ -89,17 +89,18 @@ pub async fn run_control(cfg: Resolved, metrics: PrometheusHandle) -> anyhow::Re
     let (admin, admin_addr) = serve::bind(cfg.admin_listen, "admin").await?;
     let signal = serve::ShutdownSignal::install();
     let nats = connect(&cfg).await?;
-    let bus: Arc<dyn Bus> = Arc::new(nats.clone());
+    let backend = Backend::nats(nats.clone());
+    let bus = backend.bus();
     let subjects = Subjects::new(&cfg.control.cluster);
     let edges = Arc::new(
         LiveEdges::start(bus.clone(), &subjects, cfg.edge_ttl, DISCOVERY)
             .await
             .context("cannot listen to edge heartbeats")?,
     );
-    let presence = open_presence(&cfg, &nats, bus.clone()).await?;
+    let presence = open_presence(&cfg, &backend).await?;
     let keeper_stop = CancellationToken::new();
-    let recovery = open_recovery(&cfg, &nats).await?;
-    let delivery_store = open_delivery(&cfg, &nats).await?;
+    let recovery = open_recovery(&cfg, &backend).await?;
+    let delivery_store = open_delivery(&cfg, &backend).await?;
     let me = cfg.edge.node_id.clone();
     let mut control = Control::new(cfg.control, bus, edges.clone());
     if let Some(r) = recovery {
@@ -109,7 +110,8 @@ pub async fn run_control(cfg: Resolved, metrics: PrometheusHandle) -> anyhow::Re
     if let Some(p) = presence {
         tokio::spawn(crate::standalone::keep(p.clone(), keeper_stop.clone()));
         control = control.with_presence(p);
-        if let Some((store, dcfg)) = delivery_store {
+        if let Some((store, mut dcfg)) = delivery_store {
+            dcfg.collect = false;
             let (c, d) = control
                 .with_delivery(store, dcfg, me)
                 .context("cannot start at-least-once delivery")?;
@@ -150,9 +152,12 @@ pub async fn run_control(cfg: Resolved, metrics: PrometheusHandle) -> anyhow::Re
     servers.stop().await
 }
 
-/// Connection state recovery of a cluster process: the history stream and
-/// the sessions bucket on JetStream.
-async fn open_recovery(cfg: &Resolved, nats: &NatsBus) -> anyhow::Result<Option<Recovery>> {
+/// Connection state recovery of a process: the history and the sessions
+/// store of its backend (on NATS, a JetStream stream and KV bucket).
+pub(crate) async fn open_recovery(
+    cfg: &Resolved,
+    backend: &Backend,
+) -> anyhow::Result<Option<Recovery>> {
     let Some(rcfg) = cfg.recovery.clone() else {
         return Ok(None);
     };
@@ -160,53 +165,54 @@ async fn open_recovery(cfg: &Resolved, nats: &NatsBus) -> anyhow::Result<Option<
     let (stream, bucket) = (cfg.recovery_stream(), cfg.recovery_bucket());
     let hint =
         "(does nats-server run with JetStream, -js?); without --recovery-room recovery is off";
-    let history = NatsHistory::open(nats.client().clone(), &stream, subjects, &rcfg)
+    let history = backend
+        .history(&stream, subjects, &rcfg)
         .await
         .with_context(|| format!("cannot open the recovery stream {stream} {hint}"))?;
-    let sessions = NatsSessions::open(nats.client().clone(), &bucket, &rcfg)
+    let sessions = backend
+        .sessions(&bucket, &rcfg)
         .await
         .with_context(|| format!("cannot open the recovery bucket {bucket} {hint}"))?;
     Ok(Some(Recovery {
         config: rcfg,
-        history: Arc::new(history),
-        sessions: Arc::new(sessions),
+        history,
+        sessions,
     }))
 }
 
-/// The store of at-least-once messages of a control plane: its JetStream KV
-/// bucket, whose keys age out `max_ttl` + an hour after their last write.
-async fn open_delivery(
+/// The store of at-least-once messages of a process: a key-value store of
+/// its backend whose keys age out `max_ttl` + an hour after their last write.
+pub(crate) async fn open_delivery(
     cfg: &Resolved,
-    nats: &NatsBus,
-) -> anyhow::Result<Option<(Arc<dyn roomcast_presence::Store>, DeliveryConfig)>> {
-    let Some(mut dcfg) = cfg.delivery.clone() else {
+    backend: &Backend,
+) -> anyhow::Result<Option<(Arc<dyn KvStore>, DeliveryConfig)>> {
+    let Some(dcfg) = cfg.delivery.clone() else {
         return Ok(None);
     };
-    dcfg.collect = false;
-    let bucket = cfg.delivery_bucket();
-    let store = NatsStore::open_bucket(
-        nats.client().clone(),
-        &bucket,
-        cfg.presence_replicas,
-        "roomcast at-least-once messages and inboxes",
-        dcfg.max_ttl + dcfg.retention,
-    )
-    .await
-    .with_context(|| format!("cannot open the delivery bucket {bucket}"))?;
-    Ok(Some((Arc::new(store), dcfg)))
+    let bucket = KvBucket {
+        name: cfg.delivery_bucket(),
+        purpose: "roomcast at-least-once messages and inboxes".to_owned(),
+        replicas: cfg.presence_replicas,
+        max_age: dcfg.max_ttl + dcfg.retention,
+    };
+    let store = backend
+        .kv(&bucket)
+        .await
+        .with_context(|| format!("cannot open the delivery bucket {}", bucket.name))?;
+    Ok(Some((store, dcfg)))
 }
 
-/// The presence of a cluster process: its JetStream KV bucket.
-async fn open_presence(
+/// The presence of a process: a key-value store of its backend.
+pub(crate) async fn open_presence(
     cfg: &Resolved,
-    nats: &NatsBus,
-    bus: Arc<dyn Bus>,
+    backend: &Backend,
 ) -> anyhow::Result<Option<Presence>> {
     let Some(pcfg) = cfg.presence.clone() else {
         return Ok(None);
     };
     let bucket = cfg.presence_bucket();
-    let store = NatsStore::open(nats.client().clone(), &bucket, cfg.presence_replicas)
+    let store = backend
+        .kv(&roomcast_presence::bucket(&bucket, cfg.presence_replicas))
         .await
         .with_context(|| {
             format!(
@@ -214,5 +220,5 @@ async fn open_presence(
                  --presence=false runs without presence"
             )
         })?;
-    Ok(Some(Presence::new(Arc::new(store), bus, pcfg)))
+    Ok(Some(Presence::new(store, backend.bus(), pcfg)))
 }

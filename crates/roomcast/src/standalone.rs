@@ -4,15 +4,14 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use metrics_exporter_prometheus::PrometheusHandle;
-use roomcast_bus::recovery::{MemoryHistory, MemorySessions, Recovery};
-use roomcast_bus::subject::Subjects;
-use roomcast_bus::{Bus, MemoryBus};
+use roomcast_bus::Backend;
 use roomcast_control::{Control, StaticEdges};
 use roomcast_edge::Edge;
-use roomcast_presence::{MemoryStore, Presence};
+use roomcast_presence::Presence;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::Probe;
+use crate::cluster;
 use crate::config::Resolved;
 use crate::probes::EdgeProbe;
 use crate::serve::{self, Servers};
@@ -24,25 +23,17 @@ pub async fn run(cfg: Resolved, metrics: PrometheusHandle) -> anyhow::Result<()>
     let (admin, admin_addr) = serve::bind(cfg.admin_listen, "admin").await?;
     let signal = serve::ShutdownSignal::install();
 
-    let bus: Arc<dyn Bus> = Arc::new(MemoryBus::default());
+    let backend = Backend::memory();
+    let bus = backend.bus();
     let node = cfg.edge.node_id.clone();
-    let auth = cfg.auth.context("no client authentication configured")?;
-    let presence = cfg
-        .presence
-        .map(|p| Presence::new(Arc::new(MemoryStore::default()), bus.clone(), p));
+    let presence = cluster::open_presence(&cfg, &backend).await?;
     let keeper_stop = CancellationToken::new();
     if let Some(p) = &presence {
         tokio::spawn(keep(p.clone(), keeper_stop.clone()));
     }
-    let recovery = cfg.recovery.map(|config| Recovery {
-        history: Arc::new(MemoryHistory::new(
-            bus.clone(),
-            Subjects::new(&cfg.control.cluster),
-            &config,
-        )),
-        sessions: Arc::new(MemorySessions::new(config.window)),
-        config,
-    });
+    let recovery = cluster::open_recovery(&cfg, &backend).await?;
+    let delivery_store = cluster::open_delivery(&cfg, &backend).await?;
+    let auth = cfg.auth.context("no client authentication configured")?;
     let edge = Edge::start(
         cfg.edge,
         auth,
@@ -59,9 +50,9 @@ pub async fn run(cfg: Resolved, metrics: PrometheusHandle) -> anyhow::Result<()>
     let mut delivery = None;
     if let Some(p) = presence {
         control = control.with_presence(p);
-        if let Some(dcfg) = cfg.delivery {
+        if let Some((store, dcfg)) = delivery_store {
             let (c, d) = control
-                .with_delivery(Arc::new(MemoryStore::default()), dcfg, node)
+                .with_delivery(store, dcfg, node)
                 .context("cannot start at-least-once delivery")?;
             d.start();
             control = c;

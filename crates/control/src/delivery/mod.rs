@@ -32,7 +32,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use roomcast_api::v1::{EmitRequest, GetDeliveryResponse, InboxEntry, RecipientDelivery};
 use roomcast_bus::envelope::now_ms;
-use roomcast_presence::Store;
+use roomcast_bus::KvStore;
 
 use crate::fanout::Fanout;
 use crate::plan::EmitPlan;
@@ -60,7 +60,7 @@ impl Delivery {
     pub(crate) fn new(
         fanout: Fanout,
         limits: Limits,
-        store: Arc<dyn Store>,
+        store: Arc<dyn KvStore>,
         cfg: DeliveryConfig,
         me: String,
     ) -> Delivery {
@@ -305,9 +305,10 @@ mod tests {
     use model::tests::{msg, pending};
     use roomcast_api::v1::{DeliveryStatus, Selector};
     use roomcast_bus::envelope::{Command, EdgeReply, Packet};
+    use roomcast_bus::memory::MemoryKv;
     use roomcast_bus::subject::Subjects;
     use roomcast_bus::{Bus, MemoryBus};
-    use roomcast_presence::{MemoryStore, Presence, PresenceConfig, SocketRecord};
+    use roomcast_presence::{Presence, PresenceConfig, SocketRecord};
     use std::sync::Mutex;
 
     /// An edge with one socket of user "u" that acks from the `ack_from`-th
@@ -355,7 +356,7 @@ mod tests {
 
     async fn delivery(bus: &MemoryBus) -> (Delivery, Presence) {
         let presence = Presence::new(
-            Arc::new(MemoryStore::default()),
+            Arc::new(MemoryKv::default()),
             Arc::new(bus.clone()),
             PresenceConfig::default(),
         );
@@ -371,7 +372,7 @@ mod tests {
             ..DeliveryConfig::default()
         };
         let (_, d) = control
-            .with_delivery(Arc::new(MemoryStore::default()), cfg, "c1".into())
+            .with_delivery(Arc::new(MemoryKv::default()), cfg, "c1".into())
             .expect("presence is on");
         (d, presence)
     }

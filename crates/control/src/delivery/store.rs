@@ -1,11 +1,11 @@
 //! Where delivery records live: reads and compare-and-swap updates of
-//! messages and queues in a [`Store`] (a JetStream KV bucket in a cluster,
+//! messages and queues in a [`KvStore`] (a JetStream KV bucket in a cluster,
 //! memory standalone).
 
 use std::sync::Arc;
 
 use roomcast_bus::envelope::now_ms;
-use roomcast_presence::{Store, StoreError};
+use roomcast_bus::{KvError, KvStore};
 
 use super::model::{message_key, to_json, Message, Queue, Recipient, State};
 use crate::metrics;
@@ -16,16 +16,16 @@ const MAX_SWAPS: usize = 64;
 /// The messages and queues of at-least-once delivery.
 #[derive(Clone)]
 pub(crate) struct Records {
-    store: Arc<dyn Store>,
+    store: Arc<dyn KvStore>,
 }
 
 impl Records {
-    pub fn new(store: Arc<dyn Store>) -> Records {
+    pub fn new(store: Arc<dyn KvStore>) -> Records {
         Records { store }
     }
 
     /// A queue and its revision (an empty queue, no revision, when absent).
-    pub async fn read_queue(&self, key: &str) -> Result<(Queue, Option<u64>), StoreError> {
+    pub async fn read_queue(&self, key: &str) -> Result<(Queue, Option<u64>), KvError> {
         match self.store.get(key).await? {
             None => Ok((Queue::default(), None)),
             Some((bytes, rev)) => Ok((
@@ -36,7 +36,7 @@ impl Records {
     }
 
     /// A message and its revision, if it is kept (and readable).
-    pub async fn read_message(&self, id: &str) -> Result<Option<(Message, u64)>, StoreError> {
+    pub async fn read_message(&self, id: &str) -> Result<Option<(Message, u64)>, KvError> {
         Ok(self
             .store
             .get(&message_key(id))
@@ -45,7 +45,7 @@ impl Records {
     }
 
     /// Writes a new message.
-    pub async fn put_message(&self, msg: &Message) -> Result<(), StoreError> {
+    pub async fn put_message(&self, msg: &Message) -> Result<(), KvError> {
         self.store
             .swap(&message_key(&msg.id), to_json(msg), None)
             .await
@@ -53,7 +53,7 @@ impl Records {
     }
 
     /// The keys of every queue.
-    pub async fn queue_keys(&self) -> Result<Vec<String>, StoreError> {
+    pub async fn queue_keys(&self) -> Result<Vec<String>, KvError> {
         self.store.keys("q.").await
     }
 
@@ -63,7 +63,7 @@ impl Records {
         &self,
         key: &str,
         mut change: impl FnMut(&mut Queue),
-    ) -> Result<(Queue, Queue), StoreError> {
+    ) -> Result<(Queue, Queue), KvError> {
         for _ in 0..MAX_SWAPS {
             let (before, rev) = self.read_queue(key).await?;
             let mut after = before.clone();
@@ -79,24 +79,22 @@ impl Records {
             };
             match result {
                 Ok(()) => return Ok((before, after)),
-                Err(StoreError::Conflict) => continue,
+                Err(KvError::Conflict) => continue,
                 Err(e) => return Err(e),
             }
         }
-        Err(StoreError::Unavailable(format!(
-            "queue {key} kept changing"
-        )))
+        Err(KvError::Unavailable(format!("queue {key} kept changing")))
     }
 
     /// Removes a message from a queue.
-    pub async fn pop(&self, key: &str, id: &str) -> Result<(), StoreError> {
+    pub async fn pop(&self, key: &str, id: &str) -> Result<(), KvError> {
         self.update_queue(key, |q| q.items.retain(|i| i.msg != id))
             .await
             .map(drop)
     }
 
     /// Sets a pending recipient's state; returns whether this call did it.
-    pub async fn mark(&self, id: &str, to: &Recipient, state: State) -> Result<bool, StoreError> {
+    pub async fn mark(&self, id: &str, to: &Recipient, state: State) -> Result<bool, KvError> {
         for _ in 0..MAX_SWAPS {
             let Some((mut msg, rev)) = self.read_message(id).await? else {
                 return Ok(false);
@@ -119,18 +117,16 @@ impl Records {
                     ::metrics::counter!(metrics::DELIVERY_DONE, "outcome" => label).increment(1);
                     return Ok(recorded == state);
                 }
-                Err(StoreError::Conflict) => continue,
+                Err(KvError::Conflict) => continue,
                 Err(e) => return Err(e),
             }
         }
-        Err(StoreError::Unavailable(format!(
-            "message {id} kept changing"
-        )))
+        Err(KvError::Unavailable(format!("message {id} kept changing")))
     }
 
     /// Deletes the messages finished longer than `retention` ago (the memory
     /// store of standalone; a KV bucket ages them out by itself).
-    pub async fn collect(&self, retention: std::time::Duration) -> Result<(), StoreError> {
+    pub async fn collect(&self, retention: std::time::Duration) -> Result<(), KvError> {
         let now = now_ms();
         for key in self.store.keys("m.").await? {
             let Some((bytes, rev)) = self.store.get(&key).await? else {
@@ -148,7 +144,7 @@ impl Records {
 
     /// Writes raw bytes under a key (tests set up records so).
     #[cfg(test)]
-    pub async fn put_raw(&self, key: &str, value: bytes::Bytes) -> Result<(), StoreError> {
+    pub async fn put_raw(&self, key: &str, value: bytes::Bytes) -> Result<(), KvError> {
         self.store.swap(key, value, None).await.map(drop)
     }
 }

@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use roomcast_bus::envelope::{now_ms, Target};
-use roomcast_presence::{EventKind, StoreError};
+use roomcast_bus::KvError;
+use roomcast_presence::EventKind;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -196,7 +197,7 @@ impl Worker {
 
     /// Takes over queues whose owner's lease ran out, drops expired items of
     /// queues nobody works on, and (memory store) deletes old messages.
-    async fn sweep(self: &Arc<Self>) -> Result<(), StoreError> {
+    async fn sweep(self: &Arc<Self>) -> Result<(), KvError> {
         let now = now_ms();
         for key in self.records.queue_keys().await? {
             if self.queues().contains_key(&key) {

@@ -1,5 +1,5 @@
-//! Recovery state in memory, for `standalone`: a bounded log of recoverable
-//! emits and a map of saved sessions, both forgetting what is too old.
+//! Recovery state in memory: a bounded log of recoverable emits and a map of
+//! saved sessions, both forgetting what is too old.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -7,9 +7,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::{History, RecoveryConfig, RecoveryError, Replay, Replayed, SavedSession, Sessions};
+use crate::backend::{
+    Bus, Headers, History, RecoveryError, Replay, Replayed, SavedSession, SessionStore,
+};
+use crate::recovery::{valid_pid, RecoveryConfig, SEQUENCE_HEADER};
 use crate::subject::Subjects;
-use crate::{Bus, Headers};
 
 struct Entry {
     seq: u64,
@@ -79,7 +81,7 @@ impl History for MemoryHistory {
         let mut log = self.log.lock().await;
         let seq = log.last + 1;
         let mut published = headers.clone();
-        published.append(super::SEQUENCE_HEADER, seq.to_string());
+        published.append(SEQUENCE_HEADER, seq.to_string());
         self.bus
             .publish(
                 &self.subjects.room(ns, room),
@@ -149,8 +151,11 @@ impl MemorySessions {
 }
 
 #[async_trait::async_trait]
-impl Sessions for MemorySessions {
+impl SessionStore for MemorySessions {
     async fn save(&self, session: &SavedSession) -> Result<(), RecoveryError> {
+        if !valid_pid(&session.pid) {
+            return Err(RecoveryError::Unavailable("invalid pid".into()));
+        }
         let mut saved = self.saved();
         // Forget expired sessions now and then: the map stays bounded by what
         // one window of disconnects saves.
@@ -201,7 +206,7 @@ mod tests {
             assert_eq!(seq, i as u64 + 1);
         }
         let first = live.next().await.expect("live");
-        assert_eq!(first.headers.get(super::super::SEQUENCE_HEADER), Some("1"));
+        assert_eq!(first.headers.get(super::SEQUENCE_HEADER), Some("1"));
         let replay = h.since("/", &["a".into()], 0).await.expect("since");
         let seqs: Vec<u64> = replay.messages.iter().map(|m| m.seq).collect();
         assert_eq!((seqs, replay.upto), (vec![1, 3], 3));

@@ -9,27 +9,29 @@
 //! event's offset. A client that comes back with `{pid, offset}` gets its saved
 //! session (socket id, rooms) and what its rooms received after `offset`.
 //!
-//! On NATS the history is a JetStream stream over the history subjects that
-//! republishes every message on the room subject (the server adds the
-//! sequence header), and sessions live in a KV bucket whose entries expire
-//! with the recovery window. In `standalone` both are in memory.
+//! The history and the sessions are two traits of the backend seam
+//! ([`History`], [`SessionStore`]), implemented in memory for `standalone` and
+//! on NATS JetStream for a cluster.
 
-mod memory;
-mod nats;
-
+use std::sync::Arc;
 use std::time::Duration;
-
-use bytes::Bytes;
-use serde::{Deserialize, Serialize};
 
 use crate::Headers;
 
-pub use memory::{MemoryHistory, MemorySessions};
-pub use nats::{NatsHistory, NatsSessions};
+pub use crate::backend::{History, RecoveryError, Replay, Replayed, SavedSession, SessionStore};
 
-/// The header carrying a recoverable emit's sequence number, as NATS
-/// JetStream's republish names it.
-pub const SEQUENCE_HEADER: &str = "Nats-Sequence";
+/// The header carrying a recoverable emit's sequence number on a room
+/// subject, as every [`crate::Bus`] hands it out (each implementation maps
+/// its own way of numbering to it).
+pub const SEQUENCE_HEADER: &str = "rc-seq";
+
+/// The history sequence a message carries, 0 when none.
+pub fn sequence(headers: &Headers) -> u64 {
+    headers
+        .get(SEQUENCE_HEADER)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
 
 /// The longest pid a client may send back; ours are 20 characters.
 const MAX_PID_LEN: usize = 64;
@@ -46,7 +48,7 @@ pub struct RecoveryConfig {
     pub history_max_age: Duration,
     /// Bytes the history keeps at most (oldest emits go first).
     pub history_max_bytes: u64,
-    /// JetStream replicas of the history stream and the sessions bucket.
+    /// Copies kept of the history and the sessions (JetStream replicas).
     pub replicas: usize,
 }
 
@@ -96,8 +98,8 @@ fn glob(pattern: &str, name: &str) -> bool {
 #[derive(Clone)]
 pub struct Recovery {
     pub config: RecoveryConfig,
-    pub history: std::sync::Arc<dyn History>,
-    pub sessions: std::sync::Arc<dyn Sessions>,
+    pub history: Arc<dyn History>,
+    pub sessions: Arc<dyn SessionStore>,
 }
 
 impl std::fmt::Debug for Recovery {
@@ -108,80 +110,8 @@ impl std::fmt::Debug for Recovery {
     }
 }
 
-/// One emit of the history, as it was appended.
-#[derive(Debug, Clone)]
-pub struct Replayed {
-    pub seq: u64,
-    pub ns: String,
-    pub room: String,
-    pub headers: Headers,
-    pub payload: Bytes,
-}
-
-/// What the history holds after an offset, up to a point.
-#[derive(Debug, Default)]
-pub struct Replay {
-    /// The emits to the asked rooms after the offset, in sequence order.
-    pub messages: Vec<Replayed>,
-    /// Every emit up to this sequence is accounted for: those of the asked
-    /// rooms are in `messages`. Later ones are live traffic.
-    pub upto: u64,
-}
-
-/// A Socket.IO socket whose connection closed in a way that allows recovery.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SavedSession {
-    /// The Socket.IO socket id, kept across the recovery.
-    pub sid: String,
-    pub pid: String,
-    pub ns: String,
-    pub user: String,
-    pub rooms: Vec<String>,
-    #[serde(default)]
-    pub data_json: String,
-    pub saved_at_ms: i64,
-}
-
-/// Recovery state failures.
-#[derive(Debug, thiserror::Error)]
-pub enum RecoveryError {
-    #[error("the history after offset {0} is no longer complete")]
-    Lost(u64),
-    #[error("the recovery store is unavailable: {0}")]
-    Unavailable(String),
-}
-
-/// The history of recoverable rooms.
-#[async_trait::async_trait]
-pub trait History: Send + Sync + 'static {
-    /// Stores an emit to a room and publishes it on the room's subject with
-    /// its sequence number. Returns the number.
-    async fn append(
-        &self,
-        ns: &str,
-        room: &str,
-        headers: Headers,
-        payload: Bytes,
-    ) -> Result<u64, RecoveryError>;
-
-    /// The emits to `rooms` of `ns` after sequence `after`, up to now.
-    /// [`RecoveryError::Lost`] when emits after `after` were dropped (too old,
-    /// over the size bound) or `after` is not a sequence this history gave.
-    async fn since(&self, ns: &str, rooms: &[String], after: u64) -> Result<Replay, RecoveryError>;
-}
-
-/// Sessions kept for the recovery window.
-#[async_trait::async_trait]
-pub trait Sessions: Send + Sync + 'static {
-    async fn save(&self, session: &SavedSession) -> Result<(), RecoveryError>;
-
-    /// Takes a session out: a pid recovers at most once. `None` when unknown or
-    /// expired.
-    async fn take(&self, pid: &str) -> Result<Option<SavedSession>, RecoveryError>;
-}
-
 /// Whether a client-sent pid can be one of ours (and a KV key).
-fn valid_pid(pid: &str) -> bool {
+pub(crate) fn valid_pid(pid: &str) -> bool {
     !pid.is_empty()
         && pid.len() <= MAX_PID_LEN
         && pid

@@ -9,10 +9,13 @@ use async_nats::jetstream::{self, consumer, kv, stream};
 use bytes::Bytes;
 use futures_util::StreamExt;
 
-use super::{History, RecoveryConfig, RecoveryError, Replay, Replayed, SavedSession, Sessions};
-use crate::nats::{from_header_map, to_header_map};
+use super::bus::{from_header_map, to_header_map};
+use super::NatsBus;
+use crate::backend::{
+    Headers, History, RecoveryError, Replay, Replayed, SavedSession, SessionStore,
+};
+use crate::recovery::{valid_pid, RecoveryConfig};
 use crate::subject::Subjects;
-use crate::Headers;
 
 /// Longest time a replay may take before the recovery is given up.
 const REPLAY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -31,12 +34,12 @@ pub struct NatsHistory {
 impl NatsHistory {
     /// Opens the stream `name`, creating it when missing.
     pub async fn open(
-        client: async_nats::Client,
+        bus: &NatsBus,
         name: &str,
         subjects: Subjects,
         config: &RecoveryConfig,
     ) -> Result<Self, RecoveryError> {
-        let js = jetstream::new(client);
+        let js = jetstream::new(bus.client().clone());
         if js.get_stream(name).await.is_err() {
             let (source, destination) = subjects.history_republish();
             let created = js
@@ -162,11 +165,11 @@ pub struct NatsSessions {
 impl NatsSessions {
     /// Opens the bucket `name`, creating it when missing.
     pub async fn open(
-        client: async_nats::Client,
+        bus: &NatsBus,
         name: &str,
         config: &RecoveryConfig,
     ) -> Result<Self, RecoveryError> {
-        let js = jetstream::new(client);
+        let js = jetstream::new(bus.client().clone());
         let kv = match js.get_key_value(name).await {
             Ok(kv) => kv,
             Err(_) => js
@@ -186,9 +189,9 @@ impl NatsSessions {
 }
 
 #[async_trait::async_trait]
-impl Sessions for NatsSessions {
+impl SessionStore for NatsSessions {
     async fn save(&self, session: &SavedSession) -> Result<(), RecoveryError> {
-        if !super::valid_pid(&session.pid) {
+        if !valid_pid(&session.pid) {
             return Err(RecoveryError::Unavailable("invalid pid".into()));
         }
         let value = serde_json::to_vec(session).map_err(unavailable)?;
@@ -200,7 +203,7 @@ impl Sessions for NatsSessions {
     }
 
     async fn take(&self, pid: &str) -> Result<Option<SavedSession>, RecoveryError> {
-        if !super::valid_pid(pid) {
+        if !valid_pid(pid) {
             return Ok(None);
         }
         let Some(entry) = self.kv.entry(pid).await.map_err(unavailable)? else {

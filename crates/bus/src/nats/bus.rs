@@ -1,4 +1,4 @@
-//! The NATS implementation of [`Bus`], used by `roomcast edge` and `roomcast control`.
+//! The NATS implementation of [`crate::Bus`], used by `roomcast edge` and `roomcast control`.
 //!
 //! A thin layer over one `async-nats` client: subjects, queue groups and
 //! request/reply are NATS's own, so the semantics [`MemoryBus`](crate::MemoryBus)
@@ -19,9 +19,10 @@
 //!   waiting for its deadline, and status messages never reach subscribers.
 //!
 //! Headers: names and values go over the wire as they are, and every value of a
-//! name arrives in order; the order *between* different names is not kept
-//! (`async_nats::HeaderMap` is a hash map), which [`Headers::get`] and
-//! [`Headers::get_all`] never depend on.
+//! name arrives in order (one exception: the `Nats-Sequence` header that
+//! JetStream's republish adds arrives as [`SEQUENCE_HEADER`]); the order
+//! *between* different names is not kept (`async_nats::HeaderMap` is a hash
+//! map), which [`Headers::get`] and [`Headers::get_all`] never depend on.
 
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -37,6 +38,7 @@ use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 
 use crate::memory::DEFAULT_SUBSCRIBER_CAPACITY;
+use crate::recovery::SEQUENCE_HEADER;
 use crate::{subject, Bus, BusError, Headers, Message, Subscription};
 
 /// Delay before the second reconnect attempt; it doubles per attempt up to
@@ -416,10 +418,19 @@ pub(crate) fn to_header_map(headers: &Headers) -> Result<HeaderMap, NatsError> {
     Ok(map)
 }
 
+/// The header JetStream's republish numbers a stored message with.
+const JETSTREAM_SEQUENCE: &str = "Nats-Sequence";
+
 pub(crate) fn from_header_map(map: Option<&HeaderMap>) -> Headers {
     let mut headers = Headers::new();
     for (name, values) in map.into_iter().flat_map(HeaderMap::iter) {
-        let name: &str = name.as_ref();
+        // The stream's number is the history sequence, under the name every
+        // bus gives it; one a publisher set itself is not.
+        let name = match name.as_ref() {
+            JETSTREAM_SEQUENCE => SEQUENCE_HEADER,
+            SEQUENCE_HEADER => continue,
+            other => other,
+        };
         for value in values {
             headers.append(name, value.as_str());
         }

@@ -1,6 +1,6 @@
-//! The presence store on NATS JetStream KV: one bucket per roomcast cluster,
-//! history 1, so every replica of every process sees the same revisions and
-//! compare-and-swap arbitrates between them.
+//! Key-value stores as JetStream KV buckets: history 1, so every replica of
+//! every process sees the same revisions and compare-and-swap arbitrates
+//! between them.
 
 use std::time::Duration;
 
@@ -8,7 +8,9 @@ use async_nats::jetstream::kv;
 use bytes::Bytes;
 use futures_util::StreamExt;
 
-use crate::store::{async_stream_like, Change, Store, StoreError, Watch};
+use super::NatsBus;
+use crate::backend::watch_fed_by;
+use crate::{Change, KvBucket, KvError, KvStore, Watch};
 
 /// How long opening retries until the bucket answers reads.
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
@@ -17,54 +19,32 @@ const READY_PROBE: &str = "probe";
 
 /// A JetStream KV bucket.
 #[derive(Clone)]
-pub struct NatsStore {
+pub struct NatsKv {
     kv: kv::Store,
 }
 
-fn unavailable(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(e.to_string())
+fn unavailable(e: impl std::fmt::Display) -> KvError {
+    KvError::Unavailable(e.to_string())
 }
 
-impl NatsStore {
-    /// Opens the presence bucket (see [`NatsStore::open_bucket`]).
-    pub async fn open(
-        client: async_nats::Client,
-        bucket: &str,
-        replicas: usize,
-    ) -> Result<NatsStore, StoreError> {
-        Self::open_bucket(
-            client,
-            bucket,
-            replicas,
-            "roomcast presence: sockets, users, edge leases",
-            std::time::Duration::ZERO,
-        )
-        .await
-    }
-
-    /// Opens a bucket, creating it when missing with this description and
-    /// maximum age of a key's last write (zero: no limit), and waits until it
-    /// answers reads. Retried for a while: a JetStream cluster that has just
-    /// started may not place a replicated bucket yet ("no suitable peers for
-    /// placement"), and a bucket just created (by this process or another one
-    /// starting at the same time) answers reads only once its replicas are up
-    /// ("no stream found for given subject").
-    pub async fn open_bucket(
-        client: async_nats::Client,
-        bucket: &str,
-        replicas: usize,
-        description: &str,
-        max_age: std::time::Duration,
-    ) -> Result<NatsStore, StoreError> {
-        let js = async_nats::jetstream::new(client);
+impl NatsKv {
+    /// Opens a bucket, creating it when missing (its description is the
+    /// bucket's purpose), and waits until it answers reads. Retried for a
+    /// while: a JetStream cluster that has just started may not place a
+    /// replicated bucket yet ("no suitable peers for placement"), and a bucket
+    /// just created (by this process or another one starting at the same
+    /// time) answers reads only once its replicas are up ("no stream found for
+    /// given subject").
+    pub async fn open(bus: &NatsBus, bucket: &KvBucket) -> Result<NatsKv, KvError> {
+        let js = async_nats::jetstream::new(bus.client().clone());
         let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
         let mut pause = Duration::from_millis(50);
         loop {
-            match Self::try_open(&js, bucket, replicas, description, max_age).await {
-                Ok(kv) => return Ok(NatsStore { kv }),
+            match Self::try_open(&js, bucket).await {
+                Ok(kv) => return Ok(NatsKv { kv }),
                 Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
                 Err(e) => {
-                    tracing::info!(bucket, error = %e, "bucket not ready yet, retrying");
+                    tracing::info!(bucket = %bucket.name, error = %e, "bucket not ready yet, retrying");
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_millis(500));
                 }
@@ -74,20 +54,17 @@ impl NatsStore {
 
     async fn try_open(
         js: &async_nats::jetstream::Context,
-        bucket: &str,
-        replicas: usize,
-        description: &str,
-        max_age: std::time::Duration,
-    ) -> Result<kv::Store, StoreError> {
-        let kv = match js.get_key_value(bucket).await {
+        bucket: &KvBucket,
+    ) -> Result<kv::Store, KvError> {
+        let kv = match js.get_key_value(&bucket.name).await {
             Ok(kv) => kv,
             Err(_) => js
                 .create_key_value(kv::Config {
-                    bucket: bucket.to_owned(),
-                    description: description.to_owned(),
+                    bucket: bucket.name.clone(),
+                    description: bucket.purpose.clone(),
                     history: 1,
-                    num_replicas: replicas,
-                    max_age,
+                    num_replicas: bucket.replicas,
+                    max_age: bucket.max_age,
                     ..Default::default()
                 })
                 .await
@@ -97,37 +74,31 @@ impl NatsStore {
         Ok(kv)
     }
 }
-
 #[async_trait::async_trait]
-impl Store for NatsStore {
-    async fn get(&self, key: &str) -> Result<Option<(Bytes, u64)>, StoreError> {
+impl KvStore for NatsKv {
+    async fn get(&self, key: &str) -> Result<Option<(Bytes, u64)>, KvError> {
         match self.kv.entry(key).await.map_err(unavailable)? {
             Some(e) if e.operation == kv::Operation::Put => Ok(Some((e.value, e.revision))),
             _ => Ok(None),
         }
     }
 
-    async fn put(&self, key: &str, value: Bytes) -> Result<u64, StoreError> {
+    async fn put(&self, key: &str, value: Bytes) -> Result<u64, KvError> {
         self.kv.put(key, value).await.map_err(unavailable)
     }
 
-    async fn swap(
-        &self,
-        key: &str,
-        value: Bytes,
-        expected: Option<u64>,
-    ) -> Result<u64, StoreError> {
+    async fn swap(&self, key: &str, value: Bytes, expected: Option<u64>) -> Result<u64, KvError> {
         match expected {
             None => self.kv.create(key, value).await.map_err(|e| {
                 if e.kind() == kv::CreateErrorKind::AlreadyExists {
-                    StoreError::Conflict
+                    KvError::Conflict
                 } else {
                     unavailable(e)
                 }
             }),
             Some(rev) => self.kv.update(key, value, rev).await.map_err(|e| {
                 if e.kind() == kv::UpdateErrorKind::WrongLastRevision {
-                    StoreError::Conflict
+                    KvError::Conflict
                 } else {
                     unavailable(e)
                 }
@@ -135,11 +106,11 @@ impl Store for NatsStore {
         }
     }
 
-    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+    async fn delete(&self, key: &str) -> Result<(), KvError> {
         self.kv.delete(key).await.map_err(unavailable)
     }
 
-    async fn delete_if(&self, key: &str, revision: u64) -> Result<(), StoreError> {
+    async fn delete_if(&self, key: &str, revision: u64) -> Result<(), KvError> {
         let Err(e) = self.kv.delete_expect_revision(key, Some(revision)).await else {
             return Ok(());
         };
@@ -151,12 +122,12 @@ impl Store for NatsStore {
             {
                 Err(unavailable(e))
             }
-            Ok(_) => Err(StoreError::Conflict),
+            Ok(_) => Err(KvError::Conflict),
             Err(_) => Err(unavailable(e)),
         }
     }
 
-    async fn keys(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+    async fn keys(&self, prefix: &str) -> Result<Vec<String>, KvError> {
         let mut keys = self.kv.keys().await.map_err(unavailable)?;
         let mut out = Vec::new();
         while let Some(k) = keys.next().await {
@@ -168,18 +139,18 @@ impl Store for NatsStore {
         Ok(out)
     }
 
-    async fn watch(&self, prefix: &str) -> Result<Watch, StoreError> {
+    async fn watch(&self, prefix: &str) -> Result<Watch, KvError> {
         let mut watch = self
             .kv
             .watch_with_history(format!("{prefix}>"))
             .await
             .map_err(unavailable)?;
-        Ok(async_stream_like(move |tx| async move {
+        Ok(watch_fed_by(move |tx| async move {
             while let Some(entry) = watch.next().await {
                 let entry = match entry {
                     Ok(e) => e,
                     Err(e) => {
-                        tracing::warn!(error = %e, "presence watch error");
+                        tracing::warn!(error = %e, "kv watch error");
                         continue;
                     }
                 };
