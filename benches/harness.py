@@ -420,12 +420,16 @@ def results_markdown(results):
     return lines
 
 
+def cpu_and_deliveries(rep, names):
+    """Server CPU seconds and deliveries summed over the given steps of a report."""
+    steps = [s for s in measured_steps(rep) if s["name"] in names]
+    return sum(s["server_cpu_s"] for s in steps), sum(s["delivered"] for s in steps)
+
+
 def cpu_per_delivery(rep, names):
     """Server CPU microseconds per delivery over the given steps of a report:
     their server CPU seconds summed ÷ their deliveries summed."""
-    steps = [s for s in measured_steps(rep) if s["name"] in names]
-    delivered = sum(s["delivered"] for s in steps)
-    cpu = sum(s["server_cpu_s"] for s in steps)
+    cpu, delivered = cpu_and_deliveries(rep, names)
     return cpu / delivered * 1e6 if delivered else None
 
 
@@ -476,14 +480,30 @@ def base_comparison(runs):
                     for k in common:
                         x, y = cpu_per_delivery(rep, [k]), cpu_per_delivery(brep, [k])
                         per_step[k] = x / y if x is not None and y else None
+                    row["sums"] = [cpu_and_deliveries(rep, common),
+                                   cpu_and_deliveries(brep, common)]
                     row.update({"steps": common, "cpu_us_per_delivery": a,
                                 "base_cpu_us_per_delivery": b,
                                 "ratio": a / b if a is not None and b else None,
                                 "ratio_per_step": per_step})
                 entry["repetitions"].append(row)
-    for per_name in out.values():
+    for scenario, per_name in out.items():
         for entry in per_name.values():
-            entry["ratio"] = spread([r.get("ratio") for r in entry["repetitions"]])
+            reps = [r for r in entry["repetitions"] if r.get("ratio") is not None]
+            entry["ratio"] = spread([r["ratio"] for r in reps])
+            # Pooled over the repetitions: every repetition's CPU seconds ÷
+            # every repetition's deliveries (idle: mean KiB), this ÷ base.
+            pooled = None
+            if reps and scenario == "idle":
+                pooled = (sum(r["kib_per_conn"] for r in reps)
+                          / sum(r["base_kib_per_conn"] for r in reps))
+            elif reps:
+                a_cpu, a_n = (sum(r["sums"][0][i] for r in reps) for i in (0, 1))
+                b_cpu, b_n = (sum(r["sums"][1][i] for r in reps) for i in (0, 1))
+                if a_n and b_n and b_cpu:
+                    pooled = (a_cpu / a_n) / (b_cpu / b_n)
+            if entry["ratio"] is not None:
+                entry["ratio"]["pooled"] = pooled
     return out
 
 
@@ -517,9 +537,10 @@ def comparison_markdown(comparison):
                              f"| {b if b is None else f'{b:.2f}'} | {ratio} | {loads} |")
             sp = entry["ratio"]
             if sp and sp["n"] > 1:
+                pooled = f"; pooled {sp['pooled']:.3f}" if sp.get("pooled") else ""
                 lines.append(f"| {scenario} | {name} | ratio over {sp['n']} repetitions | | "
                              f"| **median {sp['median']:.3f}** (min {sp['min']:.3f}, "
-                             f"max {sp['max']:.3f}) | |")
+                             f"max {sp['max']:.3f}{pooled}) | |")
     lines.append("")
     return lines
 
@@ -619,6 +640,17 @@ def plots(results, outdir):
         plt.close(fig)
 
 
+def recompute(outdir):
+    """Rewrites the comparison and summary.md of an earlier run's results.json."""
+    data = json.loads((outdir / "results.json").read_text())
+    runs = data.get("repetitions") or [data["results"]]
+    data["comparison"] = base_comparison(runs)
+    (outdir / "results.json").write_text(json.dumps(data, indent=2))
+    md = summary_markdown(runs, data["machine"], data["wall_secs"])
+    (outdir / "summary.md").write_text(md + "\n")
+    print(md)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="small sizes, for iteration")
@@ -632,7 +664,13 @@ def main():
     ap.add_argument("--repeat", type=int, default=1,
                     help="run the scenarios N times, each repetition in the reverse "
                          "order of systems of the one before")
+    ap.add_argument("--recompute", action="store_true",
+                    help="measure nothing: rewrite the comparison and summary.md of the "
+                         "results.json in --out")
     args = ap.parse_args()
+    if args.recompute:
+        recompute(Path(args.out))
+        return
     global ROOMCAST_BASE
     if args.roomcast_base_bin:
         ROOMCAST_BASE = Path(args.roomcast_base_bin).resolve()

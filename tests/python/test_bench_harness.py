@@ -69,6 +69,16 @@ def test_cpu_ratio_uses_only_steps_both_ran_unsaturated(harness):
     assert rep["ratio_per_step"] == {"5/s": pytest.approx(1.0), "20/s": pytest.approx(1.5)}
 
 
+def test_pooled_ratio_weighs_repetitions_by_their_deliveries(harness):
+    small = {"broadcast": {"roomcast": load_report([step("5/s", 1_000, 0.02)]),
+                           "roomcast-base": load_report([step("5/s", 1_000, 0.01)])}}
+    large = {"broadcast": {"roomcast": load_report([step("5/s", 9_000, 0.09)]),
+                           "roomcast-base": load_report([step("5/s", 9_000, 0.09)])}}
+    ratio = harness.base_comparison([small, large])["broadcast"]["roomcast"]["ratio"]
+    assert ratio["median"] == pytest.approx(1.5)
+    assert ratio["pooled"] == pytest.approx((0.11 / 10_000) / (0.10 / 10_000))
+
+
 def test_idle_ratio_and_spread_over_repetitions(harness):
     runs = [{"idle": {"roomcast": idle_report(k), "roomcast-base": idle_report(4.0)}}
             for k in (4.4, 3.8, 4.0)]
@@ -78,6 +88,7 @@ def test_idle_ratio_and_spread_over_repetitions(harness):
     assert entry["ratio"]["median"] == pytest.approx(1.0)
     assert entry["ratio"]["min"] == pytest.approx(0.95)
     assert entry["ratio"]["max"] == pytest.approx(1.1)
+    assert entry["ratio"]["pooled"] == pytest.approx(12.2 / 12.0)
     md = "\n".join(harness.comparison_markdown(harness.base_comparison(runs)))
     assert "median 1.000" in md and "KiB per idle connection" in md
 
