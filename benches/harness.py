@@ -482,6 +482,11 @@ def base_comparison(runs):
                         per_step[k] = x / y if x is not None and y else None
                     row["sums"] = [cpu_and_deliveries(rep, common),
                                    cpu_and_deliveries(brep, common)]
+                    # The lowest rate: events far apart, one write per
+                    # delivery, nothing coalesced; the steadiest step.
+                    row["lowest_step"] = common[0] if common else None
+                    row["lowest_sums"] = [cpu_and_deliveries(rep, common[:1]),
+                                          cpu_and_deliveries(brep, common[:1])]
                     row.update({"steps": common, "cpu_us_per_delivery": a,
                                 "base_cpu_us_per_delivery": b,
                                 "ratio": a / b if a is not None and b else None,
@@ -498,13 +503,28 @@ def base_comparison(runs):
                 pooled = (sum(r["kib_per_conn"] for r in reps)
                           / sum(r["base_kib_per_conn"] for r in reps))
             elif reps:
-                a_cpu, a_n = (sum(r["sums"][0][i] for r in reps) for i in (0, 1))
-                b_cpu, b_n = (sum(r["sums"][1][i] for r in reps) for i in (0, 1))
-                if a_n and b_n and b_cpu:
-                    pooled = (a_cpu / a_n) / (b_cpu / b_n)
+                pooled = pooled_ratio([r["sums"] for r in reps])
+                lowest = {r["lowest_step"] for r in reps}
+                if len(lowest) == 1 and None not in lowest:
+                    entry["lowest_step"] = lowest.pop()
+                    entry["lowest_step_ratio"] = spread(
+                        [pooled_ratio([r["lowest_sums"]]) for r in reps])
+                    if entry["lowest_step_ratio"] is not None:
+                        entry["lowest_step_ratio"]["pooled"] = pooled_ratio(
+                            [r["lowest_sums"] for r in reps])
             if entry["ratio"] is not None:
                 entry["ratio"]["pooled"] = pooled
     return out
+
+
+def pooled_ratio(sums):
+    """(Σ CPU ÷ Σ deliveries of this build) ÷ (the same of the base build),
+    from [((cpu, deliveries), (base cpu, base deliveries)), ...]."""
+    a_cpu, a_n = (sum(x[0][i] for x in sums) for i in (0, 1))
+    b_cpu, b_n = (sum(x[1][i] for x in sums) for i in (0, 1))
+    if not (a_n and b_n and b_cpu):
+        return None
+    return (a_cpu / a_n) / (b_cpu / b_n)
 
 
 def comparison_markdown(comparison):
@@ -541,6 +561,12 @@ def comparison_markdown(comparison):
                 lines.append(f"| {scenario} | {name} | ratio over {sp['n']} repetitions | | "
                              f"| **median {sp['median']:.3f}** (min {sp['min']:.3f}, "
                              f"max {sp['max']:.3f}{pooled}) | |")
+            lw = entry.get("lowest_step_ratio")
+            if lw and lw.get("pooled"):
+                lines.append(f"| {scenario} | {name} | at the lowest rate only "
+                             f"({entry['lowest_step']}), over {lw['n']} repetitions | | "
+                             f"| median {lw['median']:.3f} (min {lw['min']:.3f}, "
+                             f"max {lw['max']:.3f}; pooled {lw['pooled']:.3f}) | |")
     lines.append("")
     return lines
 

@@ -79,6 +79,19 @@ def test_pooled_ratio_weighs_repetitions_by_their_deliveries(harness):
     assert ratio["pooled"] == pytest.approx((0.11 / 10_000) / (0.10 / 10_000))
 
 
+def test_lowest_rate_ratio_is_reported_on_its_own(harness):
+    runs = [{"chat": {"roomcast": load_report([step("1000/s", 4_000, 0.10),
+                                               step("2000/s", 8_000, 0.40)]),
+                      "roomcast-base": load_report([step("1000/s", 4_000, 0.08),
+                                                    step("2000/s", 8_000, 0.20)])}}] * 2
+    entry = harness.base_comparison(runs)["chat"]["roomcast"]
+    assert entry["lowest_step"] == "1000/s"
+    assert entry["lowest_step_ratio"]["pooled"] == pytest.approx(1.25)
+    assert entry["ratio"]["pooled"] == pytest.approx(0.50 / 0.28)
+    md = "\n".join(harness.comparison_markdown(harness.base_comparison(runs)))
+    assert "at the lowest rate only (1000/s)" in md
+
+
 def test_idle_ratio_and_spread_over_repetitions(harness):
     runs = [{"idle": {"roomcast": idle_report(k), "roomcast-base": idle_report(4.0)}}
             for k in (4.4, 3.8, 4.0)]
