@@ -31,8 +31,36 @@ NODE_DIR = ROOT / "benches" / "peers" / "node"
 JWT_SECRET = "bench-secret-0123456789abcdef0123456789"
 API_KEY = "bench-api-key"
 
+# A second roomcast build, measured as its own systems in the same run
+# (`--roomcast-base-bin`): each roomcast system X has a variant "X-base" that
+# runs the same processes from this binary instead of ROOMCAST.
+ROOMCAST_BASE = Path(os.environ["ROOMCAST_BASE_BIN"]) if os.environ.get("ROOMCAST_BASE_BIN") else None
+BASE_SUFFIX = "-base"
+
 SYSTEMS_SINGLE = ["roomcast", "socketioxide", "node"]
 SYSTEMS_CLUSTER = ["roomcast-cluster", "node-redis"]
+ROOMCAST_SYSTEMS = ["roomcast", "roomcast-stream", "roomcast-cluster"]
+
+
+def system_kind(name):
+    """(kind, roomcast binary) of a system name: "roomcast-base" is the kind
+    "roomcast" run from the base build."""
+    if name.endswith(BASE_SUFFIX) and name[: -len(BASE_SUFFIX)] in ROOMCAST_SYSTEMS:
+        if ROOMCAST_BASE is None:
+            raise ValueError(f"{name} needs --roomcast-base-bin (or ROOMCAST_BASE_BIN)")
+        return name[: -len(BASE_SUFFIX)], ROOMCAST_BASE
+    return name, ROOMCAST
+
+
+def with_base(systems, base):
+    """A scenario's systems, each roomcast system followed by its base variant
+    when a base build is given."""
+    out = []
+    for name in systems:
+        out.append(name)
+        if base and name in ROOMCAST_SYSTEMS:
+            out.append(name + BASE_SUFFIX)
+    return out
 
 
 def nats_bin():
@@ -129,11 +157,12 @@ class System:
 
 def start_system(name):
     s = System(name)
+    kind, roomcast = system_kind(name)
     try:
-        if name in ("roomcast", "roomcast-stream"):
+        if kind in ("roomcast", "roomcast-stream"):
             p = Proc(
                 "roomcast",
-                [str(ROOMCAST), "standalone", "--listen", "127.0.0.1:0", "--grpc-listen",
+                [str(roomcast), "standalone", "--listen", "127.0.0.1:0", "--grpc-listen",
                  "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--jwt-secret", JWT_SECRET,
                  "--api-key", API_KEY],
                 r"roomcast listening http=(\S+) grpc=(\S+)",
@@ -143,11 +172,11 @@ def start_system(name):
             s.pids = [p.pid]
             s.flags = ["--target", "roomcast", "--ws", p.match.group(1), "--grpc",
                        p.match.group(2), "--jwt-secret", JWT_SECRET, "--api-key", API_KEY]
-            if name == "roomcast-stream":
+            if kind == "roomcast-stream":
                 # The same server; events go over 4 EmitStream calls instead
                 # of one Emit call each.
                 s.flags += ["--emit-streams", "4"]
-        elif name == "roomcast-cluster":
+        elif kind == "roomcast-cluster":
             nport = free_port()
             import tempfile
 
@@ -161,7 +190,7 @@ def start_system(name):
             for _ in range(2):
                 e = Proc(
                     "edge",
-                    [str(ROOMCAST), "edge", "--nats-url", url, "--listen", "127.0.0.1:0",
+                    [str(roomcast), "edge", "--nats-url", url, "--listen", "127.0.0.1:0",
                      "--admin-listen", "127.0.0.1:0", "--jwt-secret", JWT_SECRET],
                     r"roomcast listening http=(\S+)",
                     env={"ROOMCAST_LOG": "warn"},
@@ -170,7 +199,7 @@ def start_system(name):
                 edges.append(e)
             c = Proc(
                 "control",
-                [str(ROOMCAST), "control", "--nats-url", url, "--grpc-listen", "127.0.0.1:0",
+                [str(roomcast), "control", "--nats-url", url, "--grpc-listen", "127.0.0.1:0",
                  "--admin-listen", "127.0.0.1:0", "--api-key", API_KEY],
                 r"roomcast listening grpc=(\S+)",
                 env={"ROOMCAST_LOG": "warn"},
@@ -260,9 +289,35 @@ def machine_info():
     }
 
 
-def run_one(system, scenario, flags, outdir):
+def load_average():
+    """The 1, 5 and 15 minute load averages, as `uptime` shows them."""
+    try:
+        return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+    except (OSError, ValueError):
+        return []
+
+
+def binary_info(path):
+    """Path, size, modification time and SHA-256 of a binary, to tell builds apart."""
+    import hashlib
+
+    path = Path(path)
+    if not path.exists():
+        return {"path": str(path), "missing": True}
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    st = path.stat()
+    return {"path": str(path), "bytes": st.st_size,
+            "mtime": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(st.st_mtime)),
+            "sha256": h.hexdigest()}
+
+
+def run_one(system, scenario, flags, outdir, suffix=""):
+    load = load_average()
     sysobj = start_system(system)
-    out = outdir / f"{scenario}-{system}.json"
+    out = outdir / f"{scenario}-{system}{suffix}.json"
     cmd = [str(LOADGEN), "--label", system, "--json-out", str(out)] + sysobj.flags + flags
     for pid in sysobj.pids:
         cmd += ["--server-pid", str(pid)]
@@ -280,6 +335,7 @@ def run_one(system, scenario, flags, outdir):
         sysobj.stop()
     rep = json.loads(out.read_text())
     rep["wall_secs"] = time.time() - t0
+    rep["load_average_at_start"] = load
     out.write_text(json.dumps(rep, indent=2))
     return rep
 
@@ -292,13 +348,30 @@ def fmt_ms(us):
     return f"{us / 1000:.1f}"
 
 
-def summary_markdown(results, info, wall):
+def summary_markdown(runs, info, wall):
     lines = []
     lines.append(f"Machine: {info['nproc']} cores, {info['cpu']}, kernel {info['kernel']}; "
                  f"open-files limit {info['nofile_limit']}.")
     lines.append(f"Load at start: `{info['uptime_start']}`; at end: `{info['uptime']}`.")
     lines.append(f"Wall time of the whole run: {wall:.0f} s.")
+    for label, b in info.get("binaries", {}).items():
+        lines.append(f"- `{label}`: `{b['path']}`"
+                     + (" (missing)" if b.get("missing") else
+                        f", built {b['mtime']}, sha256 {b['sha256'][:16]}…"))
     lines.append("")
+    comparison = base_comparison(runs)
+    if comparison:
+        lines += comparison_markdown(comparison)
+    for i, results in enumerate(runs):
+        if len(runs) > 1:
+            lines.append(f"## Repetition {i + 1} of {len(runs)}")
+            lines.append("")
+        lines += results_markdown(results)
+    return "\n".join(lines)
+
+
+def results_markdown(results):
+    lines = []
     for scenario, per_sys in results.items():
         lines.append(f"### {scenario}")
         lines.append("")
@@ -344,7 +417,158 @@ def summary_markdown(results, info, wall):
         lines.append("")
         lines += ratio_lines(per_sys)
         lines.append("")
-    return "\n".join(lines)
+    return lines
+
+
+def cpu_and_deliveries(rep, names):
+    """Server CPU seconds and deliveries summed over the given steps of a report."""
+    steps = [s for s in measured_steps(rep) if s["name"] in names]
+    return sum(s["server_cpu_s"] for s in steps), sum(s["delivered"] for s in steps)
+
+
+def cpu_per_delivery(rep, names):
+    """Server CPU microseconds per delivery over the given steps of a report:
+    their server CPU seconds summed ÷ their deliveries summed."""
+    cpu, delivered = cpu_and_deliveries(rep, names)
+    return cpu / delivered * 1e6 if delivered else None
+
+
+def spread(values):
+    """Median, min and max of a list of ratios (None when empty)."""
+    v = sorted(x for x in values if x is not None)
+    if not v:
+        return None
+    n = len(v)
+    med = v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2
+    return {"median": med, "min": v[0], "max": v[-1], "n": n}
+
+
+def base_comparison(runs):
+    """Each roomcast system against its "-base" variant, per scenario and
+    repetition: server CPU per delivery over the steps both ran unsaturated
+    (broadcast, chat, cluster) or server KiB per idle connection (idle), as
+    ratios this build ÷ base build (above 1: this build costs more)."""
+    out = {}
+    for i, results in enumerate(runs):
+        for scenario, per_sys in results.items():
+            for name, rep in per_sys.items():
+                base = name + BASE_SUFFIX
+                if name.endswith(BASE_SUFFIX) or base not in per_sys:
+                    continue
+                entry = out.setdefault(scenario, {}).setdefault(
+                    name, {"base": base, "repetitions": []})
+                brep = per_sys[base]
+                row = {"repetition": i + 1}
+                if rep is None or brep is None:
+                    row["failed"] = [n for n, r in ((name, rep), (base, brep)) if r is None]
+                    entry["repetitions"].append(row)
+                    continue
+                row["load_average"] = [rep.get("load_average_at_start"),
+                                       brep.get("load_average_at_start")]
+                if scenario == "idle":
+                    a, b = rep["server_rss_per_conn_kib"], brep["server_rss_per_conn_kib"]
+                    row.update({"kib_per_conn": a, "base_kib_per_conn": b,
+                                "ratio": a / b if b else None,
+                                "connected": [rep["connected"], brep["connected"]]})
+                else:
+                    asteps = {s["name"]: s for s in measured_steps(rep)}
+                    bsteps = {s["name"]: s for s in measured_steps(brep)}
+                    common = [k for k in asteps if k in bsteps and not asteps[k]["saturated"]
+                              and not bsteps[k]["saturated"]]
+                    a, b = cpu_per_delivery(rep, common), cpu_per_delivery(brep, common)
+                    per_step = {}
+                    for k in common:
+                        x, y = cpu_per_delivery(rep, [k]), cpu_per_delivery(brep, [k])
+                        per_step[k] = x / y if x is not None and y else None
+                    row["sums"] = [cpu_and_deliveries(rep, common),
+                                   cpu_and_deliveries(brep, common)]
+                    # The lowest rate: events far apart, one write per
+                    # delivery, nothing coalesced; the steadiest step.
+                    row["lowest_step"] = common[0] if common else None
+                    row["lowest_sums"] = [cpu_and_deliveries(rep, common[:1]),
+                                          cpu_and_deliveries(brep, common[:1])]
+                    row.update({"steps": common, "cpu_us_per_delivery": a,
+                                "base_cpu_us_per_delivery": b,
+                                "ratio": a / b if a is not None and b else None,
+                                "ratio_per_step": per_step})
+                entry["repetitions"].append(row)
+    for scenario, per_name in out.items():
+        for entry in per_name.values():
+            reps = [r for r in entry["repetitions"] if r.get("ratio") is not None]
+            entry["ratio"] = spread([r["ratio"] for r in reps])
+            # Pooled over the repetitions: every repetition's CPU seconds ÷
+            # every repetition's deliveries (idle: mean KiB), this ÷ base.
+            pooled = None
+            if reps and scenario == "idle":
+                pooled = (sum(r["kib_per_conn"] for r in reps)
+                          / sum(r["base_kib_per_conn"] for r in reps))
+            elif reps:
+                pooled = pooled_ratio([r["sums"] for r in reps])
+                lowest = {r["lowest_step"] for r in reps}
+                if len(lowest) == 1 and None not in lowest:
+                    entry["lowest_step"] = lowest.pop()
+                    entry["lowest_step_ratio"] = spread(
+                        [pooled_ratio([r["lowest_sums"]]) for r in reps])
+                    if entry["lowest_step_ratio"] is not None:
+                        entry["lowest_step_ratio"]["pooled"] = pooled_ratio(
+                            [r["lowest_sums"] for r in reps])
+            if entry["ratio"] is not None:
+                entry["ratio"]["pooled"] = pooled
+    return out
+
+
+def pooled_ratio(sums):
+    """(Σ CPU ÷ Σ deliveries of this build) ÷ (the same of the base build),
+    from [((cpu, deliveries), (base cpu, base deliveries)), ...]."""
+    a_cpu, a_n = (sum(x[0][i] for x in sums) for i in (0, 1))
+    b_cpu, b_n = (sum(x[1][i] for x in sums) for i in (0, 1))
+    if not (a_n and b_n and b_cpu):
+        return None
+    return (a_cpu / a_n) / (b_cpu / b_n)
+
+
+def comparison_markdown(comparison):
+    lines = ["## This build against the base build", "",
+             "Ratios are this build ÷ base build: above 1 this build spends more server CPU "
+             "per delivery (broadcast, chat, cluster: over the steps both ran unsaturated) "
+             "or more memory per idle connection (idle). Same-build runs show the noise.", "",
+             "| scenario | system | figure | this build | base build | ratio | load avg (1 min) |",
+             "|---|---|---|---|---|---|---|"]
+    for scenario, per_name in comparison.items():
+        for name, entry in per_name.items():
+            idle = scenario == "idle"
+            fig = "KiB per idle connection" if idle else "server CPU µs per delivery"
+            for r in entry["repetitions"]:
+                label = f"{name} (rep. {r['repetition']})"
+                if "failed" in r:
+                    lines.append(f"| {scenario} | {label} | {fig} | failed: "
+                                 f"{', '.join(r['failed'])} | | | |")
+                    continue
+                a = r["kib_per_conn"] if idle else r["cpu_us_per_delivery"]
+                b = r["base_kib_per_conn"] if idle else r["base_cpu_us_per_delivery"]
+                loads = " / ".join(f"{la[0]:.1f}" if la else "?" for la in r["load_average"])
+                if not idle:
+                    fig_r = f"{fig} ({', '.join(r['steps']) or 'no common unsaturated step'})"
+                else:
+                    fig_r = fig
+                ratio = f"{r['ratio']:.3f}" if r["ratio"] is not None else "n/a"
+                lines.append(f"| {scenario} | {label} | {fig_r} "
+                             f"| {a if a is None else f'{a:.2f}'} "
+                             f"| {b if b is None else f'{b:.2f}'} | {ratio} | {loads} |")
+            sp = entry["ratio"]
+            if sp and sp["n"] > 1:
+                pooled = f"; pooled {sp['pooled']:.3f}" if sp.get("pooled") else ""
+                lines.append(f"| {scenario} | {name} | ratio over {sp['n']} repetitions | | "
+                             f"| **median {sp['median']:.3f}** (min {sp['min']:.3f}, "
+                             f"max {sp['max']:.3f}{pooled}) | |")
+            lw = entry.get("lowest_step_ratio")
+            if lw and lw.get("pooled"):
+                lines.append(f"| {scenario} | {name} | at the lowest rate only "
+                             f"({entry['lowest_step']}), over {lw['n']} repetitions | | "
+                             f"| median {lw['median']:.3f} (min {lw['min']:.3f}, "
+                             f"max {lw['max']:.3f}; pooled {lw['pooled']:.3f}) | |")
+    lines.append("")
+    return lines
 
 
 def ratio_lines(per_sys):
@@ -353,12 +577,14 @@ def ratio_lines(per_sys):
     bases = [n for n in names if n.startswith("roomcast")]
     if not bases:
         return []
-    out = ["| vs | deliv/CPU-s ratio at lowest rate | at a middle rate (same offered load) "
-           "| at each one's best throughput | p99 ratio (roomcast ÷ peer) at the highest rate both "
-           "ran unsaturated |", "|---|---|---|---|---|"]
+    rows = []
     for base in bases:
-        out += ratio_rows(per_sys, base, [n for n in names if not n.startswith("roomcast")])
-    return out
+        rows += ratio_rows(per_sys, base, [n for n in names if not n.startswith("roomcast")])
+    if not rows:  # no peer in this run
+        return []
+    return ["| vs | deliv/CPU-s ratio at lowest rate | at a middle rate (same offered load) "
+            "| at each one's best throughput | p99 ratio (roomcast ÷ peer) at the highest rate "
+            "both ran unsaturated |", "|---|---|---|---|---|"] + rows
 
 
 def ratio_rows(per_sys, base, peers):
@@ -405,6 +631,7 @@ def ratio_rows(per_sys, base, peers):
 
 
 def plots(results, outdir):
+    """One PNG per load scenario (of the first repetition)."""
     try:
         import matplotlib
 
@@ -441,39 +668,90 @@ def plots(results, outdir):
         plt.close(fig)
 
 
+def recompute(outdir):
+    """Rewrites the comparison and summary.md of an earlier run's results.json."""
+    data = json.loads((outdir / "results.json").read_text())
+    runs = data.get("repetitions") or [data["results"]]
+    data["comparison"] = base_comparison(runs)
+    (outdir / "results.json").write_text(json.dumps(data, indent=2))
+    md = summary_markdown(runs, data["machine"], data["wall_secs"])
+    (outdir / "summary.md").write_text(md + "\n")
+    print(md)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="small sizes, for iteration")
     ap.add_argument("--scenarios", default="broadcast,chat,idle,cluster")
     ap.add_argument("--systems", default="", help="comma list; default: all of each scenario")
     ap.add_argument("--out", default=str(ROOT / "benches" / "results"))
+    ap.add_argument("--roomcast-base-bin", default=None,
+                    help="a second roomcast build, measured as the systems roomcast-base, "
+                         "roomcast-stream-base, roomcast-cluster-base (default: "
+                         "$ROOMCAST_BASE_BIN)")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="run the scenarios N times, each repetition in the reverse "
+                         "order of systems of the one before")
+    ap.add_argument("--recompute", action="store_true",
+                    help="measure nothing: rewrite the comparison and summary.md of the "
+                         "results.json in --out")
     args = ap.parse_args()
+    if args.recompute:
+        recompute(Path(args.out))
+        return
+    global ROOMCAST_BASE
+    if args.roomcast_base_bin:
+        ROOMCAST_BASE = Path(args.roomcast_base_bin).resolve()
+    if ROOMCAST_BASE is not None and not os.access(ROOMCAST_BASE, os.X_OK):
+        sys.exit(f"base build {ROOMCAST_BASE} is not an executable file")
+    if args.repeat < 1:
+        sys.exit("--repeat must be at least 1")
     outdir = Path(args.out)
     (outdir / "raw").mkdir(parents=True, exist_ok=True)
     only = set(filter(None, args.systems.split(",")))
+    wanted = args.scenarios.split(",")
+    plan = {name: (with_base(systems, ROOMCAST_BASE is not None), flags)
+            for name, (systems, flags) in scenarios(args.quick).items() if name in wanted}
+    unknown = set(wanted) - set(plan)
+    if unknown:
+        sys.exit(f"unknown scenarios: {', '.join(sorted(unknown))}")
+    known = {s for systems, _ in plan.values() for s in systems}
+    if only - known:
+        hint = ("" if ROOMCAST_BASE is not None or not any(
+            n.endswith(BASE_SUFFIX) for n in only) else " (base systems need --roomcast-base-bin)")
+        sys.exit(f"systems not in these scenarios: {', '.join(sorted(only - known))}{hint}")
     info = machine_info()
     info["uptime_start"] = info["uptime"]
+    info["binaries"] = {"roomcast": binary_info(ROOMCAST), "roomcast-loadgen": binary_info(LOADGEN)}
+    if ROOMCAST_BASE is not None:
+        info["binaries"]["roomcast (base)"] = binary_info(ROOMCAST_BASE)
     t0 = time.time()
-    results = {}
-    for scenario, (systems, flags) in scenarios(args.quick).items():
-        if scenario not in args.scenarios.split(","):
-            continue
-        results[scenario] = {}
-        for system in systems:
-            if only and system not in only:
-                continue
-            try:
-                results[scenario][system] = run_one(system, scenario, flags, outdir / "raw")
-            except Exception as e:  # a system that cannot start is reported, not fatal
-                print(f"{scenario}/{system}: {e}", flush=True)
-                results[scenario][system] = None
+    runs = []
+    for i in range(args.repeat):
+        results = {}
+        suffix = f"-r{i + 1}" if args.repeat > 1 else ""
+        for scenario, (systems, flags) in plan.items():
+            results[scenario] = {}
+            order = [s for s in systems if not only or s in only]
+            for system in (order if i % 2 == 0 else list(reversed(order))):
+                try:
+                    results[scenario][system] = run_one(system, scenario, flags, outdir / "raw",
+                                                        suffix)
+                except Exception as e:  # a system that cannot start is reported, not fatal
+                    print(f"{scenario}/{system}: {e}", flush=True)
+                    results[scenario][system] = None
+            # Tables and ratios list the systems in the scenario's order.
+            results[scenario] = {s: results[scenario][s] for s in order}
+        runs.append(results)
     wall = time.time() - t0
     info.update({k: v for k, v in machine_info().items() if k == "uptime"})
     (outdir / "results.json").write_text(json.dumps(
-        {"machine": info, "quick": args.quick, "wall_secs": wall, "results": results}, indent=2))
-    md = summary_markdown(results, info, wall)
+        {"machine": info, "quick": args.quick, "wall_secs": wall, "repeat": args.repeat,
+         "results": runs[0], "repetitions": runs, "comparison": base_comparison(runs)},
+        indent=2))
+    md = summary_markdown(runs, info, wall)
     (outdir / "summary.md").write_text(md + "\n")
-    plots(results, outdir)
+    plots(runs[0], outdir)
     print(md)
 
 
