@@ -8,7 +8,7 @@ use roomcast_bus::subject::Subjects;
 use roomcast_bus::{MemoryBus, Message};
 
 use crate::index::Via;
-use crate::outbox::Mode;
+use crate::sink::TransportKind;
 use crate::sio::Socket;
 use crate::{Authenticator, Edge, EdgeConfig};
 
@@ -39,7 +39,7 @@ impl Room {
         let name = "bench-room".to_owned();
         let mut sockets = Vec::with_capacity(members);
         for i in 0..members {
-            let session = edge.open_session(Mode::WebSocket, Default::default());
+            let session = edge.open_session(TransportKind::WebSocket, Default::default());
             let socket = Arc::new(Socket {
                 id: format!("bench-socket-{i:08}"),
                 ns: "/".into(),
@@ -101,7 +101,12 @@ impl Room {
         let mut n = 0;
         for s in &self.sockets {
             while s.session.outbox.queued_bytes() > 0 {
-                match s.session.outbox.take(Mode::WebSocket, usize::MAX).await {
+                match s
+                    .session
+                    .outbox
+                    .take(TransportKind::WebSocket, usize::MAX)
+                    .await
+                {
                     Some(batch) => n += batch.frames.len(),
                     None => break,
                 }

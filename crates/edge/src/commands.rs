@@ -18,7 +18,6 @@ use roomcast_bus::envelope::{Closing, Command, EdgeReply, Packet, SocketInfo, Ta
 use roomcast_wire::engineio::Frame;
 use roomcast_wire::socketio;
 
-use crate::outbox::Mode;
 use crate::session::CloseReason;
 use crate::sio::Socket;
 use crate::Edge;
@@ -125,10 +124,7 @@ impl Edge {
                     rooms,
                     connected_at_ms: socket.connected_at_ms,
                     remote_addr: handshake.remote.map(|a| a.to_string()).unwrap_or_default(),
-                    transport: match socket.session.outbox.mode() {
-                        Mode::Polling => "polling".into(),
-                        Mode::WebSocket => "websocket".into(),
-                    },
+                    transport: socket.session.outbox.transport().name().into(),
                     query: handshake.query.to_vec(&[]),
                     headers: handshake.headers.to_vec(&PRIVATE_HEADERS),
                     data_json: socket.data_json.clone(),

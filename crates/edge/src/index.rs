@@ -844,7 +844,8 @@ mod tests {
         .expect("edge");
         let mut index = Index::default();
         for (sid, ns, user, rooms) in members {
-            let session = edge.open_session(crate::outbox::Mode::WebSocket, Default::default());
+            let session =
+                edge.open_session(crate::sink::TransportKind::WebSocket, Default::default());
             let socket = Arc::new(Socket {
                 id: sid.to_string(),
                 ns: ns.to_string(),

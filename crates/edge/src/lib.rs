@@ -43,6 +43,7 @@ mod commands;
 pub mod config;
 pub mod hook;
 mod http;
+mod http_reply;
 mod index;
 mod lifecycle;
 pub mod limits;
@@ -53,8 +54,10 @@ pub mod port;
 mod presence;
 mod recovery;
 mod session;
+mod sink;
 mod sio;
 pub mod tcp;
+mod transport;
 mod ws;
 #[doc(hidden)]
 pub mod ws_read;
@@ -253,9 +256,9 @@ impl Edge {
     pub fn gauges(&self) -> Gauges {
         let mut g = Gauges::default();
         for s in self.sessions().values() {
-            match s.outbox.mode() {
-                outbox::Mode::WebSocket => g.websocket_connections += 1,
-                outbox::Mode::Polling => g.polling_connections += 1,
+            match s.outbox.transport() {
+                sink::TransportKind::WebSocket => g.websocket_connections += 1,
+                sink::TransportKind::Polling => g.polling_connections += 1,
             }
             g.queued_bytes += s.outbox.queued_bytes();
         }

@@ -8,7 +8,6 @@ use roomcast_bus::envelope::ConnectionEvent;
 use serde_json::Value;
 
 use crate::commands::PRIVATE_HEADERS;
-use crate::outbox::Mode;
 use crate::sio::Socket;
 use crate::Edge;
 
@@ -42,10 +41,7 @@ impl Edge {
             query: handshake.query.to_vec(&[]),
             headers: handshake.headers.to_vec(&PRIVATE_HEADERS),
             remote_addr: handshake.remote.map(|a| a.to_string()).unwrap_or_default(),
-            transport: match socket.session.outbox.mode() {
-                Mode::Polling => "polling".into(),
-                Mode::WebSocket => "websocket".into(),
-            },
+            transport: socket.session.outbox.transport().name().into(),
             data_json: socket.data_json.clone(),
             recovered,
             ..self.connection_event(socket)

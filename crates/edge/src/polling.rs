@@ -10,10 +10,10 @@ use bytes::BytesMut;
 use http::StatusCode;
 use roomcast_wire::engineio;
 
-use crate::http::{response, EioError};
+use crate::http_reply::{response, EioError};
 use crate::limits::Limit;
-use crate::outbox::Mode;
 use crate::session::{CloseReason, Session};
+use crate::sink::TransportKind;
 use crate::Edge;
 
 /// Most packets one POST body may hold.
@@ -35,7 +35,7 @@ fn text(status: StatusCode, body: impl Into<Body>) -> Response {
 /// Claims a session's GET or POST slot: the session must still be polling, and
 /// a second request of the same kind in flight closes it. `None`: refuse with 400.
 fn claim<'a>(edge: &Edge, session: &Arc<Session>, flag: &'a AtomicBool) -> Option<Busy<'a>> {
-    if session.outbox.mode() != Mode::Polling {
+    if session.outbox.transport() != TransportKind::Polling {
         return None;
     }
     if flag.swap(true, Ordering::AcqRel) {
@@ -55,7 +55,7 @@ pub(crate) async fn get(edge: &Edge, session: &Arc<Session>) -> Response {
     }
     let Some(batch) = session
         .outbox
-        .take(Mode::Polling, edge.config().max_payload)
+        .take(TransportKind::Polling, edge.config().max_payload)
         .await
     else {
         // The session switched to WebSocket while this GET waited.

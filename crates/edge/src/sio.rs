@@ -1,18 +1,130 @@
-//! Socket.IO on top of a session: namespaces, CONNECT with auth, client events
-//! relayed to backends over the bus, and the sockets' outbound packets.
+//! Socket.IO on top of an Engine.IO session: namespaces, CONNECT with auth,
+//! client events relayed to backends over the bus, acks, and the sockets'
+//! outbound packets.
+//!
+//! The edge is the session layer's [`EngineHandler`]: a session hands it
+//! message and binary packets, and tells it of the close. What Socket.IO keeps
+//! of a connection (the attachments being assembled, the connected
+//! namespaces' sockets) is its own [`Connection`], which the session carries
+//! for it without looking inside.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
 use roomcast_bus::envelope::{self, ClientEvent};
 use roomcast_wire::engineio::Frame;
-use roomcast_wire::socketio::{self, Message, PacketKind};
+use roomcast_wire::socketio::{self, Assembler, Message, PacketKind};
 use serde_json::Value;
 
 use crate::outbox::{Path, PushError};
-use crate::session::{CloseReason, Session};
+use crate::session::{CloseReason, EngineHandler, EngineSession, Session};
 use crate::Edge;
+
+/// Socket.IO's state of one connection, touched by its inbound packets, its
+/// CONNECTs and DISCONNECTs, and its close.
+#[derive(Default)]
+pub(crate) struct Connection(Mutex<SioState>);
+
+/// What [`Connection`] guards.
+#[derive(Default)]
+pub(crate) struct SioState {
+    /// A binary packet waiting for its attachments.
+    pub assembler: Assembler,
+    /// Connected namespaces.
+    pub sockets: Namespaces,
+}
+
+impl EngineSession<Connection> {
+    /// The connection's Socket.IO state.
+    pub fn sio(&self) -> MutexGuard<'_, SioState> {
+        // Held only for map updates; consistent across a panic.
+        self.upper.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A session's sockets, one per connected namespace. A session has one or a
+/// few: a list, where a map would allocate room for several on the first.
+#[derive(Default)]
+pub(crate) struct Namespaces(Vec<Arc<Socket>>);
+
+impl Namespaces {
+    pub fn get(&self, ns: &str) -> Option<&Arc<Socket>> {
+        self.0.iter().find(|s| s.ns == ns)
+    }
+
+    pub fn contains_key(&self, ns: &str) -> bool {
+        self.get(ns).is_some()
+    }
+
+    /// Adds a socket, replacing one of the same namespace.
+    pub fn insert(&mut self, socket: Arc<Socket>) {
+        self.remove(&socket.ns);
+        self.0.push(socket);
+    }
+
+    pub fn remove(&mut self, ns: &str) -> Option<Arc<Socket>> {
+        let at = self.0.iter().position(|s| s.ns == ns)?;
+        Some(self.0.swap_remove(at))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn drain(&mut self) -> impl Iterator<Item = Arc<Socket>> + '_ {
+        self.0.drain(..)
+    }
+}
+
+impl EngineHandler for Edge {
+    type Connection = Connection;
+
+    fn on_message(
+        &self,
+        session: &Arc<Session>,
+        text: &str,
+    ) -> impl Future<Output = Result<(), CloseReason>> + Send {
+        self.on_sio_text(session, text)
+    }
+
+    fn on_binary(
+        &self,
+        session: &Arc<Session>,
+        data: Bytes,
+    ) -> impl Future<Output = Result<(), CloseReason>> + Send {
+        self.on_sio_binary(session, data)
+    }
+
+    /// The connection's sockets leave their rooms, are announced gone, and
+    /// are saved for recovery when the reason allows it; on a task of the
+    /// edge's, since the close may come from anywhere.
+    fn on_close(&self, session: &Session, reason: CloseReason) {
+        let sockets: Vec<Arc<Socket>> = session.sio().sockets.drain().collect();
+        if sockets.is_empty() {
+            return;
+        }
+        let edge = self.clone();
+        let saved = reason.is_recoverable();
+        self.spawn(async move {
+            for s in sockets {
+                // Saved once it is out of the index: a client recovering
+                // it on this edge cannot meet its old self there.
+                let rooms = (saved && s.pid.is_some()).then(|| edge.read_index().rooms_of(&s.id));
+                edge.remove_socket(&s).await;
+                edge.announce_disconnect(&s, reason.as_str()).await;
+                if let Some(rooms) = rooms {
+                    edge.save_for_recovery(&s, rooms).await;
+                }
+            }
+        });
+    }
+
+    fn is_connected(&self, session: &Session) -> bool {
+        !session.sio().sockets.is_empty()
+    }
+}
 
 /// A Socket.IO socket: one namespace of one connection.
 pub(crate) struct Socket {
@@ -29,19 +141,19 @@ pub(crate) struct Socket {
     pub pid: Option<String>,
     /// Holds live packets back while a recovered socket's missed ones are
     /// replayed.
-    pub gate: Gate,
+    pub gate: ReplayGate,
 }
 
 /// While closed, what is sent to a socket waits here, with its history
 /// sequence (0: none), instead of going to the outbox. Open on every socket
 /// but one being recovered; the open check is one atomic load.
 #[derive(Default)]
-pub(crate) struct Gate {
+pub(crate) struct ReplayGate {
     closed: AtomicBool,
     held: Mutex<Vec<(u64, envelope::Packet, bool)>>,
 }
 
-impl Gate {
+impl ReplayGate {
     pub fn closed() -> Self {
         Self {
             closed: AtomicBool::new(true),
@@ -300,7 +412,7 @@ impl Edge {
             data_json,
             session: session.clone(),
             pid: self.new_pid(),
-            gate: Gate::default(),
+            gate: ReplayGate::default(),
         });
         session.sio().sockets.insert(socket.clone());
         // Join first, reply after: when the client sees `connect`, its socket is
