@@ -45,6 +45,8 @@ pub mod hook;
 mod http;
 mod http_reply;
 mod index;
+#[cfg(test)]
+mod layer_tests;
 mod lifecycle;
 pub mod limits;
 pub mod metrics;

@@ -21,6 +21,9 @@ use crate::wsframe::TcpDirect;
 pub(crate) enum DirectSink {
     /// A WebSocket over plain TCP (TLS connections have no direct writer).
     WebSocket(TcpDirect),
+    /// A fake transport's stream, for the layers' tests.
+    #[cfg(test)]
+    Recorder(std::sync::Arc<Recorder>),
 }
 
 impl DirectWrite for DirectSink {
@@ -28,6 +31,34 @@ impl DirectWrite for DirectSink {
     fn try_write(&self, frames: &[Frame]) -> std::io::Result<Progress> {
         match self {
             DirectSink::WebSocket(tcp) => tcp.try_write(frames),
+            #[cfg(test)]
+            DirectSink::Recorder(r) => r.try_write(frames),
         }
+    }
+}
+
+/// A fake transport's stream: keeps what is written to it directly, or takes
+/// nothing while it is `blocked` (a full send buffer).
+#[cfg(test)]
+#[derive(Debug, Default)]
+pub(crate) struct Recorder {
+    pub written: std::sync::Mutex<Vec<Frame>>,
+    pub blocked: std::sync::atomic::AtomicBool,
+}
+
+#[cfg(test)]
+impl DirectWrite for Recorder {
+    fn try_write(&self, frames: &[Frame]) -> std::io::Result<Progress> {
+        if self.blocked.load(std::sync::atomic::Ordering::Acquire) {
+            return Ok(Progress::default());
+        }
+        self.written
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend(frames.iter().cloned());
+        Ok(Progress {
+            first: frames.len(),
+            done: 0,
+        })
     }
 }
