@@ -15,16 +15,23 @@
 //! Layout:
 //! - [`config`]: what an edge is told (timeouts, limits, namespaces, CORS).
 //! - [`auth`]: JWT verification at CONNECT; [`hook`]: a backend's verdict instead.
-//! - `outbox`: the per-connection queue, bounded in bytes.
-//! - `session`: the Engine.IO session (heartbeat, close reasons).
+//! - `outbox`: the per-connection queue, bounded in bytes; `sink`: what a
+//!   transport is to the queue (its kind, a direct write that does not
+//!   wait); `transport`: the direct writers behind the one type the queue
+//!   holds (ADR 13).
+//! - `session`: the Engine.IO session (heartbeat, close reasons), which hands
+//!   decoded packets to the layer above through `EngineHandler`.
 //! - `ws`, `polling`: the two transports; `ws_read`: whole WebSocket messages
 //!   from frames; `wsframe`: frames written as header and shared payload;
-//!   `http`: routing and CORS; [`tcp`]: the client port's shared TCP streams;
+//!   `http`: routing and CORS; `http_reply`: Engine.IO's HTTP error answers;
+//!   [`tcp`]: the client port's shared TCP streams;
 //!   [`port`]: the client port's server (accept loop, deadlines, the cap on
 //!   pending handshakes).
 //! - [`limits`]: per-address connection and handshake limits, rate buckets,
 //!   the limit-hit counter.
-//! - `sio`: Socket.IO packets of a session.
+//! - `sio`: the Socket.IO layer, the sessions' `EngineHandler`: its own state
+//!   of a connection (namespaces' sockets, attachments being assembled),
+//!   CONNECT, events, acks.
 //! - `index`: local sockets, rooms, subscriptions and fan-out.
 //! - `recovery`: connection state recovery (pid, offsets, replay).
 //! - `commands`: commands edges answer (fetch, disconnect, emit with ack) and

@@ -59,7 +59,8 @@ struct State {
     /// The writer holds frames it has not wholly written, or is writing a
     /// control reply.
     busy: bool,
-    /// The WebSocket's stream, for pushes to write to directly.
+    /// The transport's stream, for pushes to write to directly while the
+    /// writer is idle (a WebSocket over plain TCP).
     direct: Option<DirectSink>,
     /// The WebSocket writer waiting in [`Outbox::poll_take`].
     writer: Option<Waker>,

@@ -60,8 +60,8 @@ pub(crate) type Session = EngineSession<<Edge as EngineHandler>::Connection>;
 const SWEEP_MIN: std::time::Duration = std::time::Duration::from_millis(10);
 const SWEEP_MAX: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Why a connection closed. Maps to logs, WebSocket close codes and, later,
-/// metrics labels and whether a session may be recovered.
+/// Why a connection closed. Maps to logs, WebSocket close codes, metrics
+/// labels and whether a session may be recovered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseReason {
     /// The client closed the transport (WebSocket close, EOF, close packet).
@@ -394,7 +394,7 @@ impl Edge {
         transport: TransportKind,
         handshake: Handshake,
     ) -> Arc<Session> {
-        let cfg = &self.inner.config;
+        let cfg = self.config();
         let sid = roomcast_bus::names::new_id();
         let span = tracing::debug_span!("connection", sid = %sid, peer = ?handshake.remote);
         let session = Arc::new(Session {
@@ -450,7 +450,7 @@ impl Edge {
     /// ping timeout, not a sweep or two later. Only sessions whose pong is
     /// overdue land there, so the extra wakes cost what the dead clients do.
     pub(crate) async fn ping_sweep(&self) {
-        let cfg = &self.inner.config;
+        let cfg = self.config();
         let period = (cfg
             .ping_interval
             .min(cfg.ping_timeout)
@@ -509,7 +509,7 @@ impl Edge {
     /// or says why the session must close. Returns the pong deadline the
     /// session waits for, if any.
     fn check_beat(&self, session: &Session, now: Instant) -> Result<Option<Instant>, CloseReason> {
-        let cfg = &self.inner.config;
+        let cfg = self.config();
         let mut beat = session.heartbeat();
         if beat.connect_by.is_some_and(|d| d <= now) {
             beat.connect_by = None;
@@ -550,7 +550,7 @@ impl Edge {
     ) -> Result<(), CloseReason> {
         if !session.packet_budget.take() {
             crate::limits::Limit::PacketRate.hit();
-            tracing::info!(sid = %session.sid, limit = self.inner.config.packets_per_sec, "packet flood, closing");
+            tracing::info!(sid = %session.sid, limit = self.config().packets_per_sec, "packet flood, closing");
             return Err(CloseReason::Flood);
         }
         match packet {
@@ -563,7 +563,7 @@ impl Edge {
                     Some(d) if d <= now => Err(CloseReason::PingTimeout),
                     Some(_) => {
                         beat.pong_by = None;
-                        beat.next_ping = now + self.inner.config.ping_interval;
+                        beat.next_ping = now + self.config().ping_interval;
                         Ok(())
                     }
                     // A pong nobody waits for changes nothing.

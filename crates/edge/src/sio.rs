@@ -238,7 +238,7 @@ impl Edge {
         session: &Arc<Session>,
         text: &str,
     ) -> Result<(), CloseReason> {
-        let max = self.inner.config.max_attachments;
+        let max = self.config().max_attachments;
         let decoded = session.sio().assembler.on_text(text, max);
         self.on_decoded(session, decoded).await
     }
@@ -251,7 +251,7 @@ impl Edge {
         let decoded = {
             let mut sio = session.sio();
             let r = sio.assembler.on_binary(data);
-            if sio.assembler.pending_bytes() > self.inner.config.max_payload {
+            if sio.assembler.pending_bytes() > self.config().max_payload {
                 return Err(CloseReason::MessageTooBig);
             }
             r
@@ -313,7 +313,7 @@ impl Edge {
                     tracing::info!(sid = %session.sid, len = event.len(), "event name too long, closing");
                     return Err(CloseReason::ProtocolError);
                 }
-                if self.inner.config.is_admin_namespace(&socket.ns) {
+                if self.config().is_admin_namespace(&socket.ns) {
                     self.admin_event(&event, &args_json).await;
                     return Ok(());
                 }
@@ -351,11 +351,11 @@ impl Edge {
         let refused = |cause: &'static str| {
             metrics::counter!(crate::metrics::CONNECTS_REFUSED, "cause" => cause).increment(1);
         };
-        if !self.inner.config.has_namespace(nsp) {
+        if !self.config().has_namespace(nsp) {
             refused("invalid_namespace");
             return refuse("Invalid namespace");
         }
-        if self.inner.config.is_admin_namespace(nsp) {
+        if self.config().is_admin_namespace(nsp) {
             return self.admin_connect(session, nsp, auth).await;
         }
         let (identity, data_json) = if let Some(hook) = &self.inner.hook {
@@ -388,7 +388,7 @@ impl Edge {
                 }
             }
         };
-        let max_rooms = self.inner.config.max_rooms_per_socket;
+        let max_rooms = self.config().max_rooms_per_socket;
         if max_rooms > 0 && identity.rooms.len() > max_rooms {
             crate::limits::Limit::RoomsPerSocket.hit();
             refused("too_many_rooms");
@@ -425,7 +425,7 @@ impl Edge {
         let rooms = self.read_index().rooms_of(&socket.id);
         self.announce_connect(&socket, rooms, auth, false).await;
         if let (true, Some(exp)) = (
-            self.inner.config.disconnect_on_token_expiry,
+            self.config().disconnect_on_token_expiry,
             identity.expires_at,
         ) {
             self.expire_at(&socket, exp);
@@ -477,7 +477,7 @@ impl Edge {
             headers: hs.headers.to_vec(&[]).into_iter().collect(),
             query: hs.query.to_vec(&[]).into_iter().collect(),
             remote_addr: hs.remote.map(|a| a.to_string()).unwrap_or_default(),
-            node_id: self.inner.config.node_id.clone(),
+            node_id: self.config().node_id.clone(),
         }
     }
 
@@ -498,13 +498,13 @@ impl Edge {
             args_json,
             attachments,
             ack_id,
-            reply_to: subjects.node(&self.inner.config.node_id),
+            reply_to: subjects.node(&self.config().node_id),
             received_at_ms: crate::now_ms(),
         };
         metrics::counter!(crate::metrics::CLIENT_EVENTS).increment(1);
         let subject = subjects.client_events(Some(&ev.ns), Some(&ev.event));
         // Backends on NATS answer an ack with a plain NATS reply.
-        let reply = ack_id.map(|id| subjects.ack_reply(&self.inner.config.node_id, &socket.id, id));
+        let reply = ack_id.map(|id| subjects.ack_reply(&self.config().node_id, &socket.id, id));
         let (headers, payload) = ev.encode();
         if let Err(e) = self
             .inner
@@ -521,7 +521,7 @@ impl Edge {
     /// A backend answered a client event's ack with a NATS reply: check it and
     /// write the ack to the socket. Anything wrong is logged and dropped.
     pub(crate) async fn on_ack_reply(&self, msg: roomcast_bus::Message) {
-        let node = &self.inner.config.node_id;
+        let node = &self.config().node_id;
         let Some((sid, ack_id)) = self.inner.subjects.parse_ack_reply(node, &msg.subject) else {
             tracing::debug!(subject = %msg.subject, "ack reply to an unknown subject");
             return;
@@ -540,7 +540,7 @@ impl Edge {
             tracing::warn!(socket = %sid, "ack reply is not utf-8");
             return;
         };
-        let max = self.inner.config.max_attachments;
+        let max = self.config().max_attachments;
         if packet.attachments.len() > max {
             tracing::warn!(socket = %sid, max, "ack reply has too many attachments");
             return;

@@ -26,6 +26,11 @@ pub(crate) enum DirectSink {
     Recorder(std::sync::Arc<Recorder>),
 }
 
+// What the queue holds in the place of the stream it held before: one
+// pointer, the `Option` in the pointer's niche. (Tests add a variant.)
+#[cfg(not(test))]
+const _: () = assert!(std::mem::size_of::<Option<DirectSink>>() == std::mem::size_of::<usize>());
+
 impl DirectWrite for DirectSink {
     #[inline]
     fn try_write(&self, frames: &[Frame]) -> std::io::Result<Progress> {
