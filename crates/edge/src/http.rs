@@ -260,7 +260,7 @@ async fn route(edge: &Edge, mut req: Request) -> Response {
                 };
                 // A request after the pong deadline finds the session closed,
                 // as it would have been on time.
-                if edge.beat_now(&session).is_err() {
+                if edge.check_heartbeat_now(&session).is_err() {
                     return EioError::UnknownSid.response();
                 }
                 match *req.method() {

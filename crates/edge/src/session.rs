@@ -474,7 +474,7 @@ impl Edge {
                     let now = Instant::now();
                     let horizon = now + period;
                     for session in sessions {
-                        match self.check_beat(&session, now) {
+                        match self.check_heartbeat(&session, now) {
                             Err(reason) => self.close_session(&session, reason),
                             Ok(Some(deadline)) if deadline < horizon => soon.push((deadline, session)),
                             Ok(_) => {}
@@ -485,7 +485,7 @@ impl Edge {
                 _ = tokio::time::sleep_until(wake), if !soon.is_empty() => {
                     let now = Instant::now();
                     while let Some((_, session)) = soon.pop_if(|(d, _)| *d <= now) {
-                        if let Err(reason) = self.check_beat(&session, now) {
+                        if let Err(reason) = self.check_heartbeat(&session, now) {
                             self.close_session(&session, reason);
                         }
                     }
@@ -497,8 +497,8 @@ impl Edge {
     /// Moves a session's heartbeat on to now when a request of its client
     /// arrives: a long-polling request that comes after the pong deadline
     /// finds the session closed, whatever the sweep's timing.
-    pub(crate) fn beat_now(&self, session: &Arc<Session>) -> Result<(), CloseReason> {
-        self.check_beat(session, Instant::now())
+    pub(crate) fn check_heartbeat_now(&self, session: &Arc<Session>) -> Result<(), CloseReason> {
+        self.check_heartbeat(session, Instant::now())
             .map(|_| ())
             .inspect_err(|reason| {
                 self.close_session(session, *reason);
@@ -508,28 +508,32 @@ impl Edge {
     /// Moves one session's heartbeat on to `now`: sends the ping that is due,
     /// or says why the session must close. Returns the pong deadline the
     /// session waits for, if any.
-    fn check_beat(&self, session: &Session, now: Instant) -> Result<Option<Instant>, CloseReason> {
+    fn check_heartbeat(
+        &self,
+        session: &Session,
+        now: Instant,
+    ) -> Result<Option<Instant>, CloseReason> {
         let cfg = self.config();
-        let mut beat = session.heartbeat();
-        if beat.connect_by.is_some_and(|d| d <= now) {
-            beat.connect_by = None;
+        let mut heartbeat = session.heartbeat();
+        if heartbeat.connect_by.is_some_and(|d| d <= now) {
+            heartbeat.connect_by = None;
             if !self.is_connected(session) {
                 return Err(CloseReason::ConnectTimeout);
             }
         }
-        match beat.pong_by {
+        match heartbeat.pong_by {
             Some(d) if d <= now => Err(CloseReason::PingTimeout),
             Some(d) => Ok(Some(d)),
-            None if beat.next_ping <= now => {
+            None if heartbeat.next_ping <= now => {
                 match session.outbox.push(&[Frame::control(PacketType::Ping)]) {
                     Ok(()) => {
                         // From when the ping was due, as a timer of its own
                         // would have sent it; a sweep held up for long (a
                         // stalled runtime) still leaves the client half the
                         // timeout.
-                        let due = beat.next_ping + cfg.ping_timeout;
+                        let due = heartbeat.next_ping + cfg.ping_timeout;
                         let pong_by = due.max(now + cfg.ping_timeout / 2);
-                        beat.pong_by = Some(pong_by);
+                        heartbeat.pong_by = Some(pong_by);
                         Ok(Some(pong_by))
                     }
                     Err(crate::outbox::PushError::Full) => Err(CloseReason::SlowConsumer),
@@ -555,15 +559,15 @@ impl Edge {
         }
         match packet {
             Packet::Pong(_) => {
-                let mut beat = session.heartbeat();
+                let mut heartbeat = session.heartbeat();
                 let now = Instant::now();
-                match beat.pong_by {
+                match heartbeat.pong_by {
                     // Too late: the session timed out, whether or not the
                     // sweep has closed it yet.
                     Some(d) if d <= now => Err(CloseReason::PingTimeout),
                     Some(_) => {
-                        beat.pong_by = None;
-                        beat.next_ping = now + self.config().ping_interval;
+                        heartbeat.pong_by = None;
+                        heartbeat.next_ping = now + self.config().ping_interval;
                         Ok(())
                     }
                     // A pong nobody waits for changes nothing.
