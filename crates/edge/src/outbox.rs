@@ -341,7 +341,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn drains_in_order_for_its_mode_only() {
+    async fn drains_in_order_for_its_transport_only() {
         let q = Outbox::new(TransportKind::Polling, 1024);
         q.push(&[frame("41"), frame("42")]).expect("push");
         assert!(q.take(TransportKind::WebSocket, 1024).await.is_none());
