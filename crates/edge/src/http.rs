@@ -226,7 +226,7 @@ async fn route(edge: &Edge, mut req: Request) -> Response {
             let refused = existing.as_ref().and_then(|s| {
                 if s.outbox.transport() != TransportKind::Polling {
                     Some(crate::ws::UpgradeRefusal::AlreadyUpgraded)
-                } else if s.upgrading.load(std::sync::atomic::Ordering::Acquire) {
+                } else if s.is_upgrading() {
                     Some(crate::ws::UpgradeRefusal::UpgradeInProgress)
                 } else {
                     None

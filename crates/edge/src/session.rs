@@ -338,9 +338,10 @@ pub(crate) struct EngineSession<C> {
     /// close frame.
     close_reason: AtomicU8,
     /// A WebSocket probe is in progress for this polling session.
-    pub upgrading: AtomicBool,
-    pub get_busy: AtomicBool,
-    pub post_busy: AtomicBool,
+    upgrading: AtomicBool,
+    /// A long-polling GET, and a POST, in flight.
+    get_busy: AtomicBool,
+    post_busy: AtomicBool,
     /// Engine.IO packets the client may still send (flood limit).
     pub packet_budget: crate::limits::SharedBucket,
     /// The layer above's state of this connection ([`EngineHandler::Connection`]).
@@ -354,7 +355,49 @@ pub(crate) struct EngineSession<C> {
     pub span: tracing::Span,
 }
 
+/// One of the two requests a long-polling client has in flight at most.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PollingRequest {
+    Get,
+    Post,
+}
+
 impl<C> EngineSession<C> {
+    /// Whether a WebSocket probe is taking this polling session over.
+    pub fn is_upgrading(&self) -> bool {
+        self.upgrading.load(Ordering::Acquire)
+    }
+
+    /// Marks a WebSocket probe begun; `false` if another one is in progress.
+    pub fn begin_upgrade(&self) -> bool {
+        self.upgrading
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// The probe is over, whichever way it ended.
+    pub fn end_upgrade(&self) {
+        self.upgrading.store(false, Ordering::Release);
+    }
+
+    /// Marks a polling request of this kind in flight; `false` if one
+    /// already is.
+    pub fn begin_request(&self, kind: PollingRequest) -> bool {
+        !self.request_flag(kind).swap(true, Ordering::AcqRel)
+    }
+
+    /// The polling request of this kind is over.
+    pub fn end_request(&self, kind: PollingRequest) {
+        self.request_flag(kind).store(false, Ordering::Release);
+    }
+
+    fn request_flag(&self, kind: PollingRequest) -> &AtomicBool {
+        match kind {
+            PollingRequest::Get => &self.get_busy,
+            PollingRequest::Post => &self.post_busy,
+        }
+    }
+
     fn heartbeat(&self) -> MutexGuard<'_, Heartbeat> {
         // Plain field updates: consistent across a panic.
         self.heartbeat

@@ -22,7 +22,6 @@
 //! reader, limits and writer.
 
 use std::future::Future;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
 use std::task::{Context, Poll, Waker};
 
@@ -222,7 +221,7 @@ fn read_half<'a, R: ReadIo>(
                 probe(reader, control, session),
             ))
             .await;
-            session.upgrading.store(false, Ordering::Release);
+            session.end_upgrade();
             if !matches!(probed, Ok(Ok(()))) {
                 // The writer ends with the control queue; the polling session goes on.
                 tracing::debug!(sid = %session.sid, "websocket upgrade abandoned");
@@ -256,11 +255,7 @@ async fn probe<R: ReadIo>(
     session: &Session,
 ) -> Result<(), CloseReason> {
     expect_text(reader, control, b"2probe").await?;
-    if session
-        .upgrading
-        .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-        .is_err()
-    {
+    if !session.begin_upgrade() {
         return Err(CloseReason::ProtocolError);
     }
     control

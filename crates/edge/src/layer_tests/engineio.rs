@@ -275,3 +275,32 @@ async fn a_packet_for_an_idle_transport_is_written_by_the_fan_out_through_the_si
     );
     edge.shutdown().await;
 }
+
+#[tokio::test]
+async fn one_polling_request_of_each_kind_and_one_upgrade_probe_at_a_time() {
+    use crate::session::PollingRequest;
+    let edge = edge_on(config(), Arc::default()).await;
+    let c = Client::open(&edge, TransportKind::Polling);
+    let s = &c.session;
+    assert!(s.begin_request(PollingRequest::Get));
+    assert!(
+        !s.begin_request(PollingRequest::Get),
+        "a second GET overlaps"
+    );
+    assert!(
+        s.begin_request(PollingRequest::Post),
+        "a POST beside the GET"
+    );
+    s.end_request(PollingRequest::Get);
+    assert!(
+        s.begin_request(PollingRequest::Get),
+        "the next GET after it"
+    );
+    assert!(!s.is_upgrading());
+    assert!(s.begin_upgrade());
+    assert!(s.is_upgrading());
+    assert!(!s.begin_upgrade(), "one probe at a time");
+    s.end_upgrade();
+    assert!(s.begin_upgrade(), "a new probe after the first ended");
+    edge.shutdown().await;
+}
