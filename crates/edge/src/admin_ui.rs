@@ -584,7 +584,7 @@ impl Edge {
             data_json: String::new(),
             session: session.clone(),
             pid: None,
-            gate: crate::sio::Gate::default(),
+            gate: crate::sio::ReplayGate::default(),
         });
         session.sio().sockets.insert(socket.clone());
         let packet = socketio::encode_connect(nsp, &socket.id);

@@ -8,8 +8,8 @@ use roomcast_bus::subject::Subjects;
 use roomcast_bus::{MemoryBus, Message};
 
 use crate::dispatch::InOrder;
-use crate::outbox::Mode;
 use crate::room_index::SubjectKind;
+use crate::sink::TransportKind;
 use crate::sio::Socket;
 use crate::{Authenticator, Edge, EdgeConfig};
 
@@ -40,7 +40,7 @@ impl Room {
         let name = "bench-room".to_owned();
         let mut sockets = Vec::with_capacity(members);
         for i in 0..members {
-            let session = edge.open_session(Mode::WebSocket, Default::default());
+            let session = edge.open_session(TransportKind::WebSocket, Default::default());
             let socket = Arc::new(Socket {
                 id: format!("bench-socket-{i:08}"),
                 ns: "/".into(),
@@ -103,7 +103,12 @@ impl Room {
         let mut n = 0;
         for s in &self.sockets {
             while s.session.outbox.queued_bytes() > 0 {
-                match s.session.outbox.take(Mode::WebSocket, usize::MAX).await {
+                match s
+                    .session
+                    .outbox
+                    .take(TransportKind::WebSocket, usize::MAX)
+                    .await
+                {
                     Some(batch) => n += batch.frames.len(),
                     None => break,
                 }

@@ -38,7 +38,7 @@ use roomcast_wire::engineio::Frame;
 use roomcast_wire::socketio;
 use tokio::task::JoinHandle;
 
-use crate::lifecycle::{transport_name, PRIVATE_HEADERS, SERVER_DISCONNECT};
+use crate::lifecycle::{PRIVATE_HEADERS, SERVER_DISCONNECT};
 use crate::room_index::SubjectKind;
 use crate::session::CloseReason;
 use crate::sio::Socket;
@@ -235,7 +235,7 @@ impl Edge {
                     rooms,
                     connected_at_ms: socket.connected_at_ms,
                     remote_addr: handshake.remote.map(|a| a.to_string()).unwrap_or_default(),
-                    transport: transport_name(socket.session.outbox.mode()).into(),
+                    transport: socket.session.outbox.transport().name().into(),
                     query: handshake.query.to_vec(&[]),
                     headers: handshake.headers.to_vec(&PRIVATE_HEADERS),
                     data_json: socket.data_json.clone(),
@@ -341,7 +341,7 @@ mod tests {
     use roomcast_bus::{Bus, BusError, Headers, MemoryBus, Subscription};
     use tokio::sync::Semaphore;
 
-    use crate::outbox::Mode;
+    use crate::sink::TransportKind;
     use crate::sio::Socket;
     use crate::{Authenticator, Edge, EdgeConfig};
 
@@ -430,7 +430,7 @@ mod tests {
             user: String::new(),
             connected_at_ms: 0,
             data_json: String::new(),
-            session: edge.open_session(Mode::WebSocket, Default::default()),
+            session: edge.open_session(TransportKind::WebSocket, Default::default()),
             pid: None,
             gate: Default::default(),
         });

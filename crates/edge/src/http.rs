@@ -10,55 +10,11 @@ use axum::routing::any;
 use http::header::{self, HeaderValue};
 use http::{HeaderMap, Method, StatusCode};
 
-use crate::outbox::Mode;
+use crate::http_reply::{response, EioError};
 use crate::session::Handshake;
+use crate::sink::TransportKind;
 use crate::tcp::ClientConn;
 use crate::Edge;
-
-/// Engine.IO's HTTP error codes, as the reference server numbers them.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum EioError {
-    UnknownTransport = 0,
-    UnknownSid = 1,
-    BadHandshakeMethod = 2,
-    BadRequest = 3,
-    Forbidden = 4,
-    UnsupportedProtocolVersion = 5,
-}
-
-impl EioError {
-    fn message(self) -> &'static str {
-        match self {
-            EioError::UnknownTransport => "Transport unknown",
-            EioError::UnknownSid => "Session ID unknown",
-            EioError::BadHandshakeMethod => "Bad handshake method",
-            EioError::BadRequest => "Bad request",
-            EioError::Forbidden => "Forbidden",
-            EioError::UnsupportedProtocolVersion => "Unsupported protocol version",
-        }
-    }
-
-    pub(crate) fn response(self) -> Response {
-        let status = match self {
-            EioError::Forbidden => StatusCode::FORBIDDEN,
-            _ => StatusCode::BAD_REQUEST,
-        };
-        let body = format!(
-            "{{\"code\":{},\"message\":\"{}\"}}",
-            self as u8,
-            self.message()
-        );
-        response(status, "application/json", Body::from(body))
-    }
-}
-
-pub(crate) fn response(status: StatusCode, content_type: &'static str, body: Body) -> Response {
-    let mut res = Response::new(body);
-    *res.status_mut() = status;
-    res.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    res
-}
 
 pub(crate) fn router(edge: Edge) -> axum::Router {
     let path = edge.config().path.clone();
@@ -268,9 +224,9 @@ async fn route(edge: &Edge, mut req: Request) -> Response {
             // one: like the reference server, accept this WebSocket and close
             // it at once; the session goes on where it is.
             let refused = existing.as_ref().and_then(|s| {
-                if s.outbox.mode() != Mode::Polling {
+                if s.outbox.transport() != TransportKind::Polling {
                     Some(crate::ws::UpgradeRefusal::AlreadyUpgraded)
-                } else if s.upgrading.load(std::sync::atomic::Ordering::Acquire) {
+                } else if s.is_upgrading() {
                     Some(crate::ws::UpgradeRefusal::UpgradeInProgress)
                 } else {
                     None
@@ -294,7 +250,7 @@ async fn route(edge: &Edge, mut req: Request) -> Response {
         }
         Some("polling") => match sid {
             None if req.method() == Method::GET => {
-                let session = edge.open_session(Mode::Polling, hs);
+                let session = edge.open_session(TransportKind::Polling, hs);
                 crate::polling::get(edge, &session).await
             }
             None => EioError::BadHandshakeMethod.response(),
@@ -304,7 +260,7 @@ async fn route(edge: &Edge, mut req: Request) -> Response {
                 };
                 // A request after the pong deadline finds the session closed,
                 // as it would have been on time.
-                if edge.beat_now(&session).is_err() {
+                if edge.check_heartbeat_now(&session).is_err() {
                     return EioError::UnknownSid.response();
                 }
                 match *req.method() {

@@ -15,16 +15,23 @@
 //! Layout:
 //! - [`config`]: what an edge is told (timeouts, limits, namespaces, CORS).
 //! - [`auth`]: JWT verification at CONNECT; [`hook`]: a backend's verdict instead.
-//! - `outbox`: the per-connection queue, bounded in bytes.
-//! - `session`: the Engine.IO session (heartbeat, close reasons).
+//! - `outbox`: the per-connection queue, bounded in bytes; `sink`: what a
+//!   transport is to the queue (its kind, a direct write that does not
+//!   wait); `transport`: the direct writers behind the one type the queue
+//!   holds (ADR 13).
+//! - `session`: the Engine.IO session (heartbeat, close reasons), which hands
+//!   decoded packets to the layer above through `EngineHandler`.
 //! - `ws`, `polling`: the two transports; `ws_read`: whole WebSocket messages
 //!   from frames; `wsframe`: frames written as header and shared payload;
-//!   `http`: routing and CORS; [`tcp`]: the client port's shared TCP streams;
+//!   `http`: routing and CORS; `http_reply`: Engine.IO's HTTP error answers;
+//!   [`tcp`]: the client port's shared TCP streams;
 //!   [`port`]: the client port's server (accept loop, deadlines, the cap on
 //!   pending handshakes).
 //! - [`limits`]: per-address connection and handshake limits, rate buckets,
 //!   the limit-hit counter.
-//! - `sio`: Socket.IO packets of a session.
+//! - `sio`: the Socket.IO layer, the sessions' `EngineHandler`: its own state
+//!   of a connection (namespaces' sockets, attachments being assembled),
+//!   CONNECT, events, acks.
 //! - `session_table`: the open Engine.IO sessions by sid.
 //! - `small_set`, `room_index`: the local sockets by id, namespace, room and
 //!   user, as plain data (which sockets a command reaches, which subjects the
@@ -65,6 +72,9 @@ mod fanout;
 mod heartbeat;
 pub mod hook;
 mod http;
+mod http_reply;
+#[cfg(test)]
+mod layer_tests;
 mod lifecycle;
 pub mod limits;
 mod membership;
@@ -77,10 +87,12 @@ mod recovery;
 mod room_index;
 mod session;
 mod session_table;
+mod sink;
 mod sio;
 mod small_set;
 mod subscriptions;
 pub mod tcp;
+mod transport;
 mod ws;
 #[doc(hidden)]
 pub mod ws_read;
@@ -269,9 +281,9 @@ impl Edge {
     pub fn gauges(&self) -> Gauges {
         let mut g = Gauges::default();
         for s in self.sessions().all() {
-            match s.outbox.mode() {
-                outbox::Mode::WebSocket => g.websocket_connections += 1,
-                outbox::Mode::Polling => g.polling_connections += 1,
+            match s.outbox.transport() {
+                sink::TransportKind::WebSocket => g.websocket_connections += 1,
+                sink::TransportKind::Polling => g.polling_connections += 1,
             }
             g.queued_bytes += s.outbox.queued_bytes();
         }

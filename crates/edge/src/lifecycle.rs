@@ -7,7 +7,6 @@
 use roomcast_bus::envelope::ConnectionEvent;
 use serde_json::Value;
 
-use crate::outbox::Mode;
 use crate::sio::Socket;
 use crate::Edge;
 
@@ -18,14 +17,6 @@ pub(crate) const SERVER_DISCONNECT: &str = "server namespace disconnect";
 /// Handshake headers never shown to backends or the Admin UI: they carry
 /// credentials.
 pub(crate) const PRIVATE_HEADERS: [&str; 2] = ["authorization", "cookie"];
-
-/// A connection's transport as backends see it.
-pub(crate) fn transport_name(mode: Mode) -> &'static str {
-    match mode {
-        Mode::Polling => "polling",
-        Mode::WebSocket => "websocket",
-    }
-}
 
 impl Edge {
     /// Announces a socket that joined its namespace, in `rooms`; `auth` is the
@@ -53,7 +44,7 @@ impl Edge {
             query: handshake.query.to_vec(&[]),
             headers: handshake.headers.to_vec(&PRIVATE_HEADERS),
             remote_addr: handshake.remote.map(|a| a.to_string()).unwrap_or_default(),
-            transport: transport_name(socket.session.outbox.mode()).into(),
+            transport: socket.session.outbox.transport().name().into(),
             data_json: socket.data_json.clone(),
             recovered,
             ..self.connection_event(socket)

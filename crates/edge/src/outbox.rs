@@ -6,9 +6,10 @@
 //! WebSocket happens under the same lock that draining takes: a GET that races
 //! the switch finds the queue no longer its own and takes nothing.
 //!
-//! A WebSocket over plain TCP gives the queue its stream. A push that finds
-//! the queue empty and the writer idle then writes the packet itself, with one
-//! non-blocking vectored write under the queue's lock: the connection's task
+//! A transport that can be written to directly (a WebSocket over plain TCP)
+//! gives the queue its [`DirectSink`]. A push that finds the queue empty and
+//! the writer idle then writes the packet itself, with one non-blocking write
+//! under the queue's lock: the connection's task
 //! is not woken for it, which is most of what a delivery costs in user space
 //! when events are far enough apart that nothing would be coalesced. What the
 //! socket does not take at once (a full send buffer) is queued, with how much
@@ -18,23 +19,18 @@
 //! bytes stay in order.
 //!
 //! The lock is per connection; no lock here is shared between connections.
+//! The queue knows no transport's encoding or stream: only which kind drains
+//! it ([`TransportKind`]) and, through [`DirectSink`], how to write at once.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 
 use roomcast_wire::engineio::Frame;
-use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
-use crate::wsframe::{self, Progress};
-
-/// Which transport drains the queue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    Polling,
-    WebSocket,
-}
+use crate::sink::{DirectWrite, Progress, TransportKind};
+use crate::transport::DirectSink;
 
 /// Why a push was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,13 +53,15 @@ struct State {
     /// Bytes of the first queued frame already written (by a push that wrote
     /// directly and was cut short).
     written: usize,
-    mode: Mode,
+    /// The transport that drains the queue.
+    owner: TransportKind,
     closed: bool,
     /// The writer holds frames it has not wholly written, or is writing a
     /// control reply.
     busy: bool,
-    /// The WebSocket's stream, for pushes to write to directly.
-    socket: Option<Arc<TcpStream>>,
+    /// The transport's stream, for pushes to write to directly while the
+    /// writer is idle (a WebSocket over plain TCP).
+    direct: Option<DirectSink>,
     /// The WebSocket writer waiting in [`Outbox::poll_take`].
     writer: Option<Waker>,
 }
@@ -88,10 +86,6 @@ impl Batch {
     }
 }
 
-/// Most frames of one packet a push writes directly; a packet with more
-/// (many binary attachments) is queued for the writer.
-const DIRECT_FRAMES: usize = 8;
-
 /// Whether a push may write to an idle socket itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Path {
@@ -104,16 +98,16 @@ pub enum Path {
 }
 
 impl Outbox {
-    pub fn new(mode: Mode, limit: usize) -> Self {
+    pub fn new(owner: TransportKind, limit: usize) -> Self {
         Self {
             state: Mutex::new(State {
                 frames: VecDeque::new(),
                 bytes: 0,
                 written: 0,
-                mode,
+                owner,
                 closed: false,
                 busy: false,
-                socket: None,
+                direct: None,
                 writer: None,
             }),
             notify: Notify::new(),
@@ -140,16 +134,16 @@ impl Outbox {
                 return Err(PushError::Closed);
             }
             let mut at = Progress::default();
-            let idle = s.frames.is_empty() && !s.busy && s.mode == Mode::WebSocket;
+            let idle = s.frames.is_empty() && !s.busy && s.owner == TransportKind::WebSocket;
             if idle && path == Path::Direct {
-                if let Some(socket) = &s.socket {
-                    match write_now(socket, frames) {
+                if let Some(direct) = &s.direct {
+                    match direct.try_write(frames) {
                         Ok(done) => at = done,
                         Err(e) => {
                             // The writer meets the same error and closes the
                             // session; until then everything is queued for it.
                             tracing::debug!(error = %e, "direct write failed");
-                            s.socket = None;
+                            s.direct = None;
                         }
                     }
                     if at.finished(frames) {
@@ -193,16 +187,16 @@ impl Outbox {
         self.push_by(frames, path).is_ok()
     }
 
-    /// Takes every queued frame if `mode` is the queue's consumer, waiting until
-    /// there is one. Returns `None` when the queue belongs to the other mode.
+    /// Takes every queued frame if `transport` is the queue's consumer, waiting
+    /// until there is one. Returns `None` when the queue belongs to another.
     /// (The long-polling GET's wait; the WebSocket writer's is
     /// [`Outbox::poll_take`].)
-    pub async fn take(&self, mode: Mode, max_bytes: usize) -> Option<Batch> {
+    pub async fn take(&self, transport: TransportKind, max_bytes: usize) -> Option<Batch> {
         loop {
             let notified = self.notify.notified();
             {
                 let mut s = self.lock();
-                if s.mode != mode {
+                if s.owner != transport {
                     return None;
                 }
                 if let Some(batch) = s.take(max_bytes) {
@@ -220,7 +214,7 @@ impl Outbox {
     /// next call. Waiting keeps only the writer's waker, in the queue.
     pub fn poll_take(&self, cx: &mut Context<'_>, max_bytes: usize) -> Poll<Batch> {
         let mut s = self.lock();
-        if s.mode == Mode::WebSocket {
+        if s.owner == TransportKind::WebSocket {
             if let Some(batch) = s.take(max_bytes) {
                 return Poll::Ready(batch);
             }
@@ -236,21 +230,22 @@ impl Outbox {
     }
 
     /// Gives the queue to the WebSocket writer (the end of an upgrade), with
-    /// the stream pushes may write to directly, if it is plain TCP.
-    pub fn switch_to_websocket(&self, socket: Option<Arc<TcpStream>>) {
+    /// the sink pushes may write to directly, if it has one.
+    pub fn switch_to_websocket(&self, direct: Option<DirectSink>) {
         let writer = {
             let mut s = self.lock();
-            s.mode = Mode::WebSocket;
+            s.owner = TransportKind::WebSocket;
             if !s.closed {
-                s.socket = socket;
+                s.direct = direct;
             }
             s.writer.take()
         };
         self.wake(writer);
     }
 
-    pub fn mode(&self) -> Mode {
-        self.lock().mode
+    /// The transport that drains the queue now.
+    pub fn transport(&self) -> TransportKind {
+        self.lock().owner
     }
 
     /// Closes the queue: frames already in it are still taken, new ones refused.
@@ -258,7 +253,7 @@ impl Outbox {
         let writer = {
             let mut s = self.lock();
             s.closed = true;
-            s.socket = None;
+            s.direct = None;
             s.writer.take()
         };
         self.wake(writer);
@@ -329,63 +324,60 @@ pub(crate) fn register(slot: &mut Option<Waker>, cx: &Context<'_>) {
     }
 }
 
-/// One non-blocking vectored write of a packet's frames; how far it got.
-fn write_now(socket: &TcpStream, frames: &[Frame]) -> std::io::Result<Progress> {
-    let mut at = Progress::default();
-    if frames.len() > DIRECT_FRAMES {
-        return Ok(at);
-    }
-    let mut heads = [([0u8; 10], 0); DIRECT_FRAMES];
-    match wsframe::with_slices(frames, at, &mut heads, |slices| {
-        socket.try_write_vectored(slices)
-    }) {
-        Ok(n) => {
-            at.advance(frames, n);
-            let sent: usize = frames[..at.first].iter().map(Frame::len).sum();
-            metrics::counter!(crate::metrics::BYTES_OUT).increment(sent as u64);
-            Ok(at)
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(at),
-        Err(e) => Err(e),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sink::Progress;
     use bytes::Bytes;
+    use std::sync::Arc;
+    use tokio::net::TcpStream;
+
+    fn direct(server: &Arc<TcpStream>) -> DirectSink {
+        DirectSink::WebSocket(crate::wsframe::TcpDirect(server.clone()))
+    }
 
     fn frame(s: &'static str) -> Frame {
         Frame::Text(Bytes::from_static(s.as_bytes()))
     }
 
     #[tokio::test]
-    async fn drains_in_order_for_its_mode_only() {
-        let q = Outbox::new(Mode::Polling, 1024);
+    async fn drains_in_order_for_its_transport_only() {
+        let q = Outbox::new(TransportKind::Polling, 1024);
         q.push(&[frame("41"), frame("42")]).expect("push");
-        assert!(q.take(Mode::WebSocket, 1024).await.is_none());
-        let batch = q.take(Mode::Polling, 1024).await.expect("polling owns it");
+        assert!(q.take(TransportKind::WebSocket, 1024).await.is_none());
+        let batch = q
+            .take(TransportKind::Polling, 1024)
+            .await
+            .expect("polling owns it");
         assert_eq!(batch.frames, vec![frame("41"), frame("42")]);
         q.push(&[frame("43")]).expect("push");
         q.switch_to_websocket(None);
         assert!(
-            q.take(Mode::Polling, 1024).await.is_none(),
+            q.take(TransportKind::Polling, 1024).await.is_none(),
             "a racing GET takes nothing"
         );
-        let batch = q.take(Mode::WebSocket, 1024).await.expect("ws owns it");
+        let batch = q
+            .take(TransportKind::WebSocket, 1024)
+            .await
+            .expect("ws owns it");
         assert_eq!(batch.frames, vec![frame("43")]);
         assert_eq!(q.queued_bytes(), 0);
     }
 
     #[tokio::test]
     async fn a_waiting_consumer_gets_every_push() {
-        let q = std::sync::Arc::new(Outbox::new(Mode::WebSocket, 1024));
+        let q = std::sync::Arc::new(Outbox::new(TransportKind::WebSocket, 1024));
         let consumer = {
             let q = q.clone();
             tokio::spawn(async move {
                 let mut got = Vec::new();
                 while got.len() < 4 {
-                    got.extend(q.take(Mode::WebSocket, 1024).await.expect("ws").frames);
+                    got.extend(
+                        q.take(TransportKind::WebSocket, 1024)
+                            .await
+                            .expect("ws")
+                            .frames,
+                    );
                 }
                 got
             })
@@ -415,7 +407,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_writer_waits_for_the_switch_and_is_woken_by_pushes_and_the_close() {
-        let q = Arc::new(Outbox::new(Mode::Polling, 1024));
+        let q = Arc::new(Outbox::new(TransportKind::Polling, 1024));
         q.push(&[frame("40")]).expect("push");
         let writer = {
             let q = q.clone();
@@ -432,7 +424,10 @@ mod tests {
         };
         // Polling owns the queue: the writer takes nothing, a GET does.
         tokio::task::yield_now().await;
-        let batch = q.take(Mode::Polling, 1024).await.expect("polling owns it");
+        let batch = q
+            .take(TransportKind::Polling, 1024)
+            .await
+            .expect("polling owns it");
         assert_eq!(batch.frames, vec![frame("40")]);
         q.push(&[frame("41")]).expect("push");
         tokio::task::yield_now().await;
@@ -452,11 +447,11 @@ mod tests {
 
     #[tokio::test]
     async fn bounded_in_bytes() {
-        let q = Outbox::new(Mode::WebSocket, 4);
+        let q = Outbox::new(TransportKind::WebSocket, 4);
         q.push(&[frame("42ab")]).expect("fits");
         assert_eq!(q.push(&[frame("4")]), Err(PushError::Full));
         assert!(!q.push_volatile(&[frame("4")], Path::Direct));
-        q.take(Mode::WebSocket, 1024).await.expect("drain");
+        q.take(TransportKind::WebSocket, 1024).await.expect("drain");
         // A single packet larger than the bound is still accepted into an empty queue.
         q.push(&[frame("42abcdef")])
             .expect("oversized packet into empty queue");
@@ -464,24 +459,24 @@ mod tests {
 
     #[tokio::test]
     async fn close_hands_out_remaining_frames_then_reports_closed() {
-        let q = Outbox::new(Mode::WebSocket, 1024);
+        let q = Outbox::new(TransportKind::WebSocket, 1024);
         q.push(&[frame("41")]).expect("push");
         q.close();
         assert_eq!(q.push(&[frame("42")]), Err(PushError::Closed));
-        let batch = q.take(Mode::WebSocket, 1024).await.expect("ws");
+        let batch = q.take(TransportKind::WebSocket, 1024).await.expect("ws");
         assert_eq!((batch.frames.len(), batch.closed), (1, true));
-        let batch = q.take(Mode::WebSocket, 1024).await.expect("ws");
+        let batch = q.take(TransportKind::WebSocket, 1024).await.expect("ws");
         assert!(batch.frames.is_empty() && batch.closed);
     }
 
     #[tokio::test]
     async fn respects_max_bytes_per_batch() {
-        let q = Outbox::new(Mode::Polling, 1024);
+        let q = Outbox::new(TransportKind::Polling, 1024);
         q.push(&[frame("4aaaa"), frame("4bbbb"), frame("4cccc")])
             .expect("push");
-        let batch = q.take(Mode::Polling, 10).await.expect("polling");
+        let batch = q.take(TransportKind::Polling, 10).await.expect("polling");
         assert_eq!(batch.frames.len(), 2);
-        let batch = q.take(Mode::Polling, 1).await.expect("polling");
+        let batch = q.take(TransportKind::Polling, 1).await.expect("polling");
         assert_eq!(batch.frames.len(), 1, "always at least one frame");
     }
 
@@ -512,8 +507,8 @@ mod tests {
     #[tokio::test]
     async fn a_push_to_an_idle_writer_is_written_at_once() {
         let (server, mut client) = pair().await;
-        let q = Outbox::new(Mode::WebSocket, 1 << 20);
-        q.switch_to_websocket(Some(server));
+        let q = Outbox::new(TransportKind::WebSocket, 1 << 20);
+        q.switch_to_websocket(Some(direct(&server)));
         let frames = [
             frame("42[\"a\"]"),
             Frame::Binary(Bytes::from(vec![9u8; 300])),
@@ -529,9 +524,9 @@ mod tests {
     #[tokio::test]
     async fn pushes_queue_behind_a_busy_writer_and_in_polling_mode() {
         let (server, _client) = pair().await;
-        let q = Outbox::new(Mode::Polling, 1 << 20);
+        let q = Outbox::new(TransportKind::Polling, 1 << 20);
         q.push(&[frame("40")]).expect("push");
-        q.switch_to_websocket(Some(server));
+        q.switch_to_websocket(Some(direct(&server)));
         // Queued frames go first: a push behind them queues too.
         q.push(&[frame("41")]).expect("push");
         assert_eq!(q.queued_bytes(), 4);
@@ -555,8 +550,8 @@ mod tests {
         socket2::SockRef::from(&*server)
             .set_send_buffer_size(4096)
             .expect("sndbuf");
-        let q = Outbox::new(Mode::WebSocket, 64 << 20);
-        q.switch_to_websocket(Some(server.clone()));
+        let q = Outbox::new(TransportKind::WebSocket, 64 << 20);
+        q.switch_to_websocket(Some(direct(&server)));
         let mut sent = Vec::new();
         let mut i = 0u8;
         while q.queued_bytes() == 0 {
@@ -577,7 +572,10 @@ mod tests {
         let expected = crate::wsframe::encode_frames(&sent);
         let reading = tokio::spawn(async move { read_exactly(&mut client, expected.len()).await });
         let mut w = crate::tcp::SharedTcp(server);
-        let batch = q.take(Mode::WebSocket, usize::MAX).await.expect("ws");
+        let batch = q
+            .take(TransportKind::WebSocket, usize::MAX)
+            .await
+            .expect("ws");
         crate::wsframe::write_frames(&mut w, &batch.frames, batch.start())
             .await
             .expect("write");
@@ -627,8 +625,8 @@ mod tests {
         socket2::SockRef::from(&*server)
             .set_send_buffer_size(4096)
             .expect("sndbuf");
-        let q = Arc::new(Outbox::new(Mode::WebSocket, 256 << 20));
-        q.switch_to_websocket(Some(server.clone()));
+        let q = Arc::new(Outbox::new(TransportKind::WebSocket, 256 << 20));
+        q.switch_to_websocket(Some(direct(&server)));
         let reader = tokio::spawn(async move { read_frames(&mut client, PRODUCERS * EACH).await });
         // The connection's writer: batches from where they start, and now and
         // then a control reply of its own, as `ws::writer` does.

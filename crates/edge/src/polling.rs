@@ -1,7 +1,6 @@
 //! HTTP long-polling: a GET waits for queued packets, a POST carries the
 //! client's packets. At most one of each is in flight per session.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -10,21 +9,21 @@ use bytes::BytesMut;
 use http::StatusCode;
 use roomcast_wire::engineio;
 
-use crate::http::{response, EioError};
+use crate::http_reply::{response, EioError};
 use crate::limits::Limit;
-use crate::outbox::Mode;
-use crate::session::{CloseReason, Session};
+use crate::session::{CloseReason, PollingRequest, Session};
+use crate::sink::TransportKind;
 use crate::Edge;
 
 /// Most packets one POST body may hold.
 const MAX_PACKETS_PER_POST: usize = 1024;
 
-/// Clears a busy flag when the request ends, however it ends.
-struct Busy<'a>(&'a AtomicBool);
+/// Ends a polling request when it ends, however it ends.
+struct InFlight<'a>(&'a Session, PollingRequest);
 
-impl Drop for Busy<'_> {
+impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        self.0.store(false, Ordering::Release);
+        self.0.end_request(self.1);
     }
 }
 
@@ -34,28 +33,28 @@ fn text(status: StatusCode, body: impl Into<Body>) -> Response {
 
 /// Claims a session's GET or POST slot: the session must still be polling, and
 /// a second request of the same kind in flight closes it. `None`: refuse with 400.
-fn claim<'a>(edge: &Edge, session: &Arc<Session>, flag: &'a AtomicBool) -> Option<Busy<'a>> {
-    if session.outbox.mode() != Mode::Polling {
+fn claim<'a>(edge: &Edge, session: &'a Arc<Session>, kind: PollingRequest) -> Option<InFlight<'a>> {
+    if session.outbox.transport() != TransportKind::Polling {
         return None;
     }
-    if flag.swap(true, Ordering::AcqRel) {
+    if !session.begin_request(kind) {
         edge.close_session(session, CloseReason::PollingOverlap);
         return None;
     }
-    Some(Busy(flag))
+    Some(InFlight(session, kind))
 }
 
 pub(crate) async fn get(edge: &Edge, session: &Arc<Session>) -> Response {
-    let Some(_busy) = claim(edge, session, &session.get_busy) else {
+    let Some(_in_flight) = claim(edge, session, PollingRequest::Get) else {
         return EioError::BadRequest.response();
     };
-    if session.upgrading.load(Ordering::Acquire) {
+    if session.is_upgrading() {
         // The client pauses polling while it upgrades; release it at once.
         return noop();
     }
     let Some(batch) = session
         .outbox
-        .take(Mode::Polling, edge.config().max_payload)
+        .take(TransportKind::Polling, edge.config().max_payload)
         .await
     else {
         // The session switched to WebSocket while this GET waited.
@@ -76,7 +75,7 @@ fn noop() -> Response {
 }
 
 pub(crate) async fn post(edge: &Edge, session: &Arc<Session>, body: Body) -> Response {
-    let Some(_busy) = claim(edge, session, &session.post_busy) else {
+    let Some(_in_flight) = claim(edge, session, PollingRequest::Post) else {
         return EioError::BadRequest.response();
     };
     let cfg = edge.config();

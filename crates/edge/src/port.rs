@@ -387,6 +387,16 @@ async fn connection<H: Handshake>(
     }
 }
 
+/// The plain-TCP stream under a connection the client port's server
+/// (this module) upgraded, with what hyper had read past the request head;
+/// `Err` (the connection, untouched) for any other stream, e.g. TLS.
+pub(crate) fn shared_upgraded(
+    upgraded: hyper::upgrade::Upgraded,
+) -> Result<(SharedTcp, bytes::Bytes), hyper::upgrade::Upgraded> {
+    let parts = upgraded.downcast::<TokioIo<Watched<SharedTcp>>>()?;
+    Ok((parts.io.into_inner().inner, parts.read_buf))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -415,7 +425,7 @@ mod tests {
                         .is_some_and(|c| c.0.tcp.is_some());
                     let on = hyper::upgrade::on(&mut req);
                     tokio::spawn(async move {
-                        let got = match on.await.map(crate::tcp::shared_upgraded) {
+                        let got = match on.await.map(crate::port::shared_upgraded) {
                             Ok(Ok((mut tcp, read))) if has_conn => {
                                 let mut got = read.to_vec();
                                 let mut buf = [0u8; 16];

@@ -9,7 +9,7 @@
 //! A CONNECT whose auth holds `{pid, offset}` takes the saved session out of
 //! the store (on whichever edge the client lands), checks that the same user
 //! connects to the same namespace, and restores the socket with its id and
-//! rooms behind a closed [`Gate`](crate::sio::Gate): live packets wait while
+//! rooms behind a closed [`ReplayGate`](crate::sio::ReplayGate): live packets wait while
 //! the history's emits to its rooms after `offset` are replayed in order;
 //! then what the gate held goes out, less what the replay already had. The
 //! client sees `recovered === true` because the reply carries its old pid.
@@ -27,7 +27,7 @@ use serde_json::Value;
 
 use crate::outbox::PushError;
 use crate::session::{CloseReason, Session};
-use crate::sio::{Gate, Socket};
+use crate::sio::{ReplayGate, Socket};
 use crate::{Edge, Identity};
 
 /// The history sequence a message carries, 0 when none.
@@ -172,7 +172,7 @@ impl Edge {
             data_json: saved.data_json,
             session: session.clone(),
             pid: Some(saved.pid),
-            gate: Gate::closed(),
+            gate: ReplayGate::closed(),
         });
         session.sio().sockets.insert(socket.clone());
         self.add_socket(&socket, &saved.rooms).await;

@@ -1,24 +1,67 @@
 //! The Engine.IO session: one per client connection, whatever its transport.
+//!
+//! The session owns what Engine.IO is about: the sid, the outbound queue, the
+//! heartbeat (server pings, pong deadlines, the connect timeout), the flood
+//! budget, the upgrade and polling flags, and why it closed. What its packets
+//! carry belongs to the layer above, reached through [`EngineHandler`]:
+//! message and binary packets go to it decoded, it learns of the close, and
+//! it keeps its own per-connection state in the session
+//! ([`EngineSession::upper`]), which the engine neither reads nor changes. The
+//! Socket.IO layer (`sio`) is that handler; the engine does not know it.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use bytes::Bytes;
 use roomcast_wire::engineio::{Frame, OpenPacket, Packet, PacketType};
-use roomcast_wire::socketio::Assembler;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::outbox::{Mode, Outbox};
-use crate::sio::Socket;
+use crate::outbox::Outbox;
+use crate::sink::TransportKind;
 use crate::Edge;
+
+/// The layer above Engine.IO: what a session hands its decoded packets to
+/// (socketioxide's `EngineIoHandler`). Called on the task that read the
+/// packet; an error closes the session with that reason.
+pub(crate) trait EngineHandler {
+    /// The layer's own state of one connection, created with the session.
+    type Connection: Default + Send + Sync + 'static;
+
+    /// A message packet's text (valid UTF-8).
+    fn on_message(
+        &self,
+        session: &Arc<EngineSession<Self::Connection>>,
+        text: &str,
+    ) -> impl Future<Output = Result<(), CloseReason>> + Send;
+
+    /// A binary packet's bytes.
+    fn on_binary(
+        &self,
+        session: &Arc<EngineSession<Self::Connection>>,
+        data: Bytes,
+    ) -> impl Future<Output = Result<(), CloseReason>> + Send;
+
+    /// The session has closed (once, whatever closed it): the layer lets go
+    /// of what it holds for the connection. Must not block.
+    fn on_close(&self, session: &EngineSession<Self::Connection>, reason: CloseReason);
+
+    /// Whether the connection has done what the connect timeout waits for
+    /// (connected a Socket.IO namespace).
+    fn is_connected(&self, session: &EngineSession<Self::Connection>) -> bool;
+}
+
+/// The edge's sessions: Engine.IO carrying the edge's Socket.IO layer.
+pub(crate) type Session = EngineSession<<Edge as EngineHandler>::Connection>;
 
 /// Bounds of the ping sweep's period (a tenth of the shortest of the ping
 /// interval, ping timeout and connect timeout).
 const SWEEP_MIN: std::time::Duration = std::time::Duration::from_millis(10);
 const SWEEP_MAX: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Why a connection closed. Maps to logs, WebSocket close codes and, later,
-/// metrics labels and whether a session may be recovered.
+/// Why a connection closed. Maps to logs, WebSocket close codes, metrics
+/// labels and whether a session may be recovered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseReason {
     /// The client closed the transport (WebSocket close, EOF, close packet).
@@ -272,50 +315,8 @@ impl<'a> FromIterator<(&'a str, &'a str)> for Pairs {
     }
 }
 
-/// Socket.IO state of a session, touched by its inbound packets.
-#[derive(Default)]
-pub(crate) struct SioState {
-    pub assembler: Assembler,
-    /// Connected namespaces.
-    pub sockets: Namespaces,
-}
-
-/// A session's sockets, one per connected namespace. A session has one or a
-/// few: a list, where a map would allocate room for several on the first.
-#[derive(Default)]
-pub(crate) struct Namespaces(Vec<Arc<Socket>>);
-
-impl Namespaces {
-    pub fn get(&self, ns: &str) -> Option<&Arc<Socket>> {
-        self.0.iter().find(|s| s.ns == ns)
-    }
-
-    pub fn contains_key(&self, ns: &str) -> bool {
-        self.get(ns).is_some()
-    }
-
-    /// Adds a socket, replacing one of the same namespace.
-    pub fn insert(&mut self, socket: Arc<Socket>) {
-        self.remove(&socket.ns);
-        self.0.push(socket);
-    }
-
-    pub fn remove(&mut self, ns: &str) -> Option<Arc<Socket>> {
-        let at = self.0.iter().position(|s| s.ns == ns)?;
-        Some(self.0.swap_remove(at))
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    pub fn drain(&mut self) -> impl Iterator<Item = Arc<Socket>> + '_ {
-        self.0.drain(..)
-    }
-}
-
 /// A session's heartbeat: Engine.IO's server pings, and the connect timeout.
-struct Beat {
+struct Heartbeat {
     /// Until a namespace is connected: when the session gives up waiting.
     connect_by: Option<Instant>,
     /// When the next ping is due (while no ping waits for its pong).
@@ -324,23 +325,27 @@ struct Beat {
     pong_by: Option<Instant>,
 }
 
-pub(crate) struct Session {
+/// One Engine.IO connection, whatever its transport; `C` is the state the
+/// layer above keeps for it.
+pub(crate) struct EngineSession<C> {
     pub sid: String,
     pub outbox: Outbox,
     pub handshake: Handshake,
     /// Where the session's heartbeat stands: the edge's ping sweep moves it.
-    beat: Mutex<Beat>,
+    heartbeat: Mutex<Heartbeat>,
     closed: AtomicBool,
     /// Why the session closed (an index into [`CloseReason::ALL`]), for the
     /// close frame.
     close_reason: AtomicU8,
     /// A WebSocket probe is in progress for this polling session.
-    pub upgrading: AtomicBool,
-    pub get_busy: AtomicBool,
-    pub post_busy: AtomicBool,
+    upgrading: AtomicBool,
+    /// A long-polling GET, and a POST, in flight.
+    get_busy: AtomicBool,
+    post_busy: AtomicBool,
     /// Engine.IO packets the client may still send (flood limit).
     pub packet_budget: crate::limits::SharedBucket,
-    sio: Mutex<SioState>,
+    /// The layer above's state of this connection ([`EngineHandler::Connection`]).
+    pub upper: C,
     /// Wakes what waits for the session's end ([`Session::ended`]). A
     /// `Notify` in the session rather than a cancellation token of the
     /// edge's: the token would be an allocation of its own per session.
@@ -350,15 +355,54 @@ pub(crate) struct Session {
     pub span: tracing::Span,
 }
 
-impl Session {
-    pub fn sio(&self) -> MutexGuard<'_, SioState> {
-        // Held only for map updates; consistent across a panic.
-        self.sio.lock().unwrap_or_else(PoisonError::into_inner)
+/// One of the two requests a long-polling client has in flight at most.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PollingRequest {
+    Get,
+    Post,
+}
+
+impl<C> EngineSession<C> {
+    /// Whether a WebSocket probe is taking this polling session over.
+    pub fn is_upgrading(&self) -> bool {
+        self.upgrading.load(Ordering::Acquire)
     }
 
-    fn beat(&self) -> MutexGuard<'_, Beat> {
+    /// Marks a WebSocket probe begun; `false` if another one is in progress.
+    pub fn begin_upgrade(&self) -> bool {
+        self.upgrading
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// The probe is over, whichever way it ended.
+    pub fn end_upgrade(&self) {
+        self.upgrading.store(false, Ordering::Release);
+    }
+
+    /// Marks a polling request of this kind in flight; `false` if one
+    /// already is.
+    pub fn begin_request(&self, kind: PollingRequest) -> bool {
+        !self.request_flag(kind).swap(true, Ordering::AcqRel)
+    }
+
+    /// The polling request of this kind is over.
+    pub fn end_request(&self, kind: PollingRequest) {
+        self.request_flag(kind).store(false, Ordering::Release);
+    }
+
+    fn request_flag(&self, kind: PollingRequest) -> &AtomicBool {
+        match kind {
+            PollingRequest::Get => &self.get_busy,
+            PollingRequest::Post => &self.post_busy,
+        }
+    }
+
+    fn heartbeat(&self) -> MutexGuard<'_, Heartbeat> {
         // Plain field updates: consistent across a panic.
-        self.beat.lock().unwrap_or_else(PoisonError::into_inner)
+        self.heartbeat
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Why the session closed ([`CloseReason::TransportClose`] while open).
@@ -388,15 +432,19 @@ impl Session {
 impl Edge {
     /// Creates a session (the ping sweep looks after its heartbeat) and queues
     /// the open packet.
-    pub(crate) fn open_session(&self, mode: Mode, handshake: Handshake) -> Arc<Session> {
-        let cfg = &self.inner.config;
+    pub(crate) fn open_session(
+        &self,
+        transport: TransportKind,
+        handshake: Handshake,
+    ) -> Arc<Session> {
+        let cfg = self.config();
         let sid = roomcast_bus::names::new_id();
         let span = tracing::debug_span!("connection", sid = %sid, peer = ?handshake.remote);
         let session = Arc::new(Session {
-            outbox: Outbox::new(mode, cfg.outbound_queue_bytes),
+            outbox: Outbox::new(transport, cfg.outbound_queue_bytes),
             sid: sid.clone(),
             handshake,
-            beat: Mutex::new(Beat {
+            heartbeat: Mutex::new(Heartbeat {
                 connect_by: Some(Instant::now() + cfg.connect_timeout),
                 next_ping: Instant::now() + cfg.ping_interval,
                 pong_by: None,
@@ -407,17 +455,13 @@ impl Edge {
             get_busy: AtomicBool::new(false),
             post_busy: AtomicBool::new(false),
             packet_budget: crate::limits::SharedBucket::new(cfg.packets_per_sec),
-            sio: Mutex::new(SioState::default()),
+            upper: Default::default(),
             end: Notify::new(),
             span,
         });
-        let upgrades: &[&str] = match mode {
-            Mode::Polling => &["websocket"],
-            Mode::WebSocket => &[],
-        };
         let open = OpenPacket {
             sid: &sid,
-            upgrades,
+            upgrades: transport.upgrades(),
             ping_interval: cfg.ping_interval.as_millis() as u64,
             ping_timeout: cfg.ping_timeout.as_millis() as u64,
             max_payload: cfg.max_payload as u64,
@@ -425,7 +469,7 @@ impl Edge {
         // A fresh queue is empty and open: this push cannot fail.
         let _ = session.outbox.push(&[open.frame()]);
         self.sessions().insert(sid, session.clone());
-        tracing::debug!(sid = %session.sid, ?mode, remote = ?session.handshake.remote, "session opened");
+        tracing::debug!(sid = %session.sid, transport = transport.name(), remote = ?session.handshake.remote, "session opened");
         // The edge's shutdown closes the sessions in the map after it is
         // cancelled: a session that went in after that is closed here.
         if self.inner.shutdown.is_cancelled() {
@@ -449,7 +493,7 @@ impl Edge {
     /// ping timeout, not a sweep or two later. Only sessions whose pong is
     /// overdue land there, so the extra wakes cost what the dead clients do.
     pub(crate) async fn ping_sweep(&self) {
-        let cfg = &self.inner.config;
+        let cfg = self.config();
         let period = (cfg
             .ping_interval
             .min(cfg.ping_timeout)
@@ -473,7 +517,7 @@ impl Edge {
                     let now = Instant::now();
                     let horizon = now + period;
                     for session in sessions {
-                        match self.check_beat(&session, now) {
+                        match self.check_heartbeat(&session, now) {
                             Err(reason) => self.close_session(&session, reason),
                             Ok(Some(deadline)) if deadline < horizon => soon.push((deadline, session)),
                             Ok(_) => {}
@@ -484,7 +528,7 @@ impl Edge {
                 _ = tokio::time::sleep_until(wake), if !soon.is_empty() => {
                     let now = Instant::now();
                     while let Some((_, session)) = soon.pop_if(|(d, _)| *d <= now) {
-                        if let Err(reason) = self.check_beat(&session, now) {
+                        if let Err(reason) = self.check_heartbeat(&session, now) {
                             self.close_session(&session, reason);
                         }
                     }
@@ -496,8 +540,8 @@ impl Edge {
     /// Moves a session's heartbeat on to now when a request of its client
     /// arrives: a long-polling request that comes after the pong deadline
     /// finds the session closed, whatever the sweep's timing.
-    pub(crate) fn beat_now(&self, session: &Arc<Session>) -> Result<(), CloseReason> {
-        self.check_beat(session, Instant::now())
+    pub(crate) fn check_heartbeat_now(&self, session: &Arc<Session>) -> Result<(), CloseReason> {
+        self.check_heartbeat(session, Instant::now())
             .map(|_| ())
             .inspect_err(|reason| {
                 self.close_session(session, *reason);
@@ -507,28 +551,32 @@ impl Edge {
     /// Moves one session's heartbeat on to `now`: sends the ping that is due,
     /// or says why the session must close. Returns the pong deadline the
     /// session waits for, if any.
-    fn check_beat(&self, session: &Session, now: Instant) -> Result<Option<Instant>, CloseReason> {
-        let cfg = &self.inner.config;
-        let mut beat = session.beat();
-        if beat.connect_by.is_some_and(|d| d <= now) {
-            beat.connect_by = None;
-            if session.sio().sockets.is_empty() {
+    fn check_heartbeat(
+        &self,
+        session: &Session,
+        now: Instant,
+    ) -> Result<Option<Instant>, CloseReason> {
+        let cfg = self.config();
+        let mut heartbeat = session.heartbeat();
+        if heartbeat.connect_by.is_some_and(|d| d <= now) {
+            heartbeat.connect_by = None;
+            if !self.is_connected(session) {
                 return Err(CloseReason::ConnectTimeout);
             }
         }
-        match beat.pong_by {
+        match heartbeat.pong_by {
             Some(d) if d <= now => Err(CloseReason::PingTimeout),
             Some(d) => Ok(Some(d)),
-            None if beat.next_ping <= now => {
+            None if heartbeat.next_ping <= now => {
                 match session.outbox.push(&[Frame::control(PacketType::Ping)]) {
                     Ok(()) => {
                         // From when the ping was due, as a timer of its own
                         // would have sent it; a sweep held up for long (a
                         // stalled runtime) still leaves the client half the
                         // timeout.
-                        let due = beat.next_ping + cfg.ping_timeout;
+                        let due = heartbeat.next_ping + cfg.ping_timeout;
                         let pong_by = due.max(now + cfg.ping_timeout / 2);
-                        beat.pong_by = Some(pong_by);
+                        heartbeat.pong_by = Some(pong_by);
                         Ok(Some(pong_by))
                     }
                     Err(crate::outbox::PushError::Full) => Err(CloseReason::SlowConsumer),
@@ -549,20 +597,20 @@ impl Edge {
     ) -> Result<(), CloseReason> {
         if !session.packet_budget.take() {
             crate::limits::Limit::PacketRate.hit();
-            tracing::info!(sid = %session.sid, limit = self.inner.config.packets_per_sec, "packet flood, closing");
+            tracing::info!(sid = %session.sid, limit = self.config().packets_per_sec, "packet flood, closing");
             return Err(CloseReason::Flood);
         }
         match packet {
             Packet::Pong(_) => {
-                let mut beat = session.beat();
+                let mut heartbeat = session.heartbeat();
                 let now = Instant::now();
-                match beat.pong_by {
+                match heartbeat.pong_by {
                     // Too late: the session timed out, whether or not the
                     // sweep has closed it yet.
                     Some(d) if d <= now => Err(CloseReason::PingTimeout),
                     Some(_) => {
-                        beat.pong_by = None;
-                        beat.next_ping = now + self.inner.config.ping_interval;
+                        heartbeat.pong_by = None;
+                        heartbeat.next_ping = now + self.config().ping_interval;
                         Ok(())
                     }
                     // A pong nobody waits for changes nothing.
@@ -572,17 +620,18 @@ impl Edge {
             Packet::Message(text) => {
                 // The decoder checked UTF-8 already.
                 let text = std::str::from_utf8(&text).map_err(|_| CloseReason::ProtocolError)?;
-                self.on_sio_text(session, text).await
+                self.on_message(session, text).await
             }
-            Packet::Binary(data) => self.on_sio_binary(session, data).await,
+            Packet::Binary(data) => self.on_binary(session, data).await,
             Packet::Close => Err(CloseReason::TransportClose),
             Packet::Noop => Ok(()),
             Packet::Open | Packet::Ping(_) | Packet::Upgrade => Err(CloseReason::ProtocolError),
         }
     }
 
-    /// Closes a session: its sockets leave every room, its queue is closed (the
-    /// transport flushes what is queued, then closes), its tasks stop.
+    /// Closes a session: the layer above lets go of the connection (its
+    /// sockets leave every room), its queue is closed (the transport flushes
+    /// what is queued, then closes), its tasks stop.
     pub(crate) fn close_session(&self, session: &Arc<Session>, reason: CloseReason) {
         if session.closed.swap(true, Ordering::AcqRel) {
             return;
@@ -605,25 +654,8 @@ impl Edge {
         if let Some(slot) = &session.handshake.slot {
             slot.release();
         }
-        let sockets: Vec<Arc<Socket>> = session.sio().sockets.drain().collect();
-        if !sockets.is_empty() {
-            let edge = self.clone();
-            let saved = reason.is_recoverable();
-            self.spawn(async move {
-                for s in sockets {
-                    // Saved once it is out of the index: a client recovering
-                    // it on this edge cannot meet its old self there.
-                    let rooms =
-                        (saved && s.pid.is_some()).then(|| edge.read_index().rooms_of(&s.id));
-                    edge.remove_socket(&s).await;
-                    edge.announce_disconnect(&s, reason.as_str()).await;
-                    if let Some(rooms) = rooms {
-                        edge.save_for_recovery(&s, rooms).await;
-                    }
-                }
-            });
-        }
-        if session.outbox.mode() == Mode::Polling
+        self.on_close(session, reason);
+        if session.outbox.transport() == TransportKind::Polling
             && matches!(
                 reason,
                 CloseReason::ForcedClose

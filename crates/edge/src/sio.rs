@@ -1,18 +1,130 @@
-//! Socket.IO on top of a session: namespaces, CONNECT with auth, client events
-//! relayed to backends over the bus, and the sockets' outbound packets.
+//! Socket.IO on top of an Engine.IO session: namespaces, CONNECT with auth,
+//! client events relayed to backends over the bus, acks, and the sockets'
+//! outbound packets.
+//!
+//! The edge is the session layer's [`EngineHandler`]: a session hands it
+//! message and binary packets, and tells it of the close. What Socket.IO keeps
+//! of a connection (the attachments being assembled, the connected
+//! namespaces' sockets) is its own [`Connection`], which the session carries
+//! for it without looking inside.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
 use roomcast_bus::envelope::{self, ClientEvent};
 use roomcast_wire::engineio::Frame;
-use roomcast_wire::socketio::{self, Message, PacketKind};
+use roomcast_wire::socketio::{self, Assembler, Message, PacketKind};
 use serde_json::Value;
 
 use crate::outbox::{Path, PushError};
-use crate::session::{CloseReason, Session};
+use crate::session::{CloseReason, EngineHandler, EngineSession, Session};
 use crate::Edge;
+
+/// Socket.IO's state of one connection, touched by its inbound packets, its
+/// CONNECTs and DISCONNECTs, and its close.
+#[derive(Default)]
+pub(crate) struct Connection(Mutex<SioState>);
+
+/// What [`Connection`] guards.
+#[derive(Default)]
+pub(crate) struct SioState {
+    /// A binary packet waiting for its attachments.
+    pub assembler: Assembler,
+    /// Connected namespaces.
+    pub sockets: Namespaces,
+}
+
+impl EngineSession<Connection> {
+    /// The connection's Socket.IO state.
+    pub fn sio(&self) -> MutexGuard<'_, SioState> {
+        // Held only for map updates; consistent across a panic.
+        self.upper.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A session's sockets, one per connected namespace. A session has one or a
+/// few: a list, where a map would allocate room for several on the first.
+#[derive(Default)]
+pub(crate) struct Namespaces(Vec<Arc<Socket>>);
+
+impl Namespaces {
+    pub fn get(&self, ns: &str) -> Option<&Arc<Socket>> {
+        self.0.iter().find(|s| s.ns == ns)
+    }
+
+    pub fn contains_key(&self, ns: &str) -> bool {
+        self.get(ns).is_some()
+    }
+
+    /// Adds a socket, replacing one of the same namespace.
+    pub fn insert(&mut self, socket: Arc<Socket>) {
+        self.remove(&socket.ns);
+        self.0.push(socket);
+    }
+
+    pub fn remove(&mut self, ns: &str) -> Option<Arc<Socket>> {
+        let at = self.0.iter().position(|s| s.ns == ns)?;
+        Some(self.0.swap_remove(at))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn drain(&mut self) -> impl Iterator<Item = Arc<Socket>> + '_ {
+        self.0.drain(..)
+    }
+}
+
+impl EngineHandler for Edge {
+    type Connection = Connection;
+
+    fn on_message(
+        &self,
+        session: &Arc<Session>,
+        text: &str,
+    ) -> impl Future<Output = Result<(), CloseReason>> + Send {
+        self.on_sio_text(session, text)
+    }
+
+    fn on_binary(
+        &self,
+        session: &Arc<Session>,
+        data: Bytes,
+    ) -> impl Future<Output = Result<(), CloseReason>> + Send {
+        self.on_sio_binary(session, data)
+    }
+
+    /// The connection's sockets leave their rooms, are announced gone, and
+    /// are saved for recovery when the reason allows it; on a task of the
+    /// edge's, since the close may come from anywhere.
+    fn on_close(&self, session: &Session, reason: CloseReason) {
+        let sockets: Vec<Arc<Socket>> = session.sio().sockets.drain().collect();
+        if sockets.is_empty() {
+            return;
+        }
+        let edge = self.clone();
+        let saved = reason.is_recoverable();
+        self.spawn(async move {
+            for s in sockets {
+                // Saved once it is out of the index: a client recovering
+                // it on this edge cannot meet its old self there.
+                let rooms = (saved && s.pid.is_some()).then(|| edge.read_index().rooms_of(&s.id));
+                edge.remove_socket(&s).await;
+                edge.announce_disconnect(&s, reason.as_str()).await;
+                if let Some(rooms) = rooms {
+                    edge.save_for_recovery(&s, rooms).await;
+                }
+            }
+        });
+    }
+
+    fn is_connected(&self, session: &Session) -> bool {
+        !session.sio().sockets.is_empty()
+    }
+}
 
 /// A Socket.IO socket: one namespace of one connection.
 pub(crate) struct Socket {
@@ -29,19 +141,19 @@ pub(crate) struct Socket {
     pub pid: Option<String>,
     /// Holds live packets back while a recovered socket's missed ones are
     /// replayed.
-    pub gate: Gate,
+    pub gate: ReplayGate,
 }
 
 /// While closed, what is sent to a socket waits here, with its history
 /// sequence (0: none), instead of going to the outbox. Open on every socket
 /// but one being recovered; the open check is one atomic load.
 #[derive(Default)]
-pub(crate) struct Gate {
+pub(crate) struct ReplayGate {
     closed: AtomicBool,
     held: Mutex<Vec<(u64, envelope::Packet, bool)>>,
 }
 
-impl Gate {
+impl ReplayGate {
     pub fn closed() -> Self {
         Self {
             closed: AtomicBool::new(true),
@@ -126,7 +238,7 @@ impl Edge {
         session: &Arc<Session>,
         text: &str,
     ) -> Result<(), CloseReason> {
-        let max = self.inner.config.max_attachments;
+        let max = self.config().max_attachments;
         let decoded = session.sio().assembler.on_text(text, max);
         self.on_decoded(session, decoded).await
     }
@@ -139,7 +251,7 @@ impl Edge {
         let decoded = {
             let mut sio = session.sio();
             let r = sio.assembler.on_binary(data);
-            if sio.assembler.pending_bytes() > self.inner.config.max_payload {
+            if sio.assembler.pending_bytes() > self.config().max_payload {
                 return Err(CloseReason::MessageTooBig);
             }
             r
@@ -201,7 +313,7 @@ impl Edge {
                     tracing::info!(sid = %session.sid, len = event.len(), "event name too long, closing");
                     return Err(CloseReason::ProtocolError);
                 }
-                if self.inner.config.is_admin_namespace(&socket.ns) {
+                if self.config().is_admin_namespace(&socket.ns) {
                     self.admin_event(&event, &args_json).await;
                     return Ok(());
                 }
@@ -239,11 +351,11 @@ impl Edge {
         let refused = |cause: &'static str| {
             metrics::counter!(crate::metrics::CONNECTS_REFUSED, "cause" => cause).increment(1);
         };
-        if !self.inner.config.has_namespace(nsp) {
+        if !self.config().has_namespace(nsp) {
             refused("invalid_namespace");
             return refuse("Invalid namespace");
         }
-        if self.inner.config.is_admin_namespace(nsp) {
+        if self.config().is_admin_namespace(nsp) {
             return self.admin_connect(session, nsp, auth).await;
         }
         let (identity, data_json) = if let Some(hook) = &self.inner.hook {
@@ -276,7 +388,7 @@ impl Edge {
                 }
             }
         };
-        let max_rooms = self.inner.config.max_rooms_per_socket;
+        let max_rooms = self.config().max_rooms_per_socket;
         if max_rooms > 0 && identity.rooms.len() > max_rooms {
             crate::limits::Limit::RoomsPerSocket.hit();
             refused("too_many_rooms");
@@ -300,7 +412,7 @@ impl Edge {
             data_json,
             session: session.clone(),
             pid: self.new_pid(),
-            gate: Gate::default(),
+            gate: ReplayGate::default(),
         });
         session.sio().sockets.insert(socket.clone());
         // Join first, reply after: when the client sees `connect`, its socket is
@@ -313,7 +425,7 @@ impl Edge {
         let rooms = self.read_index().rooms_of(&socket.id);
         self.announce_connect(&socket, rooms, auth, false).await;
         if let (true, Some(exp)) = (
-            self.inner.config.disconnect_on_token_expiry,
+            self.config().disconnect_on_token_expiry,
             identity.expires_at,
         ) {
             self.expire_at(&socket, exp);
@@ -365,7 +477,7 @@ impl Edge {
             headers: hs.headers.to_vec(&[]).into_iter().collect(),
             query: hs.query.to_vec(&[]).into_iter().collect(),
             remote_addr: hs.remote.map(|a| a.to_string()).unwrap_or_default(),
-            node_id: self.inner.config.node_id.clone(),
+            node_id: self.config().node_id.clone(),
         }
     }
 
@@ -386,13 +498,13 @@ impl Edge {
             args_json,
             attachments,
             ack_id,
-            reply_to: subjects.node(&self.inner.config.node_id),
+            reply_to: subjects.node(&self.config().node_id),
             received_at_ms: crate::now_ms(),
         };
         metrics::counter!(crate::metrics::CLIENT_EVENTS).increment(1);
         let subject = subjects.client_events(Some(&ev.ns), Some(&ev.event));
         // Backends on NATS answer an ack with a plain NATS reply.
-        let reply = ack_id.map(|id| subjects.ack_reply(&self.inner.config.node_id, &socket.id, id));
+        let reply = ack_id.map(|id| subjects.ack_reply(&self.config().node_id, &socket.id, id));
         let (headers, payload) = ev.encode();
         if let Err(e) = self
             .inner
@@ -409,7 +521,7 @@ impl Edge {
     /// A backend answered a client event's ack with a NATS reply: check it and
     /// write the ack to the socket. Anything wrong is logged and dropped.
     pub(crate) async fn on_ack_reply(&self, msg: roomcast_bus::Message) {
-        let node = &self.inner.config.node_id;
+        let node = &self.config().node_id;
         let Some((sid, ack_id)) = self.inner.subjects.parse_ack_reply(node, &msg.subject) else {
             tracing::debug!(subject = %msg.subject, "ack reply to an unknown subject");
             return;
@@ -428,7 +540,7 @@ impl Edge {
             tracing::warn!(socket = %sid, "ack reply is not utf-8");
             return;
         };
-        let max = self.inner.config.max_attachments;
+        let max = self.config().max_attachments;
         if packet.attachments.len() > max {
             tracing::warn!(socket = %sid, max, "ack reply has too many attachments");
             return;

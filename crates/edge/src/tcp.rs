@@ -7,7 +7,7 @@
 //! written by the code that has it (the fan-out) instead of waking the
 //! connection's task to write it (see `outbox`). TLS connections have no such
 //! handle and always go through their task. The server of the port is
-//! [`crate::port`].
+//! `port`, which also takes an upgraded connection apart into its stream.
 
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
@@ -15,11 +15,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-use bytes::Bytes;
-use hyper::upgrade::Upgraded;
-use hyper_util::rt::TokioIo;
-
-use crate::port::Watched;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -90,14 +85,6 @@ fn shutdown_write(tcp: &TcpStream) -> io::Result<()> {
         Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
         r => r,
     }
-}
-
-/// The plain-TCP stream under a connection the client port's server
-/// ([`crate::port`]) upgraded, with what hyper had read past the request head;
-/// `Err` (the connection, untouched) for any other stream, e.g. TLS.
-pub(crate) fn shared_upgraded(upgraded: Upgraded) -> Result<(SharedTcp, Bytes), Upgraded> {
-    let parts = upgraded.downcast::<TokioIo<Watched<SharedTcp>>>()?;
-    Ok((parts.io.into_inner().inner, parts.read_buf))
 }
 
 /// What the client port knows of a connection: the peer's address and, for

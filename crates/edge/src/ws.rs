@@ -22,7 +22,6 @@
 //! reader, limits and writer.
 
 use std::future::Future;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
 use std::task::{Context, Poll, Waker};
 
@@ -32,14 +31,15 @@ use futures_util::FutureExt;
 use hyper_util::rt::TokioIo;
 use roomcast_wire::engineio::{self, Frame, PacketType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::outbox::{register, Mode, Outbox, PushError};
+use crate::outbox::{register, Outbox, PushError};
 use crate::session::{close_payload, CloseReason, Handshake, Session};
+use crate::sink::TransportKind;
 use crate::tcp::SharedTcp;
+use crate::transport::DirectSink;
 use crate::ws_read::{Message, MessageReader, OpCode, ReadError};
-use crate::wsframe::{encode_frame, write_frames};
+use crate::wsframe::{encode_frame, write_frames, TcpDirect};
 use crate::Edge;
 
 /// Most bytes the writer takes from the queue for one vectored write.
@@ -61,7 +61,8 @@ impl<T: tokio::io::AsyncWrite + Unpin + Send + 'static> WriteIo for T {}
 
 /// Serves one WebSocket connection: a new session, or the upgrade of an
 /// existing polling session. `tcp` is the connection's stream when it is plain
-/// TCP: the session's queue writes to it directly while the writer is idle.
+/// TCP: the session's queue writes to it directly while the writer is idle
+/// (as a [`DirectSink`]).
 ///
 /// Once the upgrade is done, the connection gets a task of its own, sized for
 /// its stream: plain TCP is read and written through two handles to the
@@ -72,8 +73,9 @@ pub(crate) async fn serve(
     fut: UpgradeFut,
     existing: Option<Arc<Session>>,
     hs: Handshake,
-    tcp: Option<Arc<TcpStream>>,
+    tcp: Option<Arc<tokio::net::TcpStream>>,
 ) {
+    let direct = tcp.map(|tcp| DirectSink::WebSocket(TcpDirect(tcp)));
     let upgraded = match fut.await {
         Ok(ws) => ws.into_inner().into_inner(),
         Err(e) => {
@@ -82,14 +84,14 @@ pub(crate) async fn serve(
         }
     };
     let spawner = edge.clone();
-    match crate::tcp::shared_upgraded(upgraded) {
+    match crate::port::shared_upgraded(upgraded) {
         Ok((w, read_buf)) => {
             let r = SharedTcp(w.0.clone());
-            spawner.spawn(connection(edge, r, w, read_buf, existing, hs, tcp));
+            spawner.spawn(connection(edge, r, w, read_buf, existing, hs, direct));
         }
         Err(upgraded) => {
             let (r, w) = tokio::io::split(TokioIo::new(upgraded));
-            spawner.spawn(connection(edge, r, w, Bytes::new(), existing, hs, tcp));
+            spawner.spawn(connection(edge, r, w, Bytes::new(), existing, hs, direct));
         }
     }
 }
@@ -151,17 +153,17 @@ fn connection<R: ReadIo, W: WriteIo>(
     read: Bytes,
     existing: Option<Arc<Session>>,
     hs: Handshake,
-    tcp: Option<Arc<TcpStream>>,
+    direct: Option<DirectSink>,
 ) -> impl Future<Output = ()> + Send {
     // Only an upgrade probes, and switches the session's queue to this socket
     // once the probe succeeds.
     let (session, upgrade) = match existing {
         None => {
-            let session = edge.open_session(Mode::WebSocket, hs);
-            session.outbox.switch_to_websocket(tcp);
+            let session = edge.open_session(TransportKind::WebSocket, hs);
+            session.outbox.switch_to_websocket(direct);
             (session, None)
         }
-        Some(session) => (session, Some(tcp)),
+        Some(session) => (session, Some(direct)),
     };
     let cfg = edge.config();
     let mut reader = MessageReader::new(r, cfg.max_payload, cfg.ws_pings_per_sec).with_read(&read);
@@ -196,7 +198,7 @@ fn in_span<'a, F: Future>(
 }
 
 /// A session's reading half: the upgrade probe if there is one (`upgrade`:
-/// the stream to give the session's queue), then the read loop. Returns
+/// the direct sink to give the session's queue), then the read loop. Returns
 /// whether to linger on the stream (`false` for an abandoned upgrade).
 #[expect(
     clippy::manual_async_fn,
@@ -207,11 +209,11 @@ fn read_half<'a, R: ReadIo>(
     session: &'a Arc<Session>,
     reader: &'a mut MessageReader<R>,
     control: &'a Control,
-    upgrade: Option<Option<Arc<TcpStream>>>,
+    upgrade: Option<Option<DirectSink>>,
 ) -> impl Future<Output = bool> + Send + 'a {
     async move {
         let cfg = edge.config();
-        if let Some(tcp) = upgrade {
+        if let Some(direct) = upgrade {
             // Boxed: only upgrades probe, and its timer would take room in every
             // connection's future.
             let probed = Box::pin(tokio::time::timeout(
@@ -219,14 +221,14 @@ fn read_half<'a, R: ReadIo>(
                 probe(reader, control, session),
             ))
             .await;
-            session.upgrading.store(false, Ordering::Release);
+            session.end_upgrade();
             if !matches!(probed, Ok(Ok(()))) {
                 // The writer ends with the control queue; the polling session goes on.
                 tracing::debug!(sid = %session.sid, "websocket upgrade abandoned");
                 control.finish_reading();
                 return false;
             }
-            session.outbox.switch_to_websocket(tcp);
+            session.outbox.switch_to_websocket(direct);
             tracing::debug!(sid = %session.sid, "upgraded to websocket");
         }
         read_loop(edge, session, reader, control).await;
@@ -253,11 +255,7 @@ async fn probe<R: ReadIo>(
     session: &Session,
 ) -> Result<(), CloseReason> {
     expect_text(reader, control, b"2probe").await?;
-    if session
-        .upgrading
-        .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-        .is_err()
-    {
+    if !session.begin_upgrade() {
         return Err(CloseReason::ProtocolError);
     }
     control
@@ -526,7 +524,7 @@ pub(crate) async fn echo(edge: Edge, fut: UpgradeFut) {
     let (r, w) = tokio::io::split(ws.into_inner());
     let mut reader = MessageReader::new(r, cfg.max_payload, cfg.ws_pings_per_sec);
     let control = Control::default();
-    let outbox = Outbox::new(Mode::WebSocket, cfg.outbound_queue_bytes);
+    let outbox = Outbox::new(TransportKind::WebSocket, cfg.outbound_queue_bytes);
     let why = std::sync::Mutex::new(CloseReason::TransportClose);
     let close_reason = || *why.lock().unwrap_or_else(PoisonError::into_inner);
     let done = CancellationToken::new();
@@ -586,18 +584,19 @@ fn write_session<'a, W: WriteIo>(
     })
 }
 
-/// The end of what a writer writes for: a session, or an echo connection.
-trait Ending: Sync {
+/// The end of the connection a writer writes for: a session's, or an echo
+/// connection's.
+trait ConnectionEnd: Sync {
     fn ended(&self) -> impl Future<Output = ()> + Send + '_;
 }
 
-impl Ending for Session {
+impl ConnectionEnd for Session {
     fn ended(&self) -> impl Future<Output = ()> + Send + '_ {
         Session::ended(self)
     }
 }
 
-impl Ending for CancellationToken {
+impl ConnectionEnd for CancellationToken {
     fn ended(&self) -> impl Future<Output = ()> + Send + '_ {
         self.cancelled()
     }
@@ -606,7 +605,7 @@ impl Ending for CancellationToken {
 /// Resolves [`CLOSE_FLUSH_TIMEOUT`] after the connection's end: a client that
 /// reads no more (a slow consumer) must not keep its connection, and the
 /// writer blocked on it, forever.
-async fn flush_deadline(closed: &impl Ending) {
+async fn flush_deadline(closed: &impl ConnectionEnd) {
     closed.ended().await;
     tokio::time::sleep(CLOSE_FLUSH_TIMEOUT).await;
 }
@@ -628,7 +627,7 @@ fn writer<'a, W: WriteIo>(
     outbox: &'a Outbox,
     control: &'a Control,
     close_reason: impl Fn() -> CloseReason + Send + 'a,
-    closed: &'a impl Ending,
+    closed: &'a impl ConnectionEnd,
 ) -> impl Future<Output = Result<(), CloseReason>> + Send + 'a {
     async move {
         let mut pending_close: Option<Bytes> = None;
@@ -637,9 +636,11 @@ fn writer<'a, W: WriteIo>(
             let next = std::future::poll_fn(|cx| {
                 if pending_close.is_none() {
                     match control.poll_next(cx) {
-                        Poll::Ready(Some(bytes)) => return Poll::Ready(Some(Step::Control(bytes))),
+                        Poll::Ready(Some(bytes)) => {
+                            return Poll::Ready(Some(WriterJob::Control(bytes)))
+                        }
                         // The upgrade was abandoned before the switch.
-                        Poll::Ready(None) if outbox.mode() != Mode::WebSocket => {
+                        Poll::Ready(None) if outbox.transport() != TransportKind::WebSocket => {
                             return Poll::Ready(None)
                         }
                         _ => {}
@@ -647,29 +648,29 @@ fn writer<'a, W: WriteIo>(
                 }
                 outbox
                     .poll_take(cx, WRITE_BATCH_BYTES)
-                    .map(|batch| Some(Step::Batch(batch)))
+                    .map(|batch| Some(WriterJob::Batch(batch)))
             });
-            // The step and its close frame move into the write: bound only in
+            // The job and its close frame move into the write: bound only in
             // this match, they take no room of their own across its await.
             let write = match next.await {
                 None => break Ok(()),
-                Some(Step::Control(bytes))
-                    if is_close(&bytes) && outbox.mode() == Mode::WebSocket =>
+                Some(WriterJob::Control(bytes))
+                    if is_close(&bytes) && outbox.transport() == TransportKind::WebSocket =>
                 {
                     // After what was queued before it.
                     pending_close = Some(bytes);
                     continue;
                 }
-                Some(step) => {
-                    let close = match &step {
-                        Step::Batch(batch) if batch.closed => {
+                Some(job) => {
+                    let close = match &job {
+                        WriterJob::Batch(batch) if batch.closed => {
                             Some(pending_close.take().unwrap_or_else(|| {
                                 encode_frame(OpCode::Close, &close_reason().ws_close_payload())
                             }))
                         }
                         _ => None,
                     };
-                    write_boxed(&mut w, outbox, step, close, closed)
+                    write_boxed(&mut w, outbox, job, close, closed)
                 }
             };
             match write.await {
@@ -690,13 +691,13 @@ fn writer<'a, W: WriteIo>(
 fn write_boxed<'a, W: WriteIo>(
     w: &'a mut W,
     outbox: &'a Outbox,
-    step: Step,
+    job: WriterJob,
     close: Option<Bytes>,
-    closed: &'a impl Ending,
+    closed: &'a impl ConnectionEnd,
 ) -> std::pin::Pin<Box<dyn Future<Output = Result<bool, CloseReason>> + Send + 'a>> {
     Box::pin(async move {
         tokio::select! {
-            done = write_step(w, outbox, &step, close.as_ref()) => done,
+            done = write_job(w, outbox, &job, close.as_ref()) => done,
             _ = flush_deadline(closed) => {
                 tracing::debug!("queued frames not flushed in time, dropping the connection");
                 Ok(true)
@@ -706,7 +707,7 @@ fn write_boxed<'a, W: WriteIo>(
 }
 
 /// What the writer does next: a control reply, or a batch from the queue.
-enum Step {
+enum WriterJob {
     Control(Bytes),
     Batch(crate::outbox::Batch),
 }
@@ -715,17 +716,17 @@ fn is_close(b: &Bytes) -> bool {
     b.first() == Some(&(0x80 | OpCode::Close as u8))
 }
 
-/// Writes a step; returns `true` once the writer is done (a close frame is
+/// Writes a job; returns `true` once the writer is done (a close frame is
 /// written and the stream shut).
-async fn write_step<W: WriteIo>(
+async fn write_job<W: WriteIo>(
     w: &mut W,
     outbox: &Outbox,
-    step: &Step,
+    job: &WriterJob,
     close: Option<&Bytes>,
 ) -> Result<bool, CloseReason> {
-    match step {
-        Step::Control(bytes) => write_control(w, outbox, bytes).await,
-        Step::Batch(batch) => write_batch(w, batch, close).await,
+    match job {
+        WriterJob::Control(bytes) => write_control(w, outbox, bytes).await,
+        WriterJob::Batch(batch) => write_batch(w, batch, close).await,
     }
 }
 

@@ -6,11 +6,15 @@
 //! fan-out writing to an idle socket) resumes there.
 
 use std::io::IoSlice;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use roomcast_wire::engineio::Frame;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
 
+use crate::sink::DirectWrite;
+pub(crate) use crate::sink::Progress;
 use crate::ws_read::OpCode;
 
 /// Most frames in one vectored write (two buffers each, well under IOV_MAX).
@@ -61,32 +65,50 @@ fn wire_len(f: &Frame) -> usize {
     header(opcode_of(f), len).1 + len
 }
 
-/// How far the writing of a run of frames got: the first frame not wholly
-/// written, and how many of its bytes (header first) are.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct Progress {
-    pub first: usize,
-    pub done: usize,
-}
-
-impl Progress {
-    /// Moves past `n` more written bytes.
-    pub fn advance(&mut self, frames: &[Frame], mut n: usize) {
-        while n > 0 && self.first < frames.len() {
-            let left = wire_len(&frames[self.first]) - self.done;
-            if n >= left {
-                n -= left;
-                self.first += 1;
-                self.done = 0;
-            } else {
-                self.done += n;
-                n = 0;
-            }
+/// Moves `at` past `n` more bytes written of `frames` on the wire.
+pub(crate) fn advance(at: &mut Progress, frames: &[Frame], mut n: usize) {
+    while n > 0 && at.first < frames.len() {
+        let left = wire_len(&frames[at.first]) - at.done;
+        if n >= left {
+            n -= left;
+            at.first += 1;
+            at.done = 0;
+        } else {
+            at.done += n;
+            n = 0;
         }
     }
+}
 
-    pub fn finished(&self, frames: &[Frame]) -> bool {
-        self.first >= frames.len()
+/// Most frames of one packet a direct write takes; a packet with more (many
+/// binary attachments) is left to the connection's writer.
+const DIRECT_FRAMES: usize = 8;
+
+/// A plain-TCP WebSocket's stream, as a session's queue holds it: a push to
+/// an idle writer writes the packet's frames itself, with one non-blocking
+/// vectored write of headers built on the stack and the shared payloads.
+#[derive(Debug, Clone)]
+pub(crate) struct TcpDirect(pub Arc<TcpStream>);
+
+impl DirectWrite for TcpDirect {
+    fn try_write(&self, frames: &[Frame]) -> std::io::Result<Progress> {
+        let mut at = Progress::default();
+        if frames.len() > DIRECT_FRAMES {
+            return Ok(at);
+        }
+        let mut heads = [([0u8; 10], 0); DIRECT_FRAMES];
+        match with_slices(frames, at, &mut heads, |slices| {
+            self.0.try_write_vectored(slices)
+        }) {
+            Ok(n) => {
+                advance(&mut at, frames, n);
+                let sent: usize = frames[..at.first].iter().map(Frame::len).sum();
+                metrics::counter!(crate::metrics::BYTES_OUT).increment(sent as u64);
+                Ok(at)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(at),
+            Err(e) => Err(e),
+        }
     }
 }
 
@@ -143,7 +165,7 @@ pub(crate) async fn write_frames<W: AsyncWrite + Unpin>(
                 Poll::Ready(Ok(0)) => {
                     return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()))
                 }
-                Poll::Ready(Ok(n)) => at.advance(frames, n),
+                Poll::Ready(Ok(n)) => advance(&mut at, frames, n),
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => return Poll::Pending,
             }
@@ -299,7 +321,7 @@ mod tests {
         // Every cut: what one write took, then the rest from its progress.
         for cut in 0..=whole.len() {
             let mut at = Progress::default();
-            at.advance(&frames, cut);
+            advance(&mut at, &frames, cut);
             let mut rest = Vec::new();
             write_frames(&mut rest, &frames, at).await.expect("write");
             assert_eq!(&whole[cut..], &rest[..], "cut at {cut}");
