@@ -38,10 +38,11 @@ use roomcast_wire::engineio::Frame;
 use roomcast_wire::socketio;
 use tokio::task::JoinHandle;
 
-use crate::lifecycle::{PRIVATE_HEADERS, SERVER_DISCONNECT};
+use crate::lifecycle::PRIVATE_HEADERS;
 use crate::room_index::SubjectKind;
 use crate::session::CloseReason;
 use crate::sio::Socket;
+use crate::sio::SERVER_DISCONNECT;
 use crate::Edge;
 
 /// Longest time an edge keeps waiting for the acks of one emit, whatever the

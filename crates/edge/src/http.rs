@@ -195,7 +195,7 @@ async fn route(edge: &Edge, mut req: Request) -> Response {
         let mut hs = handshake(&req, query.iter());
         if let Some(peer) = hs.remote {
             // Before any session exists or the upgrade is answered.
-            match edge.inner.peers.admit(peer.ip()) {
+            match edge.peers().admit(peer.ip()) {
                 Ok(slot) => hs.slot = slot,
                 Err(refusal) => {
                     refusal.limit().hit();

@@ -112,6 +112,16 @@ pub use auth::{Authenticator, Identity, JwtConfig};
 pub use config::EdgeConfig;
 pub use session::CloseReason;
 
+/// Registers the edge's metric descriptions and the zero series of its
+/// counters, with the label values taken from the modules that own them.
+pub fn describe_metrics() {
+    metrics::describe(metrics::Labels {
+        close_reasons: CloseReason::ALL.iter().map(|r| r.label()).collect(),
+        recovery_outcomes: recovery::Outcome::ALL.iter().map(|o| o.label()).collect(),
+        limits: limits::Limit::ALL.iter().map(|l| l.label()).collect(),
+    });
+}
+
 use acks::PendingAcks;
 use membership::Membership;
 use presence::PresenceRecorder;
@@ -356,6 +366,21 @@ impl Edge {
     /// Cancelled when the edge shuts down.
     pub(crate) fn shutdown_token(&self) -> &CancellationToken {
         &self.inner.shutdown
+    }
+
+    /// Connections and handshake rates per peer address.
+    pub(crate) fn peers(&self) -> &Arc<limits::PeerLimits> {
+        &self.inner.peers
+    }
+
+    /// Who may CONNECT: JWT verification.
+    pub(crate) fn authenticator(&self) -> &Authenticator {
+        &self.inner.auth
+    }
+
+    /// The backend that decides CONNECTs instead of the JWT, when configured.
+    pub(crate) fn hook(&self) -> Option<&hook::Hook> {
+        self.inner.hook.as_ref()
     }
 
     pub(crate) fn sessions(&self) -> &SessionTable {

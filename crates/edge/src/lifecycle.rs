@@ -10,10 +10,6 @@ use serde_json::Value;
 use crate::sio::Socket;
 use crate::Edge;
 
-/// Why a socket left its namespace, in Socket.IO's words.
-pub(crate) const CLIENT_DISCONNECT: &str = "client namespace disconnect";
-pub(crate) const SERVER_DISCONNECT: &str = "server namespace disconnect";
-
 /// Handshake headers never shown to backends or the Admin UI: they carry
 /// credentials.
 pub(crate) const PRIVATE_HEADERS: [&str; 2] = ["authorization", "cookie"];

@@ -57,6 +57,11 @@ pub enum Limit {
 }
 
 impl Limit {
+    /// Counts a hit. Callers log it once per connection (most hits close it).
+    pub fn hit(self) {
+        metrics::counter!(crate::metrics::LIMIT_HITS, "limit" => self.label()).increment(1);
+    }
+
     pub const ALL: [Limit; 15] = [
         Limit::Payload,
         Limit::Attachments,

@@ -19,7 +19,7 @@ pub const CLIENT_EVENTS: &str = "roomcast_edge_client_events_total";
 pub const BYTES_IN: &str = "roomcast_edge_bytes_in_total";
 /// Bytes written to clients.
 pub const BYTES_OUT: &str = "roomcast_edge_bytes_out_total";
-/// Limits hit (label `limit`: see [`crate::limits::Limit::label`]).
+/// Limits hit (label `limit`: one per kind of limit).
 pub const LIMIT_HITS: &str = "roomcast_edge_limit_hits_total";
 /// Seconds from an emit's publication by the control plane to its packet
 /// being queued on the recipients of this edge.
@@ -27,20 +27,6 @@ pub const FANOUT_LATENCY: &str = "roomcast_fanout_latency_seconds";
 
 /// CONNECTs that asked to recover a session (label `outcome`).
 pub const RECOVERIES: &str = "roomcast_edge_recoveries_total";
-
-impl crate::limits::Limit {
-    /// Counts a hit. Callers log it once per connection (most hits close it).
-    pub fn hit(self) {
-        metrics::counter!(LIMIT_HITS, "limit" => self.label()).increment(1);
-    }
-}
-
-impl crate::recovery::Outcome {
-    /// Counts a CONNECT that asked to recover a session and ended so.
-    pub(crate) fn count(self) {
-        metrics::counter!(RECOVERIES, "outcome" => self.label()).increment(1);
-    }
-}
 
 /// Every refusal cause, so their series exist from the start.
 const CAUSES: [&str; 14] = [
@@ -60,21 +46,31 @@ const CAUSES: [&str; 14] = [
     "admin_credentials",
 ];
 
+/// The label values of the counters whose series exist from the start: each
+/// list comes from the module that owns the values (close reasons from the
+/// session, recovery outcomes from recovery, limits from limits), so this
+/// module names metrics and imports nothing of the crate.
+pub struct Labels {
+    pub close_reasons: Vec<&'static str>,
+    pub recovery_outcomes: Vec<&'static str>,
+    pub limits: Vec<&'static str>,
+}
+
 /// Registers descriptions with the installed recorder, and zero values for
 /// the counters, so that alerts and dashboards see series before the first
 /// event.
-pub fn describe() {
-    for reason in crate::CloseReason::ALL {
-        metrics::counter!(DISCONNECTS, "reason" => reason.label()).absolute(0);
+pub fn describe(labels: Labels) {
+    for reason in labels.close_reasons {
+        metrics::counter!(DISCONNECTS, "reason" => reason).absolute(0);
     }
     for cause in CAUSES {
         metrics::counter!(CONNECTS_REFUSED, "cause" => cause).absolute(0);
     }
-    for outcome in crate::recovery::Outcome::ALL {
-        metrics::counter!(RECOVERIES, "outcome" => outcome.label()).absolute(0);
+    for outcome in labels.recovery_outcomes {
+        metrics::counter!(RECOVERIES, "outcome" => outcome).absolute(0);
     }
-    for limit in crate::limits::Limit::ALL {
-        metrics::counter!(LIMIT_HITS, "limit" => limit.label()).absolute(0);
+    for limit in labels.limits {
+        metrics::counter!(LIMIT_HITS, "limit" => limit).absolute(0);
     }
     for name in [DELIVERIES, CLIENT_EVENTS, BYTES_IN, BYTES_OUT] {
         metrics::counter!(name).absolute(0);

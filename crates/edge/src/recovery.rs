@@ -60,6 +60,11 @@ pub(crate) enum Outcome {
 }
 
 impl Outcome {
+    /// Counts a CONNECT that asked to recover a session and ended so.
+    pub(crate) fn count(self) {
+        metrics::counter!(crate::metrics::RECOVERIES, "outcome" => self.label()).increment(1);
+    }
+
     /// Every outcome, for metrics series that exist from the start.
     pub(crate) const ALL: [Outcome; 6] = [
         Outcome::Recovered,

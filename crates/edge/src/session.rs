@@ -472,7 +472,7 @@ impl Edge {
         tracing::debug!(sid = %session.sid, transport = transport.name(), remote = ?session.handshake.remote, "session opened");
         // The edge's shutdown closes the sessions in the map after it is
         // cancelled: a session that went in after that is closed here.
-        if self.inner.shutdown.is_cancelled() {
+        if self.shutdown_token().is_cancelled() {
             self.close_session(&session, CloseReason::ServerShutdown);
         }
         session
@@ -509,7 +509,7 @@ impl Edge {
                 .last()
                 .map_or_else(|| Instant::now() + SWEEP_MAX, |(d, _)| *d);
             tokio::select! {
-                _ = self.inner.shutdown.cancelled() => return,
+                _ = self.shutdown_token().cancelled() => return,
                 _ = ticks.tick() => {
                     soon.clear();
                     // Out of the map's lock first: the checks take each session's own.

@@ -22,6 +22,10 @@ use crate::outbox::{Path, PushError};
 use crate::session::{CloseReason, EngineHandler, EngineSession, Session};
 use crate::Edge;
 
+/// Why a socket left its namespace, in Socket.IO's words.
+pub(crate) const CLIENT_DISCONNECT: &str = "client namespace disconnect";
+pub(crate) const SERVER_DISCONNECT: &str = "server namespace disconnect";
+
 /// Socket.IO's state of one connection, touched by its inbound packets, its
 /// CONNECTs and DISCONNECTs, and its close.
 #[derive(Default)]
@@ -301,8 +305,7 @@ impl Edge {
             PacketKind::Disconnect => {
                 session.sio().sockets.remove(&packet.nsp);
                 self.remove_socket(&socket).await;
-                self.announce_disconnect(&socket, crate::lifecycle::CLIENT_DISCONNECT)
-                    .await;
+                self.announce_disconnect(&socket, CLIENT_DISCONNECT).await;
                 Ok(())
             }
             PacketKind::Event | PacketKind::BinaryEvent => {
@@ -358,7 +361,7 @@ impl Edge {
         if self.config().is_admin_namespace(nsp) {
             return self.admin_connect(session, nsp, auth).await;
         }
-        let (identity, data_json) = if let Some(hook) = &self.inner.hook {
+        let (identity, data_json) = if let Some(hook) = self.hook() {
             match hook
                 .authorize(self.authorize_request(session, nsp, auth))
                 .await
@@ -379,7 +382,7 @@ impl Edge {
                 }
                 None => session.handshake.bearer.as_deref(),
             };
-            match self.inner.auth.authenticate(token) {
+            match self.authenticator().authenticate(token) {
                 Ok(identity) => (identity, String::new()),
                 Err(e) => {
                     tracing::debug!(sid = %session.sid, nsp, error = %e, "connect refused");
@@ -489,7 +492,7 @@ impl Edge {
         attachments: Vec<Bytes>,
         ack_id: Option<u64>,
     ) {
-        let subjects = &self.inner.subjects;
+        let subjects = self.subjects();
         let ev = ClientEvent {
             ns: socket.ns.clone(),
             socket: socket.id.clone(),
@@ -522,7 +525,7 @@ impl Edge {
     /// write the ack to the socket. Anything wrong is logged and dropped.
     pub(crate) async fn on_ack_reply(&self, msg: roomcast_bus::Message) {
         let node = &self.config().node_id;
-        let Some((sid, ack_id)) = self.inner.subjects.parse_ack_reply(node, &msg.subject) else {
+        let Some((sid, ack_id)) = self.subjects().parse_ack_reply(node, &msg.subject) else {
             tracing::debug!(subject = %msg.subject, "ack reply to an unknown subject");
             return;
         };

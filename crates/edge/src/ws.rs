@@ -551,7 +551,7 @@ async fn echo_read<R: ReadIo>(
     let mut send = control_sender(control);
     let reason = loop {
         let message = tokio::select! {
-            _ = edge.inner.shutdown.cancelled() => break CloseReason::ServerShutdown,
+            _ = edge.shutdown_token().cancelled() => break CloseReason::ServerShutdown,
             message = reader.next(&mut send) => message,
         };
         let frame = match message {

@@ -13,9 +13,9 @@ use roomcast_bus::{Backend, KvBucket, KvStore};
 use roomcast_control::{Control, DeliveryConfig, LiveEdges};
 use roomcast_edge::Edge;
 use roomcast_presence::Presence;
-use tokio_util::sync::CancellationToken;
 
 use crate::config::Resolved;
+use crate::keeper::Keeper;
 use crate::probes::{ControlProbe, EdgeProbe};
 use crate::serve::{self, Servers};
 
@@ -98,7 +98,6 @@ pub async fn run_control(cfg: Resolved, metrics: PrometheusHandle) -> anyhow::Re
             .context("cannot listen to edge heartbeats")?,
     );
     let presence = open_presence(&cfg, &backend).await?;
-    let keeper_stop = CancellationToken::new();
     let recovery = open_recovery(&cfg, &backend).await?;
     let delivery_store = open_delivery(&cfg, &backend).await?;
     let me = cfg.edge.node_id.clone();
@@ -107,8 +106,9 @@ pub async fn run_control(cfg: Resolved, metrics: PrometheusHandle) -> anyhow::Re
         control = control.with_recovery(r);
     }
     let mut delivery = None;
+    let mut keeper = None;
     if let Some(p) = presence {
-        tokio::spawn(crate::standalone::keep(p.clone(), keeper_stop.clone()));
+        keeper = Some(Keeper::start(p.clone()));
         control = control.with_presence(p);
         if let Some((store, mut dcfg)) = delivery_store {
             dcfg.collect = false;
@@ -140,7 +140,9 @@ pub async fn run_control(cfg: Resolved, metrics: PrometheusHandle) -> anyhow::Re
 
     signal.wait().await;
     tracing::info!("shutting down");
-    keeper_stop.cancel();
+    if let Some(k) = keeper {
+        k.stop(EXIT_FLUSH).await;
+    }
     if let Some(d) = &delivery {
         d.shutdown(EXIT_FLUSH).await;
         // Another control plane takes the queues at once rather than after

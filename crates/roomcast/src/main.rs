@@ -6,6 +6,7 @@ mod admin;
 mod cli;
 mod cluster;
 mod config;
+mod keeper;
 mod metrics;
 mod probes;
 mod serve;

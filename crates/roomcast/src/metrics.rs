@@ -60,7 +60,7 @@ pub fn install(role: crate::config::Role) -> anyhow::Result<PrometheusHandle> {
     describe();
     use crate::config::Role;
     if role != Role::Control {
-        roomcast_edge::metrics::describe();
+        roomcast_edge::describe_metrics();
     }
     if role != Role::Edge {
         roomcast_control::metrics::describe();

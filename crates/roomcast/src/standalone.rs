@@ -7,12 +7,11 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use roomcast_bus::Backend;
 use roomcast_control::{Control, StaticEdges};
 use roomcast_edge::Edge;
-use roomcast_presence::Presence;
-use tokio_util::sync::CancellationToken;
 
 use crate::admin::Probe;
 use crate::cluster;
 use crate::config::Resolved;
+use crate::keeper::Keeper;
 use crate::probes::EdgeProbe;
 use crate::serve::{self, Servers};
 
@@ -27,10 +26,7 @@ pub async fn run(cfg: Resolved, metrics: PrometheusHandle) -> anyhow::Result<()>
     let bus = backend.bus();
     let node = cfg.edge.node_id.clone();
     let presence = cluster::open_presence(&cfg, &backend).await?;
-    let keeper_stop = CancellationToken::new();
-    if let Some(p) = &presence {
-        tokio::spawn(keep(p.clone(), keeper_stop.clone()));
-    }
+    let keeper = presence.clone().map(Keeper::start);
     let recovery = cluster::open_recovery(&cfg, &backend).await?;
     let delivery_store = cluster::open_delivery(&cfg, &backend).await?;
     let auth = cfg.auth.context("no client authentication configured")?;
@@ -87,18 +83,13 @@ pub async fn run(cfg: Resolved, metrics: PrometheusHandle) -> anyhow::Result<()>
     signal.wait().await;
     tracing::info!("shutting down");
     serve::drain_edge(&edge, &servers, cfg.drain).await;
-    keeper_stop.cancel();
+    if let Some(k) = keeper {
+        k.stop(std::time::Duration::from_secs(2)).await;
+    }
     if let Some(d) = &delivery {
         d.shutdown(std::time::Duration::from_secs(2)).await;
     }
     control.shutdown();
     control.join(std::time::Duration::from_secs(2)).await;
     servers.stop().await
-}
-
-/// Runs the presence keeper until `stop`; a failure is logged.
-pub async fn keep(presence: Presence, stop: CancellationToken) {
-    if let Err(e) = presence.run_keeper(stop).await {
-        tracing::error!(error = %e, "presence keeper stopped");
-    }
 }
