@@ -14,7 +14,7 @@
 //! - [`grpc`]: the tonic service; measures each call and hands it to
 //!   [`Control`] (this file), which holds the API's calls.
 //! - [`delivery`]: at-least-once emits and inboxes: `model` (records and
-//!   states), `records` (where they live), `worker` (the retry loop, its
+//!   states), `store` (`Records`: where they live), `worker` (the retry loop, its
 //!   tasks owned and joined at shutdown).
 //! - `streams`: the tasks that forward bus subscriptions into gRPC streams.
 //! - `fanout`: the way out to the edges (publish an emit, ask every edge,

@@ -52,8 +52,8 @@
 //! - `lifecycle`: sockets' connects and disconnects announced for backends.
 //! - [`admin_ui`]: the Socket.IO Admin UI's namespace (off by default): stats
 //!   rows, the cluster's sockets from a directory, the UI's requests.
-//! - [`metrics`]: the edge's metric names and descriptions, and the counting
-//!   of limit hits and recovery outcomes.
+//! - [`metrics`]: the edge's metric names and descriptions (it imports
+//!   nothing of the crate: the owners count, [`describe_metrics`] registers).
 //! - this file: the assembly. [`Edge::start`] builds the parts, subscribes
 //!   the subjects every edge listens on and starts the heartbeat, the ping
 //!   sweep and presence's re-recording; then the HTTP router, the gauges,
