@@ -298,8 +298,7 @@ impl Edge {
         let (headers, payload) = cmd.encode();
         for subject in subject_list {
             if let Err(e) = self
-                .inner
-                .bus
+                .bus()
                 .publish(&subject, headers.clone(), payload.clone(), None)
                 .await
             {
@@ -349,8 +348,7 @@ impl Edge {
                 let row = edge.admin_stats_row(&admin);
                 let payload = bytes::Bytes::from(row.to_string());
                 if let Err(e) = edge
-                    .inner
-                    .bus
+                    .bus()
                     .publish(&subjects.admin_stats(), Default::default(), payload, None)
                     .await
                 {
@@ -386,8 +384,7 @@ impl Edge {
         let g = self.gauges();
         let node = &self.config().node_id;
         let namespaces: Vec<Value> = self
-            .inner
-            .config
+            .config()
             .namespaces
             .iter()
             .map(|ns| {
@@ -424,8 +421,7 @@ impl Edge {
             };
             let (headers, payload) = cmd.encode();
             let replies = match self
-                .inner
-                .bus
+                .bus()
                 .request_many(
                     &self.subjects().edges(),
                     headers,
