@@ -377,6 +377,21 @@ mod tests {
         (d, presence)
     }
 
+    /// Socket `s1` of user `u` connects on edge `e1` (the fake edge's socket).
+    async fn connect_s1_of_u(presence: &Presence) {
+        presence
+            .connected(&SocketRecord {
+                id: "s1".into(),
+                user: "u".into(),
+                ns: "/".into(),
+                node: "e1".into(),
+                rooms: Vec::new(),
+                connected_at_ms: now_ms(),
+            })
+            .await
+            .expect("connected");
+    }
+
     fn emit_to(user: &str, args: &str) -> EmitRequest {
         EmitRequest {
             to: Some(Selector {
@@ -396,17 +411,7 @@ mod tests {
         let bus = MemoryBus::default();
         let sent = fake_edge(&bus, 3).await;
         let (d, presence) = delivery(&bus).await;
-        presence
-            .connected(&SocketRecord {
-                id: "s1".into(),
-                user: "u".into(),
-                ns: "/".into(),
-                node: "e1".into(),
-                rooms: Vec::new(),
-                connected_at_ms: now_ms(),
-            })
-            .await
-            .expect("connected");
+        connect_s1_of_u(&presence).await;
         let id = d.emit(emit_to("u", "[1]")).await.expect("accepted");
         roomcast_testkit::wait_for(Duration::from_secs(5), || async {
             d.status(&id).await.expect("status").status == DeliveryStatus::Acked as i32
@@ -432,17 +437,7 @@ mod tests {
         let sent = fake_edge(&bus, usize::MAX).await;
         let (d, presence) = delivery(&bus).await;
         d.start();
-        presence
-            .connected(&SocketRecord {
-                id: "s1".into(),
-                user: "u".into(),
-                ns: "/".into(),
-                node: "e1".into(),
-                rooms: Vec::new(),
-                connected_at_ms: now_ms(),
-            })
-            .await
-            .expect("connected");
+        connect_s1_of_u(&presence).await;
         d.emit(emit_to("u", "[1]")).await.expect("accepted");
         let count = || sent.lock().expect("log").len();
         roomcast_testkit::wait_for(Duration::from_secs(5), || async {
