@@ -14,6 +14,7 @@ const CONTROL_FLAGS = new Set([
   '--api-key',
   '--request-timeout-ms',
   '--max-selector-size',
+  '--command-routing',
   '--edge-ttl-ms',
   '--delivery-resend-ms',
   '--delivery-max-resend-ms',
@@ -82,12 +83,16 @@ async function startAll(thunks) {
  * Starts nats-server (`natsNodes` nodes), `edges` edges and `controls` control
  * planes, and waits until every roomcast process answers `/readyz` with 200.
  * Edges are named `edge-1`, `edge-2`, …, controls `control-1`, …; `cluster` is
- * the roomcast cluster name (default: the binary's, "roomcast"). Resolves to:
+ * the roomcast cluster name (default: the binary's, "roomcast"). `controlArgs` go to
+ * every control plane, `perControlArgs[i]` (optional) to control i only, after them
+ * (e.g. one control plane with another `--command-routing`). Resolves to:
  *   httpUrls   every edge's client URL; httpUrl the first one
  *   grpcAddrs  every control's gRPC address; grpcAddr the first one
  *   edges      handles with httpUrl, adminUrl, nodeId, stop(), restart() (same ports)
  *   controls   handles with grpcAddr, adminUrl, nodeId, stop(), restart()
  *   nats       the nats-servers (see startNats): servers, urls, connection(name), …
+ *   common     the flags every process got (NATS URLs, cluster name): to start
+ *              another edge or control plane into the same cluster
  *   cluster    the roomcast cluster name
  *   stop()     stops the roomcast processes, then nats-server
  */
@@ -97,6 +102,7 @@ export async function startCluster({
   controls = 1,
   edgeArgs = [],
   controlArgs = [],
+  perControlArgs = [],
   cluster,
 } = {}) {
   const nats = await startNats({ nodes: natsNodes });
@@ -113,7 +119,7 @@ export async function startCluster({
     const edgeHandles = await startAll(range(edges).map((i) => node(startEdge, 'edge', i, edgeArgs)));
     let controlHandles;
     try {
-      controlHandles = await startAll(range(controls).map((i) => node(startControl, 'control', i, controlArgs)));
+      controlHandles = await startAll(range(controls).map((i) => node(startControl, 'control', i, [...controlArgs, ...(perControlArgs[i] ?? [])])));
     } catch (err) {
       await Promise.allSettled(edgeHandles.map((e) => e.stop()));
       throw err;
@@ -122,6 +128,7 @@ export async function startCluster({
     return {
       kind: 'cluster',
       cluster: cluster ?? 'roomcast',
+      common,
       nats,
       edges: edgeHandles,
       controls: controlHandles,
