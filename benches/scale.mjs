@@ -11,7 +11,7 @@
 //         errors counted;
 //   (iii) a notification burst at 16 edges (or the size given): one emit per
 //         user to N connected users (each with one socket, held by
-//         roomcast-loadgen), total CPU of every process (edges, control planes,
+//         benches/scale-holder.mjs processes), total CPU of every process (edges, control planes,
 //         nats-servers; utime + stime from /proc/<pid>/stat) while it is sent
 //         and delivered.
 //
@@ -26,13 +26,11 @@
 // --no-routing-flag (for a build without --command-routing: both control
 // planes then route as that build does).
 //
-// Needs ROOMCAST_BIN (a release build for published figures), LOADGEN_BIN
-// (roomcast-loadgen), NATS_SERVER_BIN, and tests/e2e/node_modules (`npm ci`
-// there): it uses the e2e test library. A burst of N users needs N + a few
-// thousand open files (`ulimit -n`, raised as root before starting it).
+// Needs ROOMCAST_BIN (a release build for published figures), NATS_SERVER_BIN,
+// and tests/e2e/node_modules (`npm ci` there): it uses the e2e test library.
 // Writes scale.json and scale.md into --out (default benches/results/scale).
 
-import { spawn, spawnSync } from 'node:child_process';
+import { fork } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -73,7 +71,6 @@ const STOPPED_CALLS_BROADCAST = Number(opt['stopped-calls-broadcast']);
 const BURST_EDGES = Number(opt['burst-edges']);
 const BURST_USERS = Number(opt['burst-users']);
 const BURST_REPEAT = Math.max(1, Number(opt['burst-repeat']));
-const LOADGEN = process.env.LOADGEN_BIN || path.join(process.env.CARGO_TARGET_DIR || path.join(REPO_ROOT, 'target'), 'release', 'roomcast-loadgen');
 
 const SECRET = 'bench-scale-hs256-secret-0123456789abcdef';
 const REQUEST_TIMEOUT_MS = 2000;
@@ -222,56 +219,61 @@ async function latencies(cluster, apis, pool) {
   return out;
 }
 
-/** Starts roomcast-loadgen holding `users` idle sockets (users u0 … u{users-1}). */
+/**
+ * Holds `users` idle sockets (users u0 … u{users-1}, one socket each) in
+ * forked benches/scale-holder.mjs processes of at most HOLDER_SOCKETS each (one
+ * process may not open more files than `ulimit -n`); resolves once all are
+ * connected.
+ */
+const HOLDER_SOCKETS = 15_000;
 async function holdSockets(cluster, users) {
-  const wsArgs = cluster.edges.flatMap((e) => ['--ws', new URL(e.httpUrl).host]);
-  const child = spawn(
-    LOADGEN,
-    [
-      ...wsArgs,
-      '--grpc', cluster.grpcAddrs[0],
-      '--jwt-secret', SECRET,
-      '--connections', String(users),
-      '--source-ips', String(Math.max(1, Math.ceil(users / 20_000))),
-      '--idle-secs', '86400',
-      '--no-warmup',
-    ],
-    { stdio: ['ignore', 'ignore', 'pipe'] },
-  );
-  const exited = trackChild(child);
-  let stderr = '';
-  child.stderr.on('data', (d) => {
-    stderr = (stderr + d).slice(-4000);
-  });
-  const stop = () => stopChild(child, exited, 10_000, 'roomcast-loadgen');
+  const holders = [];
+  const stop = () =>
+    Promise.all(holders.map(({ child, exited }) => stopChild(child, exited, 10_000, 'scale-holder')));
   try {
+    const reports = [];
+    for (let offset = 0; offset < users; offset += HOLDER_SOCKETS) {
+      const count = Math.min(HOLDER_SOCKETS, users - offset);
+      const child = fork(
+        path.join(REPO_ROOT, 'benches', 'scale-holder.mjs'),
+        [JSON.stringify({ urls: cluster.httpUrls, offset, count, secret: SECRET })],
+        { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] },
+      );
+      const exited = trackChild(child);
+      holders.push({ child, exited });
+      // One holder at a time: the edges take the connects (and their presence
+      // records) at the rate they can.
+      const report = await Promise.race([
+        new Promise((resolve) => child.once('message', resolve)),
+        exited.then((r) => Promise.reject(new Error(`scale-holder exited: ${JSON.stringify(r)}`))),
+      ]);
+      if (report.failed) throw new Error(`${report.failed} of ${count} sockets failed to connect: ${report.firstError}`);
+      reports.push(report);
+      log(`${offset + count}/${users} sockets connected`);
+    }
     await waitFor(
-      async () => {
-        if (child.exitCode !== null) throw new Error(`roomcast-loadgen exited: ${stderr}`);
-        return (await total(cluster.edges, 'roomcast_edge_sockets', { prefix: true })) >= users;
-      },
-      Math.max(120_000, users * 10),
-      `${users} sockets connected`,
+      async () => (await total(cluster.edges, 'roomcast_edge_sockets', { prefix: true })) >= users,
+      60_000,
+      `the edges to count ${users} sockets`,
       500,
     );
   } catch (err) {
     await stop();
     throw err;
   }
-  log(stderr.trim().split('\n').at(-1) ?? '');
-  return { child, stop };
+  return { stop };
 }
 
 /** (iii): one emit per user to `users` users, per mode: CPU of every process. */
 async function burst(users) {
-  const limit = Number(spawnSync('sh', ['-c', 'ulimit -n'], { encoding: 'utf8' }).stdout.trim());
-  if (Number.isFinite(limit) && limit < users + 5000) {
-    throw new Error(`a burst of ${users} users needs ulimit -n of at least ${users + 5000} (it is ${limit})`);
-  }
   const { cluster, apis } = await startScaleCluster(BURST_EDGES);
   let held;
+  let burstApis = {};
   try {
     held = await holdSockets(cluster, users);
+    burstApis = Object.fromEntries(
+      MODES.map((mode, i) => [mode, createRoomcastClient(cluster.grpcAddrs[i], { deadlineMs: 600_000 })]),
+    );
     const pids = clusterPids(cluster);
     // Let presence writes and subscriptions settle before measuring.
     let last = sum(Object.values(cpuOf(pids)));
@@ -295,15 +297,17 @@ async function burst(users) {
       const msgsBefore = await total(cluster.edges, EMIT_SERIES);
       const cpuBefore = cpuOf(pids);
       const t0 = performance.now();
-      const BATCH = 1000;
+      // EmitStream handles its messages one after another: many short streams
+      // at once keep the control plane busy.
+      const BATCH = 100;
       const inFlight = [];
       for (let i = 0; i < n; i += BATCH) {
         const requests = [];
         for (let u = i; u < Math.min(n, i + BATCH); u++) {
           requests.push({ to: { user_ids: [`u${u}`] }, event: 'notify', args_json: `[${u}]` });
         }
-        inFlight.push(apis[mode].emitStream(requests));
-        if (inFlight.length >= 4) await inFlight.shift();
+        inFlight.push(burstApis[mode].emitStream(requests));
+        if (inFlight.length >= 16) await inFlight.shift();
       }
       await Promise.all(inFlight);
       await waitFor(
@@ -353,7 +357,7 @@ async function burst(users) {
     return out;
   } finally {
     await held?.stop();
-    for (const api of Object.values(apis)) api.close();
+    for (const api of [...Object.values(apis), ...Object.values(burstApis)]) api.close();
     await cluster.stop();
   }
 }
