@@ -195,7 +195,8 @@ describe(`roomcast scale: ${EDGES} edges, 2 control planes, 3 nats-servers, pres
     const ms = [];
     const round = async (i) => {
       const user = uid('race');
-      const api = apis[i % apis.length];
+      // Every edge, each through both control planes over the rounds.
+      const api = apis[Math.floor(i / EDGES) % apis.length];
       const c = pool.openAt(i % EDGES, '/', asUser(user));
       const sent = new Promise((resolve, reject) => {
         c.socket.once('connect_error', reject);
