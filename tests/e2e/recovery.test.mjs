@@ -121,6 +121,18 @@ describe('connection state recovery within the window', () => {
       await client.nextEvent('lobby');
       await waitFor(() => feed(client, seen).length === 101, 5000, 'the live event');
       assert.deepEqual(feed(client, seen).map((e) => e.n), [...Array(101).keys()]);
+
+      // Calls by socket id and by user find the socket where it is now (in a
+      // cluster its id still names the first edge).
+      await api.emit({ to: { socket_ids: [id] }, event: 'direct', args_json: args('by id') });
+      await client.nextEvent('direct', (a) => a[0] === 'by id');
+      await api.emit({ to: { user_ids: ['alice'] }, event: 'direct', args_json: args('by user') });
+      await client.nextEvent('direct', (a) => a[0] === 'by user');
+      await api.joinRooms({ target: { socket_ids: [id] }, rooms: ['after-recovery'] });
+      await api.emit({ to: { rooms: ['after-recovery'] }, event: 'direct', args_json: args('joined') });
+      await client.nextEvent('direct', (a) => a[0] === 'joined');
+      const byUser = await api.fetchSockets({ target: { user_ids: ['alice'] } });
+      assert.deepEqual(byUser.sockets.map((s) => s.id), [id], 'fetched by user where it is now');
     });
   }
 

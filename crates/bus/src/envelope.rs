@@ -36,6 +36,23 @@ const TIMEOUT: &str = "rc-timeout";
 const USERS: &str = "rc-users";
 const SENT_AT: &str = "rc-sent";
 const REFUSED: &str = "rc-refused";
+const ROUTED: &str = "rc-routed";
+const LISTED: &str = "rc-listed";
+const TAGS: &str = "rc-tags";
+
+/// How commands may reach an edge, as its heartbeats say: the control plane
+/// routes commands for sockets and users by it (ADR 16). An edge that says
+/// nothing of it (an older one) gets every command through the edges subject.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Routing {
+    /// The edge records its sockets in presence before it answers their
+    /// connect: the presence store is a directory of its users' sockets.
+    pub listed: bool,
+    /// Route tags of other edges the edge listens on, for sockets it
+    /// recovered from them (its own tag, derived from its node id, is not
+    /// listed).
+    pub tags: Vec<String>,
+}
 
 /// Which sockets a command applies to. The union of `rooms`, `sockets` and the
 /// sockets of `users` (every socket of `ns` when all are empty), less the
@@ -139,8 +156,13 @@ pub struct SocketInfo {
 /// What an edge sends back: answers to requests, heartbeats, acks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EdgeReply {
-    /// The edge is alive (heartbeat, or the answer to [`Command::Ping`]).
-    Hello { node: String },
+    /// The edge is alive (heartbeat, or the answer to [`Command::Ping`]);
+    /// `routing` is `None` when the edge wants every command through the
+    /// edges subject.
+    Hello {
+        node: String,
+        routing: Option<Routing>,
+    },
     /// The edge is going away; forget it now rather than at heartbeat expiry.
     Bye { node: String },
     /// A join, leave or disconnect was applied to `count` local sockets;
@@ -188,6 +210,23 @@ fn put_all<'a>(h: &mut Headers, name: &str, values: impl IntoIterator<Item = &'a
     for v in values {
         h.append(name, token(v));
     }
+}
+
+fn decode_routing(h: &Headers) -> Result<Option<Routing>, EnvelopeError> {
+    if h.get(ROUTED).is_none() {
+        return Ok(None);
+    }
+    let tags: Vec<String> = match h.get(TAGS) {
+        None => Vec::new(),
+        Some(list) => list.split(',').map(str::to_owned).collect(),
+    };
+    if !tags.iter().all(|t| crate::names::valid_tag(t)) {
+        return Err(EnvelopeError::Invalid(TAGS));
+    }
+    Ok(Some(Routing {
+        listed: h.get(LISTED).is_some(),
+        tags,
+    }))
 }
 
 fn get_one(h: &Headers, name: &'static str) -> Result<String, EnvelopeError> {
@@ -440,7 +479,7 @@ fn get_number(h: &Headers, name: &'static str) -> Result<u64, EnvelopeError> {
 impl EdgeReply {
     pub fn node(&self) -> &str {
         match self {
-            EdgeReply::Hello { node }
+            EdgeReply::Hello { node, .. }
             | EdgeReply::Bye { node }
             | EdgeReply::Done { node, .. }
             | EdgeReply::Sockets { node, .. }
@@ -453,7 +492,18 @@ impl EdgeReply {
     pub fn encode(&self) -> (Headers, Bytes) {
         let mut h = Headers::new();
         let (op, payload) = match self {
-            EdgeReply::Hello { .. } => ("hello", Bytes::new()),
+            EdgeReply::Hello { routing, .. } => {
+                if let Some(routing) = routing {
+                    h.append(ROUTED, "1");
+                    if routing.listed {
+                        h.append(LISTED, "1");
+                    }
+                    if !routing.tags.is_empty() {
+                        h.append(TAGS, routing.tags.join(","));
+                    }
+                }
+                ("hello", Bytes::new())
+            }
             EdgeReply::Bye { .. } => ("bye", Bytes::new()),
             EdgeReply::Done { count, refused, .. } => {
                 h.append(COUNT, count.to_string());
@@ -479,7 +529,10 @@ impl EdgeReply {
         let op = h.get(OP).ok_or(EnvelopeError::Missing(OP))?;
         let node = get_one(h, NODE)?;
         match op {
-            "hello" => Ok(EdgeReply::Hello { node }),
+            "hello" => Ok(EdgeReply::Hello {
+                node,
+                routing: decode_routing(h)?,
+            }),
             "bye" => Ok(EdgeReply::Bye { node }),
             "done" => Ok(EdgeReply::Done {
                 node,
@@ -712,10 +765,37 @@ mod tests {
     }
 
     #[test]
+    fn a_hello_listing_an_invalid_route_tag_is_refused() {
+        let mut h = Headers::new();
+        h.append(OP, "hello");
+        h.append(NODE, "n");
+        h.append(ROUTED, "1");
+        h.append(TAGS, "ok123,a.b>c");
+        assert_eq!(
+            EdgeReply::decode(&h, Bytes::new()),
+            Err(EnvelopeError::Invalid(TAGS))
+        );
+    }
+
+    #[test]
     fn edge_replies_round_trip() {
         let node = "node.1 ü".to_owned();
         let replies = [
-            EdgeReply::Hello { node: node.clone() },
+            EdgeReply::Hello {
+                node: node.clone(),
+                routing: None,
+            },
+            EdgeReply::Hello {
+                node: node.clone(),
+                routing: Some(Routing::default()),
+            },
+            EdgeReply::Hello {
+                node: node.clone(),
+                routing: Some(Routing {
+                    listed: true,
+                    tags: vec!["ab-_9".into(), "ZZZZZ".into()],
+                }),
+            },
             EdgeReply::Bye { node: node.clone() },
             EdgeReply::Done {
                 node: node.clone(),

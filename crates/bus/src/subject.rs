@@ -4,7 +4,8 @@
 //! |---|---|
 //! | `rc.<cluster>.room.<ns>.<room>` | commands for the members of a room |
 //! | `rc.<cluster>.ns.<ns>` | commands for every socket of a namespace |
-//! | `rc.<cluster>.edges` | commands for sockets named by id (every edge listens) |
+//! | `rc.<cluster>.edges` | commands for every edge (broadcast routing, room selectors) |
+//! | `rc.<cluster>.sock.<tag>` | commands for the sockets whose id starts with the route tag |
 //! | `rc.<cluster>.node.<node>` | commands for one edge (ack replies) |
 //! | `rc.<cluster>.hb` | edges' heartbeats and goodbyes |
 //! | `rc.<cluster>.in.<ns>.<event>` | client events, for backends |
@@ -95,6 +96,13 @@ impl Subjects {
 
     pub fn edges(&self) -> String {
         format!("{}.edges", self.prefix)
+    }
+
+    /// Commands for the sockets whose id carries route tag `tag`: the edge
+    /// that generated them listens, and any edge a socket of the tag was
+    /// recovered on.
+    pub fn tag(&self, tag: &str) -> String {
+        format!("{}.sock.{}", self.prefix, token(tag))
     }
 
     /// Where edges say they are alive (and that they leave).

@@ -1,12 +1,13 @@
 //! Sending to edges: an encoded emit onto the subjects of its target (or into
-//! the recovery history of a recoverable room), a command to every edge with
+//! the recovery history of a recoverable room), a command to the edges that
+//! hold its sockets ([`crate::routing`]; every edge when it names rooms) with
 //! one answer gathered from each, and an emit with an ack id whose acks are
 //! gathered until all came or the timeout passed.
 //!
 //! [`Fanout`] is what both the API ([`crate::Control`]) and at-least-once
 //! delivery ([`crate::delivery`]) send through; it knows nothing of either.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +19,7 @@ use roomcast_bus::subject::Subjects;
 use roomcast_bus::Bus;
 
 use crate::edges::{EdgeDirectory, EdgeRequest};
+use crate::routing::{retarget, target_of, CommandRouting, Route, Router};
 use crate::ControlError;
 
 /// Ack ids stay below this (any client parses them).
@@ -29,7 +31,8 @@ pub(crate) struct Fanout {
     bus: Arc<dyn Bus>,
     subjects: Subjects,
     edges: Arc<dyn EdgeDirectory>,
-    /// How long edges have to confirm a command sent to all of them.
+    router: Router,
+    /// How long edges have to confirm a command.
     request_timeout: Duration,
     /// Ack ids of this control plane's emits with an ack: from a random
     /// start, so that two replicas are unlikely to use one id for one socket
@@ -45,9 +48,11 @@ impl Fanout {
         bus: Arc<dyn Bus>,
         subjects: Subjects,
         edges: Arc<dyn EdgeDirectory>,
+        routing: CommandRouting,
         request_timeout: Duration,
     ) -> Fanout {
         Fanout {
+            router: Router::new(routing, subjects.clone(), edges.clone()),
             bus,
             subjects,
             edges,
@@ -55,6 +60,11 @@ impl Fanout {
             next_ack_id: Arc::new(AtomicU64::new(rand::random_range(1..MAX_ACK_ID))),
             recovery: None,
         }
+    }
+
+    /// Users' sockets are found in this presence from now on.
+    pub fn set_presence(&mut self, presence: roomcast_presence::Presence) {
+        self.router.set_presence(presence);
     }
 
     pub fn set_recovery(&mut self, recovery: Recovery) {
@@ -75,16 +85,35 @@ impl Fanout {
         id % MAX_ACK_ID + 1
     }
 
-    /// Publishes an encoded emit on every subject its target needs (rooms,
-    /// the namespace, or the edges subject for sockets and users); a
-    /// recoverable room gets it through the recovery history instead.
+    /// Publishes an encoded emit on every subject its target needs: the
+    /// namespace's, or each room's (a recoverable room through the recovery
+    /// history instead) and, for named sockets and users, the subjects of
+    /// their route tags (or the edges subject: [`crate::routing`]).
     pub async fn publish_emit(
         &self,
         target: Target,
         packet: Packet,
         volatile: bool,
     ) -> Result<(), ControlError> {
-        let subjects = self.subjects.emit_subjects(&target);
+        let direct =
+            !target.is_namespace() && (!target.sockets.is_empty() || !target.users.is_empty());
+        let route = if direct {
+            Some(self.router.direct(&target).await)
+        } else {
+            None
+        };
+        let mut subjects = if target.is_namespace() {
+            vec![self.subjects.namespace(&target.ns)]
+        } else {
+            target
+                .rooms
+                .iter()
+                .map(|r| self.subjects.room(&target.ns, r))
+                .collect()
+        };
+        if route == Some(Route::Broadcast) {
+            subjects.push(self.subjects.edges());
+        }
         let cmd = Command::Emit {
             packet,
             volatile,
@@ -109,6 +138,15 @@ impl Fanout {
                 .publish(&subject, headers.clone(), payload.clone(), None)
                 .await?;
         }
+        if let Some(Route::Tags(copies)) = route {
+            for copy in copies {
+                let (mut headers, payload) = retarget(&cmd, copy.target).encode();
+                roomcast_bus::trace::inject(&mut headers);
+                self.bus
+                    .publish(&copy.subject, headers, payload, None)
+                    .await?;
+            }
+        }
         Ok(())
     }
 
@@ -119,24 +157,43 @@ impl Fanout {
         Ok(())
     }
 
-    /// Sends a command to every edge and waits for each one's answer.
+    /// Sends a command to the edges it needs (every edge for a target with
+    /// rooms, or a command without a target) and waits for each one's
+    /// answer.
     pub async fn ask_edges(&self, cmd: &Command) -> Result<Vec<EdgeReply>, ControlError> {
         self.send(cmd, self.request_timeout).await?.gather().await
     }
 
     async fn send(&self, cmd: &Command, timeout: Duration) -> Result<EdgeRequest, ControlError> {
-        EdgeRequest::send(
-            self.bus.as_ref(),
-            &self.subjects,
-            self.edges.as_ref(),
-            cmd,
-            timeout,
-        )
-        .await
+        let route = match target_of(cmd) {
+            Some(target) => self.router.command(target).await,
+            None => Route::Broadcast,
+        };
+        match route {
+            Route::Broadcast => {
+                EdgeRequest::send(
+                    self.bus.as_ref(),
+                    &self.subjects,
+                    self.edges.as_ref(),
+                    cmd,
+                    timeout,
+                )
+                .await
+            }
+            Route::Tags(copies) => {
+                let mut waiting = HashSet::new();
+                let mut sends = Vec::with_capacity(copies.len());
+                for copy in copies {
+                    waiting.extend(copy.nodes);
+                    sends.push((copy.subject, retarget(cmd, copy.target)));
+                }
+                EdgeRequest::send_each(self.bus.as_ref(), sends, waiting, timeout).await
+            }
+        }
     }
 
-    /// Emits a packet encoded with `ack_id` to the selected sockets of every
-    /// edge and gathers their acks until all answered or `timeout` passed.
+    /// Emits a packet encoded with `ack_id` to the selected sockets of the
+    /// edges it needs and gathers their acks until all answered or `timeout` passed.
     pub async fn emit_with_ack(
         &self,
         target: Target,

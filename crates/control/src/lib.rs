@@ -35,6 +35,7 @@ mod fanout;
 pub mod grpc;
 pub mod metrics;
 mod plan;
+mod routing;
 mod selector;
 mod streams;
 
@@ -64,7 +65,8 @@ use selector::Limits;
 use streams::Streams;
 
 pub use delivery::{Delivery, DeliveryConfig};
-pub use edges::{EdgeDirectory, LiveEdges, StaticEdges};
+pub use edges::{EdgeDirectory, LiveEdges, RouteTable, StaticEdges};
+pub use routing::CommandRouting;
 
 /// Default and largest `EmitWithAck` timeouts.
 const DEFAULT_ACK_TIMEOUT: Duration = Duration::from_secs(5);
@@ -82,6 +84,8 @@ pub struct ControlConfig {
     pub max_selector_size: usize,
     /// Client events buffered per `ConsumeEvents` stream.
     pub consumer_buffer: usize,
+    /// How commands for sockets and users reach edges.
+    pub command_routing: CommandRouting,
 }
 
 impl Default for ControlConfig {
@@ -93,6 +97,7 @@ impl Default for ControlConfig {
             request_timeout: Duration::from_secs(5),
             max_selector_size: 10_000,
             consumer_buffer: 1024,
+            command_routing: CommandRouting::Directory,
         }
     }
 }
@@ -116,6 +121,7 @@ impl Control {
                 bus,
                 Subjects::new(&config.cluster),
                 edges,
+                config.command_routing,
                 config.request_timeout,
             ),
             limits: Limits {
@@ -144,6 +150,7 @@ impl Control {
 
     /// Serves GetPresence and WatchPresence from this presence.
     pub fn with_presence(mut self, presence: Presence) -> Self {
+        self.fanout.set_presence(presence.clone());
         self.presence = Some(presence);
         self
     }
@@ -585,6 +592,8 @@ mod tests {
         let mut edges = bus.subscribe(&s.edges(), None).await.expect("sub");
         let mut ns = bus.subscribe(&s.namespace("/"), None).await.expect("sub");
         let sid = roomcast_bus::names::new_id();
+        let tag = roomcast_bus::names::tag_of(&sid).expect("a socket id carries a tag");
+        let mut tagged = bus.subscribe(&s.tag(tag), None).await.expect("sub");
         control(&bus)
             .emit(EmitRequest {
                 to: Some(Selector {
@@ -603,9 +612,10 @@ mod tests {
             "a duplicate room is published once"
         );
         let b = room_b.try_next().expect("room b");
-        let e = edges
+        let e = tagged
             .try_next()
-            .expect("a socket-id room goes through the edges subject");
+            .expect("a socket-id room goes through the subject of its route tag");
+        assert!(edges.try_next().is_none(), "not to every edge");
         assert!(ns.try_next().is_none());
         assert_eq!(&a.payload[..], b"42[\"chat\",{\"x\":1}]");
         assert_eq!(a.payload, b.payload);

@@ -14,6 +14,10 @@ pub const GRPC_DURATION: &str = "roomcast_grpc_request_duration_seconds";
 /// gRPC calls refused for a missing or wrong API key (before any method).
 pub const GRPC_UNAUTHENTICATED: &str = "roomcast_grpc_unauthenticated_total";
 
+/// Commands and emits for sockets and users, by route (label `via`:
+/// `directory`, to the edges holding them; `broadcast`, to every edge).
+pub const ROUTED: &str = "roomcast_control_routed_total";
+
 /// At-least-once emits accepted, one per recipient.
 pub const DELIVERY_ACCEPTED: &str = "roomcast_delivery_accepted_total";
 /// At-least-once sends (first sends and resends) to a recipient's sockets.
@@ -46,6 +50,13 @@ pub fn describe() {
         "gRPC calls refused for a missing or wrong api key"
     );
     metrics::counter!(GRPC_UNAUTHENTICATED).absolute(0);
+    describe_counter!(
+        ROUTED,
+        "commands and emits for sockets and users, by route: directory or broadcast"
+    );
+    for via in ["directory", "broadcast"] {
+        metrics::counter!(ROUTED, "via" => via).absolute(0);
+    }
     describe_counter!(GRPC_REQUESTS, "gRPC calls, by method and status code");
     describe_histogram!(GRPC_DURATION, Unit::Seconds, "gRPC call latency, by method");
 }

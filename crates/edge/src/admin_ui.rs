@@ -573,7 +573,7 @@ impl Edge {
             return Ok(());
         }
         let socket = Arc::new(Socket {
-            id: roomcast_bus::names::new_id(),
+            id: roomcast_bus::names::new_socket_id(self.route_tag()),
             ns: nsp.to_owned(),
             user: String::new(),
             connected_at_ms: crate::now_ms(),

@@ -17,10 +17,12 @@
 //!   before its answer is sent;
 //! - fetches, room lists and pings only read the index, and answer at once.
 //!
-//! A control plane sends the commands that expect an answer on the edges
-//! subject (every edge gets them) with a reply subject, and counts on one
-//! answer from each live edge; an edge with no matching socket still answers,
-//! with nothing.
+//! A control plane sends the commands that expect an answer with a reply
+//! subject, on the subject of each route tag their sockets carry (a command
+//! through a tag's subject is for the sockets carrying that tag only), or on
+//! the edges subject (every edge gets them), and counts on one answer from
+//! each edge it sent to; an edge with no matching socket still answers, with
+//! nothing.
 //!
 //! An emit with ack carries one ack id chosen by the control plane, so its
 //! packet is encoded once for every socket. The edge remembers, for each socket
@@ -111,6 +113,8 @@ impl Edge {
         metrics::counter!(crate::metrics::BUS_MESSAGES, "op" => cmd.op()).increment(1);
         let reply = msg.reply;
         let node = self.config().node_id.clone();
+        // Through a route tag's subject: for the sockets carrying that tag.
+        let scope = kind.tag().map(str::to_owned);
         match cmd {
             Command::Emit {
                 target,
@@ -131,13 +135,16 @@ impl Edge {
             } => {
                 let Some(reply) = reply else { return };
                 let timeout = Duration::from_millis(timeout_ms).min(MAX_ACK_TIMEOUT);
-                let sockets = self.emit_with_ack(&target, &packet, ack_id, timeout, &reply);
+                let sockets =
+                    self.emit_with_ack(&target, scope.as_deref(), &packet, ack_id, timeout, &reply);
                 self.reply_off_reader(reply, EdgeReply::Targets { sockets, node });
             }
             Command::Join { target, rooms } => {
                 let edge = self.clone();
                 in_order.then(self, async move {
-                    let (count, refused) = edge.apply_rooms(&target, &rooms, true).await;
+                    let (count, refused) = edge
+                        .apply_rooms(&target, scope.as_deref(), &rooms, true)
+                        .await;
                     let answer = EdgeReply::Done {
                         count,
                         refused,
@@ -149,7 +156,9 @@ impl Edge {
             Command::Leave { target, rooms } => {
                 let edge = self.clone();
                 in_order.then(self, async move {
-                    let (count, _) = edge.apply_rooms(&target, &rooms, false).await;
+                    let (count, _) = edge
+                        .apply_rooms(&target, scope.as_deref(), &rooms, false)
+                        .await;
                     let answer = EdgeReply::Done {
                         count,
                         refused: 0,
@@ -161,7 +170,7 @@ impl Edge {
             Command::Disconnect { target, close } => {
                 let edge = self.clone();
                 in_order.then(self, async move {
-                    let count = edge.disconnect(&target, close).await;
+                    let count = edge.disconnect(&target, scope.as_deref(), close).await;
                     let answer = EdgeReply::Done {
                         count,
                         refused: 0,
@@ -174,7 +183,7 @@ impl Edge {
                 let Some(reply) = reply else { return };
                 let edge = self.clone();
                 self.spawn_command(async move {
-                    let sockets = edge.describe(&target);
+                    let sockets = edge.describe(&target, scope.as_deref());
                     edge.reply_if_asked(Some(&reply), &EdgeReply::Sockets { sockets, node })
                         .await;
                 });
@@ -186,7 +195,8 @@ impl Edge {
             }
             Command::Ping => {
                 let Some(reply) = reply else { return };
-                self.reply_off_reader(reply, EdgeReply::Hello { node });
+                let hello = self.hello();
+                self.reply_off_reader(reply, hello);
             }
         }
     }
@@ -218,11 +228,11 @@ impl Edge {
         })
     }
 
-    fn describe(&self, target: &Target) -> Vec<SocketInfo> {
+    fn describe(&self, target: &Target, scope: Option<&str>) -> Vec<SocketInfo> {
         let index = self.read_index();
         let node = &self.config().node_id;
         index
-            .selected(target)
+            .selected_in(target, scope)
             .into_iter()
             .map(|socket| {
                 let mut rooms = vec![socket.id.clone()];
@@ -250,8 +260,8 @@ impl Edge {
     /// a backend's close at once, an eviction once the connection holds no
     /// other socket (another namespace of the same client may be the newer
     /// connection the limit made room for).
-    async fn disconnect(&self, target: &Target, close: Closing) -> u64 {
-        let sockets = self.read_index().selected(target);
+    async fn disconnect(&self, target: &Target, scope: Option<&str>, close: Closing) -> u64 {
+        let sockets = self.read_index().selected_in(target, scope);
         for socket in &sockets {
             let session = &socket.session;
             let others = {
@@ -279,12 +289,13 @@ impl Edge {
     fn emit_with_ack(
         &self,
         target: &Target,
+        scope: Option<&str>,
         packet: &Packet,
         ack_id: u64,
         timeout: Duration,
         reply: &str,
     ) -> Vec<String> {
-        let selected = self.read_index().selected(target);
+        let selected = self.read_index().selected_in(target, scope);
         let sent = self.acks().register(
             selected,
             |s: &std::sync::Arc<Socket>| s.id.as_str(),

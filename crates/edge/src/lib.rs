@@ -152,6 +152,9 @@ struct Inner {
     recovery: Option<roomcast_bus::recovery::Recovery>,
     bus: Arc<dyn Bus>,
     subjects: Subjects,
+    /// The start of the socket ids this edge generates: commands for them
+    /// come through this tag's subject.
+    route_tag: String,
     sessions: SessionTable,
     /// Local sockets, their rooms, and the subscriptions these call for.
     membership: Membership,
@@ -196,6 +199,7 @@ impl Edge {
         recovery: Option<roomcast_bus::recovery::Recovery>,
     ) -> Result<Edge, StartError> {
         let subjects = Subjects::new(&config.cluster);
+        let route_tag = roomcast_bus::names::route_tag(&config.node_id);
         let hook = config
             .connect_hook
             .as_ref()
@@ -220,7 +224,8 @@ impl Edge {
                     config.max_connections_per_ip,
                     config.handshakes_per_ip_per_sec,
                 ),
-                membership: Membership::new(bus.clone(), subjects.clone()),
+                membership: Membership::new(bus.clone(), subjects.clone(), route_tag.clone()),
+                route_tag: route_tag.clone(),
                 subjects,
                 config,
                 auth,
@@ -243,6 +248,10 @@ impl Edge {
         for (subject, kind) in [
             (subjects.edges(), SubjectKind::Edges),
             (subjects.node(node_id), SubjectKind::Node),
+            (
+                subjects.tag(&edge.inner.route_tag),
+                SubjectKind::Tag(edge.inner.route_tag.clone()),
+            ),
             (subjects.ack_replies(node_id), SubjectKind::AckReplies),
         ] {
             subs.add(subject, kind, &|sub, kind| edge.spawn_reader(sub, kind))
@@ -357,6 +366,11 @@ impl Edge {
 
     pub(crate) fn subjects(&self) -> &Subjects {
         &self.inner.subjects
+    }
+
+    /// The route tag this edge's socket ids start with.
+    pub(crate) fn route_tag(&self) -> &str {
+        &self.inner.route_tag
     }
 
     pub(crate) fn bus(&self) -> &Arc<dyn Bus> {

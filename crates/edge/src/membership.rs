@@ -43,9 +43,10 @@ pub(crate) struct Membership {
 }
 
 impl Membership {
-    pub fn new(bus: Arc<dyn Bus>, subjects: Subjects) -> Self {
+    /// The membership of an edge whose route tag is `route_tag`.
+    pub fn new(bus: Arc<dyn Bus>, subjects: Subjects, route_tag: String) -> Self {
         Self {
-            index: RwLock::new(Index::default()),
+            index: RwLock::new(Index::new(route_tag)),
             subscriptions: Subscriptions::new(bus, subjects),
         }
     }
@@ -95,13 +96,39 @@ impl Edge {
         let membership = self.membership();
         let subs = membership.subscriptions.lock().await;
         let changed = membership.write().add(socket.clone(), rooms);
+        let new_tag = changed.iter().any(|i| matches!(i, Interest::Tag(_)));
         self.reconcile(subs, changed, true).await;
-        if self.tracks_presence() {
-            let joined = self.read_index().rooms_of(&socket.id);
-            self.record_presence(|| {
-                PresenceChange::Connected(self.presence_record(socket, joined))
-            })
-            .await;
+        if new_tag {
+            // Before the client hears it is connected: control planes wait
+            // for this edge's answer to commands for the socket's tag.
+            self.hello_now().await;
+        }
+        let Some(recorder) = self.presence() else {
+            return;
+        };
+        let joined = self.read_index().rooms_of(&socket.id);
+        let record = self.presence_record(socket, joined);
+        if socket.user.is_empty() || !recorder.connected_now(&record).await {
+            recorder.send(PresenceChange::Connected(record)).await;
+            return;
+        }
+        // Written outside the queue: a change queued meanwhile may have been
+        // written first. Queue the socket's state now after it.
+        let now = {
+            let index = self.read_index();
+            index
+                .contains(&socket.id)
+                .then(|| index.rooms_of(&socket.id))
+        };
+        match now {
+            None => recorder.send(PresenceChange::Disconnected(record)).await,
+            Some(rooms) if rooms != record.rooms => {
+                let rec = self.presence_record(socket, rooms);
+                recorder
+                    .send(PresenceChange::Rooms(rec, Vec::new(), Vec::new()))
+                    .await;
+            }
+            Some(_) => {}
         }
     }
 
@@ -137,6 +164,7 @@ impl Edge {
     pub(crate) async fn apply_rooms(
         &self,
         target: &Target,
+        scope: Option<&str>,
         rooms: &[String],
         join: bool,
     ) -> (u64, u64) {
@@ -153,7 +181,7 @@ impl Edge {
             let mut index = membership.write();
             let mut changed = Vec::new();
             let mut records = Vec::new();
-            let selected = index.select(target);
+            let selected = index.select_in(target, scope);
             let mut refused = 0;
             for sid in &selected {
                 if join && max_rooms > 0 && index.would_exceed(sid, &rooms, max_rooms) {

@@ -11,6 +11,9 @@ pub const CONNECTS_REFUSED: &str = "roomcast_edge_connects_refused_total";
 pub const DISCONNECTS: &str = "roomcast_edge_disconnects_total";
 /// Commands received from the bus (label `op`: emit, join, ...).
 pub const BUS_MESSAGES: &str = "roomcast_edge_bus_messages_total";
+/// Connects of users' sockets the presence store did not record in time
+/// (queued instead: user-addressed calls may miss them until written).
+pub const PRESENCE_LATE: &str = "roomcast_edge_presence_connects_queued_total";
 /// Packets queued on sockets: one per recipient of each emit.
 pub const DELIVERIES: &str = "roomcast_edge_deliveries_total";
 /// Client events relayed to backends.
@@ -85,6 +88,10 @@ pub fn describe(labels: Labels) {
     );
     describe_counter!(LIMIT_HITS, "limits hit by clients, by limit");
     describe_counter!(BUS_MESSAGES, "commands received from the bus, by operation");
+    describe_counter!(
+        PRESENCE_LATE,
+        "user connects the presence store did not record before the connect was answered"
+    );
     describe_counter!(DELIVERIES, "packets queued on sockets (one per recipient)");
     describe_counter!(CLIENT_EVENTS, "client events relayed to backends");
     describe_counter!(BYTES_IN, Unit::Bytes, "bytes read from clients");

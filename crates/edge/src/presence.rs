@@ -6,6 +6,11 @@
 //! retried a few times per operation; what still fails is logged and dropped
 //! (a later restart of this edge, or its lease expiry, cleans up).
 //!
+//! The connect of a socket with a user is the exception: it is recorded at
+//! once, before the client is told it is connected ([`PresenceRecorder::connected_now`]),
+//! because control planes find a user's edges in the store (ADR 16). Only
+//! when the store cannot take it in time is it queued like the rest.
+//!
 //! An edge that was taken for dead (paused, or cut off from the store, past
 //! its lease TTL) finds its lease lost at the next refresh: a control plane
 //! has removed its sockets and their users went offline. The edge then
@@ -27,6 +32,11 @@ use crate::sio::Socket;
 const QUEUE: usize = 65_536;
 const ATTEMPTS: u32 = 5;
 
+/// Longest a connect waits for the store to record its socket before the
+/// record is queued instead (and user-addressed calls may miss the socket
+/// until the queue has written it).
+const CONNECT_RECORD_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// A change of a socket's presence, as the store records it.
 pub(crate) enum PresenceChange {
     Connected(SocketRecord),
@@ -38,6 +48,7 @@ pub(crate) enum PresenceChange {
 /// The edge's side of presence: the worker that records changes in order,
 /// and the task that holds the lease.
 pub(crate) struct PresenceRecorder {
+    presence: Presence,
     /// Taken at stop: the channel closes and the worker ends once drained.
     tx: Mutex<Option<mpsc::Sender<PresenceChange>>>,
     worker: Mutex<Option<JoinHandle<()>>>,
@@ -71,8 +82,9 @@ impl PresenceRecorder {
         let lease =
             tokio::spawn(async move { holder.hold_lease(node_id, revision, stop, lost_tx).await });
         let (tx, rx) = mpsc::channel(QUEUE);
-        let worker = tokio::spawn(work(presence, rx));
+        let worker = tokio::spawn(work(presence.clone(), rx));
         Ok(PresenceRecorder {
+            presence,
             tx: Mutex::new(Some(tx)),
             worker: Mutex::new(Some(worker)),
             lease: Mutex::new(Some(lease)),
@@ -84,6 +96,32 @@ impl PresenceRecorder {
     /// The messages that say the lease was lost (once: the edge takes them).
     pub fn take_lost(&self) -> Option<mpsc::Receiver<()>> {
         take(&self.lost)
+    }
+
+    /// Records a socket's connect now, not through the queue; false when the
+    /// store did not take it within [`CONNECT_RECORD_TIMEOUT`] (the caller
+    /// queues it then).
+    pub async fn connected_now(&self, rec: &SocketRecord) -> bool {
+        let attempts = async {
+            for attempt in 1..=3u32 {
+                match self.presence.connected(rec).await {
+                    Ok(()) => return true,
+                    Err(e) => {
+                        tracing::debug!(error = %e, attempt, "presence connect not recorded, retrying");
+                        tokio::time::sleep(Duration::from_millis(50) * attempt).await;
+                    }
+                }
+            }
+            false
+        };
+        let recorded = tokio::time::timeout(CONNECT_RECORD_TIMEOUT, attempts)
+            .await
+            .unwrap_or(false);
+        if !recorded {
+            metrics::counter!(crate::metrics::PRESENCE_LATE).increment(1);
+            tracing::warn!(socket = %rec.id, "presence store slow: connect queued, user-addressed calls may miss the socket until it is written");
+        }
+        recorded
     }
 
     /// Queues an operation without waiting; false when the queue is full or

@@ -6,7 +6,15 @@
 //! room, and to a namespace's subject while it has a socket in it: every change
 //! returns the [`Interest`]s whose state it may have flipped. A socket's own
 //! room (its id) is virtual: it is never a subscription, commands for named
-//! sockets come through the edges subject instead.
+//! sockets come through the subject of their route tag (or, with broadcast
+//! routing, the edges subject) instead.
+//!
+//! Route tags: an edge listens on the subject of its own tag (the start of
+//! the ids it generates), and on the tag of every other edge while it holds
+//! a socket carrying that tag (recovered from that edge): every change
+//! reports the [`Interest::Tag`]s it flipped, like rooms. A command that came
+//! through a tag's subject is for the target's sockets carrying that tag
+//! only, so an edge listening on several tags still acts once per socket.
 //!
 //! A command for several rooms is published once per room subject. An edge that
 //! holds members of several of those rooms receives it several times and must
@@ -43,6 +51,8 @@ pub(crate) enum SubjectKind {
     Edges,
     /// This edge's own subject.
     Node,
+    /// The subject of a route tag: the target's sockets whose id carries it.
+    Tag(String),
     /// NATS replies of backends to client events that want an ack.
     AckReplies,
 }
@@ -52,6 +62,25 @@ pub(crate) enum SubjectKind {
 pub(crate) enum Interest {
     Room(String, String),
     Namespace(String),
+    /// The route tag of another edge, carried by local sockets.
+    Tag(String),
+}
+
+impl SubjectKind {
+    /// The route tag a command's sockets must carry, when it came through a
+    /// tag's subject.
+    pub fn tag(&self) -> Option<&str> {
+        match self {
+            SubjectKind::Tag(tag) => Some(tag),
+            _ => None,
+        }
+    }
+}
+
+/// Whether a socket is in a command's scope: every socket, or those whose id
+/// carries the tag the command came through.
+fn in_scope(scope: Option<&str>, sid: &str) -> bool {
+    scope.is_none_or(|tag| roomcast_bus::names::tag_of(sid) == Some(tag))
 }
 
 /// A local socket with the rooms it joined (its own id's room is not listed).
@@ -107,16 +136,44 @@ pub(crate) struct RoomIndex<S> {
     namespaces: HashMap<String, HashSet<String>>,
     /// Sockets of each authenticated user, every namespace together.
     users: HashMap<String, Names>,
+    /// This edge's route tag (empty: tags are not followed).
+    own_tag: String,
+    /// Local sockets carrying each route tag other than `own_tag`.
+    foreign_tags: HashMap<String, usize>,
 }
 
 impl<S> Default for RoomIndex<S> {
     fn default() -> Self {
+        Self::new(String::new())
+    }
+}
+
+impl<S> RoomIndex<S> {
+    /// An empty index of an edge whose route tag is `own_tag`.
+    pub fn new(own_tag: String) -> Self {
         Self {
             sockets: HashMap::new(),
             rooms: HashMap::new(),
             namespaces: HashMap::new(),
             users: HashMap::new(),
+            own_tag,
+            foreign_tags: HashMap::new(),
         }
+    }
+
+    /// The other edges' route tags local sockets carry, sorted.
+    pub fn foreign_tags(&self) -> Vec<String> {
+        let mut tags: Vec<String> = self.foreign_tags.keys().cloned().collect();
+        tags.sort();
+        tags
+    }
+
+    /// The route tag of a socket id when it is another edge's.
+    fn foreign_tag<'a>(&self, sid: &'a str) -> Option<&'a str> {
+        if self.own_tag.is_empty() {
+            return None;
+        }
+        roomcast_bus::names::tag_of(sid).filter(|t| *t != self.own_tag)
     }
 }
 
@@ -254,6 +311,14 @@ impl<S: IndexedSocket> RoomIndex<S> {
                 .insert(socket.id().to_owned());
         }
         let sid = socket.id().to_owned();
+        let new = !self.sockets.contains_key(&sid);
+        if let Some(tag) = self.foreign_tag(socket.id()).filter(|_| new) {
+            let count = self.foreign_tags.entry(tag.to_owned()).or_default();
+            if *count == 0 {
+                changed.push(Interest::Tag(tag.to_owned()));
+            }
+            *count += 1;
+        }
         self.sockets.insert(
             sid.clone(),
             Entry {
@@ -282,6 +347,15 @@ impl<S: IndexedSocket> RoomIndex<S> {
         }
         self.leave(sid, &rooms, &mut changed);
         self.sockets.remove(sid);
+        if let Some(tag) = self.foreign_tag(sid) {
+            if let Some(count) = self.foreign_tags.get_mut(tag) {
+                *count -= 1;
+                if *count == 0 {
+                    self.foreign_tags.remove(tag);
+                    changed.push(Interest::Tag(tag.to_owned()));
+                }
+            }
+        }
         if let Some(set) = self.namespaces.get_mut(&ns) {
             set.remove(sid);
             if set.is_empty() {
@@ -297,6 +371,7 @@ impl<S: IndexedSocket> RoomIndex<S> {
         match interest {
             Interest::Room(ns, room) => self.rooms.contains_key(&(ns.clone(), room.clone())),
             Interest::Namespace(ns) => self.namespaces.contains_key(ns),
+            Interest::Tag(tag) => self.foreign_tags.contains_key(tag),
         }
     }
 
@@ -347,7 +422,8 @@ impl<S: IndexedSocket> RoomIndex<S> {
                 }
             }
             SubjectKind::Namespace(_) | SubjectKind::AckReplies => {}
-            SubjectKind::Edges | SubjectKind::Node => {
+            SubjectKind::Edges | SubjectKind::Node | SubjectKind::Tag(_) => {
+                let scope = kind.tag();
                 let mut seen = HashSet::new();
                 let named = target
                     .sockets
@@ -355,6 +431,7 @@ impl<S: IndexedSocket> RoomIndex<S> {
                     .filter_map(|sid| self.sockets.get(sid).filter(in_ns));
                 for m in named.chain(self.user_sockets(target)) {
                     if seen.insert(m.socket.id())
+                        && in_scope(scope, m.socket.id())
                         && keep(m)
                         && !target.rooms.iter().any(|r| m.rooms.contains(r))
                     {
@@ -366,8 +443,9 @@ impl<S: IndexedSocket> RoomIndex<S> {
         out
     }
 
-    /// Every local socket a target selects, whatever subject carried it.
-    pub fn select(&self, target: &Target) -> Vec<String> {
+    /// The local sockets a target selects within a scope: every one (`None`),
+    /// or those whose id carries the route tag a command came through.
+    pub fn select_in(&self, target: &Target, scope: Option<&str>) -> Vec<String> {
         let mut out: HashSet<&str> = HashSet::new();
         if target.is_namespace() {
             out.extend(
@@ -406,17 +484,19 @@ impl<S: IndexedSocket> RoomIndex<S> {
         out.extend(self.user_sockets(target).map(|m| m.socket.id()));
         out.into_iter()
             .filter(|sid| {
-                self.sockets
-                    .get(*sid)
-                    .is_some_and(|m| !Self::excluded(target, m))
+                in_scope(scope, sid)
+                    && self
+                        .sockets
+                        .get(*sid)
+                        .is_some_and(|m| !Self::excluded(target, m))
             })
             .map(str::to_owned)
             .collect()
     }
 
-    /// The local sockets a target selects, whatever subject carried it.
-    pub fn selected(&self, target: &Target) -> Vec<Arc<S>> {
-        self.select(target)
+    /// The local sockets a target selects within a scope (see [`Self::select_in`]).
+    pub fn selected_in(&self, target: &Target, scope: Option<&str>) -> Vec<Arc<S>> {
+        self.select_in(target, scope)
             .iter()
             .filter_map(|sid| self.socket(sid))
             .collect()
@@ -538,7 +618,7 @@ mod tests {
         let mut left = sids.clone();
         left.remove(3);
         assert_eq!(ids(index.targets(&target("/", &["big"], &[]), &big)), left);
-        assert_eq!(index.select(&target("/", &["big"], &[])).len(), 19);
+        assert_eq!(index.select_in(&target("/", &["big"], &[]), None).len(), 19);
     }
 
     #[test]
@@ -570,7 +650,7 @@ mod tests {
         t.users = vec!["alice".into(), "carol".into()];
         assert_eq!(ids(index.targets(&t, &SubjectKind::Edges)), vec!["a2", "b"]);
         assert_eq!(ids(index.targets(&t, &room("/", "r"))), vec!["a1"]);
-        let mut selected = index.select(&t);
+        let mut selected = index.select_in(&t, None);
         selected.sort();
         assert_eq!(selected, vec!["a1", "a2", "b"]);
         assert!(!t.is_namespace());
@@ -606,7 +686,7 @@ mod tests {
         );
         let mut sel = target("/", &["r1", "c"], &[]);
         sel.except_sockets = vec!["a".into()];
-        let mut selected = index.select(&sel);
+        let mut selected = index.select_in(&sel, None);
         selected.sort();
         assert_eq!(selected, vec!["b", "c"]);
     }
@@ -645,5 +725,61 @@ mod tests {
         assert!(!index.would_exceed("a", &rooms(&["r1", "r2", "r3"]), 3));
         assert!(index.would_exceed("a", &rooms(&["r3", "r4"]), 3));
         assert!(!index.would_exceed("nobody", &rooms(&["r3", "r4"]), 0));
+    }
+
+    #[test]
+    fn sockets_of_other_edges_tags_are_followed_and_commands_through_a_tag_stay_in_it() {
+        use roomcast_bus::names::new_socket_id;
+        let mut index: RoomIndex<Fake> = RoomIndex::new("OWNxx".into());
+        let own = new_socket_id("OWNxx");
+        let moved_a = new_socket_id("AAAAA");
+        let moved_b = new_socket_id("AAAAA");
+        let other = new_socket_id("BBBBB");
+        assert!(index
+            .add(fake(&own, "/", "u"), &[])
+            .iter()
+            .all(|i| !matches!(i, Interest::Tag(_))));
+        assert!(index
+            .add(fake(&moved_a, "/", "u"), &[])
+            .contains(&Interest::Tag("AAAAA".into())));
+        assert!(
+            !index
+                .add(fake(&moved_b, "/", "v"), &[])
+                .contains(&Interest::Tag("AAAAA".into())),
+            "the tag is followed already"
+        );
+        index.add(fake(&other, "/", "u"), &[]);
+        assert_eq!(
+            index.foreign_tags(),
+            vec!["AAAAA".to_owned(), "BBBBB".to_owned()]
+        );
+        assert!(index.wants(&Interest::Tag("AAAAA".into())));
+
+        // User u has a socket under three tags: each tag's copy reaches one.
+        let to_u = Target {
+            ns: "/".into(),
+            users: vec!["u".into()],
+            ..Target::default()
+        };
+        let via = |tag: &str| ids(index.targets(&to_u, &SubjectKind::Tag(tag.into())));
+        assert_eq!(via("OWNxx"), vec![own.clone()]);
+        assert_eq!(via("AAAAA"), vec![moved_a.clone()]);
+        assert_eq!(via("BBBBB"), vec![other.clone()]);
+        assert_eq!(index.select_in(&to_u, Some("AAAAA")), vec![moved_a.clone()]);
+        assert_eq!(index.select_in(&to_u, None).len(), 3);
+        // Named sockets of another tag are not this copy's.
+        let named = target("/", &[], &[&own, &moved_b]);
+        assert_eq!(
+            ids(index.targets(&named, &SubjectKind::Tag("OWNxx".into()))),
+            vec![own.clone()]
+        );
+
+        assert!(
+            index.remove(&moved_a).is_empty(),
+            "moved_b still carries AAAAA"
+        );
+        assert_eq!(index.remove(&moved_b), vec![Interest::Tag("AAAAA".into())]);
+        assert!(!index.wants(&Interest::Tag("AAAAA".into())));
+        assert_eq!(index.foreign_tags(), vec!["BBBBB".to_owned()]);
     }
 }

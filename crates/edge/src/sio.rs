@@ -408,7 +408,7 @@ impl Edge {
             return done;
         }
         let socket = Arc::new(Socket {
-            id: roomcast_bus::names::new_id(),
+            id: roomcast_bus::names::new_socket_id(self.route_tag()),
             ns: nsp.to_owned(),
             user: identity.user_id,
             connected_at_ms: crate::now_ms(),

@@ -13,9 +13,9 @@
 //! What a subject's messages are for is not known here: the caller hands a
 //! function that spawns the subject's reader (`dispatch`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use roomcast_bus::subject::Subjects;
@@ -36,6 +36,9 @@ pub(crate) struct Subscriptions {
     subjects: Subjects,
     /// Live subscriptions by subject: the task that reads each.
     live: tokio::sync::Mutex<HashMap<String, JoinHandle<()>>>,
+    /// Other edges' route tags subscribed to, and whether each was found
+    /// unwanted at the last prune. Changed only while `live` is locked.
+    tags: Mutex<HashMap<String, bool>>,
     /// Subscriptions made so far, and how many of the first of them the bus
     /// has confirmed live ([`Bus::sync`]).
     subscribed: AtomicU64,
@@ -54,6 +57,7 @@ impl Subscriptions {
             bus,
             subjects,
             live: tokio::sync::Mutex::new(HashMap::new()),
+            tags: Mutex::new(HashMap::new()),
             subscribed: AtomicU64::new(0),
             synced: AtomicU64::new(0),
         }
@@ -97,6 +101,30 @@ impl Subscriptions {
             Ok(Err(e)) => tracing::warn!(error = %e, "bus subscriptions not confirmed"),
             Err(_) => tracing::warn!("bus subscriptions not confirmed in time"),
         }
+    }
+
+    /// Drops the subscriptions of other edges' route tags that no local
+    /// socket carried at this prune nor at the one before. Called after each
+    /// heartbeat: a tag's subscription outlives the first heartbeat that no
+    /// longer lists it by a heartbeat interval, so a control plane that
+    /// still counted on this edge's answer for the tag gets it.
+    pub async fn prune_tags(&self, wanted: &HashSet<String>) {
+        let mut live = self.live.lock().await;
+        let mut tags = self.tags.lock().unwrap_or_else(PoisonError::into_inner);
+        tags.retain(|tag, unwanted_before| {
+            if wanted.contains(tag) {
+                *unwanted_before = false;
+                return true;
+            }
+            if !*unwanted_before {
+                *unwanted_before = true;
+                return true;
+            }
+            if let Some(handle) = live.remove(&self.subjects.tag(tag)) {
+                handle.abort();
+            }
+            false
+        });
     }
 
     /// Drops every subscription (at shutdown).
@@ -146,9 +174,21 @@ impl SubscriptionsGuard<'_> {
                     owner.subjects.namespace(ns),
                     SubjectKind::Namespace(ns.clone()),
                 ),
+                Interest::Tag(tag) => (owner.subjects.tag(tag), SubjectKind::Tag(tag.clone())),
             };
             let wanted = wants(&interest);
             wanted_any |= wanted;
+            if let Interest::Tag(tag) = &interest {
+                // Dropped by `prune_tags`, after heartbeats stopped listing it.
+                if !wanted {
+                    continue;
+                }
+                owner
+                    .tags
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(tag.clone(), false);
+            }
             match (wanted, self.live.contains_key(&subject)) {
                 (true, false) => match owner.subscribe(&subject, kind, spawn_reader).await {
                     Ok(handle) => {

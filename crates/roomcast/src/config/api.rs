@@ -23,6 +23,12 @@ impl Settings {
                 Some(0) => bail!("max-selector-size must be at least 1"),
                 Some(n) => n,
             },
+            command_routing: self
+                .command_routing
+                .as_deref()
+                .unwrap_or(&d.command_routing)
+                .parse()
+                .map_err(|e: String| anyhow::anyhow!("{e}"))?,
             ..ControlConfig::default()
         })
     }

@@ -116,6 +116,7 @@ defaults! {
     drain_delay_ms: u64,
     drain_window_ms: u64,
     max_selector_size: usize,
+    command_routing: String,
     request_timeout_ms: u64,
     heartbeat_interval_ms: u64,
     edge_ttl_ms: u64,
@@ -209,6 +210,7 @@ impl Default for Defaults {
             drain_delay_ms: 0,
             drain_window_ms: 0,
             max_selector_size: control.max_selector_size,
+            command_routing: control.command_routing.to_string(),
             request_timeout_ms: millis(control.request_timeout),
             heartbeat_interval_ms: millis(edge.heartbeat_interval),
             // Three heartbeats: one or two lost messages do not end an edge.

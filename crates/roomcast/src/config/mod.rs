@@ -262,7 +262,10 @@ pub struct Settings {
     /// Most entries in each list of a selector (rooms, socket ids, user ids, exceptions) and rooms in a join or leave; more get INVALID_ARGUMENT
     #[arg(long, env = "ROOMCAST_MAX_SELECTOR_SIZE")]
     pub max_selector_size: Option<usize>,
-    /// How long a command sent to every edge (join, leave, fetch, disconnect) may take, ms
+    /// How commands for sockets and users reach edges: directory (only the edges holding them) or broadcast (every edge)
+    #[arg(long, env = "ROOMCAST_COMMAND_ROUTING")]
+    pub command_routing: Option<String>,
+    /// How long a command sent to edges (join, leave, fetch, disconnect) may take, ms
     #[arg(long, env = "ROOMCAST_REQUEST_TIMEOUT_MS")]
     pub request_timeout_ms: Option<u64>,
     /// How often an edge tells control planes it is alive, ms
@@ -357,7 +360,7 @@ impl Settings {
               recovery_history_max_bytes, recovery_replicas, max_connections_per_user, delivery_resend_ms, delivery_max_resend_ms,
               delivery_lease_ttl_ms, delivery_inbox_max, delivery_max_ttl_ms, listen, grpc_listen, grpc_tls_cert_file, grpc_tls_key_file, grpc_tls_client_ca_file,
               tls_cert_file, tls_key_file, ws_echo_path, admin_ui_namespace, admin_ui_username, admin_ui_password_hash, admin_ui_static_dir,
-              admin_listen, connect_hook_url, connect_hook_timeout_ms, request_timeout_ms, max_selector_size, heartbeat_interval_ms,
+              admin_listen, connect_hook_url, connect_hook_timeout_ms, request_timeout_ms, max_selector_size, command_routing, heartbeat_interval_ms,
               edge_ttl_ms, nats_token, nats_user, nats_password, nats_nkey_seed, nats_creds_file,
               nats_tls_required, nats_tls_ca_file, nats_tls_cert_file, nats_tls_key_file, path, ping_interval_ms, ping_timeout_ms, connect_timeout_ms,
               upgrade_timeout_ms, max_payload, max_attachments, outbound_queue_bytes,

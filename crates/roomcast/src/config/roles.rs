@@ -77,6 +77,7 @@ pub(crate) const API_SETTINGS: &[&str] = &[
     "api_keys",
     "request_timeout_ms",
     "max_selector_size",
+    "command_routing",
     "edge_ttl_ms",
     "delivery_resend_ms",
     "delivery_max_resend_ms",
