@@ -71,16 +71,44 @@ impl RouteTable {
 
 /// A fixed set of edges (the one edge of `roomcast standalone`), each
 /// listening on its own route tag only.
-pub struct StaticEdges(pub Vec<String>);
+pub struct StaticEdges {
+    nodes: Vec<String>,
+    /// Whether the edges record their users' sockets in presence.
+    listed: bool,
+}
+
+impl StaticEdges {
+    /// Edges that do not list their users (user-addressed calls go to all).
+    pub fn new(nodes: Vec<String>) -> Self {
+        StaticEdges {
+            nodes,
+            listed: false,
+        }
+    }
+
+    /// Edges that record their users' sockets in presence before answering
+    /// their connect.
+    pub fn listing(nodes: Vec<String>) -> Self {
+        StaticEdges {
+            nodes,
+            listed: true,
+        }
+    }
+}
 
 impl EdgeDirectory for StaticEdges {
     fn live(&self) -> Vec<String> {
-        self.0.clone()
+        self.nodes.clone()
     }
 
     fn routes(&self) -> Option<RouteTable> {
-        let plain = Routing::default();
-        Some(RouteTable::new(self.0.iter().map(|n| (n.as_str(), &plain))))
+        let routing = Routing {
+            listed: self.listed,
+            tags: Vec::new(),
+        };
+        Some(RouteTable::new(
+            self.nodes.iter().map(|n| (n.as_str(), &routing)),
+        ))
     }
 }
 
@@ -179,14 +207,24 @@ impl EdgeDirectory for LiveEdges {
     }
 }
 
-/// A command sent to every edge, and the answers coming back.
+/// A command sent to edges (one copy per subject), and the answers coming
+/// back. Each copy has its own reply subject, so an edge that gets two copies
+/// (it listens on two route tags) is waited for once per copy.
 pub(crate) struct EdgeRequest {
     sub: Subscription,
-    /// Edges that have not answered yet.
-    pub waiting: HashSet<String>,
+    /// The reply subjects' common prefix (`<inbox>.`).
+    inbox: String,
+    /// (copy, edge) pairs that have not answered yet.
+    waiting: HashSet<(usize, String)>,
     expected: usize,
     deadline: Instant,
     timeout: Duration,
+}
+
+/// One answer, with the copy of the command it answers.
+pub(crate) struct Answer {
+    pub copy: usize,
+    pub reply: EdgeReply,
 }
 
 impl EdgeRequest {
@@ -199,28 +237,31 @@ impl EdgeRequest {
         cmd: &Command,
         timeout: Duration,
     ) -> Result<EdgeRequest, ControlError> {
-        let waiting = edges.live().into_iter().collect();
-        Self::send_each(bus, vec![(subjects.edges(), cmd.clone())], waiting, timeout).await
+        let all = vec![(subjects.edges(), cmd.clone(), edges.live())];
+        Self::send_each(bus, all, timeout).await
     }
 
-    /// Publishes each command on its subject with one fresh reply subject
-    /// for all, and waits for the edges in `waiting`.
+    /// Publishes each command on its subject, each with a reply subject of
+    /// its own under one fresh inbox, and waits for the edges listed with it.
     pub async fn send_each(
         bus: &dyn Bus,
-        sends: Vec<(String, Command)>,
-        waiting: HashSet<String>,
+        copies: Vec<(String, Command, Vec<String>)>,
         timeout: Duration,
     ) -> Result<EdgeRequest, ControlError> {
-        let inbox = bus.new_inbox();
-        let sub = bus.subscribe(&inbox, None).await?;
-        for (subject, cmd) in sends {
+        let inbox = format!("{}.", bus.new_inbox());
+        let sub = bus.subscribe(&format!("{inbox}>"), None).await?;
+        let mut waiting = HashSet::new();
+        for (copy, (subject, cmd, nodes)) in copies.into_iter().enumerate() {
+            waiting.extend(nodes.into_iter().map(|n| (copy, n)));
             let (mut headers, payload) = cmd.encode();
             roomcast_bus::trace::inject(&mut headers);
-            bus.publish(&subject, headers, payload, Some(&inbox))
+            let reply = format!("{inbox}{copy}");
+            bus.publish(&subject, headers, payload, Some(&reply))
                 .await?;
         }
         Ok(EdgeRequest {
             sub,
+            inbox,
             expected: waiting.len(),
             waiting,
             deadline: Instant::now() + timeout,
@@ -228,39 +269,61 @@ impl EdgeRequest {
         })
     }
 
+    /// Whether every edge waited for has answered its copy.
+    pub fn all_answered(&self) -> bool {
+        self.waiting.is_empty()
+    }
+
+    /// Counts an edge's answer to a copy (its first; later ones change nothing).
+    pub fn answered(&mut self, copy: usize, node: &str) {
+        self.waiting.remove(&(copy, node.to_owned()));
+    }
+
     /// The next answer before the deadline; `None` once it has passed.
     /// Messages that are not valid answers are logged and skipped.
-    pub async fn next(&mut self) -> Option<EdgeReply> {
+    pub async fn next(&mut self) -> Option<Answer> {
         loop {
             let msg = tokio::time::timeout_at(self.deadline, self.sub.next())
                 .await
                 .ok()??;
+            let copy = msg
+                .subject
+                .strip_prefix(&self.inbox)
+                .and_then(|c| c.parse().ok());
+            let Some(copy) = copy else {
+                tracing::warn!(subject = %msg.subject, "answer on an unknown reply subject");
+                continue;
+            };
             match EdgeReply::decode(&msg.headers, msg.payload) {
-                Ok(reply) => return Some(reply),
+                Ok(reply) => return Some(Answer { copy, reply }),
                 Err(e) => tracing::warn!(error = %e, "invalid answer from an edge"),
             }
         }
     }
 
-    /// Collects one answer per live edge (and from any edge that joined since).
-    /// Fails when some live edge did not answer before the deadline.
+    /// Collects one answer per (copy, edge) waited for, and any other that
+    /// arrives meanwhile. Fails when some edge did not answer before the
+    /// deadline.
     pub async fn gather(mut self) -> Result<Vec<EdgeReply>, ControlError> {
         let mut replies = Vec::with_capacity(self.expected);
         while !self.waiting.is_empty() {
-            let Some(reply) = self.next().await else {
+            let Some(answer) = self.next().await else {
                 return Err(self.not_confirmed());
             };
-            self.waiting.remove(reply.node());
-            replies.push(reply);
+            self.answered(answer.copy, answer.reply.node());
+            replies.push(answer.reply);
         }
         Ok(replies)
     }
 
     pub fn not_confirmed(&self) -> ControlError {
+        let silent: std::collections::BTreeSet<&str> =
+            self.waiting.iter().map(|(_, n)| n.as_str()).collect();
         ControlError::NotConfirmed {
             got: self.expected - self.waiting.len(),
             expected: self.expected,
             timeout_ms: self.timeout.as_millis(),
+            silent: silent.into_iter().collect::<Vec<_>>().join(", "),
         }
     }
 }

@@ -31,11 +31,15 @@ pub enum ControlError {
     InvalidReplyTo,
     #[error("ack_id must be set: only events that carry an ack id can be answered")]
     MissingAckId,
-    #[error("only {got} of {expected} edges confirmed within {timeout_ms} ms")]
+    #[error(
+        "only {got} of {expected} edge answers came within {timeout_ms} ms (silent: {silent})"
+    )]
     NotConfirmed {
         got: usize,
         expected: usize,
         timeout_ms: u128,
+        /// The node ids of the edges that did not answer, sorted.
+        silent: String,
     },
     #[error("timeout_ms must be at most {0}")]
     InvalidTimeout(u128),

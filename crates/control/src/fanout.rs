@@ -7,7 +7,7 @@
 //! [`Fanout`] is what both the API ([`crate::Control`]) and at-least-once
 //! delivery ([`crate::delivery`]) send through; it knows nothing of either.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -181,13 +181,11 @@ impl Fanout {
                 .await
             }
             Route::Tags(copies) => {
-                let mut waiting = HashSet::new();
-                let mut sends = Vec::with_capacity(copies.len());
-                for copy in copies {
-                    waiting.extend(copy.nodes);
-                    sends.push((copy.subject, retarget(cmd, copy.target)));
-                }
-                EdgeRequest::send_each(self.bus.as_ref(), sends, waiting, timeout).await
+                let copies = copies
+                    .into_iter()
+                    .map(|c| (c.subject, retarget(cmd, c.target), c.nodes))
+                    .collect();
+                EdgeRequest::send_each(self.bus.as_ref(), copies, timeout).await
             }
         }
     }
@@ -213,14 +211,16 @@ impl Fanout {
         let mut targets: HashMap<String, String> = HashMap::new();
         let mut acks: HashMap<String, AckResult> = HashMap::new();
         loop {
-            let done = req.waiting.is_empty() && targets.keys().all(|s| acks.contains_key(s));
+            let done = req.all_answered() && targets.keys().all(|s| acks.contains_key(s));
             if done {
                 break;
             }
-            let Some(reply) = req.next().await else { break };
-            match reply {
+            let Some(answer) = req.next().await else {
+                break;
+            };
+            match answer.reply {
                 EdgeReply::Targets { node, sockets } => {
-                    req.waiting.remove(&node);
+                    req.answered(answer.copy, &node);
                     targets.extend(sockets.into_iter().map(|s| (s, node.clone())));
                 }
                 EdgeReply::Ack { node, socket, args } => {
@@ -236,7 +236,7 @@ impl Fanout {
                 _ => {}
             }
         }
-        let complete = req.waiting.is_empty();
+        let complete = req.all_answered();
         let mut results: Vec<AckResult> = targets
             .into_iter()
             .map(|(socket, node)| {

@@ -579,7 +579,7 @@ mod tests {
         Control::new(
             ControlConfig::default(),
             Arc::new(bus.clone()),
-            Arc::new(StaticEdges(vec!["edge-1".into()])),
+            Arc::new(StaticEdges::new(vec!["edge-1".into()])),
         )
     }
 
@@ -678,7 +678,7 @@ mod tests {
                 ..ControlConfig::default()
             },
             Arc::new(bus.clone()),
-            Arc::new(StaticEdges(vec!["edge-1".into()])),
+            Arc::new(StaticEdges::new(vec!["edge-1".into()])),
         );
         let err = c
             .rooms_command(
@@ -694,5 +694,96 @@ mod tests {
             tonic::Status::from(err).code(),
             tonic::Code::DeadlineExceeded
         );
+    }
+
+    /// An edge listening on its own route tag and on one it recovered
+    /// sockets of: a join for a user with a socket under each tag waits for
+    /// its answer to both copies, and only for it (edge-2 never answers).
+    #[tokio::test]
+    async fn a_join_waits_for_each_copy_an_edge_gets_and_for_no_other_edge() {
+        use roomcast_bus::envelope::Routing;
+        use roomcast_bus::names::{new_socket_id, route_tag};
+        use roomcast_presence::{PresenceConfig, SocketRecord};
+
+        struct TwoEdges;
+        impl EdgeDirectory for TwoEdges {
+            fn live(&self) -> Vec<String> {
+                vec!["edge-1".into(), "edge-2".into()]
+            }
+            fn routes(&self) -> Option<RouteTable> {
+                let e1 = Routing {
+                    listed: true,
+                    tags: vec![route_tag("gone")],
+                };
+                let e2 = Routing {
+                    listed: true,
+                    tags: Vec::new(),
+                };
+                Some(RouteTable::new([("edge-1", &e1), ("edge-2", &e2)]))
+            }
+        }
+        let bus = MemoryBus::default();
+        let presence = Presence::new(
+            Arc::new(roomcast_bus::memory::MemoryKv::default()),
+            Arc::new(bus.clone()),
+            PresenceConfig::default(),
+        );
+        let (own, moved) = (
+            new_socket_id(&route_tag("edge-1")),
+            new_socket_id(&route_tag("gone")),
+        );
+        for id in [&own, &moved] {
+            let rec = SocketRecord {
+                id: id.clone(),
+                user: "u".into(),
+                ns: "/".into(),
+                node: "edge-1".into(),
+                rooms: Vec::new(),
+                connected_at_ms: 0,
+            };
+            presence.connected(&rec).await.expect("recorded");
+        }
+        // edge-1 answers the copy of each tag, the second one late.
+        let s = Subjects::new("roomcast");
+        for (tag, delay) in [(route_tag("edge-1"), 0), (route_tag("gone"), 200)] {
+            let mut sub = bus.subscribe(&s.tag(&tag), None).await.expect("sub");
+            let answering = bus.clone();
+            tokio::spawn(async move {
+                while let Some(msg) = sub.next().await {
+                    tokio::time::sleep(Duration::from_millis(delay)).await;
+                    let done = EdgeReply::Done {
+                        node: "edge-1".into(),
+                        count: 1,
+                        refused: 0,
+                    };
+                    let (h, p) = done.encode();
+                    let reply = msg.reply.expect("a request");
+                    answering.publish(&reply, h, p, None).await.expect("answer");
+                }
+            });
+        }
+        let c = Control::new(
+            ControlConfig {
+                request_timeout: Duration::from_secs(2),
+                ..ControlConfig::default()
+            },
+            Arc::new(bus.clone()),
+            Arc::new(TwoEdges),
+        )
+        .with_presence(presence);
+        let joined = c
+            .rooms_command(
+                RoomsRequest {
+                    target: Some(Selector {
+                        user_ids: vec!["u".into()],
+                        ..Selector::default()
+                    }),
+                    rooms: vec!["r".into()],
+                },
+                true,
+            )
+            .await
+            .expect("edge-1 answered both copies; edge-2 was not asked");
+        assert_eq!(joined, 2, "both answers counted");
     }
 }

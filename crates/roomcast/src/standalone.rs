@@ -39,7 +39,14 @@ pub async fn run(cfg: Resolved, metrics: PrometheusHandle) -> anyhow::Result<()>
     )
     .await
     .context("cannot start the edge")?;
-    let mut control = Control::new(cfg.control, bus, Arc::new(StaticEdges(vec![node.clone()])));
+    // The edge records its users' sockets before answering their connect
+    // whenever presence is on: user-addressed calls are routed by it.
+    let edges = if presence.is_some() {
+        StaticEdges::listing(vec![node.clone()])
+    } else {
+        StaticEdges::new(vec![node.clone()])
+    };
+    let mut control = Control::new(cfg.control, bus, Arc::new(edges));
     if let Some(r) = recovery {
         control = control.with_recovery(r);
     }

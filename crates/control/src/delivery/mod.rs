@@ -363,7 +363,7 @@ mod tests {
         let control = Control::new(
             crate::ControlConfig::default(),
             Arc::new(bus.clone()),
-            Arc::new(crate::StaticEdges(vec!["e1".into()])),
+            Arc::new(crate::StaticEdges::new(vec!["e1".into()])),
         )
         .with_presence(presence.clone());
         let cfg = DeliveryConfig {
