@@ -298,7 +298,11 @@ async function burst(users) {
       const cpuBefore = cpuOf(pids);
       const t0 = performance.now();
       // EmitStream handles its messages one after another: many short streams
-      // at once keep the control plane busy.
+      // at once keep the control plane busy. Not more than 16: grpc-js sends
+      // each message as a small DATA frame, and with 32 or more streams (debug
+      // build; 200 with release) the messages the server has not read yet
+      // exhaust h2's budget for small DATA frames, and it closes the
+      // connection (GOAWAY ENHANCE_YOUR_CALM; RESOURCE_EXHAUSTED here).
       const BATCH = 100;
       const inFlight = [];
       for (let i = 0; i < n; i += BATCH) {
