@@ -47,7 +47,7 @@ import { startBalancer } from '../tests/e2e/lib/balancer.mjs';
 import { splitStandaloneArgs, startCluster } from '../tests/e2e/lib/cluster.mjs';
 import { createRoomcastClient } from '../tests/e2e/lib/grpc.mjs';
 import { claims, signHs256 } from '../tests/e2e/lib/jwt.mjs';
-import { startStandalone, stopChild, trackChild } from '../tests/e2e/lib/process.mjs';
+import { binaryPath, startStandalone, stopChild, trackChild } from '../tests/e2e/lib/process.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const { io } = createRequire(path.join(HERE, '../tests/e2e/package.json'))('socket.io-client');
@@ -424,6 +424,7 @@ function summarize(clients, emits) {
     deliveredFraction: expected ? delivered / expected : null,
     missed: expected - delivered,
     duplicates,
+    clientsWithDuplicates: clients.filter((c) => c.duplicates > 0).length,
     reordered,
     reconnects: recs.length,
     recovered: recs.filter((r) => r.recovered).length,
@@ -510,6 +511,7 @@ const report = {
   finishedAt: new Date().toISOString(),
   machine: { cpus: os.cpus().length, memGiB: Math.round(os.totalmem() / 2 ** 30), loadStart, loadEnd: os.loadavg() },
   config: cfg,
+  roomcastBin: systems.some((s) => s.startsWith('roomcast')) ? binaryPath() : null,
   results,
 };
 for (const r of results) {
