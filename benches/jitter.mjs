@@ -197,6 +197,10 @@ async function startNodePeer() {
 
 const now = () => performance.now();
 
+/** The first duplicates of a run, with where they fell relative to the last reconnect. */
+const duplicateSamples = [];
+const MAX_DUPLICATE_SAMPLES = 20;
+
 class JitterClient {
   constructor(index, url, auth) {
     this.index = index;
@@ -249,7 +253,20 @@ class JitterClient {
   onFeed(data) {
     const n = data?.n;
     if (!Number.isInteger(n)) return;
-    if (this.seen.has(n)) this.duplicates++;
+    if (this.seen.has(n)) {
+      this.duplicates++;
+      const last = this.reconnects.at(-1);
+      if (duplicateSamples.length < MAX_DUPLICATE_SAMPLES) {
+        duplicateSamples.push({
+          client: this.index,
+          n,
+          maxBefore: this.maxN,
+          msSinceReconnect: last ? Math.round(now() - last.connectedAt) : null,
+          reconnectRecovered: last?.recovered ?? null,
+          liveAtReconnect: last?.live ?? null,
+        });
+      }
+    }
     else {
       if (n < this.maxN) this.reordered++;
       this.seen.add(n);
@@ -425,6 +442,7 @@ function summarize(clients, emits) {
     missed: expected - delivered,
     duplicates,
     clientsWithDuplicates: clients.filter((c) => c.duplicates > 0).length,
+    duplicateSamples: duplicateSamples.splice(0),
     reordered,
     reconnects: recs.length,
     recovered: recs.filter((r) => r.recovered).length,
