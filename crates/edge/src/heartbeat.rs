@@ -1,6 +1,7 @@
 //! The heartbeat by which control planes know which edges exist: "alive" on
 //! the heartbeats subject every interval, "bye" at shutdown.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use roomcast_bus::envelope::{EdgeReply, Routing};
@@ -29,13 +30,23 @@ impl Edge {
         }
     }
 
-    /// Says "alive" now, out of turn: control planes learn at once that this
-    /// edge listens on another route tag.
-    pub(crate) async fn hello_now(&self) {
+    /// Says "alive" now (out of turn too: control planes learn at once that
+    /// this edge listens on another route tag). Returns the other edges'
+    /// tags it listed: those control planes may count on it for.
+    pub(crate) async fn hello_now(&self) -> HashSet<String> {
         let hello = self.hello();
         let subject = self.subjects().heartbeats();
         let interval = self.config().heartbeat_interval;
+        // While NATS is away publishes queue up and, once the queue is
+        // full, wait: a heartbeat never waits longer than its interval.
         let _ = tokio::time::timeout(interval, self.publish_reply(&subject, &hello)).await;
+        match hello {
+            EdgeReply::Hello {
+                routing: Some(routing),
+                ..
+            } => routing.tags.into_iter().collect(),
+            _ => self.read_index().foreign_tags().into_iter().collect(),
+        }
     }
 }
 
@@ -47,17 +58,7 @@ impl Edge {
         let node = self.config().node_id.clone();
         let interval = self.config().heartbeat_interval;
         loop {
-            let hello = self.hello();
-            // While NATS is away publishes queue up and, once the queue is
-            // full, wait: a heartbeat never waits longer than its interval.
-            let _ = tokio::time::timeout(interval, self.publish_reply(&subject, &hello)).await;
-            let listed: std::collections::HashSet<String> = match &hello {
-                EdgeReply::Hello {
-                    routing: Some(routing),
-                    ..
-                } => routing.tags.iter().cloned().collect(),
-                _ => self.read_index().foreign_tags().into_iter().collect(),
-            };
+            let listed = self.hello_now().await;
             self.membership().subscriptions().prune_tags(&listed).await;
             tokio::select! {
                 _ = tokio::time::sleep(interval) => {}

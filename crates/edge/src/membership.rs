@@ -101,7 +101,7 @@ impl Edge {
         if new_tag {
             // Before the client hears it is connected: control planes wait
             // for this edge's answer to commands for the socket's tag.
-            self.hello_now().await;
+            let _ = self.hello_now().await;
         }
         let Some(recorder) = self.presence() else {
             return;
