@@ -155,6 +155,35 @@ describe(`control API against roomcast ${TARGET}`, { timeout: 240_000 }, () => {
       assert.equal(dave.count('union'), 0);
     });
 
+    it('10,000 rooms (the limit), users and ids in one emit: each socket gets it once, whatever names it how often', async () => {
+      const rooms = Array.from({ length: 9_999 }, (_, i) => `many-${i}`);
+      const wide = await connectAt(0, 'erin', ['many-0', 'many-5000', 'many-9998']);
+      const erinElsewhere = await connectAt(1, 'erin');
+      const narrow = await connectAt(1, 'frank', ['many-42', 'not-many']);
+      const named = await connectAt(2, 'gina', ['many-7']);
+      const excepted = await connectAt(2, 'hank', ['many-8', 'many-quiet']);
+      const outside = await connectAt(0, 'ivan', ['not-many']);
+
+      await api.emit({
+        to: { rooms: [...rooms, 'many-quiet'], user_ids: ['erin', 'erin'], socket_ids: [named.id, wide.id], except_rooms: ['many-quiet'] },
+        event: 'many',
+        args_json: args(1),
+      });
+      await api.emit({ to: { rooms: ['many-9998', 'many-0', 'many-42'] }, event: 'many', args_json: args(2) });
+      const everyone = [wide, erinElsewhere, narrow, named, excepted, outside];
+      await settle(api, everyone, {
+        rooms: ['many-0', 'many-5000', 'many-9998', 'many-42', 'many-7', 'many-8', 'not-many'],
+        users: ['erin'],
+      });
+
+      assert.deepEqual(wide.argsOf('many'), [[1], [2]]);
+      assert.deepEqual(erinElsewhere.argsOf('many'), [[1]]);
+      assert.deepEqual(narrow.argsOf('many'), [[1], [2]]);
+      assert.deepEqual(named.argsOf('many'), [[1]]);
+      assert.equal(excepted.count('many'), 0);
+      assert.equal(outside.count('many'), 0);
+    });
+
     it('except_rooms and except_socket_ids remove sockets a user selector picked', async () => {
       const muted = await connectAt(0, 'alice', ['muted']);
       const loud = await connectAt(1, 'alice');

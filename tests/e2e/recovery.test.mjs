@@ -157,6 +157,28 @@ describe('connection state recovery within the window', () => {
     );
   });
 
+  it('an emit to several of its rooms, recoverable or not, comes once live, once in the replay, once after', async () => {
+    const client = await connectWithOffset('alice', ['feed-6a', 'feed-6b', 'plain-6'], ['websocket']);
+    await api.emit({ to: { rooms: ['feed-6a', 'plain-6', 'feed-6b'] }, event: 'feed', args_json: args({ n: 0 }) });
+    await waitFor(() => feed(client).length === 2, 5000, 'the live multi-room event');
+    await dropTransport(client);
+    for (let n = 1; n <= 20; n++) {
+      await api.emit({ to: { rooms: ['feed-6b', 'feed-6a', 'plain-6'] }, event: 'feed', args_json: args({ n }) });
+    }
+    await api.emit({ to: { rooms: ['plain-6', 'feed-6a'] }, event: 'feed', args_json: args({ n: 21 }) });
+    const seen = await reconnect(client, 1);
+    assert.equal(client.socket.recovered, true);
+    await waitFor(() => feed(client, seen).length >= 21, 5000, 'the missed events');
+    await api.emit({ to: { rooms: ['feed-6a', 'feed-6b'] }, event: 'feed', args_json: args({ n: 22 }) });
+    await api.emit({ to: { rooms: ['feed-6b'] }, event: 'feed', args_json: args({ n: 23 }) });
+    await waitFor(() => feed(client).some((e) => e.n === 23), 5000, 'the live events after the replay');
+    assert.deepEqual(
+      feed(client).map((e) => e.n),
+      [-1, ...Array(24).keys()],
+      'each event once, in order: live, replayed, live again',
+    );
+  });
+
   it("another user cannot take over a socket with its pid", async () => {
     const alice = await connectWithOffset('alice', ['feed-4'], ['websocket']);
     const pid = alice.socket._pid;

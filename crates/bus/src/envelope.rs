@@ -39,6 +39,8 @@ const REFUSED: &str = "rc-refused";
 const ROUTED: &str = "rc-routed";
 const LISTED: &str = "rc-listed";
 const TAGS: &str = "rc-tags";
+const MESSAGE_ID: &str = "rc-mid";
+const FIRST_SEQUENCE: &str = "rc-first";
 
 /// How commands may reach an edge, as its heartbeats say: the control plane
 /// routes commands for sockets and users by it (ADR 16). An edge that says
@@ -249,6 +251,18 @@ fn put_target(h: &mut Headers, t: &Target) {
     put_all(h, EXCEPT_SOCKET, &t.except_sockets);
 }
 
+/// The headers of an encoded command with its target replaced: the copies
+/// of one emit share its payload and every other header.
+pub fn with_target(h: &Headers, target: &Target) -> Headers {
+    const TARGET: [&str; 6] = [NS, ROOM, SOCKET, USERS, EXCEPT_ROOM, EXCEPT_SOCKET];
+    let mut out = Headers::new();
+    for (name, value) in h.iter().filter(|(name, _)| !TARGET.contains(name)) {
+        out.append(name, value);
+    }
+    put_target(&mut out, target);
+    out
+}
+
 fn get_target(h: &Headers) -> Result<Target, EnvelopeError> {
     Ok(Target {
         ns: get_one(h, NS)?,
@@ -315,6 +329,39 @@ fn get_packet(h: &Headers, payload: Bytes) -> Result<Packet, EnvelopeError> {
 /// it, for the fan-out latency metric).
 pub fn sent_at_us(h: &Headers) -> Option<i64> {
     h.get(SENT_AT)?.parse().ok()
+}
+
+/// The id an emit published as several copies carries in each copy (one
+/// per room, per user, per route tag): an edge that receives several copies
+/// delivers once per socket (ADR 17). A fresh one, random.
+pub fn new_message_id() -> u128 {
+    rand::random()
+}
+
+/// Marks one copy of an emit with its message id.
+pub fn set_message_id(h: &mut Headers, id: u128) {
+    h.append(MESSAGE_ID, format!("{id:032x}"));
+}
+
+/// The message id of a copy of an emit; `None` when it is the only copy
+/// (or the id does not parse: it is then treated as one).
+pub fn message_id(h: &Headers) -> Option<u128> {
+    let value = h.get(MESSAGE_ID)?;
+    (value.len() == 32)
+        .then(|| u128::from_str_radix(value, 16).ok())
+        .flatten()
+}
+
+/// Marks a copy of an emit stored in the recovery history with the sequence
+/// of the emit's first stored copy.
+pub fn set_first_sequence(h: &mut Headers, seq: u64) {
+    h.append(FIRST_SEQUENCE, seq.to_string());
+}
+
+/// The sequence of the first stored copy of the emit this copy is part of,
+/// when it is not that first copy.
+pub fn first_sequence(h: &Headers) -> Option<u64> {
+    h.get(FIRST_SEQUENCE)?.parse().ok()
 }
 
 /// Unix time in milliseconds.
@@ -868,6 +915,54 @@ mod tests {
         };
         let (h, payload) = ev.encode();
         assert_eq!(ClientEvent::decode(&h, payload), Ok(ev));
+    }
+
+    #[test]
+    fn a_copy_with_another_target_keeps_the_rest() {
+        let cmd = Command::Emit {
+            target: target(),
+            packet: Packet {
+                text: Bytes::from_static(b"42[\"e\"]"),
+                attachments: vec![Bytes::from_static(b"bin")],
+            },
+            volatile: true,
+        };
+        let (h, payload) = cmd.encode();
+        let other = Target {
+            ns: "/chat".into(),
+            rooms: vec!["only".into()],
+            ..Target::default()
+        };
+        let copy = Command::decode(&with_target(&h, &other), payload).expect("a copy decodes");
+        let Command::Emit {
+            target: t,
+            packet,
+            volatile,
+        } = copy
+        else {
+            panic!("not an emit: {copy:?}");
+        };
+        assert_eq!(t, other);
+        assert!(volatile);
+        assert_eq!(packet.attachments, vec![Bytes::from_static(b"bin")]);
+    }
+
+    #[test]
+    fn message_ids_and_first_sequences_round_trip() {
+        let mut h = Headers::new();
+        assert_eq!(message_id(&h), None);
+        assert_eq!(first_sequence(&h), None);
+        let id = new_message_id();
+        set_message_id(&mut h, id);
+        set_first_sequence(&mut h, 42);
+        assert_eq!(message_id(&h), Some(id));
+        assert_eq!(first_sequence(&h), Some(42));
+        assert_ne!(new_message_id(), new_message_id());
+        for bad in ["", "xyz", "00", &"f".repeat(33), &"g".repeat(32)] {
+            let mut h = Headers::new();
+            h.append(MESSAGE_ID, bad);
+            assert_eq!(message_id(&h), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use roomcast_api::v1::{AckResult, EmitWithAckResponse};
-use roomcast_bus::envelope::{Command, EdgeReply, Packet, Target};
+use roomcast_bus::envelope::{self, Command, EdgeReply, Packet, Target};
 use roomcast_bus::recovery::Recovery;
 use roomcast_bus::subject::Subjects;
 use roomcast_bus::Bus;
@@ -24,6 +24,14 @@ use crate::ControlError;
 
 /// Ack ids stay below this (any client parses them).
 const MAX_ACK_ID: u64 = 1 << 31;
+
+/// One copy of an emit: where it goes and what it names.
+struct EmitCopy {
+    subject: String,
+    target: Target,
+    /// The room whose subject it goes on.
+    room: Option<String>,
+}
 
 /// The way out of the control plane to the edges.
 #[derive(Clone)]
@@ -85,69 +93,114 @@ impl Fanout {
         id % MAX_ACK_ID + 1
     }
 
-    /// Publishes an encoded emit on every subject its target needs: the
-    /// namespace's, or each room's (a recoverable room through the recovery
-    /// history instead) and, for named sockets and users, the subjects of
-    /// their route tags (or the edges subject: [`crate::routing`]).
+    /// Publishes an encoded emit as one copy per subject its target needs
+    /// (ADR 17): the namespace's; or one per room (through the recovery
+    /// history when one of the rooms is recoverable), and one per route tag
+    /// of the named sockets and users (or one on the edges subject:
+    /// [`crate::routing`]). Each copy names only what its subject is for, so
+    /// an emit costs O(rooms + sockets + users); copies of one emit carry one
+    /// message id, by which an edge that gets several delivers once per
+    /// socket.
     pub async fn publish_emit(
         &self,
         target: Target,
         packet: Packet,
         volatile: bool,
     ) -> Result<(), ControlError> {
-        let direct =
-            !target.is_namespace() && (!target.sockets.is_empty() || !target.users.is_empty());
-        let route = if direct {
-            Some(self.router.direct(&target).await)
-        } else {
-            None
+        let copies = self.emit_copies(&target).await;
+        let shared = Target {
+            ns: target.ns.clone(),
+            ..Target::default()
         };
-        let mut subjects = if target.is_namespace() {
-            vec![self.subjects.namespace(&target.ns)]
-        } else {
-            target
-                .rooms
-                .iter()
-                .map(|r| self.subjects.room(&target.ns, r))
-                .collect()
-        };
-        if route == Some(Route::Broadcast) {
-            subjects.push(self.subjects.edges());
-        }
-        let cmd = Command::Emit {
+        let (mut base, payload) = Command::Emit {
+            target: shared,
             packet,
             volatile,
-            target,
-        };
-        let (mut headers, payload) = cmd.encode();
-        roomcast_bus::trace::inject(&mut headers);
-        // A volatile emit is not worth recovering.
-        let recovery = self.recovery.as_ref().filter(|_| !volatile);
-        for subject in subjects {
-            let recoverable = recovery.zip(self.subjects.parse_room(&subject));
-            if let Some((recovery, (ns, room))) = recoverable {
-                if recovery.config.recoverable(&room) {
-                    recovery
-                        .history
-                        .append(&ns, &room, headers.clone(), payload.clone())
-                        .await?;
-                    continue;
-                }
-            }
-            self.bus
-                .publish(&subject, headers.clone(), payload.clone(), None)
-                .await?;
         }
-        if let Some(Route::Tags(copies)) = route {
-            for copy in copies {
-                let (mut headers, payload) = retarget(&cmd, copy.target).encode();
-                roomcast_bus::trace::inject(&mut headers);
-                self.bus
-                    .publish(&copy.subject, headers, payload, None)
-                    .await?;
+        .encode();
+        roomcast_bus::trace::inject(&mut base);
+        let id = (copies.len() > 1).then(envelope::new_message_id);
+        // A volatile emit is not worth recovering. When one room is
+        // recoverable every room's copy is stored, so that each has a
+        // sequence (ADR 17: recovery then replays each emit once).
+        let stored = self.recovery.as_ref().filter(|recovery| {
+            !volatile
+                && copies.iter().any(|c| {
+                    c.room
+                        .as_deref()
+                        .is_some_and(|room| recovery.config.recoverable(room))
+                })
+        });
+        let mut first = None;
+        for copy in copies {
+            let mut headers = envelope::with_target(&base, &copy.target);
+            if let Some(id) = id {
+                envelope::set_message_id(&mut headers, id);
+            }
+            match (stored, &copy.room) {
+                (Some(recovery), Some(room)) => {
+                    if let Some(first) = first {
+                        envelope::set_first_sequence(&mut headers, first);
+                    }
+                    let seq = recovery
+                        .history
+                        .append(&target.ns, room, headers, payload.clone())
+                        .await?;
+                    first.get_or_insert(seq);
+                }
+                _ => {
+                    self.bus
+                        .publish(&copy.subject, headers, payload.clone(), None)
+                        .await?
+                }
             }
         }
         Ok(())
+    }
+
+    /// The copies an emit to `target` is published as.
+    async fn emit_copies(&self, target: &Target) -> Vec<EmitCopy> {
+        if target.is_namespace() {
+            return vec![EmitCopy {
+                subject: self.subjects.namespace(&target.ns),
+                target: target.clone(),
+                room: None,
+            }];
+        }
+        let only = |rooms: Vec<String>, sockets: Vec<String>, users: Vec<String>| Target {
+            ns: target.ns.clone(),
+            rooms,
+            sockets,
+            users,
+            except_rooms: target.except_rooms.clone(),
+            except_sockets: target.except_sockets.clone(),
+        };
+        let mut copies: Vec<EmitCopy> = target
+            .rooms
+            .iter()
+            .map(|room| EmitCopy {
+                subject: self.subjects.room(&target.ns, room),
+                target: only(vec![room.clone()], Vec::new(), Vec::new()),
+                room: Some(room.clone()),
+            })
+            .collect();
+        let direct = only(Vec::new(), target.sockets.clone(), target.users.clone());
+        if direct.sockets.is_empty() && direct.users.is_empty() {
+            return copies;
+        }
+        match self.router.direct(&direct).await {
+            Route::Broadcast => copies.push(EmitCopy {
+                subject: self.subjects.edges(),
+                target: direct,
+                room: None,
+            }),
+            Route::Tags(tags) => copies.extend(tags.into_iter().map(|copy| EmitCopy {
+                subject: copy.subject,
+                target: copy.target,
+                room: None,
+            })),
+        }
+        copies
     }
 
     /// Publishes a command on one subject (a reply to a node).

@@ -53,7 +53,13 @@ impl Edge {
         } else {
             packet
         };
-        let targets = self.read_index().targets(target, kind);
+        let mut targets = self.read_index().targets(target, kind);
+        // One copy of several: to the sockets no other copy reached.
+        if let Some(id) = roomcast_bus::envelope::message_id(headers) {
+            if !targets.is_empty() {
+                self.inner.delivered.first_time(id, &mut targets);
+            }
+        }
         span.record("recipients", targets.len());
         self.deliver(&targets, &packet, volatile, seq);
         if let Some(sent) = roomcast_bus::envelope::sent_at_us(headers) {

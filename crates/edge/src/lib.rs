@@ -67,6 +67,7 @@ pub mod auth;
 #[doc(hidden)]
 pub mod bench;
 pub mod config;
+mod delivered;
 mod dispatch;
 mod fanout;
 mod heartbeat;
@@ -159,6 +160,8 @@ struct Inner {
     /// Local sockets, their rooms, and the subscriptions these call for.
     membership: Membership,
     acks: PendingAcks,
+    /// The sockets each multi-copy emit reached (ADR 17).
+    delivered: delivered::Delivered,
     shutdown: CancellationToken,
     /// Set when a lame-duck drain begins: the edge is no longer ready.
     draining: AtomicBool,
@@ -235,6 +238,7 @@ impl Edge {
                 bus,
                 sessions: SessionTable::default(),
                 acks: PendingAcks::default(),
+                delivered: delivered::Delivered::default(),
                 shutdown: CancellationToken::new(),
                 draining: AtomicBool::new(false),
                 tasks: TaskTracker::new(),

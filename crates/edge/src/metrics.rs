@@ -16,6 +16,9 @@ pub const BUS_MESSAGES: &str = "roomcast_edge_bus_messages_total";
 pub const PRESENCE_LATE: &str = "roomcast_edge_presence_connects_queued_total";
 /// Packets queued on sockets: one per recipient of each emit.
 pub const DELIVERIES: &str = "roomcast_edge_deliveries_total";
+/// Message ids of multi-copy emits forgotten for the table's bounds before
+/// their time (a copy that comes later may reach a socket twice).
+pub const MULTIROOM_EVICTIONS: &str = "roomcast_edge_multiroom_evictions_total";
 /// Client events relayed to backends.
 pub const CLIENT_EVENTS: &str = "roomcast_edge_client_events_total";
 /// Bytes read from clients (WebSocket payloads, polling bodies).
@@ -75,7 +78,17 @@ pub fn describe(labels: Labels) {
     for limit in labels.limits {
         metrics::counter!(LIMIT_HITS, "limit" => limit).absolute(0);
     }
-    for name in [DELIVERIES, CLIENT_EVENTS, BYTES_IN, BYTES_OUT] {
+    describe_counter!(
+        MULTIROOM_EVICTIONS,
+        "emits sent as several copies whose delivered sockets were forgotten early, for the table's bounds"
+    );
+    for name in [
+        DELIVERIES,
+        CLIENT_EVENTS,
+        BYTES_IN,
+        BYTES_OUT,
+        MULTIROOM_EVICTIONS,
+    ] {
         metrics::counter!(name).absolute(0);
     }
     use metrics::{describe_counter, describe_histogram, Unit};

@@ -217,9 +217,30 @@ impl Edge {
         let joined = self.read_index().rooms_of(&socket.id);
         self.announce_connect(&socket, joined, Some(auth), true)
             .await;
+        let mut replayed = self
+            .reached_before(recovery, nsp, &rooms, offset, &replay.messages)
+            .await;
+        // The emits it gets now or got before: a copy of one of them that
+        // comes live, after the replayed ones, is not for it.
+        let ids = replay
+            .messages
+            .iter()
+            .filter_map(|m| roomcast_bus::envelope::message_id(&m.headers));
+        for id in ids.chain(replayed.iter().copied()) {
+            self.inner
+                .delivered
+                .first_time(id, &mut vec![socket.clone()]);
+        }
         let reply = socketio::encode_connect_with_pid(nsp, &socket.id, socket.pid.as_deref());
         let mut pushed = session.outbox.push(&[Frame::Text(reply)]);
         for m in replay.messages {
+            // An emit stored as several copies (one per room) is replayed
+            // once, and not at all when the socket got it before it left.
+            if let Some(id) = roomcast_bus::envelope::message_id(&m.headers) {
+                if !replayed.insert(id) {
+                    continue;
+                }
+            }
             let Ok(Command::Emit {
                 target,
                 packet,
@@ -246,6 +267,47 @@ impl Edge {
             Err(PushError::Full) => Err(CloseReason::SlowConsumer),
             _ => Ok(()),
         })
+    }
+
+    /// The message ids of the emits stored as several copies that reached
+    /// the socket at or before its `offset` although some of their copies
+    /// come after it: their first copy is at or before the offset, and one
+    /// of their copies up to the offset was for one of the socket's `rooms`.
+    /// Those copies are read again; if they cannot be, the replay may repeat
+    /// such an emit rather than lose anything.
+    async fn reached_before(
+        &self,
+        recovery: &roomcast_bus::recovery::Recovery,
+        nsp: &str,
+        rooms: &crate::small_set::Names,
+        offset: u64,
+        replay: &[roomcast_bus::backend::Replayed],
+    ) -> std::collections::HashSet<u128> {
+        let mut reached = std::collections::HashSet::new();
+        let Some(from) = replay
+            .iter()
+            .filter_map(|m| roomcast_bus::envelope::first_sequence(&m.headers))
+            .filter(|first| *first <= offset)
+            .min()
+        else {
+            return reached;
+        };
+        let rooms: Vec<String> = rooms.iter().cloned().collect();
+        match recovery
+            .history
+            .since(nsp, &rooms, from.saturating_sub(1))
+            .await
+        {
+            Ok(earlier) => reached.extend(
+                earlier
+                    .messages
+                    .iter()
+                    .filter(|m| m.seq <= offset)
+                    .filter_map(|m| roomcast_bus::envelope::message_id(&m.headers)),
+            ),
+            Err(e) => tracing::info!(error = %e, "copies before the offset not read"),
+        }
+        reached
     }
 
     /// Keeps a socket whose connection closed for a reason that allows

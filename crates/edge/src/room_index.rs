@@ -16,12 +16,15 @@
 //! through a tag's subject is for the target's sockets carrying that tag
 //! only, so an edge listening on several tags still acts once per socket.
 //!
-//! A command for several rooms is published once per room subject. An edge that
-//! holds members of several of those rooms receives it several times and must
-//! deliver once: on the subject of room `Ri` it delivers only to members that
-//! are in no earlier room `Rj` (j < i) of the list, since those got it (or will)
-//! on `Rj`'s subject. Through the edges subject it delivers to the named sockets
-//! that are in none of the rooms. No per-message state is needed.
+//! An emit for several rooms or route tags comes as one copy per
+//! subject, each naming only its room or the sockets and users of its tag, and
+//! carrying the emit's message id: the edge delivers each copy to the sockets
+//! no other copy reached (`delivered`, ADR 17). An older producer's command
+//! for several rooms names every room in each copy, and no message id: on the
+//! subject of room `Ri` the edge then delivers only to members that are in no
+//! earlier room `Rj` (j < i) of the list, since those got it (or will) on
+//! `Rj`'s subject, and through the edges subject to the named sockets that are
+//! in none of the rooms.
 
 use std::borrow::Borrow;
 use std::collections::{HashMap, HashSet};
