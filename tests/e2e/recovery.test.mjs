@@ -2,15 +2,18 @@
 // a client that loses its transport and comes back within the window — to
 // another edge, in a cluster — gets its socket id, its rooms and every event
 // of its recoverable rooms it missed, in order and once; `socket.recovered`
-// tells it so. After the window, or as another user, it gets a fresh socket.
-// Runs against `roomcast standalone`, or (ROOMCAST_E2E_TARGET=cluster) three
-// edges and a control plane over NATS with the history in JetStream.
+// tells it so. That holds too when its edge was killed with SIGKILL (ADR 18),
+// and its user stays online. After the window, or as another user, it gets a
+// fresh socket. Runs against `roomcast standalone`, or
+// (ROOMCAST_E2E_TARGET=cluster) three edges and a control plane over NATS with
+// the history in JetStream.
 
 import assert from 'node:assert/strict';
 import { after, afterEach, before, describe, it } from 'node:test';
 import {
   claims,
   createRoomcastClient,
+  fetchMetrics,
   signHs256,
   SocketPool,
   startTarget,
@@ -38,7 +41,7 @@ function feed(client, from = 0) {
  * a gRPC client and a SocketPool; returns them (set before the suite's tests
  * run) with the helpers the tests share.
  */
-function useRecoveryTarget(windowMs) {
+function useRecoveryTarget(windowMs, extraArgs = []) {
   const state = {};
   before(async () => {
     state.server = await startTarget([
@@ -46,6 +49,7 @@ function useRecoveryTarget(windowMs) {
       '--api-key', API_KEY,
       '--recovery-room', 'feed-*',
       '--recovery-window-ms', String(windowMs),
+      ...extraArgs,
     ]);
     state.api = createRoomcastClient(state.server.grpcAddr, { apiKey: API_KEY });
     state.pool = new SocketPool(state.server.httpUrls);
@@ -257,5 +261,89 @@ describe('connection state recovery after the window', () => {
     await api.emit({ to: { socket_ids: [client.id] }, event: 'sentinel', args_json: args(1) });
     await client.nextEvent('sentinel');
     assert.deepEqual(feed(client, seen), [], 'nothing replayed');
+  });
+});
+
+describe('connection state recovery after an edge crash', () => {
+  const LEASE_TTL_MS = 1500;
+  const GRACE_MS = 1000;
+  const state = useRecoveryTarget(60_000, [
+    '--presence-lease-ttl-ms', String(LEASE_TTL_MS),
+    '--presence-grace-ms', String(GRACE_MS),
+    '--presence-audience', 'namespace',
+    // Calls for a socket of the dead edge's route tag wait for that edge
+    // until the control plane takes it for dead (ADR 16, ADR 18).
+    '--edge-ttl-ms', '3000',
+  ]);
+  let server;
+  let api;
+  let pool;
+  let socketsOf, reconnect;
+  before(() => ({ server, api, pool, socketsOf, reconnect } = state));
+
+  it('a client whose edge was killed with SIGKILL recovers on another edge: same id, every room, each missed event once, in order; its user stays online', async (t) => {
+    if (server.kind !== 'cluster') return t.skip('needs a cluster');
+    const [alice, bob] = ['crash-alice', 'crash-bob'];
+    const observer = await pool.connectAt(1, '/', { auth: { token: token('crash-observer') }, transports: ['websocket'] });
+    const statuses = [];
+    observer.socket.on('user-status-change', (body) => statuses.push(body));
+    const statusesOf = (user) => statuses.filter((s) => s.userId === user).map((s) => s.status);
+
+    // Alice: a room from her token, two through JoinRooms (one recoverable).
+    const client = await pool.connectAt(0, '/', {
+      auth: { token: signHs256(claims(alice, { rooms: ['tok-7'] }), SECRET) },
+      transports: ['websocket'],
+    });
+    await api.joinRooms({ target: { socket_ids: [client.id] }, rooms: ['feed-7', 'lobby-7'] });
+    await api.emit({ to: { rooms: ['feed-7'] }, event: 'feed', args_json: args({ n: -1 }) });
+    await client.nextEvent('feed');
+    // Bob is on the same edge and does not come back: his offline marks the
+    // moment alice's would have come, had she gone offline.
+    const other = await pool.connectAt(0, '/', { auth: { token: token(bob) }, transports: ['websocket'] });
+    other.socket.io.reconnection(false);
+    await waitFor(() => statusesOf(alice).includes('online') && statusesOf(bob).includes('online'), 5000, 'both online');
+    const id = client.id;
+    // The edge has written what it keeps of alice's socket (the join included).
+    const edge = server.edges[0];
+    await waitFor(
+      async () => (await fetchMetrics(edge.adminUrl)).get('roomcast_edge_session_records_queued') === 0,
+      5000,
+      'the session records to be written',
+    );
+
+    t.after(() => edge.restart());
+    const closed = new Promise((resolve) => client.socket.once('disconnect', resolve));
+    await edge.kill();
+    assert.equal(await closed, 'transport close');
+    for (let n = 0; n < 10; n++) {
+      await api.emit({ to: { rooms: ['feed-7'] }, event: 'feed', args_json: args({ n }) });
+    }
+    const seen = await reconnect(client, 1);
+    assert.equal(client.socket.recovered, true, 'recovered');
+    assert.equal(client.id, id, 'same socket id');
+    await waitFor(() => feed(client, seen).length >= 10, 5000, 'the missed events');
+    const socket = await waitFor(
+      () => socketsOf(id).then(([found]) => found, () => false),
+      20_000,
+      'FetchSockets to answer once the control plane took the dead edge for dead',
+    );
+    assert.deepEqual([...socket.rooms].sort(), [id, 'tok-7', 'feed-7', 'lobby-7'].sort(), 'rooms restored');
+    assert.equal(socket.node_id, 'edge-2', 'recovered on another edge');
+
+    // Live events after the replay, once; the other JoinRooms room too.
+    await api.emit({ to: { rooms: ['feed-7'] }, event: 'feed', args_json: args({ n: 10 }) });
+    await api.emit({ to: { rooms: ['lobby-7'] }, event: 'lobby', args_json: args('hi') });
+    await client.nextEvent('lobby');
+    await api.emit({ to: { socket_ids: [id] }, event: 'sentinel', args_json: args(1) });
+    await client.nextEvent('sentinel');
+    assert.deepEqual(feed(client, seen).map((e) => e.n), [...Array(11).keys()], 'every missed event, in order, once, then live');
+
+    // Once bob is offline the dead edge's sockets were cleaned up and the
+    // grace ran out: alice never went offline.
+    await waitFor(() => statusesOf(bob).includes('offline'), LEASE_TTL_MS * 3 + GRACE_MS + 10_000, 'bob to go offline');
+    assert.deepEqual(statusesOf(alice), ['online'], 'alice stays online');
+    const { users } = await api.getPresence({ user_ids: [alice] });
+    assert.equal(users[0].online, true, 'online');
+    assert.equal(users[0].sockets, 1, 'her one socket, on the edge it moved to');
   });
 });

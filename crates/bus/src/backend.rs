@@ -198,6 +198,33 @@ pub trait Bus: Send + Sync + 'static {
         }
         Ok(replies)
     }
+
+    /// Asks whoever listens on `subject` and waits up to `timeout` for the
+    /// first reply. [`Asked::NoResponders`] when the bus knows at once that
+    /// nobody listens (NATS says so); a bus that cannot tell waits out the
+    /// timeout and answers [`Asked::Silent`].
+    async fn ask(
+        &self,
+        subject: &str,
+        headers: Headers,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<Asked, BusError> {
+        let mut replies = self
+            .request_many(subject, headers, payload, 1, timeout)
+            .await?;
+        Ok(replies.pop().map_or(Asked::Silent, Asked::Reply))
+    }
+}
+
+/// What [`Bus::ask`] heard.
+#[derive(Debug)]
+pub enum Asked {
+    Reply(Message),
+    /// Nobody listens on the subject.
+    NoResponders,
+    /// No reply in time (nobody listens, or whoever does is slow or stuck).
+    Silent,
 }
 
 // ---------------------------------------------------------------------------
@@ -293,7 +320,9 @@ pub struct Replay {
     pub upto: u64,
 }
 
-/// A Socket.IO socket whose connection closed in a way that allows recovery.
+/// A Socket.IO socket as recovery keeps it: while it is connected (`owner`
+/// names its edge, which keeps the record up to date), or after its
+/// connection closed in a way that allows recovery (`owner` is `None`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SavedSession {
     /// The Socket.IO socket id, kept across the recovery.
@@ -305,6 +334,10 @@ pub struct SavedSession {
     #[serde(default)]
     pub data_json: String,
     pub saved_at_ms: i64,
+    /// The node id of the edge that holds the socket connected; `None` once
+    /// its connection closed (ADR 18).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 /// Recovery state failures.
@@ -335,14 +368,45 @@ pub trait History: Send + Sync + 'static {
     async fn since(&self, ns: &str, rooms: &[String], after: u64) -> Result<Replay, RecoveryError>;
 }
 
-/// The sessions saved for the recovery window.
+/// The sessions kept for recovery, by pid. A record lives one recovery
+/// window after its last write. Every write and removal has a revision, so
+/// that two processes racing for one record cannot both win.
 #[async_trait::async_trait]
 pub trait SessionStore: Send + Sync + 'static {
-    async fn save(&self, session: &SavedSession) -> Result<(), RecoveryError>;
+    /// Writes a session, replacing whatever is kept under its pid; returns
+    /// the new revision.
+    async fn save(&self, session: &SavedSession) -> Result<u64, RecoveryError>;
 
-    /// Takes a session out: a pid recovers at most once. `None` when unknown or
-    /// expired.
-    async fn take(&self, pid: &str) -> Result<Option<SavedSession>, RecoveryError>;
+    /// Writes a session only if the record kept under its pid is at
+    /// `revision` (`None`: only if there is none). `Ok(None)` when it is not:
+    /// someone else took or rewrote it.
+    async fn save_if(
+        &self,
+        session: &SavedSession,
+        revision: Option<u64>,
+    ) -> Result<Option<u64>, RecoveryError>;
+
+    /// The session kept under `pid`, with its revision. `None` when unknown,
+    /// expired or not a well-formed pid.
+    async fn get(&self, pid: &str) -> Result<Option<(SavedSession, u64)>, RecoveryError>;
+
+    /// Removes the session kept under `pid` if it is still at `revision`;
+    /// false when it is not (someone else took or rewrote it).
+    async fn remove_if(&self, pid: &str, revision: u64) -> Result<bool, RecoveryError>;
+
+    /// Takes a session out, whoever holds it: a pid recovers at most once.
+    /// `None` when unknown or expired.
+    async fn take(&self, pid: &str) -> Result<Option<SavedSession>, RecoveryError> {
+        for _ in 0..8 {
+            let Some((session, revision)) = self.get(pid).await? else {
+                return Ok(None);
+            };
+            if self.remove_if(pid, revision).await? {
+                return Ok(Some(session));
+            }
+        }
+        Ok(None)
+    }
 }
 
 // ---------------------------------------------------------------------------

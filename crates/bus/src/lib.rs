@@ -42,7 +42,7 @@ pub mod subject;
 pub mod trace;
 
 pub use backend::{
-    Backend, Bus, BusError, Change, Headers, History, KvBucket, KvError, KvStore, Message,
+    Asked, Backend, Bus, BusError, Change, Headers, History, KvBucket, KvError, KvStore, Message,
     SessionStore, Subscription, Watch,
 };
 pub use memory::MemoryBus;

@@ -76,6 +76,7 @@ conformance!(
     histories_are_opened_by_name,
     sessions_recover_once,
     sessions_take_only_well_formed_pids,
+    sessions_write_by_revision,
 );
 
 async fn publish(under: &Under, subject: &str, headers: Headers, body: &'static [u8]) {
@@ -524,6 +525,7 @@ fn saved(pid: String) -> SavedSession {
         rooms: vec!["a".into(), "b".into()],
         data_json: r#"{"k":1}"#.into(),
         saved_at_ms: 1,
+        owner: None,
     }
 }
 
@@ -580,4 +582,46 @@ async fn sessions_take_only_well_formed_pids(under: Under) {
         );
         assert_eq!(sessions.take(bad).await.expect("take"), None, "{bad:?}");
     }
+}
+
+async fn sessions_write_by_revision(under: Under) {
+    let sessions = under
+        .backend
+        .sessions("sessions-rev", &recovery_config(1 << 20))
+        .await
+        .expect("sessions");
+    let mut live = saved(roomcast_bus::names::new_id());
+    live.owner = Some("edge-a".into());
+    // Created only when there is none.
+    let first = sessions
+        .save_if(&live, None)
+        .await
+        .expect("create")
+        .expect("created");
+    assert_eq!(sessions.save_if(&live, None).await.expect("again"), None);
+    assert_eq!(
+        sessions.get(&live.pid).await.expect("get"),
+        Some((live.clone(), first))
+    );
+    // Rewritten only from the revision its writer last wrote.
+    live.rooms.push("c".into());
+    let second = sessions
+        .save_if(&live, Some(first))
+        .await
+        .expect("update")
+        .expect("updated");
+    assert_eq!(
+        sessions.save_if(&live, Some(first)).await.expect("stale"),
+        None
+    );
+    // Removed by whoever read the revision it is at, once.
+    assert!(!sessions.remove_if(&live.pid, first).await.expect("stale"));
+    assert!(sessions.remove_if(&live.pid, second).await.expect("remove"));
+    assert_eq!(sessions.get(&live.pid).await.expect("get"), None);
+    // Its writer, whose revision is gone, cannot bring it back.
+    assert_eq!(
+        sessions.save_if(&live, Some(second)).await.expect("taken"),
+        None
+    );
+    assert_eq!(sessions.take(&live.pid).await.expect("take"), None);
 }

@@ -710,6 +710,7 @@ async fn recovery_history_numbers_republishes_replays_and_knows_what_it_lost() {
         rooms: vec!["a".into()],
         data_json: String::new(),
         saved_at_ms: 1,
+        owner: None,
     };
     sessions.save(&saved).await.expect("save");
     assert_eq!(

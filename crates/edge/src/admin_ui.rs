@@ -581,6 +581,7 @@ impl Edge {
             session: session.clone(),
             pid: None,
             gate: crate::sio::ReplayGate::default(),
+            record_revision: Default::default(),
         });
         session.sio().sockets.insert(socket.clone());
         let packet = socketio::encode_connect(nsp, &socket.id);

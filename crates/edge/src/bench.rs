@@ -50,6 +50,7 @@ impl Room {
                 session,
                 pid: None,
                 gate: Default::default(),
+                record_revision: Default::default(),
             });
             edge.add_socket(&socket, std::slice::from_ref(&name)).await;
             sockets.push(socket);

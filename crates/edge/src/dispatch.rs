@@ -445,6 +445,7 @@ mod tests {
             session: edge.open_session(TransportKind::WebSocket, Default::default()),
             pid: None,
             gate: Default::default(),
+            record_revision: Default::default(),
         });
         edge.add_socket(&socket, &[]).await;
         let target = Target {

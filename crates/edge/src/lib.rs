@@ -87,6 +87,7 @@ mod presence;
 mod recovery;
 mod room_index;
 mod session;
+mod session_records;
 mod session_table;
 mod sink;
 mod sio;
@@ -119,6 +120,7 @@ pub fn describe_metrics() {
     metrics::describe(metrics::Labels {
         close_reasons: CloseReason::ALL.iter().map(|r| r.label()).collect(),
         recovery_outcomes: recovery::Outcome::ALL.iter().map(|o| o.label()).collect(),
+        session_record_ops: session_records::OPS.to_vec(),
         limits: limits::Limit::ALL.iter().map(|l| l.label()).collect(),
     });
 }
@@ -162,6 +164,8 @@ struct Inner {
     acks: PendingAcks,
     /// The sockets each multi-copy emit reached (ADR 17).
     delivered: delivered::Delivered,
+    /// The session records of the sockets to be written (ADR 18).
+    session_records: session_records::SessionRecords,
     shutdown: CancellationToken,
     /// Set when a lame-duck drain begins: the edge is no longer ready.
     draining: AtomicBool,
@@ -179,6 +183,9 @@ pub struct Gauges {
     pub room_subscriptions: usize,
     /// Bytes waiting in every connection's outbound queue.
     pub queued_bytes: usize,
+    /// Sockets whose session record waits to be written, or is being
+    /// written.
+    pub session_records_queued: usize,
 }
 
 /// Why an edge could not start.
@@ -239,6 +246,7 @@ impl Edge {
                 sessions: SessionTable::default(),
                 acks: PendingAcks::default(),
                 delivered: delivered::Delivered::default(),
+                session_records: session_records::SessionRecords::default(),
                 shutdown: CancellationToken::new(),
                 draining: AtomicBool::new(false),
                 tasks: TaskTracker::new(),
@@ -269,6 +277,12 @@ impl Edge {
         edge.spawn(async move { beating.heartbeat_loop().await });
         let sweeping = edge.clone();
         edge.spawn(async move { sweeping.ping_sweep().await });
+        if edge.inner.recovery.is_some() {
+            // Not a tracked task: it outlives them, to write the records
+            // of the sockets they close, and ends at its own stop.
+            let recording = edge.clone();
+            tokio::spawn(async move { recording.session_record_loop().await });
+        }
         if let Some(lost) = edge.inner.presence.as_ref().and_then(|p| p.take_lost()) {
             let recording = edge.clone();
             edge.spawn(async move { recording.rerecord_loop(lost).await });
@@ -312,6 +326,7 @@ impl Edge {
         }
         g.sockets_by_namespace = self.read_index().namespace_sizes();
         g.room_subscriptions = self.room_subscription_count();
+        g.session_records_queued = self.inner.session_records.queued();
         g
     }
 
@@ -362,6 +377,9 @@ impl Edge {
         }
         self.inner.tasks.close();
         self.inner.tasks.wait().await;
+        if self.inner.recovery.is_some() {
+            self.inner.session_records.stop(PRESENCE_DRAIN).await;
+        }
         if let Some(presence) = &self.inner.presence {
             presence.stop(PRESENCE_DRAIN).await;
         }

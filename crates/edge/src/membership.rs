@@ -98,6 +98,7 @@ impl Edge {
         let changed = membership.write().add(socket.clone(), rooms);
         let new_tag = changed.iter().any(|i| matches!(i, Interest::Tag(_)));
         self.reconcile(subs, changed, true).await;
+        self.mark_live(socket);
         if new_tag {
             // Before the client hears it is connected: control planes wait
             // for this edge's answer to commands for the socket's tag.
@@ -132,20 +133,34 @@ impl Edge {
         }
     }
 
-    /// Removes a socket from the index and from every room.
-    pub(crate) async fn remove_socket(&self, socket: &Socket) {
+    /// Removes a socket from the index and from every room, for good.
+    pub(crate) async fn remove_socket(&self, socket: &Arc<Socket>) {
+        self.remove_socket_as(socket, false).await;
+    }
+
+    /// Removes a socket from the index and from every room; `recoverable`
+    /// when its connection closed in a way that allows recovery (its session
+    /// record then keeps the rooms it was in).
+    pub(crate) async fn remove_socket_as(&self, socket: &Arc<Socket>, recoverable: bool) {
         let tracked = self.tracks_presence();
         let membership = self.membership();
         let subs = membership.subscriptions.lock().await;
         let (changed, rooms, was_there) = {
             let mut index = membership.write();
-            // Its rooms, for its presence record, before they are gone.
-            let rooms = if tracked {
+            // Its rooms, for its records, before they are gone.
+            let rooms = if tracked || recoverable {
                 index.rooms_of(&socket.id)
             } else {
                 Vec::new()
             };
             let was_there = index.contains(&socket.id);
+            // Marked under the index lock: a later socket of the same id (a
+            // recovery on this edge) is marked after it.
+            match (was_there, recoverable) {
+                (false, _) => {}
+                (true, true) => self.mark_closed(socket, rooms.clone()),
+                (true, false) => self.mark_gone(socket),
+            }
             (index.remove(&socket.id), rooms, was_there)
         };
         self.reconcile(subs, changed, false).await;
@@ -181,6 +196,7 @@ impl Edge {
             let mut index = membership.write();
             let mut changed = Vec::new();
             let mut records = Vec::new();
+            let mut moved_sockets = Vec::new();
             let selected = index.select_in(target, scope);
             let mut refused = 0;
             for sid in &selected {
@@ -193,12 +209,21 @@ impl Edge {
                 } else {
                     index.leave(sid, &rooms, &mut changed)
                 };
-                if !tracked || moved.is_empty() {
+                if moved.is_empty() {
                     continue;
                 }
-                if let Some(socket) = index.socket(sid) {
+                let Some(socket) = index.socket(sid) else {
+                    continue;
+                };
+                if socket.pid.is_some() {
+                    moved_sockets.push(socket.clone());
+                }
+                if tracked {
                     records.push((self.presence_record(&socket, index.rooms_of(sid)), moved));
                 }
+            }
+            for socket in &moved_sockets {
+                self.mark_live(socket);
             }
             (changed, selected.len() as u64 - refused, records, refused)
         };

@@ -34,6 +34,11 @@ pub const FANOUT_LATENCY: &str = "roomcast_fanout_latency_seconds";
 /// CONNECTs that asked to recover a session (label `outcome`).
 pub const RECOVERIES: &str = "roomcast_edge_recoveries_total";
 
+/// Session record writes for recovery, by `op`: `live` (a connected
+/// socket's), `closed` (kept at a recoverable close), `removed`, `taken`
+/// (another edge had taken it), `failed` (ADR 18).
+pub const SESSION_RECORDS: &str = "roomcast_edge_session_records_total";
+
 /// Every refusal cause, so their series exist from the start.
 const CAUSES: [&str; 14] = [
     "invalid_namespace",
@@ -59,6 +64,7 @@ const CAUSES: [&str; 14] = [
 pub struct Labels {
     pub close_reasons: Vec<&'static str>,
     pub recovery_outcomes: Vec<&'static str>,
+    pub session_record_ops: Vec<&'static str>,
     pub limits: Vec<&'static str>,
 }
 
@@ -74,6 +80,9 @@ pub fn describe(labels: Labels) {
     }
     for outcome in labels.recovery_outcomes {
         metrics::counter!(RECOVERIES, "outcome" => outcome).absolute(0);
+    }
+    for op in labels.session_record_ops {
+        metrics::counter!(SESSION_RECORDS, "op" => op).absolute(0);
     }
     for limit in labels.limits {
         metrics::counter!(LIMIT_HITS, "limit" => limit).absolute(0);
@@ -98,6 +107,10 @@ pub fn describe(labels: Labels) {
     describe_counter!(
         RECOVERIES,
         "connects that asked to recover a session, by outcome"
+    );
+    describe_counter!(
+        SESSION_RECORDS,
+        "session record writes for connection state recovery, by operation"
     );
     describe_counter!(LIMIT_HITS, "limits hit by clients, by limit");
     describe_counter!(BUS_MESSAGES, "commands received from the bus, by operation");

@@ -124,6 +124,11 @@ impl PresenceRecorder {
         recorded
     }
 
+    /// Whether the edge `node` holds its presence lease.
+    pub async fn holds_lease(&self, node: &str) -> Result<bool, KvError> {
+        self.presence.holds_lease(node).await
+    }
+
     /// Queues an operation without waiting; false when the queue is full or
     /// presence stopped.
     pub fn try_send(&self, op: PresenceChange) -> bool {

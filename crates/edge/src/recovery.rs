@@ -2,14 +2,19 @@
 //!
 //! With recovery on, every socket gets a private id (pid) in its CONNECT
 //! reply, and every event the history numbered carries its number as the
-//! last argument (the offset). When a connection closes for a reason that
-//! allows recovery, the edge saves each of its sockets (id, pid, namespace,
-//! user, rooms) in the cluster's session store, for the recovery window.
+//! last argument (the offset). While the socket is connected its edge keeps
+//! a record of it (id, pid, namespace, user, rooms, data, and the edge as
+//! its owner) in the cluster's session store
+//! ([`crate::session_records`]); when its connection closes for a reason
+//! that allows recovery, the record loses its owner and stays for the
+//! recovery window.
 //!
-//! A CONNECT whose auth holds `{pid, offset}` takes the saved session out of
-//! the store (on whichever edge the client lands), checks that the same user
-//! connects to the same namespace, and restores the socket with its id and
-//! rooms behind a closed [`ReplayGate`](crate::sio::ReplayGate): live packets wait while
+//! A CONNECT whose auth holds `{pid, offset}` takes the record out of the
+//! store (on whichever edge the client lands), checks that the same user
+//! connects to the same namespace, and that the socket is not connected
+//! anywhere: a record with an owner is taken only when that edge is gone or
+//! no longer holds the socket (ADR 18). It restores the socket with its id
+//! and rooms behind a closed [`ReplayGate`](crate::sio::ReplayGate): live packets wait while
 //! the history's emits to its rooms after `offset` are replayed in order;
 //! then what the gate held goes out, less what the replay already had. The
 //! client sees `recovered === true` because the reply carries its old pid.
@@ -18,9 +23,11 @@
 
 use std::sync::Arc;
 
-use roomcast_bus::envelope::{Command, Packet};
-use roomcast_bus::recovery::{RecoveryError, SavedSession};
-use roomcast_bus::Headers;
+use std::time::Duration;
+
+use roomcast_bus::envelope::{Command, EdgeReply, Packet, Target};
+use roomcast_bus::recovery::{Recovery, RecoveryError, SavedSession};
+use roomcast_bus::{Asked, Headers};
 use roomcast_wire::engineio::Frame;
 use roomcast_wire::socketio;
 use serde_json::Value;
@@ -29,6 +36,22 @@ use crate::outbox::PushError;
 use crate::session::{CloseReason, Session};
 use crate::sio::{ReplayGate, Socket};
 use crate::{Edge, Identity};
+
+/// Longest a recovery waits for the edge that owns a record to say whether
+/// it still holds the socket. A dead edge's absence is known at once (the
+/// bus says nobody listens); this bounds the wait for a stuck one.
+const OWNER_TIMEOUT: Duration = Duration::from_millis(1_000);
+
+/// How many times a recovery reads a record again after losing a race for
+/// it (its owner rewrote it meanwhile).
+const CLAIM_ATTEMPTS: usize = 4;
+
+/// What a recovery found under a pid.
+enum Claim {
+    /// Taken out of the store: the socket is this edge's to restore.
+    Taken(SavedSession),
+    Failed(Outcome),
+}
 
 /// The history sequence a message carries, 0 when none.
 pub(crate) fn sequence(headers: &Headers) -> u64 {
@@ -55,6 +78,8 @@ pub(crate) enum Outcome {
     UnknownSession,
     InvalidOffset,
     OtherIdentity,
+    /// The socket is still connected on a living edge.
+    StillConnected,
     HistoryLost,
     Unavailable,
 }
@@ -66,11 +91,12 @@ impl Outcome {
     }
 
     /// Every outcome, for metrics series that exist from the start.
-    pub(crate) const ALL: [Outcome; 6] = [
+    pub(crate) const ALL: [Outcome; 7] = [
         Outcome::Recovered,
         Outcome::UnknownSession,
         Outcome::InvalidOffset,
         Outcome::OtherIdentity,
+        Outcome::StillConnected,
         Outcome::HistoryLost,
         Outcome::Unavailable,
     ];
@@ -82,6 +108,7 @@ impl Outcome {
             Outcome::UnknownSession => "unknown_session",
             Outcome::InvalidOffset => "invalid_offset",
             Outcome::OtherIdentity => "other_identity",
+            Outcome::StillConnected => "still_connected",
             Outcome::HistoryLost => "history_lost",
             Outcome::Unavailable => "unavailable",
         }
@@ -146,29 +173,13 @@ impl Edge {
             outcome(Outcome::InvalidOffset);
             return None;
         };
-        let saved = match recovery.sessions.take(pid).await {
-            Ok(Some(saved)) => saved,
-            Ok(None) => {
-                outcome(Outcome::UnknownSession);
-                return None;
-            }
-            Err(e) => {
-                tracing::warn!(sid = %session.sid, error = %e, "session store unavailable: not recovered");
-                outcome(Outcome::Unavailable);
+        let saved = match self.claim(recovery, pid, nsp, &identity.user_id).await {
+            Claim::Taken(saved) => saved,
+            Claim::Failed(o) => {
+                outcome(o);
                 return None;
             }
         };
-        if saved.ns != nsp
-            || saved.user != identity.user_id
-            || self.read_index().socket(&saved.sid).is_some()
-        {
-            // Not theirs to take: it stays for its owner.
-            if let Err(e) = recovery.sessions.save(&saved).await {
-                tracing::warn!(socket = %saved.sid, error = %e, "session not put back");
-            }
-            outcome(Outcome::OtherIdentity);
-            return None;
-        }
         let socket = Arc::new(Socket {
             id: saved.sid,
             ns: nsp.to_owned(),
@@ -178,6 +189,7 @@ impl Edge {
             session: session.clone(),
             pid: Some(saved.pid),
             gate: ReplayGate::closed(),
+            record_revision: std::sync::atomic::AtomicU64::new(0),
         });
         session.sio().sockets.insert(socket.clone());
         self.add_socket(&socket, &saved.rooms).await;
@@ -310,23 +322,81 @@ impl Edge {
         reached
     }
 
-    /// Keeps a socket whose connection closed for a reason that allows
-    /// recovery, with the rooms it was in, for the recovery window.
-    pub(crate) async fn save_for_recovery(&self, socket: &Socket, rooms: Vec<String>) {
-        let (Some(recovery), Some(pid)) = (self.recovery(), &socket.pid) else {
-            return;
+    /// Takes the record of `pid` out of the store if the client may have
+    /// it: the same user in the same namespace, and the socket connected
+    /// nowhere. A record that still names an owner is taken only once that
+    /// edge is gone or says it no longer holds the socket.
+    async fn claim(&self, recovery: &Recovery, pid: &str, nsp: &str, user: &str) -> Claim {
+        for _ in 0..CLAIM_ATTEMPTS {
+            let (saved, revision) = match recovery.sessions.get(pid).await {
+                Ok(Some(found)) => found,
+                Ok(None) => return Claim::Failed(Outcome::UnknownSession),
+                Err(e) => {
+                    tracing::warn!(error = %e, "session store unavailable: not recovered");
+                    return Claim::Failed(Outcome::Unavailable);
+                }
+            };
+            if saved.ns != nsp || saved.user != user {
+                // Not theirs to take: it stays for its owner.
+                return Claim::Failed(Outcome::OtherIdentity);
+            }
+            if self.read_index().contains(&saved.sid) {
+                return Claim::Failed(Outcome::StillConnected);
+            }
+            if let Some(owner) = &saved.owner {
+                if *owner != self.config().node_id && self.owner_holds(owner, &saved).await {
+                    return Claim::Failed(Outcome::StillConnected);
+                }
+            }
+            match recovery.sessions.remove_if(pid, revision).await {
+                Ok(true) => return Claim::Taken(saved),
+                // Rewritten meanwhile (its owner wrote it, or closed it):
+                // read it again.
+                Ok(false) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "session store unavailable: not recovered");
+                    return Claim::Failed(Outcome::Unavailable);
+                }
+            }
+        }
+        Claim::Failed(Outcome::UnknownSession)
+    }
+
+    /// Whether the edge `owner` may still hold the socket of `saved`
+    /// connected. It is asked directly (on its node subject): when the bus
+    /// says nobody listens there, it is gone. When it does not answer in
+    /// time, it is taken for alive while it holds its presence lease (and
+    /// always when presence is off: there is no lease to tell).
+    async fn owner_holds(&self, owner: &str, saved: &SavedSession) -> bool {
+        let ask = Command::Fetch {
+            target: Target {
+                ns: saved.ns.clone(),
+                sockets: vec![saved.sid.clone()],
+                ..Target::default()
+            },
         };
-        let saved = SavedSession {
-            sid: socket.id.clone(),
-            pid: pid.clone(),
-            ns: socket.ns.clone(),
-            user: socket.user.clone(),
-            rooms,
-            data_json: socket.data_json.clone(),
-            saved_at_ms: crate::now_ms(),
-        };
-        if let Err(e) = recovery.sessions.save(&saved).await {
-            tracing::warn!(socket = %socket.id, error = %e, "session not saved for recovery");
+        let (headers, payload) = ask.encode();
+        let subject = self.subjects().node(owner);
+        match self
+            .bus()
+            .ask(&subject, headers, payload, OWNER_TIMEOUT)
+            .await
+        {
+            Ok(Asked::NoResponders) => false,
+            Ok(Asked::Reply(msg)) => match EdgeReply::decode(&msg.headers, msg.payload) {
+                Ok(EdgeReply::Sockets { sockets, .. }) => sockets.iter().any(|s| s.id == saved.sid),
+                _ => true,
+            },
+            Ok(Asked::Silent) | Err(_) => match self.presence() {
+                Some(presence) => match presence.holds_lease(owner).await {
+                    Ok(holds) => holds,
+                    Err(e) => {
+                        tracing::info!(%owner, error = %e, "owner's lease not read: taken for alive");
+                        true
+                    }
+                },
+                None => true,
+            },
         }
     }
 }

@@ -223,6 +223,11 @@ impl<S: IndexedSocket> RoomIndex<S> {
     }
 
     /// Every socket with its rooms (its own id's room is not listed).
+    /// Every local socket.
+    pub fn sockets(&self) -> impl Iterator<Item = &Arc<S>> {
+        self.sockets.values().map(|m| &m.socket)
+    }
+
     pub fn members(&self) -> impl Iterator<Item = (&S, Vec<String>)> {
         self.sockets
             .values()

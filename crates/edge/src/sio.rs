@@ -9,7 +9,7 @@
 //! for it without looking inside.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
@@ -113,14 +113,10 @@ impl EngineHandler for Edge {
         let saved = reason.is_recoverable();
         self.spawn(async move {
             for s in sockets {
-                // Saved once it is out of the index: a client recovering
-                // it on this edge cannot meet its old self there.
-                let rooms = (saved && s.pid.is_some()).then(|| edge.read_index().rooms_of(&s.id));
-                edge.remove_socket(&s).await;
+                // Its session record keeps it, with the rooms it was in,
+                // for the recovery window; or goes.
+                edge.remove_socket_as(&s, saved).await;
                 edge.announce_disconnect(&s, reason.as_str()).await;
-                if let Some(rooms) = rooms {
-                    edge.save_for_recovery(&s, rooms).await;
-                }
             }
         });
     }
@@ -146,6 +142,9 @@ pub(crate) struct Socket {
     /// Holds live packets back while a recovered socket's missed ones are
     /// replayed.
     pub gate: ReplayGate,
+    /// The revision of this socket's last session record write (0: none
+    /// yet), see [`crate::session_records`].
+    pub record_revision: AtomicU64,
 }
 
 /// While closed, what is sent to a socket waits here, with its history
@@ -416,6 +415,7 @@ impl Edge {
             session: session.clone(),
             pid: self.new_pid(),
             gate: ReplayGate::default(),
+            record_revision: AtomicU64::new(0),
         });
         session.sio().sockets.insert(socket.clone());
         // Join first, reply after: when the client sees `connect`, its socket is

@@ -347,7 +347,14 @@ impl Presence {
         };
         let (before, after) = self
             .update_user(&rec.user, |s| {
-                if !s.sockets.iter().any(|x| x.id == entry.id) {
+                // By id and node: a socket recovered on another edge keeps
+                // its id, and its old edge's entry goes when that edge's
+                // record does (its close, or the clean-up after its lease).
+                if !s
+                    .sockets
+                    .iter()
+                    .any(|x| x.id == entry.id && x.node == entry.node)
+                {
                     s.sockets.push(entry.clone());
                 }
                 if s.status == Status::Offline {
@@ -413,7 +420,7 @@ impl Presence {
         let (before, after) = self
             .update_user(&rec.user, |s| {
                 let had = s.sockets.len();
-                s.sockets.retain(|x| x.id != rec.id);
+                s.sockets.retain(|x| x.id != rec.id || x.node != rec.node);
                 if s.sockets.len() == had {
                     return;
                 }
@@ -594,6 +601,12 @@ impl Presence {
     /// Writes an edge's lease; returns its revision.
     pub async fn refresh_lease(&self, node: &str) -> Result<u64, KvError> {
         self.store.put(&lease_key(node), lease_value()).await
+    }
+
+    /// Whether `node` holds a lease: false once it released it at exit or a
+    /// keeper removed it after it expired.
+    pub async fn holds_lease(&self, node: &str) -> Result<bool, KvError> {
+        Ok(self.store.get(&lease_key(node)).await?.is_some())
     }
 
     /// Rewrites an edge's lease if it is still at `revision`, the one this

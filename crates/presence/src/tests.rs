@@ -250,6 +250,37 @@ async fn an_expired_lease_takes_its_sockets_and_users_with_it() {
 }
 
 #[tokio::test]
+async fn a_socket_recovered_elsewhere_outlives_the_clean_up_of_its_dead_edge() {
+    let mut f = fixture().await;
+    let p = presence(&f, cfg(0)).await;
+    p.refresh_lease("dead").await.expect("lease");
+    p.connected(&rec("s1", "fay", "dead", 1))
+        .await
+        .expect("connect");
+    // Its edge died; the client recovered the socket, same id, on e2.
+    p.connected(&rec("s1", "fay", "e2", 2))
+        .await
+        .expect("recovered");
+    assert!(p.holds_lease("dead").await.expect("lease"));
+    p.clean_node("dead").await.expect("clean");
+    assert!(!p.holds_lease("dead").await.expect("lease"));
+    let state = p.user("fay").await.expect("state");
+    assert!(state.is_online());
+    assert_eq!(
+        state
+            .sockets
+            .iter()
+            .map(|s| (s.id.as_str(), s.node.as_str()))
+            .collect::<Vec<_>>(),
+        vec![("s1", "e2")]
+    );
+    assert_eq!(
+        transitions(&mut f.events),
+        vec![("fay".into(), EventKind::Online)]
+    );
+}
+
+#[tokio::test]
 async fn an_edge_taken_for_dead_finds_its_lease_lost_once() {
     let f = fixture().await;
     let p = presence(&f, cfg(0)).await;

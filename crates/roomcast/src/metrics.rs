@@ -35,6 +35,9 @@ pub const EDGE_SOCKETS: &str = "roomcast_edge_sockets";
 pub const EDGE_OUTBOUND_QUEUE_BYTES: &str = "roomcast_edge_outbound_queue_bytes";
 /// Room subjects an edge subscribes to (rooms with a local member).
 pub const EDGE_ROOM_SUBSCRIPTIONS: &str = "roomcast_edge_room_subscriptions";
+/// Sockets whose recovery session record waits to be written, or is being
+/// written (ADR 18).
+pub const EDGE_SESSION_RECORDS_QUEUED: &str = "roomcast_edge_session_records_queued";
 /// Edges a control plane believes alive.
 pub const CONTROL_LIVE_EDGES: &str = "roomcast_control_live_edges";
 /// 1 while the process reports ready.
@@ -96,6 +99,10 @@ fn describe() {
     describe_gauge!(
         EDGE_ROOM_SUBSCRIPTIONS,
         "room subjects this edge subscribes to"
+    );
+    describe_gauge!(
+        EDGE_SESSION_RECORDS_QUEUED,
+        "sockets whose recovery session record waits to be written"
     );
     describe_gauge!(
         CONTROL_LIVE_EDGES,

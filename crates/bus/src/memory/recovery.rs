@@ -133,18 +133,55 @@ impl History for MemoryHistory {
 /// Saved sessions in memory.
 pub struct MemorySessions {
     window: Duration,
-    saved: Mutex<HashMap<String, (Instant, SavedSession)>>,
+    saved: Mutex<Saved>,
+}
+
+#[derive(Default)]
+struct Saved {
+    /// The last revision given (0: none yet).
+    revision: u64,
+    /// By pid: when written, at which revision, what.
+    by_pid: HashMap<String, (Instant, u64, SavedSession)>,
+}
+
+impl Saved {
+    /// The live record of `pid` and its revision, forgetting it when expired.
+    fn current(&mut self, pid: &str, window: Duration) -> Option<u64> {
+        match self.by_pid.get(pid) {
+            Some((at, _, _)) if at.elapsed() >= window => {
+                self.by_pid.remove(pid);
+                None
+            }
+            Some((_, revision, _)) => Some(*revision),
+            None => None,
+        }
+    }
+
+    fn write(&mut self, session: &SavedSession, window: Duration) -> u64 {
+        // Forget expired sessions now and then: the map stays bounded by what
+        // one window of writes keeps.
+        if self.by_pid.len().is_power_of_two() {
+            self.by_pid.retain(|_, (at, _, _)| at.elapsed() < window);
+        }
+        self.revision += 1;
+        let revision = self.revision;
+        self.by_pid.insert(
+            session.pid.clone(),
+            (Instant::now(), revision, session.clone()),
+        );
+        revision
+    }
 }
 
 impl MemorySessions {
     pub fn new(window: Duration) -> Self {
         Self {
             window,
-            saved: Mutex::new(HashMap::new()),
+            saved: Mutex::new(Saved::default()),
         }
     }
 
-    fn saved(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, SavedSession)>> {
+    fn saved(&self) -> std::sync::MutexGuard<'_, Saved> {
         // Held for map updates only; consistent across a panic.
         self.saved.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -152,27 +189,41 @@ impl MemorySessions {
 
 #[async_trait::async_trait]
 impl SessionStore for MemorySessions {
-    async fn save(&self, session: &SavedSession) -> Result<(), RecoveryError> {
+    async fn save(&self, session: &SavedSession) -> Result<u64, RecoveryError> {
+        if !valid_pid(&session.pid) {
+            return Err(RecoveryError::Unavailable("invalid pid".into()));
+        }
+        Ok(self.saved().write(session, self.window))
+    }
+
+    async fn save_if(
+        &self,
+        session: &SavedSession,
+        revision: Option<u64>,
+    ) -> Result<Option<u64>, RecoveryError> {
         if !valid_pid(&session.pid) {
             return Err(RecoveryError::Unavailable("invalid pid".into()));
         }
         let mut saved = self.saved();
-        // Forget expired sessions now and then: the map stays bounded by what
-        // one window of disconnects saves.
-        if saved.len().is_power_of_two() {
-            let window = self.window;
-            saved.retain(|_, (at, _)| at.elapsed() < window);
+        if saved.current(&session.pid, self.window) != revision {
+            return Ok(None);
         }
-        saved.insert(session.pid.clone(), (Instant::now(), session.clone()));
-        Ok(())
+        Ok(Some(saved.write(session, self.window)))
     }
 
-    async fn take(&self, pid: &str) -> Result<Option<SavedSession>, RecoveryError> {
-        Ok(self
-            .saved()
-            .remove(pid)
-            .filter(|(at, _)| at.elapsed() < self.window)
-            .map(|(_, s)| s))
+    async fn get(&self, pid: &str) -> Result<Option<(SavedSession, u64)>, RecoveryError> {
+        let mut saved = self.saved();
+        saved.current(pid, self.window);
+        Ok(saved.by_pid.get(pid).map(|(_, r, s)| (s.clone(), *r)))
+    }
+
+    async fn remove_if(&self, pid: &str, revision: u64) -> Result<bool, RecoveryError> {
+        let mut saved = self.saved();
+        if saved.current(pid, self.window) != Some(revision) {
+            return Ok(false);
+        }
+        saved.by_pid.remove(pid);
+        Ok(true)
     }
 }
 
@@ -258,6 +309,7 @@ mod tests {
             rooms: vec!["r".into()],
             data_json: String::new(),
             saved_at_ms: 0,
+            owner: None,
         };
         s.save(&saved).await.expect("save");
         assert_eq!(s.take("p").await.expect("take"), Some(saved.clone()));

@@ -39,7 +39,7 @@ use futures_util::{Stream, StreamExt};
 
 use crate::memory::DEFAULT_SUBSCRIBER_CAPACITY;
 use crate::recovery::SEQUENCE_HEADER;
-use crate::{subject, Bus, BusError, Headers, Message, Subscription};
+use crate::{subject, Asked, Bus, BusError, Headers, Message, Subscription};
 
 /// Delay before the second reconnect attempt; it doubles per attempt up to
 /// [`NatsOptions::reconnect_max_delay`].
@@ -577,6 +577,36 @@ impl Bus for NatsBus {
             }
         }
         Ok(replies)
+    }
+
+    /// Tells "nobody listens" (the server's status) from "no reply in time".
+    async fn ask(
+        &self,
+        subject: &str,
+        headers: Headers,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<Asked, BusError> {
+        let inbox = self.new_inbox();
+        let mut sub = self
+            .client
+            .subscribe(inbox.clone())
+            .await
+            .map_err(connection_error)?;
+        self.publish(subject, headers, payload, Some(&inbox))
+            .await?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, sub.next()).await {
+                Ok(Some(msg)) => match msg.status {
+                    None => return Ok(Asked::Reply(from_nats(msg))),
+                    Some(StatusCode::NO_RESPONDERS) => return Ok(Asked::NoResponders),
+                    Some(status) => tracing::debug!(%status, "nats status reply skipped"),
+                },
+                Ok(None) => return Err(BusError::Closed),
+                Err(_) => return Ok(Asked::Silent),
+            }
+        }
     }
 }
 

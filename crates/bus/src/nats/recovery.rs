@@ -190,19 +190,46 @@ impl NatsSessions {
 
 #[async_trait::async_trait]
 impl SessionStore for NatsSessions {
-    async fn save(&self, session: &SavedSession) -> Result<(), RecoveryError> {
-        if !valid_pid(&session.pid) {
-            return Err(RecoveryError::Unavailable("invalid pid".into()));
-        }
-        let value = serde_json::to_vec(session).map_err(unavailable)?;
+    async fn save(&self, session: &SavedSession) -> Result<u64, RecoveryError> {
+        let value = encode(session)?;
         self.kv
             .put(&session.pid, value.into())
             .await
-            .map_err(unavailable)?;
-        Ok(())
+            .map_err(unavailable)
     }
 
-    async fn take(&self, pid: &str) -> Result<Option<SavedSession>, RecoveryError> {
+    async fn save_if(
+        &self,
+        session: &SavedSession,
+        revision: Option<u64>,
+    ) -> Result<Option<u64>, RecoveryError> {
+        let value = encode(session)?;
+        let written = match revision {
+            Some(revision) => self
+                .kv
+                .update(&session.pid, value.into(), revision)
+                .await
+                .map_err(|e| match e.kind() {
+                    kv::UpdateErrorKind::WrongLastRevision => None,
+                    _ => Some(unavailable(e)),
+                }),
+            None => self
+                .kv
+                .create(&session.pid, value.into())
+                .await
+                .map_err(|e| match e.kind() {
+                    kv::CreateErrorKind::AlreadyExists => None,
+                    _ => Some(unavailable(e)),
+                }),
+        };
+        match written {
+            Ok(revision) => Ok(Some(revision)),
+            Err(None) => Ok(None),
+            Err(Some(e)) => Err(e),
+        }
+    }
+
+    async fn get(&self, pid: &str) -> Result<Option<(SavedSession, u64)>, RecoveryError> {
         if !valid_pid(pid) {
             return Ok(None);
         }
@@ -212,16 +239,38 @@ impl SessionStore for NatsSessions {
         if entry.operation != kv::Operation::Put {
             return Ok(None);
         }
+        Ok(serde_json::from_slice(&entry.value)
+            .ok()
+            .map(|s| (s, entry.revision)))
+    }
+
+    async fn remove_if(&self, pid: &str, revision: u64) -> Result<bool, RecoveryError> {
+        if !valid_pid(pid) {
+            return Ok(false);
+        }
         // Whoever deletes the revision it read owns the session: two edges
         // racing for one pid cannot both recover it.
-        if self
-            .kv
-            .delete_expect_revision(pid, Some(entry.revision))
-            .await
-            .is_err()
-        {
-            return Ok(None);
+        let Err(e) = self.kv.delete_expect_revision(pid, Some(revision)).await else {
+            return Ok(true);
+        };
+        // The client reports a wrong revision as a generic publish error:
+        // look at the key to tell a lost race from an outage.
+        match self.kv.entry(pid).await {
+            Ok(Some(entry))
+                if entry.operation == kv::Operation::Put && entry.revision == revision =>
+            {
+                Err(unavailable(e))
+            }
+            Ok(_) => Ok(false),
+            Err(_) => Err(unavailable(e)),
         }
-        Ok(serde_json::from_slice(&entry.value).ok())
     }
+}
+
+/// A session as the bucket keeps it; its pid must be a key.
+fn encode(session: &SavedSession) -> Result<Vec<u8>, RecoveryError> {
+    if !valid_pid(&session.pid) {
+        return Err(RecoveryError::Unavailable("invalid pid".into()));
+    }
+    serde_json::to_vec(session).map_err(unavailable)
 }
