@@ -17,6 +17,7 @@ import {
   signHs256,
   SocketPool,
   startTarget,
+  targetKind,
   waitConnected,
   waitFor,
 } from './lib/index.mjs';
@@ -200,6 +201,39 @@ describe('connection state recovery within the window', () => {
     assert.equal(alice.id, id);
   });
 
+  it('a pid of a socket still connected, on this edge or another, is not taken over', async () => {
+    const alice = await connectWithOffset('alice', ['feed-8'], ['websocket']);
+    const { _pid: pid, _lastOffset: offset } = alice.socket;
+    const other = server.kind === 'cluster' ? 1 : 0;
+    const adminOf = (i) => (server.kind === 'cluster' ? server.edges[i].adminUrl : server.adminUrl);
+    // Its edge has written its session record.
+    await waitFor(
+      async () => (await fetchMetrics(adminOf(0))).get('roomcast_edge_session_records_queued') === 0,
+      5000,
+      'the session records to be written',
+    );
+    const adminUrl = adminOf(other);
+    const refusals = async () =>
+      (await fetchMetrics(adminUrl)).get('roomcast_edge_recoveries_total{outcome="still_connected"}') ?? 0;
+    const refusedBefore = await refusals();
+    const thief = await pool.connectAt(other, '/', {
+      auth: { token: token('alice'), pid, offset },
+      transports: ['websocket'],
+    });
+    assert.equal(thief.socket.recovered, false, 'a fresh socket');
+    assert.notEqual(thief.id, alice.id);
+    assert.equal(await refusals(), refusedBefore + 1, 'refused as still connected');
+    // The connected socket keeps its rooms and its events.
+    await api.emit({ to: { rooms: ['feed-8'] }, event: 'feed', args_json: args({ n: 0 }) });
+    await waitFor(() => feed(alice).some((e) => e.n === 0), 5000, 'the event on the connected socket');
+    assert.deepEqual(feed(thief), [], 'nothing for the fresh socket');
+    // And the pid was not spent: once its transport is gone, alice recovers.
+    const id = await dropTransport(alice);
+    await reconnect(alice, other);
+    assert.equal(alice.socket.recovered, true);
+    assert.equal(alice.id, id);
+  });
+
   it('clients of an edge that shuts down recover on another edge', async (t) => {
     if (server.kind !== 'cluster') return t.skip('needs a cluster');
     const client = await connectWithOffset('alice', ['feed-5'], ['websocket']);
@@ -273,7 +307,7 @@ describe('connection state recovery after an edge crash', () => {
     '--presence-audience', 'namespace',
     // Calls for a socket of the dead edge's route tag wait for that edge
     // until the control plane takes it for dead (ADR 16, ADR 18).
-    '--edge-ttl-ms', '3000',
+    ...(targetKind() === 'cluster' ? ['--edge-ttl-ms', '3000'] : []),
   ]);
   let server;
   let api;

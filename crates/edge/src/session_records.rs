@@ -10,7 +10,8 @@
 //! or a removal marks the socket in a map (one entry per socket: later marks
 //! replace earlier ones), and one worker writes what is marked a moment
 //! later, reading the socket's rooms from the index at that time: a socket
-//! that joins ten rooms in a burst is written once. Every socket is marked
+//! that joins ten rooms in a burst is written once. A recoverable close is
+//! written at once: its client may be reconnecting already. Every socket is marked
 //! again every quarter of the recovery window, since a record lives one
 //! window after its last write.
 //!
@@ -73,6 +74,9 @@ pub(crate) struct SessionRecords {
     /// Sockets marked or being written.
     queued: AtomicUsize,
     wake: Notify,
+    /// A close was marked: the worker writes without gathering more, since
+    /// its client may be reconnecting already.
+    urgent: Notify,
     stopping: AtomicBool,
     /// Ends when the worker has written what was marked before the stop.
     stopped: Notify,
@@ -92,6 +96,7 @@ impl SessionRecords {
         if socket.pid.is_none() {
             return;
         }
+        let closing = matches!(write, Write::Closed(_));
         let mut marked = self.marked();
         match marked.get_mut(&socket.id) {
             Some(m) if Arc::ptr_eq(&m.socket, socket) => {
@@ -120,6 +125,9 @@ impl SessionRecords {
             }
         }
         drop(marked);
+        if closing {
+            self.urgent.notify_one();
+        }
         self.wake.notify_one();
     }
 
@@ -188,7 +196,10 @@ impl Edge {
             let stopping = records.stopping.load(Ordering::Acquire);
             if !stopping {
                 tokio::select! {
-                    _ = records.wake.notified() => tokio::time::sleep(GATHER).await,
+                    _ = records.wake.notified() => tokio::select! {
+                        _ = tokio::time::sleep(GATHER) => {}
+                        _ = records.urgent.notified() => {}
+                    },
                     _ = refresh.tick() => self.mark_all_live(records),
                 }
             }
