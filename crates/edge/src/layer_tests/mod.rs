@@ -6,6 +6,7 @@
 //! to directly. The edge is a whole one, on the in-memory bus.
 
 mod engineio;
+mod recovery;
 mod socketio;
 
 use std::sync::Arc;
