@@ -104,17 +104,10 @@ impl SessionRecords {
                     m.write = write;
                 }
             }
-            Some(_) => {
-                marked.insert(
-                    socket.id.clone(),
-                    Marked {
-                        socket: socket.clone(),
-                        write,
-                    },
-                );
-            }
-            None => {
-                self.queued.fetch_add(1, Ordering::Relaxed);
+            other => {
+                if other.is_none() {
+                    self.queued.fetch_add(1, Ordering::Relaxed);
+                }
                 marked.insert(
                     socket.id.clone(),
                     Marked {
