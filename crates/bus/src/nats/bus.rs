@@ -473,6 +473,28 @@ fn is_valid_queue(queue: &str) -> bool {
     !queue.is_empty() && !queue.bytes().any(|b| b.is_ascii_whitespace())
 }
 
+impl NatsBus {
+    /// Publishes a request with a fresh inbox as its reply subject, which it
+    /// subscribes to first: directly, not through `subscribe`, to see the
+    /// server's status messages (no responders).
+    async fn send_request(
+        &self,
+        subject: &str,
+        headers: Headers,
+        payload: Bytes,
+    ) -> Result<async_nats::Subscriber, BusError> {
+        let inbox = self.client.new_inbox();
+        let sub = self
+            .client
+            .subscribe(inbox.clone())
+            .await
+            .map_err(connection_error)?;
+        self.publish(subject, headers, payload, Some(&inbox))
+            .await?;
+        Ok(sub)
+    }
+}
+
 #[async_trait::async_trait]
 impl Bus for NatsBus {
     async fn publish(
@@ -552,15 +574,7 @@ impl Bus for NatsBus {
         expected: usize,
         timeout: Duration,
     ) -> Result<Vec<Message>, BusError> {
-        let inbox = self.new_inbox();
-        // Subscribed directly, not through `subscribe`, to see status messages.
-        let mut sub = self
-            .client
-            .subscribe(inbox.clone())
-            .await
-            .map_err(connection_error)?;
-        self.publish(subject, headers, payload, Some(&inbox))
-            .await?;
+        let mut sub = self.send_request(subject, headers, payload).await?;
         let mut replies = Vec::with_capacity(expected.min(64));
         let deadline = tokio::time::Instant::now() + timeout;
         while replies.len() < expected {
@@ -587,14 +601,7 @@ impl Bus for NatsBus {
         payload: Bytes,
         timeout: Duration,
     ) -> Result<Asked, BusError> {
-        let inbox = self.new_inbox();
-        let mut sub = self
-            .client
-            .subscribe(inbox.clone())
-            .await
-            .map_err(connection_error)?;
-        self.publish(subject, headers, payload, Some(&inbox))
-            .await?;
+        let mut sub = self.send_request(subject, headers, payload).await?;
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             match tokio::time::timeout_at(deadline, sub.next()).await {
