@@ -61,7 +61,7 @@ describe(`control API against roomcast ${TARGET}`, { timeout: 240_000 }, () => {
     pool.connectAt(edge, namespace, asUser(sub, rooms, opts));
   /** The node id FetchSockets and EmitWithAck must report for a client, when the target tells. */
   const nodeOf = (client) =>
-    server.kind === 'cluster' ? server.edges.find((e) => e.httpUrl === client.httpUrl).nodeId : undefined;
+    server.kind === 'cluster' ? server.edges.find((e) => e.httpUrl === client.httpUrl || e.balancedUrl === client.httpUrl).nodeId : undefined;
 
   async function socketIds(target) {
     const { sockets } = await api.fetchSockets({ target });
@@ -488,7 +488,7 @@ describe(`control API against roomcast ${TARGET}`, { timeout: 240_000 }, () => {
     }
 
     it('reports the transport in use after an upgrade to WebSocket', async () => {
-      const client = pool.openAt(0, '/', asUser('upgrader'));
+      const client = pool.openAt(0, '/', asUser('upgrader', undefined, { transports: ['polling', 'websocket'] }));
       const upgraded = new Promise((resolve) => client.socket.io.engine.once('upgrade', resolve));
       await waitFor(() => client.socket.connected, 5000, 'the client to connect');
       await withTimeout(upgraded, 5000, 'the upgrade to WebSocket');

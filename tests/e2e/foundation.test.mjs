@@ -68,7 +68,7 @@ describe(`roomcast ${TARGET}`, { timeout: 180_000 }, () => {
     });
 
     it('connects over polling, then upgrades to WebSocket', async () => {
-      const client = pool.open('/', asUser('upgrade-user'));
+      const client = pool.open('/', asUser('upgrade-user', {}, { transports: ['polling', 'websocket'] }));
       const engine = client.socket.io.engine;
       const firstTransport = engine.transport.name;
       const upgraded = new Promise((resolve) => engine.once('upgrade', (t) => resolve(t.name)));

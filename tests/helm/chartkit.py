@@ -57,8 +57,10 @@ FEATURES = {
             "tls": [{"hosts": ["rt.example.com"], "secretName": "rt-tls"}],
         }
     },
-    "ingress-websocket-only": {
-        "ingress": {"enabled": True, "className": "nginx", "stickySessions": {"enabled": False}}
+    "ingress-sticky": {
+        "ingress": {"enabled": True, "className": "nginx", "stickySessions": {"enabled": True},
+                    "hosts": [{"host": "rt.example.com", "paths": []}],
+                    "tls": [{"hosts": ["rt.example.com"], "secretName": "rt-tls"}]}
     },
     "networkpolicy": {
         "networkPolicy": {

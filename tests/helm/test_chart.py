@@ -322,9 +322,17 @@ def test_nats_exporter_sidecar():
     assert render().all("ServiceMonitor") == []
 
 
-def test_ingress_sticky_sessions_for_long_polling():
-    ing = render(FEATURES["ingress"]).get("Ingress")
+def test_ingress_needs_no_affinity_and_sticky_sessions_are_optional():
+    plain = render(FEATURES["ingress"])
+    ann = plain.get("Ingress")["metadata"]["annotations"]
+    assert not any("affinity" in k or "session-cookie" in k for k in ann), ann
+    assert "stickySessions" not in plain.notes
+    assert int(ann["nginx.ingress.kubernetes.io/proxy-read-timeout"]) * 1000 > 25000
+
+    sticky = render(FEATURES["ingress-sticky"])
+    ing = sticky.get("Ingress")
     ann = ing["metadata"]["annotations"]
+    assert "stickySessions is on" in sticky.notes
     assert ann["nginx.ingress.kubernetes.io/affinity"] == "cookie"
     assert ann["nginx.ingress.kubernetes.io/affinity-mode"] == "persistent"
     assert ann["nginx.ingress.kubernetes.io/session-cookie-name"] == "roomcast-edge"
@@ -338,11 +346,6 @@ def test_ingress_sticky_sessions_for_long_polling():
     (path,) = rule["http"]["paths"]
     assert path["path"] == "/socket.io/" and path["pathType"] == "Prefix"
     assert path["backend"]["service"] == {"name": f"{RELEASE}-roomcast-edge", "port": {"name": "http"}}
-
-    ws = render(FEATURES["ingress-websocket-only"])
-    ann = ws.get("Ingress")["metadata"]["annotations"]
-    assert not any("affinity" in k or "session-cookie" in k for k in ann), ann
-    assert 'transports: ["websocket"]' in ws.notes
 
     custom = render({"ingress": {"enabled": True, "annotations": {"nginx.ingress.kubernetes.io/proxy-read-timeout": "120"}}})
     assert custom.get("Ingress")["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-read-timeout"] == "120"

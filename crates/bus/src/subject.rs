@@ -7,6 +7,7 @@
 //! | `rc.<cluster>.edges` | commands for every edge (broadcast routing, room selectors) |
 //! | `rc.<cluster>.sock.<tag>` | commands for the sockets whose id starts with the route tag |
 //! | `rc.<cluster>.node.<node>` | commands for one edge (ack replies) |
+//! | `rc.<cluster>.poll.<tag>` | polling requests and relayed WebSockets for the sessions of the edge with the route tag |
 //! | `rc.<cluster>.hb` | edges' heartbeats and goodbyes |
 //! | `rc.<cluster>.in.<ns>.<event>` | client events, for backends |
 //! | `rc.<cluster>.ack.<node>.<socket>.<ack id>` | NATS replies to client events (acks) |
@@ -103,6 +104,12 @@ impl Subjects {
     /// recovered on.
     pub fn tag(&self, tag: &str) -> String {
         format!("{}.sock.{}", self.prefix, token(tag))
+    }
+
+    /// Polling requests (and relayed WebSocket upgrades) for the sessions
+    /// whose sid carries route tag `tag`, forwarded by the edges they came to.
+    pub fn poll(&self, tag: &str) -> String {
+        format!("{}.poll.{}", self.prefix, token(tag))
     }
 
     /// Where edges say they are alive (and that they leave).

@@ -246,7 +246,7 @@ impl Edge {
                     rooms,
                     connected_at_ms: socket.connected_at_ms,
                     remote_addr: handshake.remote.map(|a| a.to_string()).unwrap_or_default(),
-                    transport: socket.session.outbox.transport().name().into(),
+                    transport: socket.session.transport_name().into(),
                     query: handshake.query.to_vec(&[]),
                     headers: handshake.headers.to_vec(&PRIVATE_HEADERS),
                     data_json: socket.data_json.clone(),

@@ -216,8 +216,11 @@ async fn route(edge: &Edge, mut req: Request) -> Response {
             let existing = match &sid {
                 None => None,
                 Some(sid) => match edge.find_session(sid) {
-                    None => return EioError::UnknownSid.response(),
                     Some(s) => Some(s),
+                    None => match crate::forward::foreign_tag(edge, sid) {
+                        Some(tag) => return relay_upgrade(edge, req, tag, sid).await,
+                        None => return EioError::UnknownSid.response(),
+                    },
                 },
             };
             // A session already on a WebSocket, or being upgraded by another
@@ -251,26 +254,58 @@ async fn route(edge: &Edge, mut req: Request) -> Response {
         Some("polling") => match sid {
             None if req.method() == Method::GET => {
                 let session = edge.open_session(TransportKind::Polling, hs);
-                crate::polling::get(edge, &session).await
+                crate::polling::get(edge, &session).await.into_response()
             }
             None => EioError::BadHandshakeMethod.response(),
             Some(sid) => {
                 let Some(session) = edge.find_session(&sid) else {
-                    return EioError::UnknownSid.response();
+                    // Another edge's session: served there.
+                    let Some(tag) = crate::forward::foreign_tag(edge, &sid) else {
+                        return EioError::UnknownSid.response();
+                    };
+                    let method = req.method().clone();
+                    return crate::forward::poll(edge, tag, &sid, &method, req.into_body())
+                        .await
+                        .into_response();
                 };
                 // A request after the pong deadline finds the session closed,
                 // as it would have been on time.
-                if edge.check_heartbeat_now(&session).is_err() {
+                if !session.is_closed() && edge.check_heartbeat_now(&session).is_err() {
                     return EioError::UnknownSid.response();
                 }
-                match *req.method() {
+                let reply = match *req.method() {
                     Method::GET => crate::polling::get(edge, &session).await,
                     Method::POST => crate::polling::post(edge, &session, req.into_body()).await,
-                    _ => EioError::BadRequest.response(),
-                }
+                    _ => EioError::BadRequest.reply(),
+                };
+                reply.into_response()
             }
         },
         _ => EioError::UnknownTransport.response(),
+    }
+}
+
+/// A WebSocket for a session another edge holds: accepted here if the
+/// owner lets it upgrade, and relayed to it (ADR 19).
+async fn relay_upgrade(edge: &Edge, mut req: Request, tag: &str, sid: &str) -> Response {
+    let refused = match crate::forward::check_upgrade(edge, tag, sid).await {
+        Ok(refused) => refused.err(),
+        Err(reply) => return reply.into_response(),
+    };
+    match fastwebsockets::upgrade::upgrade(&mut req) {
+        Ok((res, fut)) => {
+            match refused {
+                Some(refusal) => edge.spawn(crate::ws::refuse(fut, refusal)),
+                None => edge.spawn(crate::forward::relay(
+                    edge.clone(),
+                    fut,
+                    tag.to_owned(),
+                    sid.to_owned(),
+                )),
+            }
+            res.map(Body::new)
+        }
+        Err(_) => EioError::BadRequest.response(),
     }
 }
 

@@ -70,6 +70,7 @@ pub mod config;
 mod delivered;
 mod dispatch;
 mod fanout;
+mod forward;
 mod heartbeat;
 pub mod hook;
 mod http;
@@ -122,6 +123,8 @@ pub fn describe_metrics() {
         recovery_outcomes: recovery::Outcome::ALL.iter().map(|o| o.label()).collect(),
         session_record_ops: session_records::OPS.to_vec(),
         limits: limits::Limit::ALL.iter().map(|l| l.label()).collect(),
+        forward_kinds: forward::KINDS.to_vec(),
+        forward_outcomes: forward::OUTCOMES.to_vec(),
     });
 }
 
@@ -172,6 +175,8 @@ struct Inner {
     tasks: TaskTracker,
     /// The Socket.IO Admin UI's state, when it is on.
     admin_ui: Option<Arc<admin_ui::AdminUi>>,
+    /// Polling requests forwarded between edges (ADR 19).
+    forwarding: forward::Forwarding,
 }
 
 /// What an edge holds right now.
@@ -186,6 +191,8 @@ pub struct Gauges {
     /// Sockets whose session record waits to be written, or is being
     /// written.
     pub session_records_queued: usize,
+    /// WebSockets this edge relays to sessions held by other edges.
+    pub relayed_websockets: usize,
 }
 
 /// Why an edge could not start.
@@ -251,6 +258,7 @@ impl Edge {
                 draining: AtomicBool::new(false),
                 tasks: TaskTracker::new(),
                 admin_ui: config_admin,
+                forwarding: forward::Forwarding::default(),
             }),
         };
         let subjects = &edge.inner.subjects;
@@ -271,6 +279,13 @@ impl Edge {
                 .map_err(StartError::Subscribe)?;
         }
         drop(subs);
+        let polls = edge
+            .inner
+            .bus
+            .subscribe(&subjects.poll(&edge.inner.route_tag), None)
+            .await
+            .map_err(StartError::Subscribe)?;
+        edge.spawn(forward::serve(edge.clone(), polls));
         edge.start_admin_ui().await.map_err(StartError::Subscribe)?;
         subscriptions.sync().await;
         let beating = edge.clone();
@@ -311,22 +326,30 @@ impl Edge {
 
     /// How many Engine.IO connections are open.
     pub fn connection_count(&self) -> usize {
-        self.sessions().len()
+        self.sessions()
+            .all()
+            .iter()
+            .filter(|s| !s.is_closed())
+            .count()
     }
 
     /// A snapshot of the edge's gauges, for a metrics scrape.
     pub fn gauges(&self) -> Gauges {
         let mut g = Gauges::default();
-        for s in self.sessions().all() {
-            match s.outbox.transport() {
-                sink::TransportKind::WebSocket => g.websocket_connections += 1,
-                sink::TransportKind::Polling => g.polling_connections += 1,
+        for s in self.sessions().all().iter().filter(|s| !s.is_closed()) {
+            // A session relayed from another edge's WebSocket counts here,
+            // where it is, as a WebSocket (ADR 19).
+            if s.transport_name() == sink::TransportKind::WebSocket.name() {
+                g.websocket_connections += 1;
+            } else {
+                g.polling_connections += 1;
             }
             g.queued_bytes += s.outbox.queued_bytes();
         }
         g.sockets_by_namespace = self.read_index().namespace_sizes();
         g.room_subscriptions = self.room_subscription_count();
         g.session_records_queued = self.inner.session_records.queued();
+        g.relayed_websockets = self.inner.forwarding.relayed();
         g
     }
 

@@ -40,7 +40,7 @@ impl Edge {
             query: handshake.query.to_vec(&[]),
             headers: handshake.headers.to_vec(&PRIVATE_HEADERS),
             remote_addr: handshake.remote.map(|a| a.to_string()).unwrap_or_default(),
-            transport: socket.session.outbox.transport().name().into(),
+            transport: socket.session.transport_name().into(),
             data_json: socket.data_json.clone(),
             recovered,
             ..self.connection_event(socket)

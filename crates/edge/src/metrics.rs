@@ -39,6 +39,12 @@ pub const RECOVERIES: &str = "roomcast_edge_recoveries_total";
 /// (another edge had taken it), `failed` (ADR 18).
 pub const SESSION_RECORDS: &str = "roomcast_edge_session_records_total";
 
+/// Requests for sessions held by other edges, forwarded to them (ADR 19):
+/// label `kind` (`get`, `post`, `relay`: a relayed WebSocket's, `upgrade`)
+/// and `outcome` (`answered`, `owner_gone`: nobody listens on its tag,
+/// `no_answer`: no answer in time).
+pub const FORWARDED: &str = "roomcast_edge_forwarded_requests_total";
+
 /// Every refusal cause, so their series exist from the start.
 const CAUSES: [&str; 14] = [
     "invalid_namespace",
@@ -66,6 +72,8 @@ pub struct Labels {
     pub recovery_outcomes: Vec<&'static str>,
     pub session_record_ops: Vec<&'static str>,
     pub limits: Vec<&'static str>,
+    pub forward_kinds: Vec<&'static str>,
+    pub forward_outcomes: Vec<&'static str>,
 }
 
 /// Registers descriptions with the installed recorder, and zero values for
@@ -86,6 +94,11 @@ pub fn describe(labels: Labels) {
     }
     for limit in labels.limits {
         metrics::counter!(LIMIT_HITS, "limit" => limit).absolute(0);
+    }
+    for kind in &labels.forward_kinds {
+        for outcome in &labels.forward_outcomes {
+            metrics::counter!(FORWARDED, "kind" => *kind, "outcome" => *outcome).absolute(0);
+        }
     }
     describe_counter!(
         MULTIROOM_EVICTIONS,
@@ -113,6 +126,10 @@ pub fn describe(labels: Labels) {
         "session record writes for connection state recovery, by operation"
     );
     describe_counter!(LIMIT_HITS, "limits hit by clients, by limit");
+    describe_counter!(
+        FORWARDED,
+        "requests forwarded to the edge that holds their session, by kind and outcome"
+    );
     describe_counter!(BUS_MESSAGES, "commands received from the bus, by operation");
     describe_counter!(
         PRESENCE_LATE,

@@ -339,6 +339,14 @@ pub(crate) struct EngineSession<C> {
     close_reason: AtomicU8,
     /// A WebSocket probe is in progress for this polling session.
     upgrading: AtomicBool,
+    /// The client upgraded to a WebSocket on another edge, which polls for
+    /// it (ADR 19).
+    relayed: AtomicBool,
+    /// A closed polling session's close packet waits for the next GET: like
+    /// the reference server, it never shares a response with the packets
+    /// before it (socket.io-client handles a close at once, and the packets
+    /// before it a tick later).
+    close_pending: AtomicBool,
     /// A long-polling GET, and a POST, in flight.
     get_busy: AtomicBool,
     post_busy: AtomicBool,
@@ -373,6 +381,31 @@ impl<C> EngineSession<C> {
         self.upgrading
             .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
+    }
+
+    /// The transport the client uses: a polling session whose client
+    /// upgraded on another edge is on a WebSocket.
+    pub fn transport_name(&self) -> &'static str {
+        if self.relayed.load(Ordering::Acquire) {
+            TransportKind::WebSocket.name()
+        } else {
+            self.outbox.transport().name()
+        }
+    }
+
+    /// Holds a closed session's close packet back for the next GET.
+    pub fn hold_close(&self) {
+        self.close_pending.store(true, Ordering::Release);
+    }
+
+    /// The close packet held back, once.
+    pub fn take_held_close(&self) -> bool {
+        self.close_pending.swap(false, Ordering::AcqRel)
+    }
+
+    /// The client upgraded to a WebSocket on another edge.
+    pub fn set_relayed(&self) {
+        self.relayed.store(true, Ordering::Release);
     }
 
     /// The probe is over, whichever way it ended.
@@ -438,7 +471,11 @@ impl Edge {
         handshake: Handshake,
     ) -> Arc<Session> {
         let cfg = self.config();
-        let sid = roomcast_bus::names::new_id();
+        // The sid carries this edge's route tag: any edge can tell where a
+        // polling request for it goes (ADR 19).
+        // The sid carries this edge's route tag: any edge can tell where a
+        // polling request for it goes (ADR 19).
+        let sid = roomcast_bus::names::new_socket_id(self.route_tag());
         let span = tracing::debug_span!("connection", sid = %sid, peer = ?handshake.remote);
         let session = Arc::new(Session {
             outbox: Outbox::new(transport, cfg.outbound_queue_bytes),
@@ -452,6 +489,8 @@ impl Edge {
             closed: AtomicBool::new(false),
             close_reason: AtomicU8::new(CloseReason::TransportClose.index()),
             upgrading: AtomicBool::new(false),
+            relayed: AtomicBool::new(false),
+            close_pending: AtomicBool::new(false),
             get_busy: AtomicBool::new(false),
             post_busy: AtomicBool::new(false),
             packet_budget: crate::limits::SharedBucket::new(cfg.packets_per_sec),
@@ -650,7 +689,6 @@ impl Edge {
             tracing::info!(sid = %session.sid, limit = limit.label(), "limit hit, connection closed");
         }
         metrics::counter!(crate::metrics::DISCONNECTS, "reason" => reason.label()).increment(1);
-        self.sessions().remove(&session.sid);
         if let Some(slot) = &session.handshake.slot {
             slot.release();
         }
@@ -668,6 +706,20 @@ impl Edge {
             let _ = session.outbox.push(&[Frame::control(PacketType::Close)]);
         }
         session.outbox.close();
+        if session.outbox.transport() == TransportKind::Polling && session.outbox.queued_bytes() > 0
+        {
+            // What is queued is for the next GET, which may not be in flight
+            // yet: the session stays findable (closed) until a GET takes its
+            // last frames, or for a ping timeout at most.
+            let (table, closed, linger) =
+                (self.clone(), session.clone(), self.config().ping_timeout);
+            tokio::spawn(async move {
+                tokio::time::sleep(linger).await;
+                table.sessions().remove_if(&closed);
+            });
+        } else {
+            self.sessions().remove_if(session);
+        }
         session.end.notify_waiters();
     }
 }

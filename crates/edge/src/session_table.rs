@@ -24,16 +24,19 @@ impl SessionTable {
         self.map().get(sid).cloned()
     }
 
-    pub fn remove(&self, sid: &str) {
-        self.map().remove(sid);
+    /// Removes `session` if `sid` still names it.
+    pub fn remove_if(&self, session: &Arc<Session>) {
+        let mut map = self.map();
+        if map
+            .get(&session.sid)
+            .is_some_and(|s| Arc::ptr_eq(s, session))
+        {
+            map.remove(&session.sid);
+        }
     }
 
     /// Every open session, at this moment.
     pub fn all(&self) -> Vec<Arc<Session>> {
         self.map().values().cloned().collect()
-    }
-
-    pub fn len(&self) -> usize {
-        self.map().len()
     }
 }

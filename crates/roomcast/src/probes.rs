@@ -53,6 +53,7 @@ impl Probe for EdgeProbe {
         metrics::gauge!(m::EDGE_OUTBOUND_QUEUE_BYTES).set(g.queued_bytes as f64);
         metrics::gauge!(m::EDGE_ROOM_SUBSCRIPTIONS).set(g.room_subscriptions as f64);
         metrics::gauge!(m::EDGE_SESSION_RECORDS_QUEUED).set(g.session_records_queued as f64);
+        metrics::gauge!(m::EDGE_RELAYED_WEBSOCKETS).set(g.relayed_websockets as f64);
     }
 }
 

@@ -6,6 +6,17 @@ import { waitFor, withTimeout } from './wait.mjs';
 
 const CONNECT_TIMEOUT_MS = 5000;
 
+/**
+ * The transports sockets use unless a test names its own:
+ * ROOMCAST_E2E_TRANSPORTS=polling (long-polling only) or a comma-separated
+ * list; socket.io-client's default (polling, then the upgrade to WebSocket)
+ * when unset.
+ */
+function defaultTransports() {
+  const list = process.env.ROOMCAST_E2E_TRANSPORTS;
+  return list ? { transports: list.split(',') } : {};
+}
+
 /** A socket.io-client Socket plus the list of events it received (via onAny). */
 export class TestClient {
   constructor(socket) {
@@ -124,6 +135,7 @@ export class SocketPool {
       forceNew: true,
       reconnection: false,
       timeout: CONNECT_TIMEOUT_MS,
+      ...defaultTransports(),
       ...opts,
     });
     this.sockets.push(socket);
@@ -160,6 +172,7 @@ export class SocketPool {
     const manager = new Manager(index === undefined ? this.nextUrl() : this.urlAt(index), {
       reconnection: false,
       timeout: CONNECT_TIMEOUT_MS,
+      ...defaultTransports(),
       ...opts,
     });
     this.managers.push(manager);

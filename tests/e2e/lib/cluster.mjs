@@ -3,6 +3,7 @@
 // target a suite runs against: one standalone process, or a cluster when
 // ROOMCAST_E2E_TARGET=cluster.
 
+import { startRequestBalancer } from './balancer.mjs';
 import { startNats } from './nats.mjs';
 import { startControl, startEdge, startStandalone } from './process.mjs';
 
@@ -190,8 +191,37 @@ export async function startTarget(args = [], { edges = 3 } = {}) {
   }
   const { edge, control } = splitStandaloneArgs(args);
   const cluster = await startCluster({ natsNodes: 1, edges, controls: 1, edgeArgs: edge, controlArgs: control });
-  return Object.assign(cluster, {
+  const target = Object.assign(cluster, {
     stopEdges: () => Promise.all(cluster.edges.map((e) => e.stop())),
     restart: () => Promise.all(cluster.edges.map((e) => e.restart())),
   });
+  if (balancerKind() !== 'request') return target;
+  // Clients reach the edges only through a balancer without affinity: the
+  // i-th URL opens sessions on the i-th edge, and each later request of a
+  // session goes to another edge than its last one.
+  const balancer = await startRequestBalancer(cluster.httpUrls);
+  const stopCluster = cluster.stop.bind(cluster);
+  for (const [i, edge] of cluster.edges.entries()) edge.balancedUrl = balancer.urls[i];
+  return Object.assign(target, {
+    balancer,
+    httpUrls: balancer.urls,
+    httpUrl: balancer.urls[0],
+    async stop() {
+      await balancer.stop();
+      return stopCluster();
+    },
+  });
+}
+
+/**
+ * How clients reach a cluster target: `direct` (each client is given an
+ * edge's URL) unless ROOMCAST_E2E_BALANCER=request (one URL, a balancer that
+ * sends each HTTP request of a session to another edge than its last one).
+ */
+export function balancerKind() {
+  const kind = process.env.ROOMCAST_E2E_BALANCER || 'direct';
+  if (kind !== 'direct' && kind !== 'request') {
+    throw new Error(`ROOMCAST_E2E_BALANCER must be "direct" or "request", not "${kind}"`);
+  }
+  return kind;
 }

@@ -16,7 +16,9 @@ use bytes::Bytes;
 use futures_channel::mpsc;
 use futures_util::{Stream, StreamExt};
 
-use crate::{subject, Bus, BusError, Headers, Message, Subscription};
+use std::time::Duration;
+
+use crate::{subject, Asked, Bus, BusError, Headers, Message, Subscription};
 
 /// How many messages a subscriber may have waiting before it loses new ones.
 pub const DEFAULT_SUBSCRIBER_CAPACITY: usize = 65_536;
@@ -82,6 +84,16 @@ impl MemoryBus {
     pub fn subscription_count(&self) -> usize {
         let subs = self.inner.lock();
         subs.exact.values().map(Vec::len).sum::<usize>() + subs.wild.len()
+    }
+
+    /// Whether a message on `subject` would reach anyone.
+    fn has_subscribers(&self, subject: &str) -> bool {
+        let subs = self.inner.lock();
+        subs.exact.get(subject).is_some_and(|l| !l.is_empty())
+            || subs
+                .wild
+                .iter()
+                .any(|s| subject::matches(&s.pattern, subject))
     }
 }
 
@@ -180,6 +192,23 @@ impl Bus for MemoryBus {
             }
         }
         Ok(())
+    }
+
+    /// Like every bus, but knows at once when nobody listens, as NATS does.
+    async fn ask(
+        &self,
+        subject: &str,
+        headers: Headers,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<Asked, BusError> {
+        if !self.has_subscribers(subject) {
+            return Ok(Asked::NoResponders);
+        }
+        let mut replies = self
+            .request_many(subject, headers, payload, 1, timeout)
+            .await?;
+        Ok(replies.pop().map_or(Asked::Silent, Asked::Reply))
     }
 
     async fn subscribe(

@@ -205,6 +205,13 @@ async fn a_record_is_taken_only_from_an_edge_that_no_longer_holds_the_socket() {
 async fn with_presence_off_a_record_of_an_edge_that_does_not_answer_is_not_taken() {
     let cluster = cluster().await;
     let b = cluster.edge("edge-b").await;
+    // The owner listens (hung, not gone) but never answers.
+    let _silent = cluster
+        .backend
+        .bus()
+        .subscribe(&Subjects::new("roomcast").node("edge-silent"), None)
+        .await
+        .expect("subscribe");
     let record = SavedSession {
         sid: roomcast_bus::names::new_socket_id("zzzzz"),
         pid: roomcast_bus::names::new_id(),
