@@ -1,4 +1,4 @@
-// Long-polling without sticky sessions (ADR 0019): three edges behind a
+// Long-polling without sticky sessions (ADR 0020): three edges behind a
 // balancer that sends every request of a session to another edge than its
 // previous one. Checks that the requests really are forwarded to the edge
 // holding the session (and the upgrade relayed), that the protocol's rules hold

@@ -1,4 +1,4 @@
-//! Long-polling without sticky sessions (ADR 19).
+//! Long-polling without sticky sessions (ADR 20).
 //!
 //! A session's sid starts with its edge's route tag. An edge that gets a
 //! polling request, or a WebSocket upgrade, for a sid it does not hold and

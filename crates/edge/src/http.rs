@@ -286,7 +286,7 @@ async fn route(edge: &Edge, mut req: Request) -> Response {
 }
 
 /// A WebSocket for a session another edge holds: accepted here if the
-/// owner lets it upgrade, and relayed to it (ADR 19).
+/// owner lets it upgrade, and relayed to it (ADR 20).
 async fn relay_upgrade(edge: &Edge, mut req: Request, tag: &str, sid: &str) -> Response {
     let refused = match crate::forward::check_upgrade(edge, tag, sid).await {
         Ok(refused) => refused.err(),

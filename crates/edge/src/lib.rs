@@ -175,7 +175,7 @@ struct Inner {
     tasks: TaskTracker,
     /// The Socket.IO Admin UI's state, when it is on.
     admin_ui: Option<Arc<admin_ui::AdminUi>>,
-    /// Polling requests forwarded between edges (ADR 19).
+    /// Polling requests forwarded between edges (ADR 20).
     forwarding: forward::Forwarding,
 }
 
@@ -338,7 +338,7 @@ impl Edge {
         let mut g = Gauges::default();
         for s in self.sessions().all().iter().filter(|s| !s.is_closed()) {
             // A session relayed from another edge's WebSocket counts here,
-            // where it is, as a WebSocket (ADR 19).
+            // where it is, as a WebSocket (ADR 20).
             if s.transport_name() == sink::TransportKind::WebSocket.name() {
                 g.websocket_connections += 1;
             } else {

@@ -39,7 +39,7 @@ pub const RECOVERIES: &str = "roomcast_edge_recoveries_total";
 /// (another edge had taken it), `failed` (ADR 18).
 pub const SESSION_RECORDS: &str = "roomcast_edge_session_records_total";
 
-/// Requests for sessions held by other edges, forwarded to them (ADR 19):
+/// Requests for sessions held by other edges, forwarded to them (ADR 20):
 /// label `kind` (`get`, `post`, `relay`: a relayed WebSocket's, `upgrade`)
 /// and `outcome` (`answered`, `owner_gone`: nobody listens on its tag,
 /// `no_answer`: no answer in time).

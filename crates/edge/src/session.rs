@@ -340,7 +340,7 @@ pub(crate) struct EngineSession<C> {
     /// A WebSocket probe is in progress for this polling session.
     upgrading: AtomicBool,
     /// The client upgraded to a WebSocket on another edge, which polls for
-    /// it (ADR 19).
+    /// it (ADR 20).
     relayed: AtomicBool,
     /// A closed polling session's close packet waits for the next GET: like
     /// the reference server, it never shares a response with the packets
@@ -472,9 +472,9 @@ impl Edge {
     ) -> Arc<Session> {
         let cfg = self.config();
         // The sid carries this edge's route tag: any edge can tell where a
-        // polling request for it goes (ADR 19).
+        // polling request for it goes (ADR 20).
         // The sid carries this edge's route tag: any edge can tell where a
-        // polling request for it goes (ADR 19).
+        // polling request for it goes (ADR 20).
         let sid = roomcast_bus::names::new_socket_id(self.route_tag());
         let span = tracing::debug_span!("connection", sid = %sid, peer = ?handshake.remote);
         let session = Arc::new(Session {

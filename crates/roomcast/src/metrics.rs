@@ -38,7 +38,7 @@ pub const EDGE_ROOM_SUBSCRIPTIONS: &str = "roomcast_edge_room_subscriptions";
 /// Sockets whose recovery session record waits to be written, or is being
 /// written (ADR 18).
 pub const EDGE_SESSION_RECORDS_QUEUED: &str = "roomcast_edge_session_records_queued";
-/// WebSockets an edge relays to polling sessions held by other edges (ADR 19).
+/// WebSockets an edge relays to polling sessions held by other edges (ADR 20).
 pub const EDGE_RELAYED_WEBSOCKETS: &str = "roomcast_edge_relayed_websockets";
 /// Edges a control plane believes alive.
 pub const CONTROL_LIVE_EDGES: &str = "roomcast_control_live_edges";
