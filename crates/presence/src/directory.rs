@@ -12,7 +12,7 @@
 //! (an earlier one may miss the write the caller relies on). A burst of calls
 //! thus costs a few fence reads rather than one store read per user.
 //!
-//! Locks: `users` and `gate` are never held together, nor across an await.
+//! Locks: `view` and `gate` are never held together, nor across an await.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -54,11 +54,9 @@ pub enum Unknown {
 
 /// The directory of one process, fed by its keeper.
 pub(crate) struct Directory {
-    /// Key (`user.<token>`) → route tags of the user's sockets; users without
-    /// a socket are not kept.
-    users: Mutex<HashMap<String, Box<[Box<str>]>>>,
-    /// The revision of the last caught-up change applied; `None` while the
-    /// directory is not ready (cleared, its watch not yet caught up).
+    view: Mutex<View>,
+    /// `View::settled`, published after each change of it for the lookups
+    /// that wait for it (the view under its lock is what they answer from).
     settled: watch::Sender<Option<u64>>,
     gate: Mutex<Gate>,
     /// The latest finished fence read.
@@ -66,6 +64,16 @@ pub(crate) struct Directory {
     /// Whether a keeper feeds the directory: only one may (two watches
     /// applied in turn would take a key back to an older value).
     fed: AtomicBool,
+}
+
+#[derive(Default)]
+struct View {
+    /// Key (`user.<token>`) → route tags of the user's sockets; users without
+    /// a socket are not kept.
+    users: HashMap<String, Box<[Box<str>]>>,
+    /// The revision of the last caught-up change applied; `None` while the
+    /// directory is not ready (cleared, its watch not yet caught up).
+    settled: Option<u64>,
 }
 
 /// The fence reads started and wanted.
@@ -89,7 +97,7 @@ struct Fenced {
 impl Default for Directory {
     fn default() -> Self {
         Directory {
-            users: Mutex::default(),
+            view: Mutex::default(),
             settled: watch::Sender::new(None),
             gate: Mutex::default(),
             fenced: watch::Sender::new(Fenced::default()),
@@ -116,15 +124,17 @@ impl Directory {
     pub(crate) fn apply(&self, change: &Change, state: Option<&UserState>) {
         let tags = state.map(UserState::route_tags).unwrap_or_default();
         {
-            let mut users = self.users.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut view = self.view.lock().unwrap_or_else(PoisonError::into_inner);
             if tags.is_empty() {
-                users.remove(&change.key);
+                view.users.remove(&change.key);
             } else {
                 let tags = tags.into_iter().map(String::into_boxed_str).collect();
-                users.insert(change.key.clone(), tags);
+                view.users.insert(change.key.clone(), tags);
+            }
+            if change.caught_up {
+                view.settled = Some(change.revision);
             }
         }
-        // After the map: a caller that sees the revision finds the change.
         if change.caught_up {
             self.settled.send_replace(Some(change.revision));
         }
@@ -133,21 +143,21 @@ impl Directory {
     /// A watch opened before the store said no `user.` key was ever written:
     /// it has nothing to start with, and the directory (empty) is whole.
     pub(crate) fn ready_empty(&self) {
-        self.settled.send_if_modified(|s| {
-            let was = s.is_none();
-            if was {
-                *s = Some(0);
-            }
-            was
-        });
+        let settled = {
+            let mut view = self.view.lock().unwrap_or_else(PoisonError::into_inner);
+            *view.settled.get_or_insert(0)
+        };
+        self.settled.send_replace(Some(settled));
     }
 
     /// Forgets everything until a watch has caught up again.
     pub(crate) fn clear(&self) {
+        {
+            let mut view = self.view.lock().unwrap_or_else(PoisonError::into_inner);
+            view.settled = None;
+            view.users = HashMap::new();
+        }
         self.settled.send_replace(None);
-        let mut users = self.users.lock().unwrap_or_else(PoisonError::into_inner);
-        users.clear();
-        users.shrink_to(0);
     }
 
     /// The route tags of `keys` (as [`crate::user_key`] makes them), once
@@ -170,11 +180,16 @@ impl Directory {
                 Err(_) => return Lookup::Unknown(Unknown::Behind),
             }
         }
-        let users = self.users.lock().unwrap_or_else(PoisonError::into_inner);
+        let view = self.view.lock().unwrap_or_else(PoisonError::into_inner);
+        // Checked again under the lock, with the view it answers from: it
+        // may have been cleared (and be filling from a new watch) since.
+        if fence > 0 && view.settled.is_none_or(|at| at < fence) {
+            return Lookup::Unknown(Unknown::NotReady);
+        }
         Lookup::Found(
             keys.iter()
                 .map(|k| {
-                    users
+                    view.users
                         .get(k)
                         .map(|tags| tags.iter().map(|t| t.to_string()).collect())
                         .unwrap_or_default()
@@ -263,9 +278,10 @@ impl Directory {
 
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.users
+        self.view
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+            .users
             .len()
     }
 }

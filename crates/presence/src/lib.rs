@@ -794,6 +794,10 @@ impl Presence {
     ) -> Result<(), KvError> {
         let mut users = self.watch_users(feeds).await?;
         let mut leases = self.store.watch("lease.").await?;
+        // Whether this keeper's user watch feeds the directory now: not after
+        // the directory was cleared for a reopen that failed (the old watch
+        // would fill it again without what it had).
+        let mut feeding = feeds;
         // Each lease's revision, and the local time it was last seen to
         // change: clocks of other machines never matter.
         let mut seen: HashMap<String, (Instant, u64)> = HashMap::new();
@@ -809,13 +813,15 @@ impl Presence {
                 change = users.next() => {
                     let Some(change) = change else {
                         (users, leases) = self.reopen("user watch ended", feeds).await?;
+                        feeding = feeds;
                         continue;
                     };
-                    self.on_user_change(change, stop, timers, feeds);
+                    self.on_user_change(change, stop, timers, feeding);
                 }
                 change = leases.next() => {
                     let Some(change) = change else {
                         (users, leases) = self.reopen("lease watch ended", feeds).await?;
+                        feeding = feeds;
                         continue;
                     };
                     let Some(node) = change.key.strip_prefix("lease.").and_then(key_untoken) else {
@@ -886,10 +892,15 @@ impl Presence {
                     }
                     if missed {
                         match self.reopen("presence watches missed lease updates", feeds).await {
-                            Ok(opened) => (users, leases) = opened,
+                            Ok(opened) => {
+                                (users, leases) = opened;
+                                feeding = feeds;
+                            }
                             Err(e) => {
-                                // The old watches stay; the next miss tries again.
+                                // The old watches stay; the next miss tries
+                                // again. The directory, cleared, waits for it.
                                 tracing::warn!(error = %e, "presence watches not reopened");
+                                feeding = false;
                             }
                         }
                     }
