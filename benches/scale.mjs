@@ -24,7 +24,8 @@
 // timeout; 3), --burst-edges (16), --burst-repeat (measured bursts per mode,
 // alternating which mode goes first, after an unmeasured warm-up; 2),
 // --no-routing-flag (for a build without --command-routing: both control
-// planes then route as that build does).
+// planes then route as that build does), --build (what to call the build in
+// the report, e.g. "release build of <commit>").
 //
 // Needs ROOMCAST_BIN (a release build for published figures), NATS_SERVER_BIN,
 // and tests/e2e/node_modules (`npm ci` there): it uses the e2e test library.
@@ -60,6 +61,7 @@ const { values: opt } = parseArgs({
     'burst-repeat': { type: 'string', default: '2' },
     out: { type: 'string', default: path.join(REPO_ROOT, 'benches', 'results', 'scale') },
     'no-routing-flag': { type: 'boolean', default: false },
+    build: { type: 'string', default: '' },
   },
 });
 const SIZES = opt.sizes.split(',').map(Number).filter(Boolean);
@@ -79,6 +81,9 @@ const CONTROL_ARGS = ['--edge-ttl-ms', '30000', '--request-timeout-ms', String(R
 const MODES = ['directory', 'broadcast'];
 const EMIT_SERIES = 'roomcast_edge_bus_messages_total{op="emit"}';
 const DELIVERIES = 'roomcast_edge_deliveries_total';
+// Where the directory control plane found users' sockets (builds with a
+// watched user directory, ADR 0019; absent before: 0).
+const LOOKUPS = (source) => `roomcast_control_user_lookups_total{source="${source}"}`;
 const CLK_TCK = 100;
 
 const asUser = (sub) => ({ auth: { token: signHs256(claims(sub), SECRET) } });
@@ -295,6 +300,10 @@ async function burst(users) {
     const pass = async (mode, n) => {
       const deliveredBefore = await total(cluster.edges, DELIVERIES, { prefix: true });
       const msgsBefore = await total(cluster.edges, EMIT_SERIES);
+      const control = [cluster.controls[MODES.indexOf(mode)]];
+      const lookupsOf = async () =>
+        Object.fromEntries(await Promise.all(['directory', 'store'].map(async (k) => [k, await total(control, LOOKUPS(k))])));
+      const lookupsBefore = await lookupsOf();
       const cpuBefore = cpuOf(pids);
       const t0 = performance.now();
       // EmitStream handles its messages one after another: many short streams
@@ -323,7 +332,9 @@ async function burst(users) {
       const seconds = (performance.now() - t0) / 1000;
       const cpuAfter = cpuOf(pids);
       const cpu = Object.fromEntries(Object.keys(cpuAfter).map((k) => [k, cpuAfter[k] - cpuBefore[k]]));
+      const lookupsAfter = await lookupsOf();
       return {
+        userLookups: Object.fromEntries(Object.keys(lookupsAfter).map((k) => [k, lookupsAfter[k] - lookupsBefore[k]])),
         seconds,
         cpu,
         cpuTotal: sum(Object.values(cpu)),
@@ -355,6 +366,9 @@ async function burst(users) {
         cpuTotal: round(mean(rs.map((x) => x.cpuTotal))),
         edgeMessages: round(mean(rs.map((x) => x.edgeMessages)), 0),
         delivered: round(mean(rs.map((x) => x.delivered)), 0),
+        userLookups: Object.fromEntries(
+          Object.keys(rs[0].userLookups).map((k) => [k, round(mean(rs.map((x) => x.userLookups[k])), 0)]),
+        ),
         runs: rs.map((x) => ({ ...x, cpuTotal: round(x.cpuTotal), seconds: round(x.seconds) })),
       };
     }
@@ -420,12 +434,14 @@ function markdown(result) {
     for (const k of ['edges', 'controls', 'nats']) lines.push(`| CPU, ${k} (s) | ${d.cpu[k]} | ${b.cpu[k]} | ${ratio(d.cpu[k], b.cpu[k])} |`);
     lines.push(`| edge bus messages | ${d.edgeMessages} | ${b.edgeMessages} | ${ratio(d.edgeMessages, b.edgeMessages)} |`);
     lines.push(`| deliveries | ${d.delivered} | ${b.delivered} | |`);
+    for (const k of ['directory', 'store']) lines.push(`| user lookups answered by the ${k} | ${d.userLookups[k]} | ${b.userLookups[k]} | |`);
     lines.push(`| wall time, send to last delivery (s) | ${d.seconds} | ${b.seconds} | ${ratio(d.seconds, b.seconds)} |`);
   }
   return lines.join('\n');
 }
 
 const result = {
+  build: opt.build || undefined,
   machine: { cpus: os.cpus().length, model: os.cpus()[0]?.model, memGiB: round(os.totalmem() / 2 ** 30, 1) },
   started: new Date().toISOString(),
   loadavgStart: os.loadavg(),

@@ -12,6 +12,7 @@ import {
   bytesOf,
   claims,
   createRoomcastClient,
+  fetchMetrics,
   GrpcStatus,
   placeholder,
   RawSocket,
@@ -134,6 +135,39 @@ describe(`control API against roomcast ${TARGET}`, { timeout: 240_000 }, () => {
       await settle(api, [alice1, alice2, aliceAdmin, bob], { users: ['alice'] });
       assert.deepEqual(aliceAdmin.argsOf('for-alice'), [['admin']]);
       assert.equal(alice1.count('for-alice'), 1);
+    });
+
+    it('an emit to a user sent right after their connect completed reaches the new socket, once', async () => {
+      // The control plane finds users' sockets in presence; a connect is
+      // recorded there before the client hears it is connected, so an emit
+      // sent after that must find the socket, on whichever edge it is.
+      const controlAdmin = server.kind === 'cluster' ? server.controls[0].adminUrl : server.adminUrl;
+      const lookups = async () => {
+        const metrics = await fetchMetrics(controlAdmin);
+        return ['directory', 'store'].map((source) => metrics.get(`roomcast_control_user_lookups_total{source="${source}"}`) ?? 0);
+      };
+      const [directoryBefore] = await lookups();
+      const sockets = [];
+      for (let i = 0; i < 12; i++) {
+        const user = `fresh-${i}`;
+        const first = await connectAt(i % 3, user);
+        await api.emit({ to: { user_ids: [user] }, event: 'welcome', args_json: args(i, 'first') });
+        // A second socket of the same user, on another edge: its user's
+        // state changes rather than appears.
+        const second = await connectAt((i + 1) % 3, user);
+        await api.emit({ to: { user_ids: [user] }, event: 'welcome', args_json: args(i, 'both') });
+        sockets.push([user, i, first, second]);
+      }
+      const clients = sockets.flatMap(([, , first, second]) => [first, second]);
+      await settle(api, clients, { users: sockets.map(([user]) => user) });
+      for (const [user, i, first, second] of sockets) {
+        assert.deepEqual(first.argsOf('welcome'), [[i, 'first'], [i, 'both']], `${user}'s first socket`);
+        assert.deepEqual(second.argsOf('welcome'), [[i, 'both']], `${user}'s second socket`);
+      }
+      // Found in the control plane's watched user directory, not by a read
+      // per user (which remains the fallback).
+      const [directoryAfter, store] = await lookups();
+      assert.ok(directoryAfter > directoryBefore, `no lookup answered by the directory (${store} by the store)`);
     });
 
     it('rooms, socket_ids and user_ids are a union in which each socket gets the emit once', async () => {

@@ -236,6 +236,12 @@ pub struct Change {
     pub key: String,
     pub value: Option<Bytes>,
     pub revision: u64,
+    /// A watcher that has applied every change up to this one holds the
+    /// newest value of every key under the prefix as of this revision. (A
+    /// store may skip a change superseded before the watch reached it, the
+    /// superseding one coming later; and the current values at the start
+    /// come key by key: in between, a watcher's view may miss keys.)
+    pub caught_up: bool,
 }
 
 /// Key-value store failures.
@@ -248,7 +254,9 @@ pub enum KvError {
     Unavailable(String),
 }
 
-/// Changes under a prefix: the current values first, then every change.
+/// Changes under a prefix: the current values first, in revision order (among
+/// them deletes of keys no longer present, where the store keeps them), then
+/// every change.
 pub type Watch = BoxStream<'static, Change>;
 
 /// A key-value store with a revision per write, compare-and-swap and watches.
@@ -270,6 +278,12 @@ pub trait KvStore: Send + Sync + 'static {
     async fn keys(&self, prefix: &str) -> Result<Vec<String>, KvError>;
     /// Watches the keys under `prefix` (which ends with `.`).
     async fn watch(&self, prefix: &str) -> Result<Watch, KvError>;
+    /// The revision of the latest write (put or delete) of a key under
+    /// `prefix`, one token ending with `.`; 0 when there was none. Every
+    /// write that completed before the call has a revision no higher, so a
+    /// watcher of `prefix` that has applied a caught-up change at this
+    /// revision or later has seen them all.
+    async fn last_revision(&self, prefix: &str) -> Result<u64, KvError>;
 }
 
 /// A watch fed by a task; the task stops when the watch is dropped.

@@ -17,6 +17,10 @@ pub const GRPC_UNAUTHENTICATED: &str = "roomcast_grpc_unauthenticated_total";
 /// Commands and emits for sockets and users, by route (label `via`:
 /// `directory`, to the edges holding them; `broadcast`, to every edge).
 pub const ROUTED: &str = "roomcast_control_routed_total";
+/// Lookups of the sockets of a command's users, by where they were answered
+/// (label `source`: `directory`, the watched user directory; `store`, one
+/// presence read per user, when the directory could not answer in time).
+pub const USER_LOOKUPS: &str = "roomcast_control_user_lookups_total";
 
 /// At-least-once emits accepted, one per recipient.
 pub const DELIVERY_ACCEPTED: &str = "roomcast_delivery_accepted_total";
@@ -56,6 +60,13 @@ pub fn describe() {
     );
     for via in ["directory", "broadcast"] {
         metrics::counter!(ROUTED, "via" => via).absolute(0);
+    }
+    describe_counter!(
+        USER_LOOKUPS,
+        "lookups of the sockets of a command's users, by source: directory or store"
+    );
+    for source in ["directory", "store"] {
+        metrics::counter!(USER_LOOKUPS, "source" => source).absolute(0);
     }
     describe_counter!(GRPC_REQUESTS, "gRPC calls, by method and status code");
     describe_histogram!(GRPC_DURATION, Unit::Seconds, "gRPC call latency, by method");

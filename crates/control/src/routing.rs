@@ -5,8 +5,11 @@
 //! other edge while it holds a socket recovered from that edge. So a command
 //! for known socket ids is published once per tag its sockets carry, and
 //! waits for the edges that announced that tag in their heartbeats. A
-//! command for users finds their sockets' ids in presence (edges record a
-//! user's socket before they answer its connect), and goes the same way.
+//! command for users finds their sockets' tags in presence (edges record a
+//! user's socket before they answer its connect), and goes the same way:
+//! from the user directory the presence keeper keeps in memory, once it has
+//! applied every user write before the call (ADR 0019), or else by reading
+//! each user's state.
 //!
 //! What goes to every edge instead, through the edges subject:
 //! - everything, with `--command-routing broadcast`, or while some live
@@ -24,13 +27,13 @@
 //! edges subscribed to them. Only their direct part (named sockets and
 //! users) is routed here.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use roomcast_bus::envelope::{Command, Target};
 use roomcast_bus::names::tag_of;
 use roomcast_bus::subject::Subjects;
-use roomcast_presence::Presence;
+use roomcast_presence::{Lookup, Presence, DIRECTORY_WAIT};
 use tokio::task::JoinSet;
 
 use crate::edges::EdgeDirectory;
@@ -167,7 +170,7 @@ impl Router {
             let Some(presence) = self.presence.as_ref().filter(|_| routes.listed) else {
                 return Route::Broadcast;
             };
-            let Some(found) = user_tags(presence, &target.users).await else {
+            let Some(found) = find_users(presence, &target.users).await else {
                 return Route::Broadcast;
             };
             for (user, tags) in found {
@@ -195,12 +198,21 @@ impl Router {
     }
 }
 
-/// The route tags of each user's sockets, read from presence; `None` when
-/// presence could not be read (the caller asks every edge instead).
-async fn user_tags(
-    presence: &Presence,
-    users: &[String],
-) -> Option<Vec<(String, HashSet<String>)>> {
+/// The route tags of each user's sockets: from the user directory when it
+/// can answer, else read from presence; `None` when presence could not be
+/// read (the caller asks every edge instead).
+async fn find_users(presence: &Presence, users: &[String]) -> Option<Vec<(String, Vec<String>)>> {
+    if let Lookup::Found(tags) = presence.route_tags(users, DIRECTORY_WAIT).await {
+        metrics::counter!(crate::metrics::USER_LOOKUPS, "source" => "directory").increment(1);
+        return Some(users.iter().cloned().zip(tags).collect());
+    }
+    metrics::counter!(crate::metrics::USER_LOOKUPS, "source" => "store").increment(1);
+    user_tags(presence, users).await
+}
+
+/// The route tags of each user's sockets, read from presence (one read per
+/// user); `None` when presence could not be read.
+async fn user_tags(presence: &Presence, users: &[String]) -> Option<Vec<(String, Vec<String>)>> {
     let mut out = Vec::with_capacity(users.len());
     for chunk in users.chunks(CONCURRENT_LOOKUPS) {
         let mut lookups = JoinSet::new();
@@ -220,14 +232,7 @@ async fn user_tags(
                 }
             };
             match state {
-                Ok(state) => {
-                    let tags = state
-                        .sockets
-                        .iter()
-                        .filter_map(|s| tag_of(&s.id).map(str::to_owned))
-                        .collect();
-                    out.push((user, tags));
-                }
+                Ok(state) => out.push((user, state.route_tags())),
                 Err(e) => {
                     tracing::warn!(%user, error = %e, "presence unreadable: asking every edge");
                     return None;
@@ -273,7 +278,7 @@ mod tests {
     use roomcast_bus::envelope::Routing;
     use roomcast_bus::memory::MemoryKv;
     use roomcast_bus::names::{new_socket_id, route_tag};
-    use roomcast_bus::MemoryBus;
+    use roomcast_bus::{KvError, MemoryBus};
     use roomcast_presence::{PresenceConfig, SocketRecord};
 
     /// Edges "e1" (listing users, holding a socket recovered from "gone")
@@ -450,6 +455,128 @@ mod tests {
             unlisted.command(&to(&["alice"])).await,
             Route::Broadcast,
             "an edge that does not list its users could hold one"
+        );
+    }
+
+    /// A memory store that counts reads of users' states.
+    #[derive(Clone, Default)]
+    struct Counted {
+        kv: MemoryKv,
+        user_reads: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    #[async_trait::async_trait]
+    impl roomcast_bus::KvStore for Counted {
+        async fn get(&self, key: &str) -> Result<Option<(bytes::Bytes, u64)>, KvError> {
+            if key.starts_with("user.") {
+                self.user_reads
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            self.kv.get(key).await
+        }
+        async fn put(&self, key: &str, value: bytes::Bytes) -> Result<u64, KvError> {
+            self.kv.put(key, value).await
+        }
+        async fn swap(
+            &self,
+            key: &str,
+            value: bytes::Bytes,
+            expected: Option<u64>,
+        ) -> Result<u64, KvError> {
+            self.kv.swap(key, value, expected).await
+        }
+        async fn delete(&self, key: &str) -> Result<(), KvError> {
+            self.kv.delete(key).await
+        }
+        async fn delete_if(&self, key: &str, revision: u64) -> Result<(), KvError> {
+            self.kv.delete_if(key, revision).await
+        }
+        async fn keys(&self, prefix: &str) -> Result<Vec<String>, KvError> {
+            self.kv.keys(prefix).await
+        }
+        async fn watch(&self, prefix: &str) -> Result<roomcast_bus::Watch, KvError> {
+            self.kv.watch(prefix).await
+        }
+        async fn last_revision(&self, prefix: &str) -> Result<u64, KvError> {
+            self.kv.last_revision(prefix).await
+        }
+    }
+
+    /// With the keeper's directory caught up, a user lookup reads no user's
+    /// state; without a keeper (or once it stopped) it reads them, and the
+    /// route is the same.
+    #[tokio::test]
+    async fn users_are_found_in_the_directory_without_reading_each() {
+        let store = Counted::default();
+        let presence = Presence::new(
+            Arc::new(store.clone()),
+            Arc::new(MemoryBus::default()),
+            PresenceConfig {
+                cluster: "t".into(),
+                ..PresenceConfig::default()
+            },
+        );
+        for node in ["e1", "e2"] {
+            presence.refresh_lease(node).await.expect("lease");
+        }
+        let mut r = router(two_edges(true), CommandRouting::Directory);
+        r.set_presence(presence.clone());
+        let to_alice = Target {
+            ns: "/".into(),
+            users: vec!["alice".into(), "nobody".into()],
+            ..Target::default()
+        };
+        let reads = || store.user_reads.load(std::sync::atomic::Ordering::SeqCst);
+        let stop = tokio_util::sync::CancellationToken::new();
+        let keeper = tokio::spawn(presence.clone().run_keeper(stop.clone()));
+        let (a1, a2) = (
+            new_socket_id(&route_tag("e1")),
+            new_socket_id(&route_tag("e2")),
+        );
+        for (id, node) in [(&a1, "e1"), (&a2, "e2")] {
+            let rec = SocketRecord {
+                id: id.clone(),
+                user: "alice".into(),
+                ns: "/".into(),
+                node: node.into(),
+                rooms: Vec::new(),
+                connected_at_ms: 0,
+            };
+            presence.connected(&rec).await.expect("recorded");
+        }
+        let subjects = |route: Route| {
+            let mut s: Vec<String> = copies(route).into_iter().map(|c| c.subject).collect();
+            s.sort();
+            s
+        };
+        let mut expected = vec![
+            Subjects::new("t").tag(&route_tag("e1")),
+            Subjects::new("t").tag(&route_tag("e2")),
+        ];
+        expected.sort();
+        // The keeper's watch catches up in its own time: until then the
+        // lookup reads the store.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let before = reads();
+            assert_eq!(subjects(r.command(&to_alice).await), expected);
+            if reads() == before {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "never from the directory"
+            );
+            tokio::task::yield_now().await;
+        }
+        stop.cancel();
+        keeper.await.expect("task").expect("keeper");
+        let before = reads();
+        assert_eq!(subjects(r.command(&to_alice).await), expected);
+        assert_eq!(
+            reads(),
+            before + 2,
+            "one read per user without the directory"
         );
     }
 }

@@ -29,13 +29,21 @@
 //! joins (within a bound) when it stops; the edges run [`Presence::hold_lease`]
 //! as a task of their own.
 //!
-//! Layout: this file holds the bookkeeping and the keeper; [`store`] the
-//! store trait and its memory implementation; [`nats`] the JetStream KV
-//! store; [`metrics`] metric names.
+//! The keeper's watch of `user.` keys also feeds the process's user
+//! directory (each user's route tags, in memory), which answers the control
+//! plane's user lookups once it has applied every write that preceded them
+//! ([`Presence::route_tags`], ADR 0019).
+//!
+//! Layout: this file holds the bookkeeping and the keeper; [`directory`] the
+//! user directory; [`metrics`] metric names. The store is the bus crate's
+//! [`KvStore`].
 
 #![forbid(unsafe_code)]
 
+mod directory;
 pub mod metrics;
+
+pub use directory::{Lookup, Unknown};
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -44,6 +52,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use roomcast_bus::envelope::{now_ms, Closing, Command, Packet, Target};
+use roomcast_bus::names::tag_of;
 use roomcast_bus::subject::{token, untoken, Subjects};
 use roomcast_bus::Bus;
 use roomcast_wire::socketio;
@@ -52,7 +61,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use roomcast_bus::{Change, KvBucket, KvError, KvStore};
+use roomcast_bus::{Change, KvBucket, KvError, KvStore, Watch};
 
 /// The key-value store presence keeps its state in, for
 /// [`Backend::kv`](roomcast_bus::Backend::kv): `replicas` copies, keys that
@@ -77,6 +86,10 @@ const RELEASE_TIMEOUT: Duration = Duration::from_secs(2);
 /// The key every keeper writes at each sweep, to learn whether the store
 /// takes writes (the edges' leases need it to).
 const KEEPER_KEY: &str = "keeper";
+
+/// How long a user lookup waits for the directory to apply the writes that
+/// preceded it, before the caller reads the store instead.
+pub const DIRECTORY_WAIT: Duration = Duration::from_millis(200);
 
 /// How many times a compare-and-swap is retried under contention.
 const MAX_SWAPS: usize = 64;
@@ -133,6 +146,19 @@ impl UserState {
     /// Online as far as users can tell (`leaving` is still online).
     pub fn is_online(&self) -> bool {
         self.status != Status::Offline
+    }
+
+    /// The route tags of the user's sockets (ADR 0016), each once: the
+    /// edges that hold them listen on these.
+    pub fn route_tags(&self) -> Vec<String> {
+        let mut tags: Vec<String> = self
+            .sockets
+            .iter()
+            .filter_map(|s| tag_of(&s.id).map(str::to_owned))
+            .collect();
+        tags.sort_unstable();
+        tags.dedup();
+        tags
     }
 }
 
@@ -270,6 +296,8 @@ pub struct Presence {
     bus: Arc<dyn Bus>,
     subjects: Subjects,
     cfg: Arc<PresenceConfig>,
+    /// Fed by this process's keeper, shared by its clones.
+    directory: Arc<directory::Directory>,
 }
 
 impl Presence {
@@ -279,7 +307,18 @@ impl Presence {
             bus,
             subjects: Subjects::new(&cfg.cluster),
             cfg: Arc::new(cfg),
+            directory: Arc::default(),
         }
+    }
+
+    /// The route tags of each user's sockets, from the user directory this
+    /// process's keeper keeps, once it has applied every `user.` write that
+    /// completed before this call (waiting for that up to `wait`).
+    /// [`Lookup::Unknown`] when it cannot tell: the caller reads each user
+    /// ([`Presence::user`]) instead.
+    pub async fn route_tags(&self, users: &[String], wait: Duration) -> Lookup {
+        let keys: Vec<String> = users.iter().map(|u| user_key(u)).collect();
+        self.directory.lookup(&self.store, &keys, wait).await
     }
 
     pub fn config(&self) -> &PresenceConfig {
@@ -722,7 +761,14 @@ impl Presence {
     /// [`Presence::run_keeper`] with its grace timers on `timers`, closed and
     /// joined (within a bound) when the loop ends.
     async fn keep(&self, stop: CancellationToken, timers: TaskTracker) -> Result<(), KvError> {
-        let result = self.keeper_loop(&stop, &timers).await;
+        // A second keeper in one process (tests run two) leaves the
+        // directory to the first.
+        let feeds = self.directory.claim();
+        let result = self.keeper_loop(&stop, &timers, feeds).await;
+        if feeds {
+            // Nothing feeds the directory any more.
+            self.directory.release();
+        }
         timers.close();
         // After `stop` the timers end at once; when the loop ended for
         // another reason (a watch closed), they still run out their grace.
@@ -744,9 +790,14 @@ impl Presence {
         &self,
         stop: &CancellationToken,
         timers: &TaskTracker,
+        feeds: bool,
     ) -> Result<(), KvError> {
-        let mut users = self.store.watch("user.").await?;
+        let mut users = self.watch_users(feeds).await?;
         let mut leases = self.store.watch("lease.").await?;
+        // Whether this keeper's user watch feeds the directory now: not after
+        // the directory was cleared for a reopen that failed (the old watch
+        // would fill it again without what it had).
+        let mut feeding = feeds;
         // Each lease's revision, and the local time it was last seen to
         // change: clocks of other machines never matter.
         let mut seen: HashMap<String, (Instant, u64)> = HashMap::new();
@@ -760,11 +811,19 @@ impl Presence {
             tokio::select! {
                 _ = stop.cancelled() => return Ok(()),
                 change = users.next() => {
-                    let Some(change) = change else { return Ok(()) };
-                    self.on_user_change(change, stop, timers);
+                    let Some(change) = change else {
+                        (users, leases) = self.reopen("user watch ended", feeds).await?;
+                        feeding = feeds;
+                        continue;
+                    };
+                    self.on_user_change(change, stop, timers, feeding);
                 }
                 change = leases.next() => {
-                    let Some(change) = change else { return Ok(()) };
+                    let Some(change) = change else {
+                        (users, leases) = self.reopen("lease watch ended", feeds).await?;
+                        feeding = feeds;
+                        continue;
+                    };
                     let Some(node) = change.key.strip_prefix("lease.").and_then(key_untoken) else {
                         continue;
                     };
@@ -832,18 +891,53 @@ impl Presence {
                         }
                     }
                     if missed {
-                        tracing::warn!("presence watches missed lease updates: opening them again");
-                        ::metrics::counter!(metrics::WATCH_RESTARTS).increment(1);
-                        match (self.store.watch("user.").await, self.store.watch("lease.").await) {
-                            (Ok(u), Ok(l)) => (users, leases) = (u, l),
-                            (Err(e), _) | (_, Err(e)) => {
+                        match self.reopen("presence watches missed lease updates", feeds).await {
+                            Ok(opened) => {
+                                (users, leases) = opened;
+                                feeding = feeds;
+                            }
+                            Err(e) => {
+                                // The old watches stay; the next miss tries
+                                // again. The directory, cleared, waits for it.
                                 tracing::warn!(error = %e, "presence watches not reopened");
+                                feeding = false;
                             }
                         }
                     }
                 }
             }
         }
+    }
+
+    /// Opens the keeper's watches anew (they start with the current values).
+    /// The user directory (when this keeper `feeds` it) is cleared first: it
+    /// is not ready again until the new watch has caught up.
+    async fn reopen(&self, why: &str, feeds: bool) -> Result<(Watch, Watch), KvError> {
+        tracing::warn!("{why}: opening the presence watches again");
+        ::metrics::counter!(metrics::WATCH_RESTARTS).increment(1);
+        if feeds {
+            self.directory.clear();
+        }
+        let users = self.watch_users(feeds).await?;
+        let leases = self.store.watch("lease.").await?;
+        Ok((users, leases))
+    }
+
+    /// Opens the watch of users. A watch of a store where no user was ever
+    /// written has nothing to start with: the directory (when this keeper
+    /// `feeds` it) is ready at once, everything coming later.
+    async fn watch_users(&self, feeds: bool) -> Result<Watch, KvError> {
+        let watch = self.store.watch(directory::USERS).await?;
+        if feeds {
+            match self.store.last_revision(directory::USERS).await {
+                Ok(0) => self.directory.ready_empty(),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "user directory: not ready until a user changes")
+                }
+            }
+        }
+        Ok(watch)
     }
 
     /// Reads a lease that looked silent for the TTL at `revision`.
@@ -859,13 +953,24 @@ impl Presence {
         }
     }
 
-    /// A user started leaving: a timer on `timers` ends the leave after the
-    /// grace period, unless `stop` comes first.
-    fn on_user_change(&self, change: Change, stop: &CancellationToken, timers: &TaskTracker) {
-        let Some(bytes) = change.value else { return };
-        let Ok(state) = serde_json::from_slice::<UserState>(&bytes) else {
-            return;
-        };
+    /// A user's state changed: the directory takes it (when this keeper
+    /// `feeds` it), and if the user started leaving, a timer on `timers` ends
+    /// the leave after the grace period, unless `stop` comes first.
+    fn on_user_change(
+        &self,
+        change: Change,
+        stop: &CancellationToken,
+        timers: &TaskTracker,
+        feeds: bool,
+    ) {
+        let state = change
+            .value
+            .as_ref()
+            .and_then(|bytes| serde_json::from_slice::<UserState>(bytes).ok());
+        if feeds {
+            self.directory.apply(&change, state.as_ref());
+        }
+        let Some(state) = state else { return };
         if state.status != Status::Leaving {
             return;
         }

@@ -8,8 +8,8 @@ pub const LEASE_EXPIRIES: &str = "roomcast_presence_lease_expiries_total";
 /// Leases this edge found taken away (it had been taken for dead) and wrote
 /// anew, recording its sockets again.
 pub const LEASES_LOST: &str = "roomcast_presence_leases_lost_total";
-/// Times this control plane found its presence watches had missed lease
-/// updates (it was cut off from the store) and opened them again.
+/// Times this control plane opened its presence watches again: they had
+/// missed lease updates (it was cut off from the store), or one ended.
 pub const WATCH_RESTARTS: &str = "roomcast_presence_watch_restarts_total";
 /// Sockets evicted by the per-user connection limit.
 pub const EVICTIONS: &str = "roomcast_presence_evictions_total";
@@ -31,7 +31,7 @@ pub fn describe() {
     );
     describe_counter!(
         WATCH_RESTARTS,
-        "times the presence watches missed lease updates and were opened again"
+        "times the presence watches were opened again (missed lease updates, or a watch ended)"
     );
     describe_counter!(
         EVICTIONS,

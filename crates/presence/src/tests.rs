@@ -438,3 +438,146 @@ async fn a_stopped_keeper_leaves_no_grace_timer_running() {
     assert_eq!(seen, vec![("u".to_owned(), EventKind::Online)], "{seen:?}");
     assert_eq!(p.user("u").await.expect("user").status, Status::Leaving);
 }
+
+/// A socket record of `user` on edge `node`, with an id carrying the
+/// edge's route tag.
+fn tagged(user: &str, node: &str) -> SocketRecord {
+    let id = roomcast_bus::names::new_socket_id(&roomcast_bus::names::route_tag(node));
+    rec(&id, user, node, 1)
+}
+
+fn tags_of(recs: &[&SocketRecord]) -> Vec<String> {
+    let mut tags: Vec<String> = recs
+        .iter()
+        .map(|r| tag_of(&r.id).expect("tag").to_owned())
+        .collect();
+    tags.sort();
+    tags.dedup();
+    tags
+}
+
+async fn directory_ready(p: &Presence) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while p.route_tags(&["nobody".into()], DIRECTORY_WAIT).await != Lookup::Found(vec![vec![]]) {
+        assert!(Instant::now() < deadline, "the directory never got ready");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Read-your-writes: a lookup right after a connect (or disconnect)
+/// returned sees it, from the directory, without reading the user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_directory_sees_every_connect_that_preceded_the_lookup() {
+    let f = fixture().await;
+    let p = presence(&f, cfg(100)).await;
+    let stop = CancellationToken::new();
+    tokio::spawn(p.clone().run_keeper(stop.clone()));
+    directory_ready(&p).await;
+    for i in 0..200 {
+        let user = format!("u{i}");
+        let a = tagged(&user, "e1");
+        p.connected(&a).await.expect("connect");
+        assert_eq!(
+            p.route_tags(std::slice::from_ref(&user), DIRECTORY_WAIT)
+                .await,
+            Lookup::Found(vec![tags_of(&[&a])]),
+            "{user} after its first connect"
+        );
+        let b = tagged(&user, "e2");
+        p.connected(&b).await.expect("connect");
+        assert_eq!(
+            p.route_tags(&[user.clone(), "nobody".into()], DIRECTORY_WAIT)
+                .await,
+            Lookup::Found(vec![tags_of(&[&a, &b]), vec![]]),
+        );
+        p.disconnected(&a).await.expect("disconnect");
+        p.disconnected(&b).await.expect("disconnect");
+        assert_eq!(
+            p.route_tags(std::slice::from_ref(&user), DIRECTORY_WAIT)
+                .await,
+            Lookup::Found(vec![vec![]]),
+            "{user} left: no socket"
+        );
+    }
+    stop.cancel();
+}
+
+/// A keeper that stops leaves nobody to feed the directory: it answers
+/// nothing (callers read the store).
+#[tokio::test]
+async fn a_stopped_keeper_leaves_the_directory_not_ready() {
+    let f = fixture().await;
+    let p = presence(&f, cfg(0)).await;
+    let stop = CancellationToken::new();
+    let keeper = tokio::spawn(p.clone().run_keeper(stop.clone()));
+    let a = tagged("ann", "e1");
+    p.connected(&a).await.expect("connect");
+    directory_ready(&p).await;
+    assert_eq!(
+        p.route_tags(&["ann".into()], DIRECTORY_WAIT).await,
+        Lookup::Found(vec![tags_of(&[&a])])
+    );
+    stop.cancel();
+    keeper.await.expect("task").expect("keeper");
+    assert_eq!(
+        p.route_tags(&["ann".into()], DIRECTORY_WAIT).await,
+        Lookup::Unknown(Unknown::NotReady)
+    );
+    // Another keeper takes over.
+    let stop = CancellationToken::new();
+    tokio::spawn(p.clone().run_keeper(stop.clone()));
+    directory_ready(&p).await;
+    assert_eq!(
+        p.route_tags(&["ann".into()], DIRECTORY_WAIT).await,
+        Lookup::Found(vec![tags_of(&[&a])])
+    );
+    stop.cancel();
+}
+
+/// A watch that lost changes (it lagged behind a storm of writes) ends; the
+/// keeper opens a new one, and the directory, cleared, is whole again once
+/// that one has caught up: the lost change is in it.
+#[tokio::test]
+async fn a_watch_that_lost_changes_is_replaced_and_the_directory_recovers() {
+    let f = fixture().await;
+    let p = presence(&f, cfg(0)).await;
+    let stop = CancellationToken::new();
+    tokio::spawn(p.clone().run_keeper(stop.clone()));
+    directory_ready(&p).await;
+    // Nothing here yields: the keeper sees none of it until the storm is
+    // over, and its watch has lost the oldest changes by then.
+    let lost = tagged("lost", "e1");
+    let state = UserState {
+        sockets: vec![UserSocket {
+            id: lost.id.clone(),
+            node: "e1".into(),
+            connected_at_ms: 1,
+        }],
+        status: Status::Online,
+        ..UserState::default()
+    };
+    f.store
+        .put(&user_key("lost"), to_json(&state))
+        .await
+        .expect("put");
+    for i in 0..70_000u32 {
+        f.store
+            .put(&user_key("filler"), Bytes::from(i.to_string()))
+            .await
+            .expect("put");
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match p.route_tags(&["lost".into()], DIRECTORY_WAIT).await {
+            Lookup::Found(tags) if tags == vec![tags_of(&[&lost])] => break,
+            other => {
+                assert!(
+                    Instant::now() < deadline,
+                    "the directory never recovered: {other:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+    stop.cancel();
+}

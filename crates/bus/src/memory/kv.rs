@@ -1,6 +1,6 @@
 //! A key-value map with revisions, compare-and-swap and watches.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
@@ -21,6 +21,21 @@ pub struct MemoryKv {
 struct Inner {
     map: BTreeMap<String, (Bytes, u64)>,
     revision: u64,
+    /// The latest write under each first token of a key, for
+    /// [`KvStore::last_revision`] and for the delete a new watch starts with
+    /// when the latest write was one (deleted keys are not kept otherwise).
+    last: HashMap<String, LastWrite>,
+}
+
+struct LastWrite {
+    revision: u64,
+    key: String,
+    deleted: bool,
+}
+
+/// The first token of a key or prefix.
+fn first_token(key: &str) -> &str {
+    key.split('.').next().unwrap_or(key)
 }
 
 impl Default for MemoryKv {
@@ -56,11 +71,19 @@ impl MemoryKv {
                 inner.map.remove(key);
             }
         }
-        // Sent under the lock, so watchers see changes in revision order.
+        let last = LastWrite {
+            revision,
+            key: key.to_owned(),
+            deleted: value.is_none(),
+        };
+        inner.last.insert(first_token(key).to_owned(), last);
+        // Sent under the lock, so watchers see changes in revision order; no
+        // change is skipped, so each is caught up.
         let _ = self.changes.send(Change {
             key: key.to_owned(),
             value,
             revision,
+            caught_up: true,
         });
         Ok(revision)
     }
@@ -102,7 +125,7 @@ impl KvStore for MemoryKv {
     async fn watch(&self, prefix: &str) -> Result<Watch, KvError> {
         let (current, mut rx) = {
             let inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-            let current: Vec<Change> = inner
+            let mut current: Vec<Change> = inner
                 .map
                 .range(prefix.to_owned()..)
                 .take_while(|(k, _)| k.starts_with(prefix))
@@ -110,8 +133,28 @@ impl KvStore for MemoryKv {
                     key: k.clone(),
                     value: Some(v.clone()),
                     revision: *r,
+                    caught_up: false,
                 })
                 .collect();
+            current.sort_by_key(|c| c.revision);
+            // The latest write under the prefix may have been a delete: the
+            // watch starts with it too, so that its revision is seen (as
+            // JetStream keeps and replays delete markers).
+            if let Some(last) = inner.last.get(first_token(prefix)) {
+                if last.deleted && last.key.starts_with(prefix) {
+                    current.push(Change {
+                        key: last.key.clone(),
+                        value: None,
+                        revision: last.revision,
+                        caught_up: false,
+                    });
+                }
+            }
+            // Taken under the lock with the subscription: the view is whole
+            // at the last current value.
+            if let Some(last) = current.last_mut() {
+                last.caught_up = true;
+            }
             (current, self.changes.subscribe())
         };
         let prefix = prefix.to_owned();
@@ -124,13 +167,25 @@ impl KvStore for MemoryKv {
                         }
                     }
                     Ok(_) => {}
+                    // Changes were lost: the watch ends, and its watcher
+                    // opens a new one (which starts with the current values)
+                    // rather than keep a view that misses them.
                     Err(broadcast::error::RecvError::Lagged(n)) => {
-                        tracing::warn!(missed = n, "kv watch lagged");
+                        tracing::warn!(missed = n, "kv watch lagged: ending it");
+                        return;
                     }
                     Err(broadcast::error::RecvError::Closed) => return,
                 }
             }
         });
         Ok(Box::pin(futures_util::stream::iter(current).chain(live)))
+    }
+
+    async fn last_revision(&self, prefix: &str) -> Result<u64, KvError> {
+        let inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        Ok(inner
+            .last
+            .get(first_token(prefix))
+            .map_or(0, |last| last.revision))
     }
 }

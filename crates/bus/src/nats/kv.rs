@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use async_nats::jetstream::kv;
+use async_nats::jetstream::stream::DirectGetErrorKind;
 use bytes::Bytes;
 use futures_util::StreamExt;
 
@@ -139,6 +140,18 @@ impl KvStore for NatsKv {
         Ok(out)
     }
 
+    async fn last_revision(&self, prefix: &str) -> Result<u64, KvError> {
+        // The last message of the bucket's stream under the prefix (puts,
+        // deletes and purges are all messages), its sequence being the
+        // revision watches and reads report.
+        let subject = format!("{}{prefix}>", self.kv.prefix);
+        match self.kv.stream.direct_get_last_for_subject(subject).await {
+            Ok(message) => Ok(message.sequence),
+            Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(0),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
     async fn watch(&self, prefix: &str) -> Result<Watch, KvError> {
         let mut watch = self
             .kv
@@ -155,10 +168,14 @@ impl KvStore for NatsKv {
                     }
                 };
                 let value = (entry.operation == kv::Operation::Put).then_some(entry.value);
+                // Nothing pending behind it: the consumer skips messages
+                // superseded before it reached them (history 1), so only
+                // here is the watcher's view whole.
                 let change = Change {
                     key: entry.key,
                     value,
                     revision: entry.revision,
+                    caught_up: entry.delta == 0,
                 };
                 if tx.send(change).await.is_err() {
                     return;
