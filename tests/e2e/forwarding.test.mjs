@@ -94,6 +94,9 @@ describe('long-polling across edges without affinity', () => {
     assert.equal(sockets.length, 1);
     assert.equal(sockets[0].node_id, 'edge-1', 'the session stays on the edge that opened it');
     assert.equal(sockets[0].transport, 'polling');
+    // Heartbeats: pings come in forwarded GETs, pongs go in forwarded POSTs.
+    await new Promise((r) => setTimeout(r, 3 * PING_INTERVAL_MS + PING_TIMEOUT_MS));
+    assert.ok(client.socket.connected, 'still connected after several ping intervals');
   });
 
   it('an upgrade landing on another edge is relayed: the client is on a WebSocket, the session stays where it is', async () => {

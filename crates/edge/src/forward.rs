@@ -667,6 +667,13 @@ async fn serve_one(edge: Edge, msg: Message) {
         }
         _ => match edge.find_session(&sid) {
             None => Some(EioError::UnknownSid.reply()),
+            // A closed session is found only to answer its last GET.
+            Some(session)
+                if session.is_closed()
+                    && !matches!(op, Op::Get | Op::Post | Op::Frames | Op::Send) =>
+            {
+                Some(EioError::UnknownSid.reply())
+            }
             Some(session) => serve_op(&edge, &session, op, &msg).await,
         },
     };

@@ -216,6 +216,8 @@ async fn route(edge: &Edge, mut req: Request) -> Response {
             let existing = match &sid {
                 None => None,
                 Some(sid) => match edge.find_session(sid) {
+                    // A closed session is found only to answer its last GET.
+                    Some(s) if s.is_closed() => return EioError::UnknownSid.response(),
                     Some(s) => Some(s),
                     None => match crate::forward::foreign_tag(edge, sid) {
                         Some(tag) => return relay_upgrade(edge, req, tag, sid).await,

@@ -502,7 +502,7 @@ impl Presence {
         tracing::info!(user = %rec.user, socket = %old.id, limit, "connection limit: evicting the oldest socket");
         ::metrics::counter!(metrics::EVICTIONS).increment(1);
         // The old socket may be in any namespace: address it in every one it
-        // could be in by asking its edge through the edges subject.
+        // could be in, on its route tag's subject (see `publish`).
         let Some(old_rec) = self
             .store
             .get(&socket_key(&old.node, &old.id))
@@ -543,6 +543,28 @@ impl Presence {
 
     async fn publish(&self, cmd: &Command) {
         let subjects = match cmd {
+            // An eviction names one socket: its route tag's subject reaches the
+            // edge that holds it (or recovered it), and no other (ADR 16).
+            Command::Emit { target, .. } | Command::Disconnect { target, .. }
+                if !target.sockets.is_empty()
+                    && target.rooms.is_empty()
+                    && target.users.is_empty() =>
+            {
+                let tags: Option<Vec<&str>> = target
+                    .sockets
+                    .iter()
+                    .map(|s| roomcast_bus::names::tag_of(s))
+                    .collect();
+                match tags {
+                    Some(tags) => {
+                        let mut subjects: Vec<String> =
+                            tags.iter().map(|t| self.subjects.tag(t)).collect();
+                        subjects.dedup();
+                        subjects
+                    }
+                    _ => vec![self.subjects.edges()],
+                }
+            }
             Command::Emit { target, .. } => self.subjects.emit_subjects(target),
             _ => vec![self.subjects.edges()],
         };

@@ -360,6 +360,50 @@ async fn the_connection_limit_evicts_the_oldest_socket() {
     );
 }
 
+#[tokio::test]
+async fn an_eviction_goes_to_the_route_tag_of_the_evicted_socket_only() {
+    let f = fixture().await;
+    let subjects = Subjects::new("roomcast");
+    let mut edges = f.bus.subscribe(&subjects.edges(), None).await.expect("sub");
+    let mut tag = f
+        .bus
+        .subscribe(&subjects.tag("abcde"), None)
+        .await
+        .expect("sub");
+    let p = presence(
+        &f,
+        PresenceConfig {
+            max_sockets_per_user: 1,
+            ..cfg(0)
+        },
+    )
+    .await;
+    let old = roomcast_bus::names::new_socket_id("abcde");
+    let new = roomcast_bus::names::new_socket_id("fghij");
+    p.connected(&rec(&old, "gail", "e1", 1))
+        .await
+        .expect("connect");
+    p.connected(&rec(&new, "gail", "e2", 2))
+        .await
+        .expect("connect");
+    let mut cmds = Vec::new();
+    while let Some(m) = tag.try_next() {
+        cmds.push(Command::decode(&m.headers, m.payload).expect("command"));
+    }
+    assert_eq!(
+        cmds.len(),
+        2,
+        "the evicted event and the disconnect: {cmds:?}"
+    );
+    assert!(
+        matches!(&cmds[1], Command::Disconnect { target, close: Closing::Evict } if target.sockets == vec![old.clone()])
+    );
+    assert!(
+        edges.try_next().is_none(),
+        "no edge but the socket's hears of it"
+    );
+}
+
 #[test]
 fn keys_are_valid_kv_keys_and_round_trip() {
     for name in ["alice", "a.b c", "ü/~=", ""] {
