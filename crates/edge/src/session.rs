@@ -693,24 +693,24 @@ impl Edge {
             slot.release();
         }
         self.on_close(session, reason);
-        if session.outbox.transport() == TransportKind::Polling
+        // A polling client learns of a close the server chose from its next
+        // GET: what was queued, then a close packet. The session stays
+        // findable (closed) until a GET takes them, or for a ping timeout at
+        // most. A close for the client's fault or its transport's ends the
+        // session at once.
+        let told = session.outbox.transport() == TransportKind::Polling
             && matches!(
                 reason,
                 CloseReason::ForcedClose
                     | CloseReason::ServerShutdown
                     | CloseReason::Evicted
                     | CloseReason::PingTimeout
-            )
-        {
-            // A polling client learns of the close from its next GET.
+            );
+        if told {
             let _ = session.outbox.push(&[Frame::control(PacketType::Close)]);
         }
         session.outbox.close();
-        if session.outbox.transport() == TransportKind::Polling && session.outbox.queued_bytes() > 0
-        {
-            // What is queued is for the next GET, which may not be in flight
-            // yet: the session stays findable (closed) until a GET takes its
-            // last frames, or for a ping timeout at most.
+        if told {
             let (table, closed, linger) =
                 (self.clone(), session.clone(), self.config().ping_timeout);
             tokio::spawn(async move {
