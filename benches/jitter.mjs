@@ -236,8 +236,12 @@ class JitterClient {
     this.socket.on('connect', () => this.onConnect());
     this.socket.on('disconnect', () => {
       if (this.disconnectAt === null) this.disconnectAt = this.cutAt ?? now();
+      // What the client will send to recover: the offset of the last event it handled.
+      this.offsetAtDisconnect = this.socket._lastOffset;
     });
-    this.socket.on('feed', (data) => this.onFeed(data));
+    // The offset roomcast (and Node's recovery) appends to events of recovery rooms.
+    this.offsets = new Map();
+    this.socket.on('feed', (data, offset) => this.onFeed(data, offset));
   }
 
   onConnect() {
@@ -255,6 +259,7 @@ class JitterClient {
       sameId: this.socket.id === this.id,
       live: producer.lastStarted,
       caughtAt: null,
+      sentOffset: this.offsetAtDisconnect ?? null,
     };
     if (rec.live < 0 || this.maxN >= rec.live) rec.caughtAt = t;
     this.reconnects.push(rec);
@@ -264,9 +269,11 @@ class JitterClient {
     this.cutAt = null;
   }
 
-  onFeed(data) {
+  onFeed(data, offset) {
     const n = data?.n;
     if (!Number.isInteger(n)) return;
+    const firstOffset = this.offsets.get(n);
+    if (firstOffset === undefined && typeof offset === 'string') this.offsets.set(n, offset);
     if (this.seen.has(n)) {
       this.duplicates++;
       const last = this.reconnects.at(-1);
@@ -278,6 +285,9 @@ class JitterClient {
           msSinceReconnect: last ? Math.round(now() - last.connectedAt) : null,
           reconnectRecovered: last?.recovered ?? null,
           liveAtReconnect: last?.live ?? null,
+          offsetFirst: firstOffset ?? null,
+          offsetAgain: offset ?? null,
+          offsetSentAtReconnect: last?.sentOffset ?? null,
         });
       }
     }

@@ -150,9 +150,15 @@ pub(crate) struct Socket {
 /// While closed, what is sent to a socket waits here, with its history
 /// sequence (0: none), instead of going to the outbox. Open on every socket
 /// but one being recovered; the open check is one atomic load.
+///
+/// Once open, a packet whose sequence the replay already covered is still
+/// dropped: a fan-out that picked the socket before the gate opened may send
+/// after it (the replay read the history between the two).
 #[derive(Default)]
 pub(crate) struct ReplayGate {
     closed: AtomicBool,
+    /// The last history sequence the replay covered (0: no replay).
+    upto: AtomicU64,
     held: Mutex<Vec<(u64, envelope::Packet, bool)>>,
 }
 
@@ -160,6 +166,7 @@ impl ReplayGate {
     pub fn closed() -> Self {
         Self {
             closed: AtomicBool::new(true),
+            upto: AtomicU64::new(0),
             held: Mutex::new(Vec::new()),
         }
     }
@@ -187,6 +194,10 @@ impl Socket {
                 held.push((seq, packet.clone(), volatile));
                 return Ok(());
             }
+        }
+        if seq != 0 && seq <= self.gate.upto.load(Ordering::Acquire) {
+            // Replayed already.
+            return Ok(());
         }
         self.push(packet, volatile, path)
     }
@@ -221,6 +232,8 @@ impl Socket {
     /// packets of the history up to `upto` (the replay had those).
     pub fn open_gate(&self, upto: u64) -> Result<(), PushError> {
         let mut held = self.gate.held();
+        // Before the gate opens: whoever sees it open sees this too.
+        self.gate.upto.store(upto, Ordering::Release);
         let mut result = Ok(());
         for (seq, packet, volatile) in held.drain(..) {
             if seq != 0 && seq <= upto {
