@@ -278,12 +278,6 @@ pub trait KvStore: Send + Sync + 'static {
     async fn keys(&self, prefix: &str) -> Result<Vec<String>, KvError>;
     /// Watches the keys under `prefix` (which ends with `.`).
     async fn watch(&self, prefix: &str) -> Result<Watch, KvError>;
-    /// The revision of the latest write (put or delete) of a key under
-    /// `prefix`, one token ending with `.`; 0 when there was none. Every
-    /// write that completed before the call has a revision no higher, so a
-    /// watcher of `prefix` that has applied a caught-up change at this
-    /// revision or later has seen them all.
-    async fn last_revision(&self, prefix: &str) -> Result<u64, KvError>;
 }
 
 /// A watch fed by a task; the task stops when the watch is dropped.

@@ -71,7 +71,7 @@ conformance!(
     bus_request_many_gathers_replies,
     kv_swaps_lists_and_watches,
     kv_stores_are_opened_by_name,
-    kv_last_revision_fences_watches,
+    kv_watches_say_when_they_are_caught_up,
     history_numbers_publishes_and_replays_per_room,
     history_past_its_byte_bound_is_lost,
     histories_are_opened_by_name,
@@ -400,61 +400,61 @@ fn applied(changes: &[Change]) -> std::collections::BTreeMap<String, Bytes> {
     view
 }
 
-async fn kv_last_revision_fences_watches(under: Under) {
+async fn kv_watches_say_when_they_are_caught_up(under: Under) {
     let store = kv(&under, "conformance-fence").await;
-    assert_eq!(must("last", store.last_revision("user.").await), 0);
-
+    let mut live = must("watch", store.watch("user.").await);
     let a = must("put", store.put("user.a", Bytes::from_static(b"1")).await);
-    let sock = must(
+    let first = next(&mut live).await;
+    assert_eq!((first.key.as_str(), first.revision), ("user.a", a));
+    assert!(first.caught_up, "nothing behind it");
+    must(
         "put",
         store.put("sock.e1.s1", Bytes::from_static(b"s")).await,
     );
-    assert_eq!(must("last", store.last_revision("user.").await), a);
-    assert_eq!(must("last", store.last_revision("sock.").await), sock);
-    assert_eq!(must("last", store.last_revision("lease.").await), 0);
-
-    // A delete is a write: its revision is the latest, and a watch opened
-    // after it reaches that revision before it says it is caught up.
     let b = must("put", store.put("user.b", Bytes::from_static(b"2")).await);
+    assert_eq!(
+        next(&mut live).await.revision,
+        b,
+        "other prefixes not watched"
+    );
+
+    // A delete is a write with a revision of its own: a watch opened after
+    // it, when it was the latest write, starts with it too, and is caught up
+    // only there.
     must("delete", store.delete("user.a").await);
-    let deleted = must("last", store.last_revision("user.").await);
-    assert!(deleted > b && deleted > sock, "the delete's revision");
+    let gone = next(&mut live).await;
+    assert_eq!((gone.key.as_str(), gone.value.as_ref()), ("user.a", None));
+    assert!(gone.caught_up && gone.revision > b);
     let mut watch = must("watch", store.watch("user.").await);
     let replay = until_caught_up(&mut watch).await;
     let revisions: Vec<u64> = replay.iter().map(|c| c.revision).collect();
     let mut sorted = revisions.clone();
     sorted.sort_unstable();
     assert_eq!(revisions, sorted, "current values in revision order");
-    assert_eq!(replay.last().map(|c| c.revision), Some(deleted));
+    assert_eq!(replay.last().map(|c| c.revision), Some(gone.revision));
     assert_eq!(
         applied(&replay),
         [("user.b".to_owned(), Bytes::from_static(b"2"))].into(),
         "the current values, the deleted key gone"
     );
 
-    // Live changes: each caught up at the store's latest revision.
+    // Live changes after the start: each caught up, in revision order.
     let c = must("put", store.put("user.c", Bytes::from_static(b"3")).await);
-    let live = next(&mut watch).await;
-    assert_eq!((live.key.as_str(), live.revision), ("user.c", c));
-    assert!(live.caught_up);
-    assert_eq!(must("last", store.last_revision("user.").await), c);
-    must("delete", store.delete("user.b").await);
-    let gone = next(&mut watch).await;
-    assert_eq!((gone.key.as_str(), gone.value.as_ref()), ("user.b", None));
-    assert!(gone.caught_up);
-    assert_eq!(
-        must("last", store.last_revision("user.").await),
-        gone.revision,
-        "a watch reports a delete at the revision the store says it has"
-    );
+    let changed = next(&mut watch).await;
+    assert_eq!((changed.key.as_str(), changed.revision), ("user.c", c));
+    assert!(changed.caught_up);
 
-    // A new watch ends caught up at the same revision.
+    // A new watch ends caught up at the latest write.
     let mut fresh = must("watch", store.watch("user.").await);
     let replay = until_caught_up(&mut fresh).await;
-    assert_eq!(replay.last().map(|c| c.revision), Some(gone.revision));
+    assert_eq!(replay.last().map(|c| c.revision), Some(c));
     assert_eq!(
         applied(&replay),
-        [("user.c".to_owned(), Bytes::from_static(b"3"))].into()
+        [
+            ("user.b".to_owned(), Bytes::from_static(b"2")),
+            ("user.c".to_owned(), Bytes::from_static(b"3"))
+        ]
+        .into()
     );
 }
 

@@ -51,6 +51,15 @@ pub(crate) struct Fanout {
     recovery: Option<Recovery>,
 }
 
+/// An emit whose copies are known, not yet published
+/// ([`Fanout::route_emit`]).
+pub struct RoutedEmit {
+    target: Target,
+    packet: Packet,
+    volatile: bool,
+    copies: Vec<EmitCopy>,
+}
+
 impl Fanout {
     pub fn new(
         bus: Arc<dyn Bus>,
@@ -93,7 +102,7 @@ impl Fanout {
         id % MAX_ACK_ID + 1
     }
 
-    /// Publishes an encoded emit as one copy per subject its target needs
+    /// Routes an encoded emit, published as one copy per subject its target needs
     /// (ADR 17): the namespace's; or one per room (through the recovery
     /// history when one of the rooms is recoverable), and one per route tag
     /// of the named sockets and users (or one on the edges subject:
@@ -101,13 +110,29 @@ impl Fanout {
     /// an emit costs O(rooms + sockets + users); copies of one emit carry one
     /// message id, by which an edge that gets several delivers once per
     /// socket.
-    pub async fn publish_emit(
-        &self,
-        target: Target,
-        packet: Packet,
-        volatile: bool,
-    ) -> Result<(), ControlError> {
+    ///
+    /// This is the first half: where the emit goes (its users looked up);
+    /// [`Fanout::publish_routed`] publishes it. A stream of emits routes
+    /// several ahead and publishes them in order, so that their lookups wait
+    /// together.
+    pub async fn route_emit(&self, target: Target, packet: Packet, volatile: bool) -> RoutedEmit {
         let copies = self.emit_copies(&target).await;
+        RoutedEmit {
+            target,
+            packet,
+            volatile,
+            copies,
+        }
+    }
+
+    /// Publishes an emit routed by [`Fanout::route_emit`].
+    pub async fn publish_routed(&self, routed: RoutedEmit) -> Result<(), ControlError> {
+        let RoutedEmit {
+            target,
+            packet,
+            volatile,
+            copies,
+        } = routed;
         let shared = Target {
             ns: target.ns.clone(),
             ..Target::default()

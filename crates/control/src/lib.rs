@@ -60,6 +60,7 @@ pub use error::ControlError;
 pub use grpc::{EMITTED_TRAILER, LIVE_HEADER};
 
 use fanout::Fanout;
+pub use fanout::RoutedEmit;
 use plan::EmitPlan;
 use selector::Limits;
 use streams::Streams;
@@ -209,6 +210,19 @@ impl Control {
 
     /// Checks and publishes an emit; the packet is encoded here, once.
     pub async fn emit(&self, req: EmitRequest) -> Result<(), ControlError> {
+        let routed = self.route_emit(req).await?;
+        self.fanout.publish_routed(routed).await
+    }
+
+    /// Checks, encodes and routes an emit of a stream (not at-least-once),
+    /// to be published with [`Control::publish_routed`].
+    pub async fn route_emit(&self, req: EmitRequest) -> Result<RoutedEmit, ControlError> {
+        if req.at_least_once {
+            return Err(ControlError::AckedInStream);
+        }
+        if req.ttl_ms != 0 {
+            return Err(ControlError::TtlWithoutAck);
+        }
         let target = self.limits.target(req.to)?;
         let plan = EmitPlan::new(
             &self.limits,
@@ -218,9 +232,15 @@ impl Control {
             req.attachments,
         )?;
         let encoded = plan.encode(None)?;
-        self.fanout
-            .publish_emit(encoded.target, encoded.packet, req.volatile)
-            .await
+        Ok(self
+            .fanout
+            .route_emit(encoded.target, encoded.packet, req.volatile)
+            .await)
+    }
+
+    /// Publishes an emit routed by [`Control::route_emit`].
+    pub async fn publish_routed(&self, routed: RoutedEmit) -> Result<(), ControlError> {
+        self.fanout.publish_routed(routed).await
     }
 
     /// Emits with an ack id to the selected sockets of every edge and gathers

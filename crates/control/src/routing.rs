@@ -497,9 +497,6 @@ mod tests {
         async fn watch(&self, prefix: &str) -> Result<roomcast_bus::Watch, KvError> {
             self.kv.watch(prefix).await
         }
-        async fn last_revision(&self, prefix: &str) -> Result<u64, KvError> {
-            self.kv.last_revision(prefix).await
-        }
     }
 
     /// With the keeper's directory caught up, a user lookup reads no user's

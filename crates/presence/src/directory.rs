@@ -4,13 +4,17 @@
 //! (ADR 0019).
 //!
 //! The directory answers only once it has applied every `user.` write that
-//! completed before the call: the caller reads a *fence*, the revision of the
-//! store's latest `user.` write ([`KvStore::last_revision`]), and waits until
-//! the directory has applied a caught-up change at that revision or later.
-//! Fence reads of concurrent calls are shared: one read is in flight at a
-//! time, and a call waits for the first one that started after it arrived
-//! (an earlier one may miss the write the caller relies on). A burst of calls
-//! thus costs a few fence reads rather than one store read per user.
+//! completed before the call: the caller writes a *fence*, an empty value of
+//! [`FENCE_KEY`] (under `user.`, a key no user has), whose revision is higher
+//! than that of every write completed before, and waits until the directory
+//! has applied a caught-up change at that revision or later (the watch
+//! delivers the fence itself). Fences of concurrent calls are shared: one is
+//! in flight at a time, and a call waits for the first one that started after
+//! it arrived (an earlier one may precede the write the caller relies on). A
+//! burst of calls thus costs one fence per store round trip rather than one
+//! store read per user. (Reading the latest revision under `user.` instead
+//! would need no write, but JetStream answers it by scanning every key under
+//! the prefix: measured, it cost more than the reads it replaced.)
 //!
 //! Locks: `view` and `gate` are never held together, nor across an await.
 
@@ -19,6 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use bytes::Bytes;
 use roomcast_bus::{Change, KvStore};
 use tokio::sync::watch;
 
@@ -27,7 +32,12 @@ use crate::UserState;
 /// The prefix of the keys the directory holds.
 pub(crate) const USERS: &str = "user.";
 
-/// How long a fence read may take; past it the fence failed.
+/// The key fences are written to: under [`USERS`], so that the watch of
+/// users delivers them, and not one [`crate::user_key`] makes (its escapes
+/// are `=` and two upper-case hex digits).
+pub const FENCE_KEY: &str = "user.=fence";
+
+/// How long a fence write may take; past it the fence failed.
 const FENCE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What the directory can tell about a user-addressed call.
@@ -46,7 +56,7 @@ pub enum Lookup {
 pub enum Unknown {
     /// Its watch is (re)starting, or no keeper feeds it.
     NotReady,
-    /// The store's latest write could not be read.
+    /// The fence could not be written.
     NoFence,
     /// It had not applied the fence in time.
     Behind,
@@ -59,7 +69,7 @@ pub(crate) struct Directory {
     /// that wait for it (the view under its lock is what they answer from).
     settled: watch::Sender<Option<u64>>,
     gate: Mutex<Gate>,
-    /// The latest finished fence read.
+    /// The latest finished fence.
     fenced: watch::Sender<Fenced>,
     /// Whether a keeper feeds the directory: only one may (two watches
     /// applied in turn would take a key back to an older value).
@@ -125,7 +135,9 @@ impl Directory {
         let tags = state.map(UserState::route_tags).unwrap_or_default();
         {
             let mut view = self.view.lock().unwrap_or_else(PoisonError::into_inner);
-            if tags.is_empty() {
+            if change.key == FENCE_KEY {
+                // Only its revision counts.
+            } else if tags.is_empty() {
                 view.users.remove(&change.key);
             } else {
                 let tags = tags.into_iter().map(String::into_boxed_str).collect();
@@ -138,16 +150,6 @@ impl Directory {
         if change.caught_up {
             self.settled.send_replace(Some(change.revision));
         }
-    }
-
-    /// A watch opened before the store said no `user.` key was ever written:
-    /// it has nothing to start with, and the directory (empty) is whole.
-    pub(crate) fn ready_empty(&self) {
-        let settled = {
-            let mut view = self.view.lock().unwrap_or_else(PoisonError::into_inner);
-            *view.settled.get_or_insert(0)
-        };
-        self.settled.send_replace(Some(settled));
     }
 
     /// Forgets everything until a watch has caught up again.
@@ -164,7 +166,6 @@ impl Directory {
     /// the directory has applied every write before `fence`; waits for that
     /// at most `bound`.
     async fn tags_at(&self, keys: &[String], fence: u64, bound: Duration) -> Lookup {
-        // Nothing was ever written under `user.`: nobody has a socket.
         if fence > 0 {
             let mut settled = self.settled.subscribe();
             if settled.borrow_and_update().is_none() {
@@ -198,7 +199,7 @@ impl Directory {
         )
     }
 
-    /// The route tags of `keys`, fenced by a read of `store` that started
+    /// The route tags of `keys`, fenced by a write to `store` that started
     /// after this call, shared with the calls around it.
     pub(crate) async fn lookup(
         self: &Arc<Self>,
@@ -207,8 +208,7 @@ impl Directory {
         bound: Duration,
     ) -> Lookup {
         if self.settled.borrow().is_none() {
-            // Saves the fence read (unless nothing was ever written, when
-            // the fence alone answers: worth it only if ready).
+            // Saves the fence.
             return Lookup::Unknown(Unknown::NotReady);
         }
         match self.fence(store).await {
@@ -217,24 +217,24 @@ impl Directory {
         }
     }
 
-    /// The revision of the store's latest `user.` write, read after this
-    /// call began; `None` when it could not be read.
+    /// The revision of a fence written after this call began; `None` when
+    /// it could not be written.
     async fn fence(self: &Arc<Self>, store: &Arc<dyn KvStore>) -> Option<u64> {
         let mut fenced = self.fenced.subscribe();
         let need = {
             let mut gate = self.gate.lock().unwrap_or_else(PoisonError::into_inner);
-            // The read in flight (if any) may have started before this call:
-            // the next one is the first sure to see what preceded it.
+            // The fence in flight (if any) may have started before this call:
+            // the next one is the first sure to follow what preceded it.
             let need = gate.started + 1;
             gate.wanted = gate.wanted.max(need);
             if !gate.running {
                 gate.running = true;
                 gate.started = need;
                 // Its own task: a caller that gives up (its RPC cancelled)
-                // must not take the read the others wait for with it. It
-                // ends once no caller waits for another read, each read
-                // bounded by FENCE_TIMEOUT.
-                tokio::spawn(Arc::clone(self).read_fences(Arc::clone(store)));
+                // must not take the fence the others wait for with it. It
+                // ends once no caller waits for another fence, each bounded
+                // by FENCE_TIMEOUT.
+                tokio::spawn(Arc::clone(self).write_fences(Arc::clone(store)));
             }
             need
         };
@@ -242,26 +242,26 @@ impl Directory {
         done.revision
     }
 
-    /// Reads fences until no caller wants another one.
-    async fn read_fences(self: Arc<Self>, store: Arc<dyn KvStore>) {
+    /// Writes fences until no caller wants another one.
+    async fn write_fences(self: Arc<Self>, store: Arc<dyn KvStore>) {
         loop {
             let generation = self
                 .gate
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .started;
-            let revision =
-                match tokio::time::timeout(FENCE_TIMEOUT, store.last_revision(USERS)).await {
-                    Ok(Ok(revision)) => Some(revision),
-                    Ok(Err(e)) => {
-                        tracing::warn!(error = %e, "user directory: fence not read");
-                        None
-                    }
-                    Err(_) => {
-                        tracing::warn!("user directory: fence not read in time");
-                        None
-                    }
-                };
+            let write = store.put(FENCE_KEY, Bytes::new());
+            let revision = match tokio::time::timeout(FENCE_TIMEOUT, write).await {
+                Ok(Ok(revision)) => Some(revision),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "user directory: fence not written");
+                    None
+                }
+                Err(_) => {
+                    tracing::warn!("user directory: fence not written in time");
+                    None
+                }
+            };
             self.fenced.send_replace(Fenced {
                 generation,
                 revision,
@@ -291,14 +291,13 @@ mod tests {
     use super::*;
     use std::sync::atomic::AtomicU64;
 
-    use bytes::Bytes;
     use roomcast_bus::{KvError, Watch};
     use tokio::sync::Semaphore;
 
     use crate::{Status, UserSocket, DIRECTORY_WAIT};
 
-    /// A store that answers fence reads only: read n returns `n` once the
-    /// test lets it finish (a permit per read).
+    /// A store that takes fences only: fence n has revision `n`, written once
+    /// the test lets it finish (a permit per fence).
     struct Fences {
         started: AtomicU64,
         finish: Semaphore,
@@ -316,7 +315,7 @@ mod tests {
     }
 
     fn no(_: &str) -> KvError {
-        KvError::Unavailable("fence reads only".into())
+        KvError::Unavailable("fences only".into())
     }
 
     #[async_trait::async_trait]
@@ -325,7 +324,13 @@ mod tests {
             Err(no(key))
         }
         async fn put(&self, key: &str, _: Bytes) -> Result<u64, KvError> {
-            Err(no(key))
+            assert_eq!(key, FENCE_KEY);
+            let n = self.started.fetch_add(1, Ordering::SeqCst) + 1;
+            self.finish.acquire().await.expect("open").forget();
+            if self.fail {
+                return Err(no(key));
+            }
+            Ok(n)
         }
         async fn swap(&self, key: &str, _: Bytes, _: Option<u64>) -> Result<u64, KvError> {
             Err(no(key))
@@ -341,15 +346,6 @@ mod tests {
         }
         async fn watch(&self, prefix: &str) -> Result<Watch, KvError> {
             Err(no(prefix))
-        }
-        async fn last_revision(&self, prefix: &str) -> Result<u64, KvError> {
-            assert_eq!(prefix, USERS);
-            let n = self.started.fetch_add(1, Ordering::SeqCst) + 1;
-            self.finish.acquire().await.expect("open").forget();
-            if self.fail {
-                return Err(no(prefix));
-            }
-            Ok(n)
         }
     }
 
@@ -407,11 +403,6 @@ mod tests {
             dir.tags_at(&keys, 1, Duration::ZERO).await,
             Lookup::Unknown(Unknown::NotReady),
             "no watch has caught up yet"
-        );
-        assert_eq!(
-            dir.tags_at(&keys, 0, Duration::ZERO).await,
-            found(&[&[], &[]]),
-            "nothing was ever written: nobody has a socket"
         );
         put(&dir, "alice", &[ON_A, ON_B, ON_A], 1, false);
         put(&dir, "bob", &[ON_B], 2, true);
@@ -500,18 +491,18 @@ mod tests {
             let (dir, store, keys) = (dir.clone(), store.clone(), vec![crate::user_key(user)]);
             tokio::spawn(async move { dir.lookup(&store, &keys, Duration::from_secs(30)).await })
         };
-        // The first call starts read 1 (fence 1)...
+        // The first call starts fence 1...
         let first = lookup("alice");
         started(&fences, 1).await;
-        // ... which the calls arriving during it cannot use: it may have
-        // missed a write they rely on. They all share read 2 (fence 2).
+        // ... which the calls arriving during it cannot use: it may precede
+        // a write they rely on. They all share fence 2.
         let later: Vec<_> = (0..50).map(|_| lookup("bob")).collect();
         tokio::task::yield_now().await;
         fences.finish.add_permits(1);
         assert_eq!(first.await.expect("task"), found(&[&["AAAAA"]]));
         started(&fences, 2).await;
         fences.finish.add_permits(1);
-        // Read 2 said 2: the directory has applied 1 only.
+        // Fence 2 is at 2: the directory has applied 1 only.
         for _ in 0..10 {
             tokio::task::yield_now().await;
         }
@@ -531,7 +522,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_fence_that_cannot_be_read_or_a_directory_not_ready_answers_unknown() {
+    async fn a_fence_that_cannot_be_written_or_a_directory_not_ready_answers_unknown() {
         let dir = Arc::new(Directory::default());
         let fences = Fences::new(true);
         let store: Arc<dyn KvStore> = fences.clone();
@@ -543,7 +534,7 @@ mod tests {
         assert_eq!(
             fences.started.load(Ordering::SeqCst),
             0,
-            "no fence read while not ready"
+            "no fence while not ready"
         );
         put(&dir, "alice", &[ON_A], 1, true);
         fences.finish.add_permits(1);

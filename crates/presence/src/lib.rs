@@ -43,7 +43,7 @@
 mod directory;
 pub mod metrics;
 
-pub use directory::{Lookup, Unknown};
+pub use directory::{Lookup, Unknown, FENCE_KEY};
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -945,18 +945,14 @@ impl Presence {
         Ok((users, leases))
     }
 
-    /// Opens the watch of users. A watch of a store where no user was ever
-    /// written has nothing to start with: the directory (when this keeper
-    /// `feeds` it) is ready at once, everything coming later.
+    /// Opens the watch of users. When this keeper `feeds` the directory, it
+    /// writes a fence right after: the watch is sure to deliver a change, and
+    /// be caught up, even where no user was ever written.
     async fn watch_users(&self, feeds: bool) -> Result<Watch, KvError> {
         let watch = self.store.watch(directory::USERS).await?;
         if feeds {
-            match self.store.last_revision(directory::USERS).await {
-                Ok(0) => self.directory.ready_empty(),
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, "user directory: not ready until a user changes")
-                }
+            if let Err(e) = self.store.put(directory::FENCE_KEY, Bytes::new()).await {
+                tracing::warn!(error = %e, "user directory: not ready until a user changes");
             }
         }
         Ok(watch)

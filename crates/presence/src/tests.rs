@@ -418,6 +418,8 @@ fn keys_are_valid_kv_keys_and_round_trip() {
             Some(name)
         );
     }
+    // The directory's fences share the prefix; no user name makes their key.
+    assert_eq!(FENCE_KEY.strip_prefix("user.").and_then(key_untoken), None);
 }
 
 #[tokio::test]

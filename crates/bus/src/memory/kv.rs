@@ -21,9 +21,9 @@ pub struct MemoryKv {
 struct Inner {
     map: BTreeMap<String, (Bytes, u64)>,
     revision: u64,
-    /// The latest write under each first token of a key, for
-    /// [`KvStore::last_revision`] and for the delete a new watch starts with
-    /// when the latest write was one (deleted keys are not kept otherwise).
+    /// The latest write under each first token of a key, for the delete a
+    /// new watch starts with when the latest write was one (deleted keys are
+    /// not kept otherwise).
     last: HashMap<String, LastWrite>,
 }
 
@@ -179,13 +179,5 @@ impl KvStore for MemoryKv {
             }
         });
         Ok(Box::pin(futures_util::stream::iter(current).chain(live)))
-    }
-
-    async fn last_revision(&self, prefix: &str) -> Result<u64, KvError> {
-        let inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        Ok(inner
-            .last
-            .get(first_token(prefix))
-            .map_or(0, |last| last.revision))
     }
 }

@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use async_nats::jetstream::kv;
-use async_nats::jetstream::stream::DirectGetErrorKind;
 use bytes::Bytes;
 use futures_util::StreamExt;
 
@@ -138,18 +137,6 @@ impl KvStore for NatsKv {
             }
         }
         Ok(out)
-    }
-
-    async fn last_revision(&self, prefix: &str) -> Result<u64, KvError> {
-        // The last message of the bucket's stream under the prefix (puts,
-        // deletes and purges are all messages), its sequence being the
-        // revision watches and reads report.
-        let subject = format!("{}{prefix}>", self.kv.prefix);
-        match self.kv.stream.direct_get_last_for_subject(subject).await {
-            Ok(message) => Ok(message.sequence),
-            Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(0),
-            Err(e) => Err(unavailable(e)),
-        }
     }
 
     async fn watch(&self, prefix: &str) -> Result<Watch, KvError> {
