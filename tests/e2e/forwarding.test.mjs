@@ -6,6 +6,7 @@
 
 import assert from 'node:assert/strict';
 import { after, afterEach, before, describe, it } from 'node:test';
+import WebSocket from 'ws';
 import { startRequestBalancer } from './lib/balancer.mjs';
 import {
   claims,
@@ -191,5 +192,61 @@ describe('long-polling across edges without affinity', () => {
       (await clusterSum(cluster, 'roomcast_edge_forwarded_requests_total', { outcome: 'owner_gone' })) >= 1,
       'a forwarded request found nobody holding the tag',
     );
+  });
+});
+
+describe('a relayed WebSocket whose client stops reading', () => {
+  const QUEUE_BYTES = 256 * 1024;
+  let cluster;
+  let api;
+  before(async () => {
+    cluster = await startCluster({
+      edges: 2,
+      edgeArgs: ['--allow-anonymous', '--max-payload', String(128 * 1024), '--outbound-queue-bytes', String(QUEUE_BYTES)],
+      controlArgs: ['--api-key', API_KEY],
+    });
+    api = createRoomcastClient(cluster.grpcAddr, { apiKey: API_KEY });
+  });
+  after(async () => {
+    api?.close();
+    await cluster?.stop();
+  });
+
+  it('is a slow consumer on the edge holding its session, as a WebSocket of its own would be', async () => {
+    const [owner, relay] = cluster.edges;
+    const open = await eio(owner.httpUrl);
+    const sid = JSON.parse(open.body.slice(1)).sid;
+    assert.equal((await eio(owner.httpUrl, { method: 'POST', sid, body: '40' })).status, 200);
+    const connected = await eio(owner.httpUrl, { sid });
+    const socketId = JSON.parse(connected.body.slice(2)).sid;
+
+    // The upgrade, by hand, on the other edge.
+    const ws = new WebSocket(`${relay.httpUrl.replace(/^http/, 'ws')}/socket.io/?EIO=4&transport=websocket&sid=${sid}`);
+    const frames = [];
+    ws.on('message', (data) => frames.push(data.toString()));
+    ws.on('error', () => {});
+    await new Promise((resolve, reject) => ws.once('open', resolve).once('error', reject));
+    ws.send('2probe');
+    await waitFor(() => frames.includes('3probe'), 5000, '3probe from the relay');
+    ws.send('5');
+    await waitFor(
+      async () => (await api.fetchSockets({ target: { socket_ids: [socketId] } })).sockets[0]?.transport === 'websocket',
+      5000,
+      'the upgrade to be done',
+    );
+    const slow = async () =>
+      (await fetchMetrics(owner.adminUrl)).get('roomcast_edge_disconnects_total{reason="slow_consumer"}') ?? 0;
+    const before = await slow();
+
+    // The client reads nothing more; the backend keeps emitting.
+    ws._socket.pause();
+    const chunk = 'x'.repeat(64 * 1024);
+    let closed = false;
+    for (let i = 0; i < 2000 && !closed; i++) {
+      await api.emit({ to: { socket_ids: [socketId] }, event: 'big', args_json: args(chunk) });
+      if (i % 50 === 49) closed = (await slow()) > before;
+    }
+    await waitFor(async () => (await slow()) > before, 10_000, 'a slow_consumer close on the owner');
+    ws.terminate();
   });
 });
