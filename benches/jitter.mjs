@@ -50,7 +50,7 @@ import { startBalancer } from '../tests/e2e/lib/balancer.mjs';
 import { splitStandaloneArgs, startCluster } from '../tests/e2e/lib/cluster.mjs';
 import { createRoomcastClient } from '../tests/e2e/lib/grpc.mjs';
 import { claims, signHs256 } from '../tests/e2e/lib/jwt.mjs';
-import { binaryPath, startStandalone, stopChild, trackChild } from '../tests/e2e/lib/process.mjs';
+import { binaryPath, fetchMetrics, startStandalone, stopChild, trackChild } from '../tests/e2e/lib/process.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const { io } = createRequire(path.join(HERE, '../tests/e2e/package.json'))('socket.io-client');
@@ -506,10 +506,23 @@ async function runOne(kind, cut) {
       () => clients.every((c) => c.socket.connected && c.pending === null && c.maxN >= last),
       SETTLE_TIMEOUT_MS,
     );
+    // What the servers say of the recoveries they were asked for, by outcome
+    // (roomcast only; an edge restarted after a kill counts from then on).
+    const serverRecoveries = {};
+    if (kind !== 'node') {
+      for (const u of system.upstreams) {
+        const samples = await fetchMetrics(u.adminUrl).catch(() => new Map());
+        for (const [series, v] of samples) {
+          const m = /^roomcast_edge_recoveries_total\{outcome="([^"]+)"\}$/.exec(series);
+          if (m && v > 0) serverRecoveries[m[1]] = (serverRecoveries[m[1]] ?? 0) + v;
+        }
+      }
+    }
     const result = {
       system: kind,
       cut,
       ...cfg,
+      serverRecoveries,
       cuts: cutStats.cuts,
       kills: cutStats.kills,
       settled,

@@ -210,11 +210,23 @@ pub trait Bus: Send + Sync + 'static {
         payload: Bytes,
         timeout: Duration,
     ) -> Result<Asked, BusError> {
-        let mut replies = self
-            .request_many(subject, headers, payload, 1, timeout)
-            .await?;
-        Ok(replies.pop().map_or(Asked::Silent, Asked::Reply))
+        first_reply(self, subject, headers, payload, timeout).await
     }
+}
+
+/// [`Bus::ask`] for a bus that cannot tell that nobody listens: the first
+/// reply within `timeout`, or [`Asked::Silent`].
+pub(crate) async fn first_reply<B: Bus + ?Sized>(
+    bus: &B,
+    subject: &str,
+    headers: Headers,
+    payload: Bytes,
+    timeout: Duration,
+) -> Result<Asked, BusError> {
+    let mut replies = bus
+        .request_many(subject, headers, payload, 1, timeout)
+        .await?;
+    Ok(replies.pop().map_or(Asked::Silent, Asked::Reply))
 }
 
 /// What [`Bus::ask`] heard.

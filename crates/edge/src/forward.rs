@@ -527,9 +527,15 @@ async fn relay_session<R: tokio::io::AsyncRead + Unpin + Send>(
                     return RelayEnd::silent();
                 }
                 Err(e) => {
-                    let end = failed_read(Some(e));
-                    owner.fail(read_close_reason(e));
-                    return end;
+                    // The owner closes the session for this reason (and
+                    // counts a payload over the limit); the client gets the
+                    // close frame here.
+                    let reason = crate::ws::close_reason(e);
+                    owner.fail(reason);
+                    return RelayEnd {
+                        close_code: e.close_code(),
+                        reason: reason.ws_reason(),
+                    };
                 }
             };
             metrics::counter!(crate::metrics::BYTES_IN).increment(payload.len() as u64);
@@ -554,20 +560,8 @@ async fn relay_session<R: tokio::io::AsyncRead + Unpin + Send>(
     }
 }
 
-fn read_close_reason(e: ReadError) -> CloseReason {
-    match e {
-        ReadError::Eof => CloseReason::TransportClose,
-        ReadError::Io => CloseReason::TransportError,
-        ReadError::Protocol | ReadError::InvalidUtf8 => CloseReason::ProtocolError,
-        ReadError::TooBig => CloseReason::MessageTooBig,
-        ReadError::PingFlood => {
-            crate::limits::Limit::PingRate.hit();
-            CloseReason::Flood
-        }
-    }
-}
-
-/// The close frame after a read error (or an unexpected message: `None`).
+/// The close frame after a read error during the probe (or an unexpected
+/// message: `None`); the session polls on.
 fn failed_read(e: Option<ReadError>) -> RelayEnd {
     match e {
         None => RelayEnd {
@@ -580,7 +574,7 @@ fn failed_read(e: Option<ReadError>) -> RelayEnd {
             }
             RelayEnd {
                 close_code: e.close_code(),
-                reason: read_close_reason(e).ws_reason(),
+                reason: crate::ws::close_reason(e).ws_reason(),
             }
         }
     }

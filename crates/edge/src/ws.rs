@@ -283,7 +283,17 @@ async fn expect_text<R: ReadIo>(
 /// Fails the connection after a read error: queues the close frame with the
 /// code the error calls for, and tells why the session ends.
 async fn fail(control: &Control, e: ReadError) -> CloseReason {
-    let reason = match e {
+    let reason = close_reason(e);
+    if let Some(code) = e.close_code() {
+        let payload = close_payload(code, reason.ws_reason());
+        let _ = control.push(encode_frame(OpCode::Close, &payload)).await;
+    }
+    reason
+}
+
+/// Why a session ends after a read error (a ping flood is counted here).
+pub(crate) fn close_reason(e: ReadError) -> CloseReason {
+    match e {
         ReadError::Eof => CloseReason::TransportClose,
         ReadError::Io => CloseReason::TransportError,
         ReadError::Protocol | ReadError::InvalidUtf8 => CloseReason::ProtocolError,
@@ -293,12 +303,7 @@ async fn fail(control: &Control, e: ReadError) -> CloseReason {
             tracing::info!("websocket ping flood, closing");
             CloseReason::Flood
         }
-    };
-    if let Some(code) = e.close_code() {
-        let payload = close_payload(code, reason.ws_reason());
-        let _ = control.push(encode_frame(OpCode::Close, &payload)).await;
     }
-    reason
 }
 
 /// Most control replies queued for the writer; the reader waits for room

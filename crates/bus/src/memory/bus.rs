@@ -205,10 +205,7 @@ impl Bus for MemoryBus {
         if !self.has_subscribers(subject) {
             return Ok(Asked::NoResponders);
         }
-        let mut replies = self
-            .request_many(subject, headers, payload, 1, timeout)
-            .await?;
-        Ok(replies.pop().map_or(Asked::Silent, Asked::Reply))
+        crate::backend::first_reply(self, subject, headers, payload, timeout).await
     }
 
     async fn subscribe(
