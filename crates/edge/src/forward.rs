@@ -38,7 +38,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::http_reply::{ContentType, EioError, PollReply};
 use crate::session::{close_payload, CloseReason, Session};
-use crate::sink::{Progress, TransportKind};
+use crate::sink::Progress;
+use crate::ws::UpgradeRefusal;
 use crate::ws_read::{Message as WsMessage, MessageReader, OpCode, ReadError};
 use crate::wsframe::{encode_frame, write_frames};
 use crate::Edge;
@@ -303,21 +304,13 @@ pub(crate) async fn check_upgrade(
     edge: &Edge,
     tag: &str,
     sid: &str,
-) -> Result<Result<(), crate::ws::UpgradeRefusal>, PollReply> {
+) -> Result<Result<(), UpgradeRefusal>, PollReply> {
     let owner = Owner { edge, tag, sid };
     let reply = owner.reply(Op::Check, Headers::new(), Bytes::new()).await;
     match reply.status {
         StatusCode::OK => Ok(Ok(())),
-        StatusCode::CONFLICT => Ok(Err(refusal(&reply.body))),
+        StatusCode::CONFLICT => Ok(Err(UpgradeRefusal::from_reason(&reply.body))),
         _ => Err(reply),
-    }
-}
-
-fn refusal(body: &[u8]) -> crate::ws::UpgradeRefusal {
-    if body == b"already_upgraded" {
-        crate::ws::UpgradeRefusal::AlreadyUpgraded
-    } else {
-        crate::ws::UpgradeRefusal::UpgradeInProgress
     }
 }
 
@@ -452,10 +445,7 @@ async fn relay_session<R: tokio::io::AsyncRead + Unpin + Send>(
             StatusCode::CONFLICT => {
                 return Err(RelayEnd {
                     close_code: Some(1008),
-                    reason: match refusal(&reply.body) {
-                        crate::ws::UpgradeRefusal::AlreadyUpgraded => "already_upgraded",
-                        crate::ws::UpgradeRefusal::UpgradeInProgress => "upgrade_in_progress",
-                    },
+                    reason: UpgradeRefusal::from_reason(&reply.body).reason(),
                 })
             }
             _ => return Err(RelayEnd::normal()),
@@ -696,7 +686,6 @@ fn request_id(msg: &Message) -> Option<u64> {
 }
 
 async fn serve_op(edge: &Edge, session: &Arc<Session>, op: Op, msg: &Message) -> Option<PollReply> {
-    let polling = session.outbox.transport() == TransportKind::Polling;
     Some(match op {
         Op::Get | Op::Post | Op::Frames | Op::Send => {
             // A request after the pong deadline finds the session closed.
@@ -720,16 +709,16 @@ async fn serve_op(edge: &Edge, session: &Arc<Session>, op: Op, msg: &Message) ->
                 _ => relayed_message(edge, session, msg).await,
             }
         }
-        Op::Check => match upgrade_refusal(session, polling) {
-            Some(refused) => refused,
+        Op::Check => match UpgradeRefusal::of(session) {
+            Some(refused) => conflict(refused),
             None => PollReply::ok(),
         },
         Op::Probe => {
-            if let Some(refused) = upgrade_refusal(session, polling) {
-                return Some(refused);
+            if let Some(refused) = UpgradeRefusal::of(session) {
+                return Some(conflict(refused));
             }
             if !session.begin_upgrade() {
-                return Some(conflict("upgrade_in_progress"));
+                return Some(conflict(UpgradeRefusal::UpgradeInProgress));
             }
             // Release a GET the client is waiting on, so it can finish the
             // upgrade.
@@ -749,18 +738,12 @@ async fn serve_op(edge: &Edge, session: &Arc<Session>, op: Op, msg: &Message) ->
     })
 }
 
-fn conflict(reason: &'static str) -> PollReply {
-    PollReply::text(StatusCode::CONFLICT, Bytes::from_static(reason.as_bytes()))
-}
-
-fn upgrade_refusal(session: &Session, polling: bool) -> Option<PollReply> {
-    if !polling {
-        Some(conflict("already_upgraded"))
-    } else if session.is_upgrading() {
-        Some(conflict("upgrade_in_progress"))
-    } else {
-        None
-    }
+/// A refused upgrade, as the owner tells the edge the WebSocket came to.
+fn conflict(refused: UpgradeRefusal) -> PollReply {
+    PollReply::text(
+        StatusCode::CONFLICT,
+        Bytes::from_static(refused.reason().as_bytes()),
+    )
 }
 
 /// One message of a relayed WebSocket, handled as the owner's own reader

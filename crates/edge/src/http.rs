@@ -228,15 +228,7 @@ async fn route(edge: &Edge, mut req: Request) -> Response {
             // A session already on a WebSocket, or being upgraded by another
             // one: like the reference server, accept this WebSocket and close
             // it at once; the session goes on where it is.
-            let refused = existing.as_ref().and_then(|s| {
-                if s.outbox.transport() != TransportKind::Polling {
-                    Some(crate::ws::UpgradeRefusal::AlreadyUpgraded)
-                } else if s.is_upgrading() {
-                    Some(crate::ws::UpgradeRefusal::UpgradeInProgress)
-                } else {
-                    None
-                }
-            });
+            let refused = existing.as_deref().and_then(crate::ws::UpgradeRefusal::of);
             match (fastwebsockets::upgrade::upgrade(&mut req), refused) {
                 (Ok((res, fut)), Some(refusal)) => {
                     edge.spawn(crate::ws::refuse(fut, refusal));

@@ -159,7 +159,7 @@ pub(crate) async fn read_body(edge: &Edge, body: Body) -> Result<Bytes, BodyErro
 }
 
 /// A POST whose body could not be read: the session's transport failed.
-pub(crate) fn failed_body(edge: &Edge, session: &Arc<Session>, e: BodyError) -> PollReply {
+fn failed_body(edge: &Edge, session: &Arc<Session>, e: BodyError) -> PollReply {
     tracing::debug!(sid = %session.sid, error = ?e, "polling body refused");
     edge.close_session(session, e.close_reason());
     e.reply()

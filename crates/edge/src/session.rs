@@ -473,8 +473,6 @@ impl Edge {
         let cfg = self.config();
         // The sid carries this edge's route tag: any edge can tell where a
         // polling request for it goes (ADR 20).
-        // The sid carries this edge's route tag: any edge can tell where a
-        // polling request for it goes (ADR 20).
         let sid = roomcast_bus::names::new_socket_id(self.route_tag());
         let span = tracing::debug_span!("connection", sid = %sid, peer = ?handshake.remote);
         let session = Arc::new(Session {

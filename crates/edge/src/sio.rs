@@ -171,6 +171,12 @@ impl ReplayGate {
         }
     }
 
+    /// Whether a packet of history sequence `seq` (0: none) is one a replay
+    /// up to `upto` already sent.
+    fn replayed(&self, seq: u64, upto: u64) -> bool {
+        seq != 0 && seq <= upto
+    }
+
     fn held(&self) -> MutexGuard<'_, Vec<(u64, envelope::Packet, bool)>> {
         // Held for a push or a drain only; consistent across a panic.
         self.held.lock().unwrap_or_else(PoisonError::into_inner)
@@ -195,8 +201,10 @@ impl Socket {
                 return Ok(());
             }
         }
-        if seq != 0 && seq <= self.gate.upto.load(Ordering::Acquire) {
-            // Replayed already.
+        if self
+            .gate
+            .replayed(seq, self.gate.upto.load(Ordering::Acquire))
+        {
             return Ok(());
         }
         self.push(packet, volatile, path)
@@ -236,7 +244,7 @@ impl Socket {
         self.gate.upto.store(upto, Ordering::Release);
         let mut result = Ok(());
         for (seq, packet, volatile) in held.drain(..) {
-            if seq != 0 && seq <= upto {
+            if self.gate.replayed(seq, upto) {
                 continue;
             }
             if result.is_ok() {

@@ -106,10 +106,32 @@ pub(crate) enum UpgradeRefusal {
 }
 
 impl UpgradeRefusal {
-    fn reason(self) -> &'static str {
+    /// Why a WebSocket may not take `session` over now, if it may not.
+    pub(crate) fn of(session: &Session) -> Option<UpgradeRefusal> {
+        if session.outbox.transport() != TransportKind::Polling {
+            Some(UpgradeRefusal::AlreadyUpgraded)
+        } else if session.is_upgrading() {
+            Some(UpgradeRefusal::UpgradeInProgress)
+        } else {
+            None
+        }
+    }
+
+    /// The close frame's reason (and what edges say to each other).
+    pub(crate) fn reason(self) -> &'static str {
         match self {
             UpgradeRefusal::AlreadyUpgraded => "already_upgraded",
             UpgradeRefusal::UpgradeInProgress => "upgrade_in_progress",
+        }
+    }
+
+    /// Reverses [`UpgradeRefusal::reason`]; an unknown reason is an upgrade
+    /// in progress (the session is not to be taken over either way).
+    pub(crate) fn from_reason(reason: &[u8]) -> UpgradeRefusal {
+        if reason == UpgradeRefusal::AlreadyUpgraded.reason().as_bytes() {
+            UpgradeRefusal::AlreadyUpgraded
+        } else {
+            UpgradeRefusal::UpgradeInProgress
         }
     }
 }
