@@ -114,6 +114,16 @@ describe('long-polling across edges without affinity', () => {
     const { sockets } = await api.fetchSockets({ target: { socket_ids: [client.id] } });
     assert.equal(sockets[0].node_id, 'edge-2');
 
+    // A second WebSocket for the session, on its own edge, is refused as for
+    // any upgraded session: accepted, then closed with 1008.
+    const sid = client.socket.io.engine.id;
+    const second = new WebSocket(`${cluster.edges[1].httpUrl.replace(/^http/, 'ws')}/socket.io/?EIO=4&transport=websocket&sid=${sid}`);
+    const closed = await new Promise((resolve) => {
+      second.on('close', (code, reason) => resolve({ code, reason: reason.toString() }));
+      second.on('error', () => {});
+    });
+    assert.deepEqual(closed, { code: 1008, reason: 'already_upgraded' });
+
     // Both ways: an emit to it, and a client event that reaches a backend.
     await api.emit({ to: { socket_ids: [client.id] }, event: 'hello', args_json: args('relayed') });
     assert.deepEqual(await client.nextEvent('hello'), ['relayed']);

@@ -386,7 +386,7 @@ impl<C> EngineSession<C> {
     /// The transport the client uses: a polling session whose client
     /// upgraded on another edge is on a WebSocket.
     pub fn transport_name(&self) -> &'static str {
-        if self.relayed.load(Ordering::Acquire) {
+        if self.is_relayed() {
             TransportKind::WebSocket.name()
         } else {
             self.outbox.transport().name()
@@ -401,6 +401,11 @@ impl<C> EngineSession<C> {
     /// The close packet held back, once.
     pub fn take_held_close(&self) -> bool {
         self.close_pending.swap(false, Ordering::AcqRel)
+    }
+
+    /// Whether the client upgraded to a WebSocket on another edge.
+    pub fn is_relayed(&self) -> bool {
+        self.relayed.load(Ordering::Acquire)
     }
 
     /// The client upgraded to a WebSocket on another edge.

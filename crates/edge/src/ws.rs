@@ -108,7 +108,8 @@ pub(crate) enum UpgradeRefusal {
 impl UpgradeRefusal {
     /// Why a WebSocket may not take `session` over now, if it may not.
     pub(crate) fn of(session: &Session) -> Option<UpgradeRefusal> {
-        if session.outbox.transport() != TransportKind::Polling {
+        // A session relayed from another edge's WebSocket is upgraded too.
+        if session.outbox.transport() != TransportKind::Polling || session.is_relayed() {
             Some(UpgradeRefusal::AlreadyUpgraded)
         } else if session.is_upgrading() {
             Some(UpgradeRefusal::UpgradeInProgress)
